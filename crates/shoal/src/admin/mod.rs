@@ -1,0 +1,169 @@
+//! The admin API, on its own listener: health, counters (JSON and Prometheus text), the cache's
+//! contents, and purge. It receives handles to the proxy's state and never touches the request
+//! path. `shoal ctl` (a later issue) talks to this API only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::proxy::{now_millis, Proxy};
+use crate::store::Store;
+
+/// Binds the admin API on `address`; returns the bound address.
+pub async fn start(address: SocketAddr, proxy: Arc<Proxy>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let proxy = Arc::clone(&proxy);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let proxy = Arc::clone(&proxy);
+                        async move { Ok::<_, std::convert::Infallible>(route(&proxy, &request)) }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+#[derive(Serialize)]
+struct Stats {
+    counters: std::collections::BTreeMap<&'static str, u64>,
+    store: crate::store::StoreStats,
+    fetches_in_flight: usize,
+}
+
+#[derive(Serialize)]
+struct CachedObject {
+    key: String,
+    url: String,
+    status: u16,
+    bytes: u64,
+    age_seconds: u64,
+    fresh_for_seconds: i64,
+    state: &'static str,
+}
+
+fn route<B>(proxy: &Proxy, request: &http::Request<B>) -> Response<Full<Bytes>> {
+    let query = request.uri().query().unwrap_or("");
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".into()),
+        (&Method::GET, "/stats") => json(&stats(proxy)),
+        (&Method::GET, "/metrics") => text(StatusCode::OK, prometheus(&stats(proxy))),
+        (&Method::GET, "/cache") => json(&cache_listing(proxy)),
+        (&Method::POST, "/purge") => {
+            match parameter(query, "url").and_then(|url| url.parse::<http::Uri>().ok()) {
+                Some(uri) => {
+                    let host = uri.authority().map_or("", |a| a.as_str());
+                    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+                    let purged = proxy.store().remove(proxy.key_of(host, target));
+                    json(&serde_json::json!({ "purged": purged }))
+                }
+                None => text(
+                    StatusCode::BAD_REQUEST,
+                    "expected /purge?url=http://host/path\n".into(),
+                ),
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "unknown admin endpoint; try /health, /stats, /metrics, /cache, POST /purge?url=\n"
+                .into(),
+        ),
+    }
+}
+
+fn stats(proxy: &Proxy) -> Stats {
+    Stats {
+        counters: proxy.metrics().snapshot().into_iter().collect(),
+        store: proxy.store().stats(),
+        fetches_in_flight: proxy.fetches_in_flight(),
+    }
+}
+
+fn cache_listing(proxy: &Proxy) -> Vec<CachedObject> {
+    let now = now_millis();
+    let mut listing = Vec::new();
+    for entry in proxy.store().entries() {
+        for object in &entry.variants {
+            let meta = object.meta();
+            let age = meta.timing.current_age(now);
+            listing.push(CachedObject {
+                key: entry.key.to_hex(),
+                url: meta.url.clone(),
+                status: meta.status.as_u16(),
+                bytes: object.length(),
+                age_seconds: age / 1000,
+                fresh_for_seconds: (meta.freshness.lifetime as i64 - age as i64) / 1000,
+                state: match object.state() {
+                    crate::store::FillState::Filling => "filling",
+                    crate::store::FillState::Complete => "complete",
+                    crate::store::FillState::Aborted => "aborted",
+                },
+            });
+        }
+    }
+    listing.sort_by(|a, b| a.url.cmp(&b.url));
+    listing
+}
+
+fn prometheus(stats: &Stats) -> String {
+    let mut out = String::new();
+    for (name, value) in &stats.counters {
+        out.push_str(&format!("shoal_{name} {value}\n"));
+    }
+    out.push_str(&format!("shoal_store_entries {}\n", stats.store.entries));
+    out.push_str(&format!("shoal_store_bytes {}\n", stats.store.bytes));
+    out.push_str(&format!(
+        "shoal_store_capacity_bytes {}\n",
+        stats.store.capacity
+    ));
+    out.push_str(&format!(
+        "shoal_store_evictions {}\n",
+        stats.store.evictions
+    ));
+    out.push_str(&format!(
+        "shoal_fetches_in_flight {}\n",
+        stats.fetches_in_flight
+    ));
+    out
+}
+
+fn parameter<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        pair.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
+}
+
+fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec_pretty(value).unwrap_or_default(),
+    )));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,244 @@
+//! Request collapsing: a table of in-flight origin fetches keyed by cache key. The first miss
+//! for a key becomes the leader and owns the fetch; later misses follow it and are told the
+//! outcome: an object to read as it fills, "pass" (the response cannot be shared, so go to the
+//! origin yourself, at once), or a failure. Keys found uncacheable are remembered for a while so
+//! that requests for them skip the table instead of queueing behind fetches that are never
+//! shared.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::CacheKey;
+use crate::store::Object;
+
+/// What followers of a fetch learn once its response head arrives.
+#[derive(Clone, Debug)]
+pub enum FlightOutcome {
+    /// Still waiting for the origin's response head.
+    Pending,
+    /// The response is being stored: read it from this object (it may still be filling).
+    Object(Arc<Object>),
+    /// The response cannot be shared: make your own request.
+    Pass,
+    /// The origin failed; the status the leader answered with (502 or 504).
+    Failed(http::StatusCode),
+}
+
+struct Flight {
+    outcome: watch::Sender<FlightOutcome>,
+}
+
+/// The in-flight table.
+#[derive(Default)]
+pub struct Collapser {
+    flights: Mutex<HashMap<CacheKey, Arc<Flight>>>,
+    uncacheable: Mutex<HashMap<CacheKey, Instant>>,
+}
+
+/// The role a request gets for its key.
+pub enum Role {
+    /// Fetch from the origin and report through the guard.
+    Leader(FlightGuard),
+    /// Wait for the leader's outcome.
+    Follower(Follower),
+}
+
+/// Held by the leader; reports the outcome to the followers. Dropping it without a report
+/// (the leader failed or was cancelled) releases the followers with [`FlightOutcome::Pass`], so
+/// nobody hangs.
+pub struct FlightGuard {
+    collapser: Arc<Collapser>,
+    key: CacheKey,
+    flight: Arc<Flight>,
+    settled: bool,
+}
+
+/// Waits for a leader's outcome.
+pub struct Follower {
+    outcome: watch::Receiver<FlightOutcome>,
+}
+
+impl Collapser {
+    /// Joins the fetch for `key`, or starts one.
+    pub fn join(self: &Arc<Self>, key: CacheKey) -> Role {
+        let mut flights = lock(&self.flights);
+        if let Some(flight) = flights.get(&key) {
+            return Role::Follower(Follower {
+                outcome: flight.outcome.subscribe(),
+            });
+        }
+        let flight = Arc::new(Flight {
+            outcome: watch::Sender::new(FlightOutcome::Pending),
+        });
+        flights.insert(key, Arc::clone(&flight));
+        Role::Leader(FlightGuard {
+            collapser: Arc::clone(self),
+            key,
+            flight,
+            settled: false,
+        })
+    }
+
+    /// Whether a fetch for `key` is under way (a background refresh checks before starting one).
+    pub fn in_flight(&self, key: CacheKey) -> bool {
+        lock(&self.flights).contains_key(&key)
+    }
+
+    /// Remembers that `key` gave an uncacheable response, for `ttl`.
+    pub fn mark_uncacheable(&self, key: CacheKey, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let mut uncacheable = lock(&self.uncacheable);
+        let now = Instant::now();
+        // Keep the table small: sweep expired marks whenever it grows large.
+        if uncacheable.len() >= 10_000 {
+            uncacheable.retain(|_, until| *until > now);
+        }
+        uncacheable.insert(key, now + ttl);
+    }
+
+    /// Whether `key` was recently found uncacheable.
+    pub fn is_uncacheable(&self, key: CacheKey) -> bool {
+        let mut uncacheable = lock(&self.uncacheable);
+        match uncacheable.get(&key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                uncacheable.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets that `key` was uncacheable (it just gave a storable response).
+    pub fn clear_uncacheable(&self, key: CacheKey) {
+        lock(&self.uncacheable).remove(&key);
+    }
+
+    /// Fetches under way, for the admin API.
+    pub fn flights(&self) -> usize {
+        lock(&self.flights).len()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoning follows a panic while holding the lock; the maps are consistent regardless.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl FlightGuard {
+    /// Tells the followers the response is being stored as `object`. The flight stays in the
+    /// table, so that later misses attach to the filling object, until [`FlightGuard::finish`].
+    pub fn publish(&mut self, object: Arc<Object>) {
+        self.flight
+            .outcome
+            .send_replace(FlightOutcome::Object(object));
+    }
+
+    /// Ends the flight with a final outcome and removes it from the table.
+    pub fn finish(mut self, outcome: FlightOutcome) {
+        self.settle(outcome);
+    }
+
+    fn settle(&mut self, outcome: FlightOutcome) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let mut flights = lock(&self.collapser.flights);
+        if flights
+            .get(&self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.flight))
+        {
+            flights.remove(&self.key);
+        }
+        drop(flights);
+        if !matches!(outcome, FlightOutcome::Pending) {
+            self.flight.outcome.send_replace(outcome);
+        }
+    }
+
+    /// The key being fetched.
+    pub fn key(&self) -> CacheKey {
+        self.key
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if !self.settled {
+            let published = !matches!(*self.flight.outcome.borrow(), FlightOutcome::Pending);
+            self.settle(if published {
+                FlightOutcome::Pending
+            } else {
+                FlightOutcome::Pass
+            });
+        }
+    }
+}
+
+impl Follower {
+    /// Waits for the leader's outcome (never [`FlightOutcome::Pending`]).
+    pub async fn outcome(mut self) -> FlightOutcome {
+        loop {
+            let current = self.outcome.borrow_and_update().clone();
+            if !matches!(current, FlightOutcome::Pending) {
+                return current;
+            }
+            if self.outcome.changed().await.is_err() {
+                // The leader vanished without a word: fend for yourself.
+                let last = self.outcome.borrow().clone();
+                return match last {
+                    FlightOutcome::Pending => FlightOutcome::Pass,
+                    other => other,
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn followers_hear_the_outcome_and_a_dropped_leader_releases_them() {
+        let collapser = Arc::new(Collapser::default());
+        let key = CacheKey(7);
+        let Role::Leader(leader) = collapser.join(key) else {
+            panic!("first is leader")
+        };
+        let Role::Follower(follower) = collapser.join(key) else {
+            panic!("second follows")
+        };
+        let waiting = tokio::spawn(follower.outcome());
+        leader.finish(FlightOutcome::Failed(http::StatusCode::BAD_GATEWAY));
+        assert!(matches!(waiting.await.unwrap(), FlightOutcome::Failed(_)));
+        assert!(!collapser.in_flight(key));
+
+        let Role::Leader(leader) = collapser.join(key) else {
+            panic!("new leader")
+        };
+        let Role::Follower(follower) = collapser.join(key) else {
+            panic!("follower")
+        };
+        drop(leader);
+        assert!(matches!(follower.outcome().await, FlightOutcome::Pass));
+    }
+
+    #[test]
+    fn uncacheable_marks_expire() {
+        let collapser = Collapser::default();
+        collapser.mark_uncacheable(CacheKey(1), Duration::from_secs(60));
+        assert!(collapser.is_uncacheable(CacheKey(1)));
+        collapser.mark_uncacheable(CacheKey(2), Duration::from_nanos(1));
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(!collapser.is_uncacheable(CacheKey(2)));
+    }
+}

@@ -1,0 +1,161 @@
+//! Conditional requests answered from a stored response (RFC 9110 §13): `If-None-Match`,
+//! `If-Modified-Since` and `If-Range`.
+
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE};
+use http::{HeaderMap, HeaderValue};
+
+/// Whether a GET or HEAD with these headers should get `304 Not Modified` for a stored response
+/// with `etag` and `last_modified` (milliseconds since the epoch).
+pub fn not_modified(
+    request: &HeaderMap,
+    etag: Option<&HeaderValue>,
+    last_modified: Option<u64>,
+) -> bool {
+    if request.contains_key(IF_NONE_MATCH) {
+        // If-None-Match takes precedence; If-Modified-Since is then ignored (§13.2.2).
+        let Some(etag) = etag.and_then(|e| e.to_str().ok()) else {
+            return false;
+        };
+        return request
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|candidate| candidate == "*" || weak_match(candidate, etag));
+    }
+    match (request_date(request, IF_MODIFIED_SINCE), last_modified) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+/// Whether a `Range` request may be answered with a part: true without `If-Range`, otherwise
+/// only when its validator matches strongly (§13.1.5).
+pub fn range_applies(
+    request: &HeaderMap,
+    etag: Option<&HeaderValue>,
+    last_modified: Option<u64>,
+) -> bool {
+    let Some(condition) = request.get(IF_RANGE).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let condition = condition.trim();
+    if condition.starts_with('"') || condition.starts_with("W/") {
+        return etag
+            .and_then(|e| e.to_str().ok())
+            .is_some_and(|etag| strong_match(condition, etag));
+    }
+    match (httpdate::parse_http_date(condition), last_modified) {
+        (Ok(date), Some(modified)) => millis(date) == Some(modified),
+        _ => false,
+    }
+}
+
+fn request_date(request: &HeaderMap, name: http::HeaderName) -> Option<u64> {
+    let text = request.get(name)?.to_str().ok()?;
+    millis(httpdate::parse_http_date(text.trim()).ok()?)
+}
+
+fn millis(time: std::time::SystemTime) -> Option<u64> {
+    u64::try_from(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()
+}
+
+fn opaque(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
+}
+
+/// Weak comparison: the opaque tags match, weak or not.
+pub fn weak_match(a: &str, b: &str) -> bool {
+    opaque(a) == opaque(b)
+}
+
+/// Strong comparison: both strong and identical.
+pub fn strong_match(a: &str, b: &str) -> bool {
+    !a.starts_with("W/") && !b.starts_with("W/") && a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    const LM: u64 = 1_700_000_000_000; // Tue, 14 Nov 2023 22:13:20 GMT
+
+    #[test]
+    fn not_modified_table() {
+        let etag = HeaderValue::from_static("\"v1\"");
+        let check = |pairs: &[(&str, &str)], expected: bool| {
+            assert_eq!(
+                not_modified(&request(pairs), Some(&etag), Some(LM)),
+                expected,
+                "{pairs:?}"
+            );
+        };
+        check(&[("if-none-match", "\"v1\"")], true);
+        check(&[("if-none-match", "W/\"v1\"")], true);
+        check(&[("if-none-match", "\"v0\", \"v1\"")], true);
+        check(&[("if-none-match", "*")], true);
+        check(&[("if-none-match", "\"v2\"")], false);
+        check(
+            &[("if-modified-since", "Tue, 14 Nov 2023 22:13:20 GMT")],
+            true,
+        );
+        check(
+            &[("if-modified-since", "Tue, 14 Nov 2023 22:13:19 GMT")],
+            false,
+        );
+        check(&[("if-modified-since", "garbage")], false);
+        // If-None-Match wins over If-Modified-Since.
+        check(
+            &[
+                ("if-none-match", "\"v2\""),
+                ("if-modified-since", "Tue, 14 Nov 2023 22:13:20 GMT"),
+            ],
+            false,
+        );
+        check(&[], false);
+    }
+
+    #[test]
+    fn if_range_table() {
+        let strong = HeaderValue::from_static("\"v1\"");
+        let weak = HeaderValue::from_static("W/\"v1\"");
+        assert!(range_applies(&request(&[]), None, None));
+        assert!(range_applies(
+            &request(&[("if-range", "\"v1\"")]),
+            Some(&strong),
+            None
+        ));
+        assert!(!range_applies(
+            &request(&[("if-range", "\"v2\"")]),
+            Some(&strong),
+            None
+        ));
+        assert!(!range_applies(
+            &request(&[("if-range", "W/\"v1\"")]),
+            Some(&weak),
+            None
+        ));
+        assert!(range_applies(
+            &request(&[("if-range", "Tue, 14 Nov 2023 22:13:20 GMT")]),
+            None,
+            Some(LM)
+        ));
+        assert!(!range_applies(
+            &request(&[("if-range", "Tue, 14 Nov 2023 22:13:21 GMT")]),
+            None,
+            Some(LM)
+        ));
+    }
+}

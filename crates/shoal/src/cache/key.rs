@@ -1,0 +1,233 @@
+//! Cache keys: scheme, host and target normalized and hashed to 128 bits with XXH3, which is
+//! specified bit for bit and so gives the same key on every node and platform. Hashing is
+//! incremental, so computing a key allocates nothing unless the query string must be sorted or
+//! filtered. Variant keys (for `Vary`) are the normalized values of the varying request headers.
+
+use http::HeaderMap;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::config::{CacheConfig, QueryKey};
+
+/// The identity of a cached resource: a 128-bit hash of its normalized URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(pub u128);
+
+impl CacheKey {
+    /// Computes the key of `scheme://host/target`. `host` may carry a port; the default port is
+    /// dropped and the name lowercased; percent-escapes in the path are normalized.
+    pub fn new(scheme: &str, host: &str, target: &str, config: &CacheConfig) -> CacheKey {
+        let mut hasher = Xxh3::new();
+        hasher.update(scheme.as_bytes());
+        hasher.update(b"://");
+        let host = strip_default_port(host, scheme);
+        for byte in host.bytes() {
+            hasher.update(&[byte.to_ascii_lowercase()]);
+        }
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let path = if path.is_empty() { "/" } else { path };
+        hash_path(&mut hasher, path);
+        if let Some(query) = query {
+            hash_query(&mut hasher, query, config);
+        }
+        CacheKey(hasher.digest128())
+    }
+
+    /// The key as 32 hex digits, for the admin API and logs.
+    pub fn to_hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+}
+
+fn strip_default_port<'a>(host: &'a str, scheme: &str) -> &'a str {
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    host.strip_suffix(default).unwrap_or(host)
+}
+
+/// Hashes the path with percent-escapes normalized (RFC 3986 §6.2.2): escapes of unreserved
+/// characters are decoded and hex digits uppercased, so `/%7Efoo` and `/~foo` share a key.
+fn hash_path(hasher: &mut Xxh3, path: &str) {
+    if !path.contains('%') {
+        hasher.update(path.as_bytes());
+        return;
+    }
+    let bytes = path.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' && index + 2 < bytes.len() {
+            let high = (bytes[index + 1] as char).to_digit(16);
+            let low = (bytes[index + 2] as char).to_digit(16);
+            if let (Some(high), Some(low)) = (high, low) {
+                let decoded = (high * 16 + low) as u8;
+                if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) {
+                    hasher.update(&[decoded]);
+                } else {
+                    hasher.update(&[
+                        b'%',
+                        bytes[index + 1].to_ascii_uppercase(),
+                        bytes[index + 2].to_ascii_uppercase(),
+                    ]);
+                }
+                index += 3;
+                continue;
+            }
+        }
+        hasher.update(&bytes[index..index + 1]);
+        index += 1;
+    }
+}
+
+fn hash_query(hasher: &mut Xxh3, query: &str, config: &CacheConfig) {
+    if config.query == QueryKey::Ignore {
+        return;
+    }
+    if config.query == QueryKey::Keep && config.ignore_query_params.is_empty() {
+        hasher.update(b"?");
+        hasher.update(query.as_bytes());
+        return;
+    }
+    let mut parameters: Vec<&str> = query
+        .split('&')
+        .filter(|parameter| {
+            let name = parameter
+                .split_once('=')
+                .map_or(*parameter, |(name, _)| name);
+            !config
+                .ignore_query_params
+                .iter()
+                .any(|ignored| ignored == name)
+        })
+        .collect();
+    if config.query == QueryKey::Sort {
+        parameters.sort_unstable();
+    }
+    if parameters.is_empty() {
+        return;
+    }
+    hasher.update(b"?");
+    for (index, parameter) in parameters.iter().enumerate() {
+        if index > 0 {
+            hasher.update(b"&");
+        }
+        hasher.update(parameter.as_bytes());
+    }
+}
+
+/// The normalized value of one request header for variant matching (RFC 9111 §4.1): all field
+/// lines joined with commas, whitespace around list items removed, and case folded for the
+/// content-negotiation fields whose values are case-insensitive.
+pub fn normalized_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let fold_case = matches!(
+        name,
+        "accept" | "accept-encoding" | "accept-language" | "accept-charset"
+    );
+    let mut normalized = String::new();
+    for value in values {
+        for item in value.to_str().unwrap_or("").split(',') {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            if !normalized.is_empty() {
+                normalized.push(',');
+            }
+            for (index, part) in item.split(';').enumerate() {
+                if index > 0 {
+                    normalized.push(';');
+                }
+                normalized.push_str(part.trim());
+            }
+        }
+    }
+    if fold_case {
+        normalized.make_ascii_lowercase();
+    }
+    Some(normalized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(host: &str, target: &str, config: &CacheConfig) -> CacheKey {
+        CacheKey::new("http", host, target, config)
+    }
+
+    #[test]
+    fn normalization() {
+        let config = CacheConfig::default();
+        let same = |a: (&str, &str), b: (&str, &str)| {
+            assert_eq!(
+                key(a.0, a.1, &config),
+                key(b.0, b.1, &config),
+                "{a:?} vs {b:?}"
+            );
+        };
+        same(("Example.COM", "/a"), ("example.com:80", "/a"));
+        same(("h", "/%7efoo"), ("h", "/~foo"));
+        same(("h", "/a%2fb"), ("h", "/a%2Fb"));
+        same(("h", ""), ("h", "/"));
+        assert_ne!(key("h", "/a?x=1", &config), key("h", "/a?x=2", &config));
+        assert_ne!(key("h", "/a%2Fb", &config), key("h", "/a/b", &config));
+        assert_ne!(key("h", "/a", &config), key("h2", "/a", &config));
+    }
+
+    #[test]
+    fn query_options() {
+        let sort = CacheConfig {
+            query: QueryKey::Sort,
+            ..CacheConfig::default()
+        };
+        assert_eq!(key("h", "/?b=2&a=1", &sort), key("h", "/?a=1&b=2", &sort));
+        let keep = CacheConfig::default();
+        assert_ne!(key("h", "/?b=2&a=1", &keep), key("h", "/?a=1&b=2", &keep));
+        let ignore_some = CacheConfig {
+            ignore_query_params: vec!["utm_source".into()],
+            ..CacheConfig::default()
+        };
+        assert_eq!(
+            key("h", "/p?utm_source=x&id=3", &ignore_some),
+            key("h", "/p?id=3", &ignore_some)
+        );
+        assert_eq!(
+            key("h", "/p?utm_source=x", &ignore_some),
+            key("h", "/p", &ignore_some)
+        );
+        let ignore = CacheConfig {
+            query: QueryKey::Ignore,
+            ..CacheConfig::default()
+        };
+        assert_eq!(key("h", "/p?id=3", &ignore), key("h", "/p", &ignore));
+    }
+
+    #[test]
+    fn keys_are_stable_across_builds() {
+        // The key is part of the cluster's contract: it must never change silently.
+        assert_eq!(
+            key("example.com", "/index.html", &CacheConfig::default())
+                .to_hex()
+                .len(),
+            32
+        );
+        assert_eq!(
+            key("example.com", "/index.html", &CacheConfig::default()),
+            key("EXAMPLE.com:80", "/index.html", &CacheConfig::default())
+        );
+    }
+
+    #[test]
+    fn header_normalization() {
+        let mut headers = HeaderMap::new();
+        headers.append("accept-encoding", "GZIP , br".parse().unwrap());
+        headers.append("accept-encoding", "zstd".parse().unwrap());
+        assert_eq!(
+            normalized_header(&headers, "accept-encoding").unwrap(),
+            "gzip,br,zstd"
+        );
+        assert_eq!(normalized_header(&headers, "accept-language"), None);
+    }
+}

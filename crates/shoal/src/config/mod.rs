@@ -1,0 +1,612 @@
+//! Configuration: the TOML file format, its defaults, and the validated [`Config`] the rest of
+//! the node reads. Every key has a default and a doc comment; `examples/shoal.toml` shows them
+//! all. Unknown keys are errors. Values are parsed into real types (sizes, durations, socket
+//! addresses, origin URLs) while deserializing, so every mistake is reported with the file, line
+//! and key. This module does no I/O beyond reading the file and knows nothing of the other
+//! modules.
+
+mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use units::{ByteSize, Span};
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the config file: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid, or a key has a value of the wrong kind.
+    #[error("{file}:{line}: key `{key}`: {message}")]
+    Invalid {
+        /// The file (or `<flags>` for command-line overrides).
+        file: PathBuf,
+        /// 1-based line of the offending key, 0 when unknown.
+        line: usize,
+        /// The key, as written in the file (dotted for nested tables).
+        key: String,
+        /// What was expected.
+        message: String,
+    },
+}
+
+/// The whole configuration of a node.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Client-facing listeners and their limits.
+    pub server: ServerConfig,
+    /// The origins this node fetches from.
+    pub origin: OriginConfig,
+    /// HTTP caching policy and the RAM store.
+    pub cache: CacheConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// The built-in demo origin, used when no origin is configured.
+    pub demo: DemoConfig,
+}
+
+/// Client-facing listeners and limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses to accept HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Open client connections above which new ones are refused (closed at once).
+    pub max_connections: usize,
+    /// Time allowed to receive a whole request head once its first byte has arrived.
+    pub header_read_timeout: Span,
+    /// Time an idle keep-alive connection is kept open waiting for the next request.
+    pub keepalive_timeout: Span,
+    /// Time allowed between two reads of a request body.
+    pub body_read_timeout: Span,
+    /// Time allowed for a client to accept a write before the connection is dropped.
+    pub send_timeout: Span,
+    /// Longest request line (method, target, version); longer gets 414.
+    pub max_request_line: ByteSize,
+    /// Largest request head (request line and all headers); larger gets 431.
+    pub max_header_bytes: ByteSize,
+    /// Most header fields in one request; more gets 431.
+    pub max_headers: usize,
+    /// Largest request body forwarded to an origin; larger gets 413.
+    pub max_request_body: ByteSize,
+    /// Name this node gives itself in the `Via` header.
+    pub via: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            workers: 0,
+            max_connections: 16_384,
+            header_read_timeout: Span(std::time::Duration::from_secs(10)),
+            keepalive_timeout: Span(std::time::Duration::from_secs(75)),
+            body_read_timeout: Span(std::time::Duration::from_secs(30)),
+            send_timeout: Span(std::time::Duration::from_secs(60)),
+            max_request_line: ByteSize(8 << 10),
+            max_header_bytes: ByteSize(64 << 10),
+            max_headers: 128,
+            max_request_body: ByteSize(100 << 20),
+            via: "shoal".to_owned(),
+        }
+    }
+}
+
+/// How the `Host` header sent to the origin is chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostHeader {
+    /// Send the client's `Host` unchanged.
+    Preserve,
+    /// Send the origin's own host and port.
+    Origin,
+    /// Send this fixed value.
+    Fixed(String),
+}
+
+impl<'de> Deserialize<'de> for HostHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(match text.as_str() {
+            "preserve" => HostHeader::Preserve,
+            "origin" => HostHeader::Origin,
+            _ if !text.is_empty()
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)) =>
+            {
+                HostHeader::Fixed(text)
+            }
+            _ => {
+                return Err(serde::de::Error::custom(format!(
+                    "`{text}`: expected \"preserve\", \"origin\" or a host name"
+                )))
+            }
+        })
+    }
+}
+
+/// One origin server, from a URL such as `http://127.0.0.1:8081`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginUrl {
+    /// Host name or IP address, without brackets.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `host:port` as sent in `Host` when the host is rewritten to the origin's.
+    pub authority: String,
+}
+
+impl std::str::FromStr for OriginUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(format!(
+                    "`{text}`: scheme `{other}` is not supported for origins yet (only http)"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "`{text}`: expected a URL such as http://127.0.0.1:8081"
+                ))
+            }
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!("`{text}`: an origin URL has no path or query"));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{text}`: the URL has no host"))?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
+        Ok(OriginUrl {
+            host: host.to_owned(),
+            port,
+            authority: authority.as_str().to_owned(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for OriginUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The origins and how to talk to them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    /// Origin servers, tried in turn; empty means the built-in demo origin.
+    pub urls: Vec<OriginUrl>,
+    /// `Host` sent to the origin: "preserve" (the client's), "origin" (the origin URL's), or a
+    /// fixed host name.
+    pub host_header: HostHeader,
+    /// Time allowed to open a TCP connection to an origin.
+    pub connect_timeout: Span,
+    /// Time allowed from sending a request to receiving the response head.
+    pub first_byte_timeout: Span,
+    /// Time allowed between two reads of a response body before the fetch is abandoned.
+    pub body_timeout: Span,
+    /// Time an idle pooled connection to an origin is kept.
+    pub idle_timeout: Span,
+    /// Idle connections kept per origin.
+    pub max_idle_per_origin: usize,
+    /// Append the client address to `X-Forwarded-For`.
+    pub x_forwarded_for: bool,
+    /// Append a `Forwarded` element (RFC 7239) with the client address and protocol.
+    pub forwarded: bool,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            urls: Vec::new(),
+            host_header: HostHeader::Preserve,
+            connect_timeout: Span(std::time::Duration::from_secs(5)),
+            first_byte_timeout: Span(std::time::Duration::from_secs(30)),
+            body_timeout: Span(std::time::Duration::from_secs(30)),
+            idle_timeout: Span(std::time::Duration::from_secs(60)),
+            max_idle_per_origin: 256,
+            x_forwarded_for: true,
+            forwarded: true,
+        }
+    }
+}
+
+/// How query strings take part in the cache key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryKey {
+    /// Use the query string as sent.
+    #[default]
+    Keep,
+    /// Sort the parameters so that `?a=1&b=2` and `?b=2&a=1` share an entry.
+    Sort,
+    /// Leave the query string out of the key entirely.
+    Ignore,
+}
+
+/// HTTP caching policy and the RAM store.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Bytes of object bodies and headers kept in RAM.
+    pub memory: ByteSize,
+    /// Objects larger than this are streamed to the client without being stored.
+    pub max_object_size: ByteSize,
+    /// Fraction of the time since `Last-Modified` used as heuristic freshness.
+    pub heuristic_fraction: f64,
+    /// Upper bound of heuristic freshness.
+    pub heuristic_max: Span,
+    /// Freshness given to 404, 410 and other negative answers without explicit freshness.
+    pub negative_ttl: Span,
+    /// Default time a stale object may be served while it is refreshed in the background,
+    /// when the origin does not say (`stale-while-revalidate`).
+    pub stale_while_revalidate: Span,
+    /// Default time a stale object may be served when the origin fails (`stale-if-error`).
+    pub stale_if_error: Span,
+    /// Store responses that carry `Set-Cookie` (the header is stored and served with them).
+    pub store_set_cookie: bool,
+    /// Name of the response header reporting the cache outcome; empty to leave it out.
+    pub status_header: String,
+    /// How the query string takes part in the cache key.
+    pub query: QueryKey,
+    /// Query parameters removed from the cache key (for example tracking parameters).
+    pub ignore_query_params: Vec<String>,
+    /// On a miss, a `Range` request for an object larger than this is passed to the origin
+    /// instead of fetching the whole object.
+    pub range_passthrough_above: ByteSize,
+    /// How long a URL found uncacheable is sent straight to the origin without collapsing.
+    pub remember_uncacheable: Span,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory: ByteSize(256 << 20),
+            max_object_size: ByteSize(128 << 20),
+            heuristic_fraction: 0.1,
+            heuristic_max: Span(std::time::Duration::from_secs(86_400)),
+            negative_ttl: Span(std::time::Duration::from_secs(30)),
+            stale_while_revalidate: Span(std::time::Duration::from_secs(10)),
+            stale_if_error: Span(std::time::Duration::from_secs(3600)),
+            store_set_cookie: false,
+            status_header: "X-Cache".to_owned(),
+            query: QueryKey::Keep,
+            ignore_query_params: Vec::new(),
+            range_passthrough_above: ByteSize(64 << 20),
+            remember_uncacheable: Span(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+/// The admin API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin API; keep it on loopback or a management network.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        }
+    }
+}
+
+/// The built-in demo origin: a static-file server started when no origin is configured, so
+/// that a node run with no arguments serves something real.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Address of the demo origin.
+    pub listen: SocketAddr,
+    /// Directory it serves.
+    pub root: PathBuf,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            root: PathBuf::from("examples/site"),
+        }
+    }
+}
+
+/// Command-line values that take precedence over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen`, repeatable.
+    pub listen: Vec<SocketAddr>,
+    /// `--origin`, repeatable.
+    pub origins: Vec<String>,
+    /// `--admin`.
+    pub admin: Option<SocketAddr>,
+    /// `--cache-mem`.
+    pub cache_memory: Option<String>,
+}
+
+impl Config {
+    /// Loads the file (if any), applies the command-line overrides and checks the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    file: path.to_owned(),
+                    source,
+                })?;
+                Config::parse(&text, path)?
+            }
+            None => Config::default(),
+        };
+        config.apply(overrides)?;
+        Ok(config)
+    }
+
+    /// Parses and checks a config file's text; `file` is used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| {
+            let (line, key) = match error.span() {
+                Some(span) => locate(text, span.start),
+                None => (0, String::new()),
+            };
+            ConfigError::Invalid {
+                file: file.to_owned(),
+                line,
+                key,
+                message: error.message().trim().to_owned(),
+            }
+        })?;
+        config
+            .check()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                file: file.to_owned(),
+                line: line_of_key(text, key),
+                key: key.to_owned(),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, overrides: &Overrides) -> Result<(), ConfigError> {
+        let flag_error = |key: &str, message: String| ConfigError::Invalid {
+            file: PathBuf::from("<command line>"),
+            line: 0,
+            key: key.to_owned(),
+            message,
+        };
+        if !overrides.listen.is_empty() {
+            self.server.listen = overrides.listen.clone();
+        }
+        if !overrides.origins.is_empty() {
+            self.origin.urls = overrides
+                .origins
+                .iter()
+                .map(|text| text.parse().map_err(|e| flag_error("--origin", e)))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(admin) = overrides.admin {
+            self.admin.listen = Some(admin);
+        }
+        if let Some(size) = &overrides.cache_memory {
+            self.cache.memory = size.parse().map_err(|e| flag_error("--cache-mem", e))?;
+        }
+        self.check()
+            .map_err(|(key, message)| flag_error(key, message))
+    }
+
+    /// Rules that involve more than one value; returns the key to blame.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.server.listen.is_empty() {
+            return Err(("server.listen", "at least one address is needed".into()));
+        }
+        if !(0.0..=1.0).contains(&self.cache.heuristic_fraction) {
+            return Err((
+                "cache.heuristic_fraction",
+                "expected a fraction between 0 and 1".into(),
+            ));
+        }
+        if self.cache.max_object_size > self.cache.memory {
+            return Err((
+                "cache.max_object_size",
+                format!(
+                    "{} is larger than cache.memory ({})",
+                    self.cache.max_object_size, self.cache.memory
+                ),
+            ));
+        }
+        if self.server.max_request_line > self.server.max_header_bytes {
+            return Err((
+                "server.max_request_line",
+                "must not be larger than server.max_header_bytes".into(),
+            ));
+        }
+        if !self.cache.status_header.is_empty()
+            && http::HeaderName::from_bytes(self.cache.status_header.as_bytes()).is_err()
+        {
+            return Err(("cache.status_header", "not a valid header name".into()));
+        }
+        if http::HeaderValue::from_str(&self.server.via).is_err() || self.server.via.contains(' ') {
+            return Err((
+                "server.via",
+                "expected a single token such as \"shoal\"".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Line (1-based) and key name at a byte offset of the file, for error messages.
+fn locate(text: &str, offset: usize) -> (usize, String) {
+    let offset = offset.min(text.len());
+    let line = text[..offset].matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or("");
+    let section = current_section(text, line);
+    let key = match line_text.split_once('=') {
+        Some((key, _)) => key.trim().to_owned(),
+        None => line_text
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_owned(),
+    };
+    let key = match section {
+        Some(section) if !key.is_empty() && !line_text.trim_start().starts_with('[') => {
+            format!("{section}.{key}")
+        }
+        _ => key,
+    };
+    (line, key)
+}
+
+/// The `[table]` header in force at a 1-based line.
+fn current_section(text: &str, line: usize) -> Option<String> {
+    text.lines()
+        .take(line)
+        .filter_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && l.ends_with(']')).then(|| l.trim_matches(['[', ']']).to_owned())
+        })
+        .last()
+}
+
+/// Line where a dotted key (`cache.memory`) is set, or 0 when it is not in the file.
+fn line_of_key(text: &str, dotted: &str) -> usize {
+    let (section, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    text.lines()
+        .enumerate()
+        .find(|(number, line)| {
+            line.split_once('=').is_some_and(|(k, _)| k.trim() == key)
+                && current_section(text, number + 1).as_deref().unwrap_or("") == section
+        })
+        .map_or(0, |(number, _)| number + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text, Path::new("shoal.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let config = Config::parse("", Path::new("x")).unwrap();
+        assert_eq!(config.cache.memory, ByteSize(256 << 20));
+        assert_eq!(config.server.listen[0].port(), 8080);
+    }
+
+    #[test]
+    fn values_are_parsed() {
+        let config = Config::parse(
+            "[cache]\nmemory = \"1GiB\"\nnegative_ttl = \"5s\"\n[origin]\nurls = [\"http://[::1]:9000\"]\nhost_header = \"origin\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(config.cache.memory, ByteSize(1 << 30));
+        assert_eq!(config.cache.negative_ttl.0.as_secs(), 5);
+        assert_eq!(config.origin.urls[0].host, "::1");
+        assert_eq!(config.origin.urls[0].port, 9000);
+        assert_eq!(config.origin.host_header, HostHeader::Origin);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let check = |text: &str, expected: &str| {
+            let error = error_of(text);
+            assert!(
+                error.starts_with(expected),
+                "{error:?} should start with {expected:?}"
+            );
+        };
+        check(
+            "[cache]\n\nmemory = \"12XB\"\n",
+            "shoal.toml:3: key `cache.memory`: unknown size unit",
+        );
+        check(
+            "[cache]\nmemroy = \"1GiB\"\n",
+            "shoal.toml:2: key `cache.memroy`: unknown field `memroy`",
+        );
+        check(
+            "[server]\nlisten = [\"nowhere\"]\n",
+            "shoal.toml:2: key `server.listen`:",
+        );
+        check(
+            "[origin]\nurls = [\"https://x\"]\n",
+            "shoal.toml:2: key `origin.urls`: `https://x`: scheme",
+        );
+        check(
+            "[bogus]\n",
+            "shoal.toml:1: key `bogus`: unknown field `bogus`",
+        );
+        check(
+            "[cache]\nmemory = \"1MiB\"\n",
+            "shoal.toml:0: key `cache.max_object_size`: 128MiB is larger than cache.memory",
+        );
+        check(
+            "[cache]\nmemory = \"1MiB\"\nmax_object_size = \"2MiB\"\n",
+            "shoal.toml:3: key `cache.max_object_size`",
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut config = Config::parse("[cache]\nmemory = \"1GiB\"\n", Path::new("x")).unwrap();
+        config
+            .apply(&Overrides {
+                cache_memory: Some("512MiB".into()),
+                origins: vec!["http://127.0.0.1:1234".into()],
+                ..Overrides::default()
+            })
+            .unwrap();
+        assert_eq!(config.cache.memory, ByteSize(512 << 20));
+        assert_eq!(config.origin.urls[0].port, 1234);
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_complete() {
+        let text = include_str!("../../../../examples/shoal.toml");
+        let config = Config::parse(text, Path::new("examples/shoal.toml")).unwrap();
+        assert_eq!(config.cache.memory, CacheConfig::default().memory);
+        // Every documented key is present in the example.
+        for key in [
+            "keepalive_timeout",
+            "first_byte_timeout",
+            "remember_uncacheable",
+            "root",
+        ] {
+            assert!(
+                text.contains(&format!("{key} =")),
+                "{key} missing from example"
+            );
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Human-friendly value types used in the config file: byte sizes (`512MiB`) and durations
+//! (`30s`). They deserialize from strings (or plain integers) so that a typo is reported by serde
+//! with the position of the offending value.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// A size in bytes, written as `512MiB`, `64KiB`, `1GB` or a plain number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// The size as a number of bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size: expected a number followed by a unit such as KiB, MiB or GiB"))?;
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" | "k" => 1 << 10,
+            "MiB" | "M" => 1 << 20,
+            "GiB" | "G" => 1 << 30,
+            "TiB" | "T" => 1 << 40,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` in `{text}`: expected B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+                ))
+            }
+        };
+        number
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size `{text}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = [
+            (1u64 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
+        for (size, name) in units {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{}", self.0 / size, name);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"512MiB\" or a number of bytes")
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(value))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<ByteSize, E> {
+                u64::try_from(value)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<ByteSize, E> {
+                value.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A duration, written as `500ms`, `30s`, `5m`, `2h`, `1d` or a plain number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub Duration);
+
+impl Span {
+    /// The duration.
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl std::str::FromStr for Span {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| {
+            format!("`{text}` is not a duration: expected a number followed by ms, s, m, h or d")
+        })?;
+        let duration = match unit.trim() {
+            "ms" => Duration::from_millis(number),
+            "" | "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            "d" => Duration::from_secs(number.saturating_mul(86_400)),
+            other => {
+                return Err(format!(
+                    "unknown duration unit `{other}` in `{text}`: expected ms, s, m, h or d"
+                ))
+            }
+        };
+        Ok(Span(duration))
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SpanVisitor;
+        impl Visitor<'_> for SpanVisitor {
+            type Value = Span;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30s\" or a number of seconds")
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Span, E> {
+                Ok(Span(Duration::from_secs(value)))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Span, E> {
+                u64::try_from(value)
+                    .map(|secs| Span(Duration::from_secs(secs)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Span, E> {
+                value.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(SpanVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let check = |text: &str, expected: Option<u64>| {
+            assert_eq!(
+                text.parse::<ByteSize>().ok().map(|s| s.0),
+                expected,
+                "{text}"
+            );
+        };
+        check("512MiB", Some(512 << 20));
+        check("64KiB", Some(64 << 10));
+        check("1GB", Some(1_000_000_000));
+        check("100", Some(100));
+        check("12XB", None);
+        check("MiB", None);
+        check("99999999999999TiB", None);
+    }
+
+    #[test]
+    fn durations() {
+        let check = |text: &str, expected: Option<Duration>| {
+            assert_eq!(text.parse::<Span>().ok().map(|s| s.0), expected, "{text}");
+        };
+        check("500ms", Some(Duration::from_millis(500)));
+        check("30s", Some(Duration::from_secs(30)));
+        check("5m", Some(Duration::from_secs(300)));
+        check("1d", Some(Duration::from_secs(86_400)));
+        check("7", Some(Duration::from_secs(7)));
+        check("7w", None);
+    }
+
+    #[test]
+    fn size_display_round_trips() {
+        for text in ["512MiB", "64KiB", "3GiB", "1000B"] {
+            assert_eq!(text.parse::<ByteSize>().unwrap().to_string(), text);
+        }
+    }
+}

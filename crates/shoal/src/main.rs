@@ -1,0 +1,94 @@
+//! The `shoal` binary: `shoal serve` runs an edge cache node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use shoal::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: an HTTP caching reverse proxy and CDN node"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an edge cache node. With no origin configured, it fronts a built-in demo origin
+    /// serving examples/site on 127.0.0.1:8081.
+    Serve {
+        /// Config file (TOML); see examples/shoal.toml.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address to listen on (repeatable); overrides server.listen.
+        #[arg(long)]
+        listen: Vec<SocketAddr>,
+        /// Origin URL such as http://127.0.0.1:8081 (repeatable); overrides origin.urls.
+        #[arg(long)]
+        origin: Vec<String>,
+        /// Admin API address; overrides admin.listen.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// RAM cache size such as 512MiB; overrides cache.memory.
+        #[arg(long = "cache-mem")]
+        cache_mem: Option<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            origin,
+            admin,
+            cache_mem,
+        } => {
+            let overrides = Overrides {
+                listen,
+                origins: origin,
+                admin,
+                cache_memory: cache_mem,
+            };
+            let config = match Config::load(config.as_deref(), &overrides) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("shoal: {error}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            match serve(config) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("shoal: {error:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.server.workers > 0 {
+        runtime.worker_threads(config.server.workers);
+    }
+    runtime.enable_all().build()?.block_on(async {
+        let _node = shoal::Node::start(config).await?;
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("shutting down");
+        Ok(())
+    })
+}

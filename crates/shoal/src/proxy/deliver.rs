@@ -1,0 +1,184 @@
+//! deliver: a response built from a stored (possibly still filling) object: conditional
+//! requests answered with 304, HEAD from a stored GET, single and multiple ranges, and the whole
+//! body otherwise. The body is never copied: readers hand out the stored chunks.
+
+use std::sync::Arc;
+
+use http::header::{
+    HeaderValue, CACHE_CONTROL, CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG, EXPIRES,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE, VARY,
+};
+use http::{HeaderMap, Method, StatusCode};
+
+use super::response::Multipart;
+use super::{now_millis, ClientRequest, Proxy, ProxyResponse, ResponseBody, ResponseHeaders};
+use crate::cache::conditional;
+use crate::cache::key::normalized_header;
+use crate::cache::range::{self, RangeRequest};
+use crate::cache::CacheStatus;
+use crate::store::{FillState, Object};
+
+/// Whether a stored variant was stored for request header values equal to this request's.
+pub(super) fn variant_matches(object: &Object, request: &HeaderMap) -> bool {
+    let meta = object.meta();
+    meta.variant.is_empty()
+        || meta
+            .variant
+            .iter()
+            .all(|(name, value)| normalized_header(request, name) == *value)
+}
+
+/// Fields a 304 carries (RFC 9110 §15.4.5).
+const NOT_MODIFIED_FIELDS: [http::HeaderName; 7] = [
+    CACHE_CONTROL,
+    CONTENT_LOCATION,
+    DATE,
+    ETAG,
+    EXPIRES,
+    VARY,
+    LAST_MODIFIED,
+];
+
+impl Proxy {
+    /// Builds the response for `request` from `object`.
+    pub(super) async fn deliver(
+        &self,
+        object: &Arc<Object>,
+        request: &ClientRequest,
+        cache_status: CacheStatus,
+    ) -> ProxyResponse {
+        let meta = object.meta_full();
+        let age = Some(meta.timing.current_age(now_millis()) / 1000);
+        let headers = &request.head.headers;
+        let response = |status, headers, body| ProxyResponse {
+            status,
+            headers,
+            age,
+            cache_status,
+            body,
+            close: false,
+        };
+
+        let conditional =
+            headers.contains_key(IF_NONE_MATCH) || headers.contains_key(IF_MODIFIED_SINCE);
+        if conditional
+            && meta.status.is_success()
+            && conditional::not_modified(headers, meta.etag.as_ref(), meta.last_modified)
+        {
+            let mut fields = HeaderMap::new();
+            for name in NOT_MODIFIED_FIELDS {
+                for value in meta.headers.get_all(&name) {
+                    fields.append(name.clone(), value.clone());
+                }
+            }
+            return response(
+                StatusCode::NOT_MODIFIED,
+                ResponseHeaders::Map(fields),
+                ResponseBody::Empty,
+            );
+        }
+
+        let bodiless = matches!(
+            meta.status,
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        ) || meta.status.is_informational();
+        let known_length = match object.state() {
+            FillState::Complete => Some(object.length()),
+            _ => meta.content_length,
+        };
+        if request.head.method == Method::HEAD || bodiless {
+            let body = if bodiless {
+                ResponseBody::Empty
+            } else {
+                ResponseBody::Omitted(known_length)
+            };
+            return response(meta.status, ResponseHeaders::Stored(meta), body);
+        }
+
+        if meta.status == StatusCode::OK
+            && headers.contains_key(RANGE)
+            && conditional::range_applies(headers, meta.etag.as_ref(), meta.last_modified)
+        {
+            let length = match known_length {
+                Some(length) => length,
+                // Without a declared length the end of the object is unknown until it is all here.
+                None => {
+                    object.wait_end().await;
+                    object.length()
+                }
+            };
+            let range_header = headers.get(RANGE).and_then(|v| v.to_str().ok());
+            match range::resolve(range_header, length) {
+                RangeRequest::Whole => {}
+                RangeRequest::Unsatisfiable => {
+                    let mut fields = HeaderMap::new();
+                    fields.insert(CONTENT_RANGE, content_range(None, length));
+                    if let Some(date) = meta.headers.get(DATE) {
+                        fields.insert(DATE, date.clone());
+                    }
+                    return response(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        ResponseHeaders::Map(fields),
+                        ResponseBody::Empty,
+                    );
+                }
+                RangeRequest::Parts(parts) if parts.len() == 1 => {
+                    let part = parts[0];
+                    let mut fields = meta.headers.clone();
+                    fields.insert(
+                        CONTENT_RANGE,
+                        content_range(Some((part.start, part.end)), length),
+                    );
+                    let body = ResponseBody::Object {
+                        reader: object.reader(part.start, Some(part.end)),
+                        length: Some(part.end - part.start),
+                    };
+                    return response(
+                        StatusCode::PARTIAL_CONTENT,
+                        ResponseHeaders::Map(fields),
+                        body,
+                    );
+                }
+                RangeRequest::Parts(parts) => {
+                    let boundary = format!(
+                        "shoal{:016x}",
+                        object.as_ref() as *const Object as usize as u64 ^ now_millis()
+                    );
+                    let mut fields = meta.headers.clone();
+                    let content_type = fields.remove(CONTENT_TYPE);
+                    if let Ok(value) =
+                        HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
+                    {
+                        fields.insert(CONTENT_TYPE, value);
+                    }
+                    let multipart = Multipart::new(
+                        Arc::clone(object),
+                        &parts,
+                        length,
+                        content_type.as_ref().map(|v| v.as_bytes()),
+                        &boundary,
+                    );
+                    return response(
+                        StatusCode::PARTIAL_CONTENT,
+                        ResponseHeaders::Map(fields),
+                        ResponseBody::Multipart(multipart),
+                    );
+                }
+            }
+        }
+
+        let body = ResponseBody::Object {
+            reader: object.reader(0, None),
+            length: known_length,
+        };
+        response(meta.status, ResponseHeaders::Stored(meta), body)
+    }
+}
+
+fn content_range(range: Option<(u64, u64)>, length: u64) -> HeaderValue {
+    let text = match range {
+        Some((start, end)) => format!("bytes {}-{}/{}", start, end - 1, length),
+        None => format!("bytes */{length}"),
+    };
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("bytes */0"))
+}

@@ -1,0 +1,132 @@
+//! Errors on the request path and the one function that turns them into responses.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
+
+use super::response::{ProxyResponse, ResponseBody, ResponseHeaders};
+use crate::cache::CacheStatus;
+use crate::upstream::UpstreamError;
+
+/// Which side of the proxy failed, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something invalid.
+    Client,
+    /// The origin failed or was unreachable.
+    Origin,
+    /// Shoal itself.
+    Internal,
+}
+
+/// Something that stops a request from being answered normally.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// An invalid request; the status says which rule it broke.
+    #[error("{reason}")]
+    BadRequest {
+        /// 400, 413, 414, 417, 431 or 501.
+        status: StatusCode,
+        /// What was wrong, for the log and the response body.
+        reason: &'static str,
+    },
+    /// CONNECT and TRACE are not proxied.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// `only-if-cached` and nothing usable is stored.
+    #[error("not cached (only-if-cached)")]
+    NotCached,
+    /// The origin failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// A collapsed fetch that this request followed failed with this status.
+    #[error("origin fetch failed ({0})")]
+    FollowedFailure(StatusCode),
+    /// A bug or an impossible state; the request cannot be served.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ProxyError {
+    /// Which side failed.
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::BadRequest { .. } | ProxyError::MethodNotAllowed => Side::Client,
+            ProxyError::NotCached => Side::Client,
+            ProxyError::Upstream(UpstreamError::RequestBody(_)) => Side::Client,
+            ProxyError::Upstream(_) | ProxyError::FollowedFailure(_) => Side::Origin,
+            ProxyError::Internal(_) => Side::Internal,
+        }
+    }
+
+    /// Whether sending the request again could succeed without side effects (nothing reached
+    /// the origin).
+    pub fn retry_safe(&self) -> bool {
+        matches!(self, ProxyError::Upstream(UpstreamError::Connect { .. }))
+    }
+
+    /// The status code the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest { status, .. } => *status,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::RequestBody(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::FollowedFailure(status) => *status,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The short text of the response body; origin details stay in the log.
+    fn public_text(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest { reason, .. } => reason,
+            ProxyError::MethodNotAllowed => "method not allowed",
+            ProxyError::NotCached => "not in cache (only-if-cached)",
+            ProxyError::Upstream(UpstreamError::Connect { .. }) => "origin unreachable",
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => "origin timed out",
+            ProxyError::Upstream(UpstreamError::Protocol { .. }) => "origin failed",
+            ProxyError::Upstream(UpstreamError::RequestBody(_)) => "request body could not be read",
+            ProxyError::FollowedFailure(status) if *status == StatusCode::GATEWAY_TIMEOUT => {
+                "origin timed out"
+            }
+            ProxyError::FollowedFailure(_) => "origin failed",
+            ProxyError::Internal(_) => "internal error",
+        }
+    }
+}
+
+/// Turns an error into the response the client gets. The only place this happens.
+pub fn error_response(error: &ProxyError) -> ProxyResponse {
+    let status = error.status();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(
+            ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+        );
+    }
+    let text = error.public_text();
+    let mut body = Vec::with_capacity(text.len() + 24);
+    body.extend_from_slice(status.as_str().as_bytes());
+    body.push(b' ');
+    body.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    body.extend_from_slice(b": ");
+    body.extend_from_slice(text.as_bytes());
+    body.push(b'\n');
+    ProxyResponse {
+        status,
+        headers: ResponseHeaders::Map(headers),
+        age: None,
+        cache_status: CacheStatus::Synthetic,
+        body: ResponseBody::Full(Bytes::from(body)),
+        close: error.side() == Side::Client && status != StatusCode::GATEWAY_TIMEOUT,
+    }
+}

@@ -1,0 +1,298 @@
+//! fetch and store: one origin request on behalf of a collapsed miss or a revalidation, run as
+//! a task of its own. It reads the origin's body as fast as the origin sends it into a filling
+//! [`Object`] that any number of clients read at their own pace, and stores the object once it
+//! is complete. A client that goes away does not stop it.
+
+use std::sync::Arc;
+
+use http::header::{
+    CONTENT_LENGTH, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
+};
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+
+use super::{headers, metrics, now_millis, request_host, target, ClientRequest, Proxy, ProxyError};
+use crate::cache::key::normalized_header;
+use crate::cache::policy::{self, NotStorable, Timing};
+use crate::cache::{CacheControl, CacheKey, FlightGuard, FlightOutcome};
+use crate::store::{Object, ObjectMeta, Store};
+use crate::upstream::{RequestBody, UpstreamError};
+
+/// What the leader of a fetch learns once the response head is in.
+pub(super) enum FetchResult {
+    /// Stored (or being stored): read it from this object.
+    Stored(Arc<Object>),
+    /// The origin confirmed the stale object with 304; its metadata is refreshed.
+    Refreshed(Arc<Object>),
+    /// Not storable: relay this response.
+    NotStored(Response<Incoming>),
+    /// The origin could not be reached or timed out.
+    Failed(ProxyError),
+}
+
+/// Everything a fetch needs, prepared by the requesting client's task.
+pub(super) struct FetchPlan {
+    key: CacheKey,
+    url: String,
+    request: http::request::Parts,
+    /// The client's own header fields, for storability (`Authorization`) and `Vary`.
+    client_headers: HeaderMap,
+    request_cc: CacheControl,
+    wants_range: bool,
+    stale: Option<Arc<Object>>,
+}
+
+impl FetchPlan {
+    /// A plan to fetch `request`'s whole object, conditionally when `stale` is given.
+    pub(super) fn new(
+        proxy: &Proxy,
+        key: CacheKey,
+        request: &ClientRequest,
+        stale: Option<Arc<Object>>,
+    ) -> FetchPlan {
+        let mut head = request.head.clone();
+        // A HEAD miss is fetched as GET so that the object can be stored and serve both.
+        head.method = Method::GET;
+        // The cache wants the whole, current object; the client's own conditions and ranges are
+        // answered from it afterwards.
+        for name in [
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_MATCH,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+            RANGE,
+        ] {
+            head.headers.remove(name);
+        }
+        head.headers.remove(CONTENT_LENGTH);
+        if let Some(stale) = &stale {
+            let meta = stale.meta();
+            if let Some(etag) = &meta.etag {
+                head.headers.insert(IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(modified) = meta.headers.get(LAST_MODIFIED) {
+                head.headers.insert(IF_MODIFIED_SINCE, modified.clone());
+            }
+        }
+        let url = format!(
+            "http://{}{}",
+            request_host(&request.head),
+            target(&request.head)
+        );
+        proxy.forward_headers(&mut head, request.client);
+        FetchPlan {
+            key,
+            url,
+            request: head,
+            client_headers: request.head.headers.clone(),
+            request_cc: CacheControl::parse(&request.head.headers),
+            wants_range: request.head.headers.contains_key(RANGE),
+            stale,
+        }
+    }
+}
+
+fn send_reply(reply: &mut Option<oneshot::Sender<FetchResult>>, result: FetchResult) {
+    if let Some(reply) = reply.take() {
+        // The client may have gone; the fetch goes on for the others regardless.
+        let _ = reply.send(result);
+    }
+}
+
+/// Runs the fetch described by `plan`, reporting to the followers through `flight` and to the
+/// leading client (if any) through `reply`.
+pub(super) async fn run(
+    proxy: Arc<Proxy>,
+    plan: FetchPlan,
+    flight: FlightGuard,
+    mut reply: Option<oneshot::Sender<FetchResult>>,
+) {
+    let request_time = now_millis();
+    metrics::increment(&proxy.metrics.origin_requests);
+    let request = http::Request::from_parts(plan.request.clone(), RequestBody::empty());
+    let response = match proxy.upstream.send(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            metrics::increment(&proxy.metrics.origin_errors);
+            tracing::warn!(url = %plan.url, %error, "origin fetch failed");
+            let status = match error {
+                UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            flight.finish(FlightOutcome::Failed(status));
+            send_reply(&mut reply, FetchResult::Failed(error.into()));
+            return;
+        }
+    };
+    let response_time = now_millis();
+    let (mut parts, incoming) = response.into_parts();
+
+    if parts.status == StatusCode::NOT_MODIFIED {
+        if let Some(stale) = &plan.stale {
+            refresh(stale, &parts.headers, request_time, response_time, &proxy);
+            flight.finish(FlightOutcome::Object(Arc::clone(stale)));
+            send_reply(&mut reply, FetchResult::Refreshed(Arc::clone(stale)));
+            return;
+        }
+    }
+
+    let declared_length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let timing = Timing::of_response(&parts.headers, request_time, response_time);
+    headers::forward_response(&mut parts.headers, response_time);
+    let response_cc = CacheControl::parse(&parts.headers);
+    let config = &proxy.config.cache;
+    let verdict = policy::storability(
+        &Method::GET,
+        &plan.client_headers,
+        &plan.request_cc,
+        parts.status,
+        &parts.headers,
+        &response_cc,
+        config,
+    )
+    .and_then(|()| match declared_length {
+        Some(length) if length > config.max_object_size.bytes() => Err(NotStorable::TooLarge),
+        Some(length) if plan.wants_range && length > config.range_passthrough_above.bytes() => {
+            Err(NotStorable::TooLarge)
+        }
+        _ => Ok(()),
+    });
+    if let Err(reason) = verdict {
+        tracing::debug!(url = %plan.url, reason = reason.as_str(), status = parts.status.as_u16(), "not storable");
+        if reason == NotStorable::ServerError {
+            metrics::increment(&proxy.metrics.origin_errors);
+            flight.finish(FlightOutcome::Failed(parts.status));
+        } else {
+            if reason != NotStorable::Authorization {
+                proxy
+                    .collapser
+                    .mark_uncacheable(plan.key, config.remember_uncacheable.duration());
+            }
+            flight.finish(FlightOutcome::Pass);
+        }
+        send_reply(
+            &mut reply,
+            FetchResult::NotStored(Response::from_parts(parts, incoming)),
+        );
+        return;
+    }
+
+    let freshness = policy::freshness(parts.status, &parts.headers, &response_cc, &timing, config);
+    for field in &response_cc.private_fields {
+        parts.headers.remove(field.as_str());
+    }
+    let variant = policy::vary_names(&parts.headers)
+        .map(|name| {
+            let value = normalized_header(&plan.client_headers, &name);
+            (name, value)
+        })
+        .collect();
+    let meta = ObjectMeta {
+        url: plan.url.clone(),
+        status: parts.status,
+        etag: parts.headers.get(ETAG).cloned(),
+        last_modified: policy::http_date(&parts.headers, LAST_MODIFIED),
+        h1_fields: ObjectMeta::serialize_fields(&parts.headers),
+        headers: parts.headers,
+        variant,
+        timing,
+        freshness,
+        content_length: declared_length,
+    };
+    let object = Object::filling(meta);
+    let mut flight = flight;
+    flight.publish(Arc::clone(&object));
+    send_reply(&mut reply, FetchResult::Stored(Arc::clone(&object)));
+    fill(&proxy, &plan, flight, object, incoming, declared_length).await;
+}
+
+/// Reads the origin's body into `object` and stores it when complete.
+async fn fill(
+    proxy: &Proxy,
+    plan: &FetchPlan,
+    flight: FlightGuard,
+    object: Arc<Object>,
+    mut incoming: Incoming,
+    declared_length: Option<u64>,
+) {
+    let max = proxy.config.cache.max_object_size.bytes();
+    let timeout = proxy.config.origin.body_timeout.duration();
+    let mut flight = Some(flight);
+    let mut received: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout(timeout, incoming.frame()).await {
+            Err(_) => Err(format!("no body data for {timeout:?}")),
+            Ok(None) => break,
+            Ok(Some(Err(error))) => Err(error.to_string()),
+            Ok(Some(Ok(frame))) => Ok(frame),
+        };
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    received += data.len() as u64;
+                    object.append(data);
+                    if received > max {
+                        // Too large to keep: stop offering it to new requests, but finish the
+                        // body for the clients already reading it.
+                        if let Some(flight) = flight.take() {
+                            flight.finish(FlightOutcome::Pending);
+                        }
+                    }
+                }
+            }
+            Err(reason) => {
+                metrics::increment(&proxy.metrics.origin_errors);
+                tracing::warn!(url = %plan.url, received, %reason, "origin body cut short; not stored");
+                object.abort();
+                return;
+            }
+        }
+    }
+    if declared_length.is_some_and(|length| length != received) {
+        tracing::warn!(url = %plan.url, received, "origin body shorter than its Content-Length; not stored");
+        object.abort();
+        return;
+    }
+    object.finish();
+    if let Some(flight) = flight {
+        proxy.store.insert(plan.key, Arc::clone(&object));
+        proxy.collapser.clear_uncacheable(plan.key);
+        flight.finish(FlightOutcome::Pending);
+    }
+}
+
+/// Applies a `304 Not Modified` to a stored object: new header fields, new freshness.
+fn refresh(
+    stale: &Object,
+    update: &HeaderMap,
+    request_time: u64,
+    response_time: u64,
+    proxy: &Proxy,
+) {
+    let timing = Timing::of_response(update, request_time, response_time);
+    let mut update = update.clone();
+    headers::forward_response(&mut update, response_time);
+    let mut meta = ObjectMeta::clone(&stale.meta());
+    headers::merge_not_modified(&mut meta.headers, &update);
+    let cc = CacheControl::parse(&meta.headers);
+    meta.freshness = policy::freshness(
+        meta.status,
+        &meta.headers,
+        &cc,
+        &timing,
+        &proxy.config.cache,
+    );
+    meta.timing = timing;
+    meta.etag = meta.headers.get(ETAG).cloned();
+    meta.last_modified = policy::http_date(&meta.headers, LAST_MODIFIED);
+    meta.h1_fields = ObjectMeta::serialize_fields(&meta.headers);
+    stale.set_meta(meta);
+}

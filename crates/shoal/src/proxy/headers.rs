@@ -1,0 +1,232 @@
+//! Header rewriting at the proxy's two edges (RFC 9110 §7.6): hop-by-hop fields removed
+//! (including those named in `Connection`), `Via`, `X-Forwarded-For` and `Forwarded` appended,
+//! `Host` chosen, and the fields a stored response keeps.
+
+use std::net::SocketAddr;
+
+use http::header::{
+    HeaderName, HeaderValue, AGE, CONNECTION, CONTENT_LENGTH, DATE, FORWARDED, HOST,
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
+};
+use http::HeaderMap;
+
+use crate::config::{HostHeader, OriginConfig};
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Removes the fields that apply to one connection only, and those `Connection` names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+        &PROXY_AUTHORIZATION,
+        &PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a client's request headers for the origin.
+pub fn forward_request(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    host: Option<&str>,
+    via: &HeaderValue,
+    origin_authority: Option<&str>,
+    config: &OriginConfig,
+) {
+    remove_hop_by_hop(headers);
+    match &config.host_header {
+        HostHeader::Preserve => {
+            if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+                headers.insert(HOST, host);
+            }
+        }
+        HostHeader::Origin => {
+            if let Some(value) = origin_authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+                headers.insert(HOST, value);
+            }
+        }
+        HostHeader::Fixed(name) => {
+            if let Ok(value) = HeaderValue::from_str(name) {
+                headers.insert(HOST, value);
+            }
+        }
+    }
+    headers.append(VIA, via.clone());
+    let ip = client.ip();
+    if config.x_forwarded_for {
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(&X_FORWARDED_FOR, value);
+        }
+    }
+    if config.forwarded {
+        let node = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let mut element = format!("for={node};proto=http");
+        if let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+            element.push_str(";host=\"");
+            element.push_str(host);
+            element.push('"');
+        }
+        if let Ok(value) = HeaderValue::from_str(&element) {
+            headers.append(FORWARDED, value);
+        }
+    }
+}
+
+/// Rewrites an origin's response headers for the client and for storage: hop-by-hop and
+/// framing fields go (the client side sets its own framing), `Age` goes (it is recomputed), and
+/// a missing `Date` is added with the time the response arrived (RFC 9110 §6.6.1).
+pub fn forward_response(headers: &mut HeaderMap, received_at: u64) {
+    remove_hop_by_hop(headers);
+    headers.remove(CONTENT_LENGTH);
+    headers.remove(AGE);
+    if !headers.contains_key(DATE) {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at);
+        if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(time)) {
+            headers.insert(DATE, value);
+        }
+    }
+}
+
+/// Fields a `304 Not Modified` from the origin may update in a stored response: all of them
+/// except framing and fields about the body itself (RFC 9111 §3.2).
+pub fn merge_not_modified(stored: &mut HeaderMap, update: &HeaderMap) {
+    let mut replaced: Vec<&HeaderName> = Vec::new();
+    for (name, value) in update {
+        if name == CONTENT_LENGTH
+            || name.as_str() == "content-encoding"
+            || name.as_str() == "content-range"
+        {
+            continue;
+        }
+        if !replaced.contains(&name) {
+            stored.remove(name);
+            replaced.push(name);
+        }
+        stored.append(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_connection_options_are_removed() {
+        let mut headers = map(&[
+            ("connection", "close, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("accept", "*/*"),
+        ]);
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("accept"));
+    }
+
+    #[test]
+    fn forwarding_headers_are_appended() {
+        let mut headers = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("via", "1.0 other"),
+            ("host", "a.example"),
+        ]);
+        let config = OriginConfig::default();
+        let client: SocketAddr = "127.0.0.9:5555".parse().unwrap();
+        forward_request(
+            &mut headers,
+            client,
+            Some("a.example"),
+            &HeaderValue::from_static("1.1 shoal"),
+            None,
+            &config,
+        );
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        let via: Vec<_> = headers.get_all("via").iter().collect();
+        assert_eq!(via, ["1.0 other", "1.1 shoal"]);
+        assert_eq!(
+            headers["forwarded"],
+            "for=127.0.0.9;proto=http;host=\"a.example\""
+        );
+        assert_eq!(headers["host"], "a.example");
+
+        let config = OriginConfig {
+            host_header: HostHeader::Origin,
+            ..OriginConfig::default()
+        };
+        let mut headers = map(&[("host", "a.example")]);
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        forward_request(
+            &mut headers,
+            v6,
+            Some("a.example"),
+            &HeaderValue::from_static("1.1 shoal"),
+            Some("127.0.0.1:81"),
+            &config,
+        );
+        assert_eq!(headers["host"], "127.0.0.1:81");
+        assert!(headers["forwarded"]
+            .to_str()
+            .unwrap()
+            .starts_with("for=\"[::1]\""));
+    }
+
+    #[test]
+    fn not_modified_updates_stored_fields() {
+        let mut stored = map(&[
+            ("etag", "\"1\""),
+            ("cache-control", "max-age=1"),
+            ("content-type", "text/plain"),
+            ("x-a", "1"),
+            ("x-a", "2"),
+        ]);
+        let update = map(&[
+            ("cache-control", "max-age=60"),
+            ("content-length", "0"),
+            ("x-a", "3"),
+        ]);
+        merge_not_modified(&mut stored, &update);
+        assert_eq!(stored["cache-control"], "max-age=60");
+        assert_eq!(stored["content-type"], "text/plain");
+        assert_eq!(stored.get_all("x-a").iter().count(), 1);
+        assert!(!stored.contains_key("content-length"));
+    }
+}

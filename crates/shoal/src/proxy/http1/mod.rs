@@ -1,0 +1,557 @@
+//! The client side of HTTP/1.1: one task per connection that parses requests strictly, runs
+//! each through [`Proxy::handle`] and writes the answers back in order (which also answers
+//! pipelined requests in order).
+//!
+//! Written by hand on `httparse` rather than with hyper's server because of memory per idle
+//! connection: an idle connection here holds no buffer at all (the read buffer is released
+//! whenever the socket has nothing to read), where hyper keeps two 8 KiB buffers per connection,
+//! which puts 10,000 idle keep-alive connections over the 100 MiB budget. It also gives one
+//! place to enforce the anti-smuggling rules (`parse`). Cleartext HTTP/2 connections are
+//! recognized by their preface and handed to hyper's HTTP/2 server (`super::h2`).
+
+pub mod parse;
+mod write;
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use self::parse::{ChunkedDecoder, Decoded, Framing, Head, Limits, ParseError, H2_PREFACE};
+use self::write::{chunk_size_line, write_head, BodyFraming, WriteContext};
+use super::{error_response, ClientRequest, Proxy, ProxyError, ProxyResponse};
+use crate::upstream::{RequestBody, RequestBodyError};
+
+/// Bodies smaller than this are copied behind the head and sent with one write.
+const COALESCE_BELOW: usize = 16 * 1024;
+/// Most body bytes gathered for one vectored write.
+const WRITE_BATCH: u64 = 512 * 1024;
+
+/// Timeouts and limits of client connections, taken from the config once.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Request head limits.
+    pub limits: Limits,
+    /// Time to receive a whole head once it has started.
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection waits for its next request.
+    pub keepalive_timeout: Duration,
+    /// Time between two reads of a request body.
+    pub body_timeout: Duration,
+    /// Time for the client to accept a write.
+    pub send_timeout: Duration,
+    /// Largest request body.
+    pub max_body: u64,
+}
+
+impl Settings {
+    /// The settings of `config`.
+    pub fn from_config(config: &crate::config::ServerConfig) -> Settings {
+        Settings {
+            limits: Limits {
+                max_request_line: config.max_request_line.bytes() as usize,
+                max_header_bytes: config.max_header_bytes.bytes() as usize,
+                max_headers: config.max_headers,
+            },
+            header_timeout: config.header_read_timeout.duration(),
+            keepalive_timeout: config.keepalive_timeout.duration(),
+            body_timeout: config.body_read_timeout.duration(),
+            send_timeout: config.send_timeout.duration(),
+            max_body: config.max_request_body.bytes(),
+        }
+    }
+}
+
+enum NextRequest {
+    Request(Box<Head>),
+    Closed,
+    Http2,
+}
+
+#[derive(Debug)]
+enum ConnectionError {
+    Parse(ParseError),
+    /// The head did not arrive in time; `started` when part of it had.
+    Timeout {
+        started: bool,
+    },
+    Io,
+}
+
+#[derive(Debug)]
+enum BodyOutcome {
+    Complete,
+    TooLarge,
+    Invalid(ParseError),
+    /// The client stopped sending (closed, timed out, or the socket failed).
+    Broken,
+    /// The origin side stopped taking the body; the rest was not read.
+    Abandoned,
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    settings: Settings,
+) {
+    let connection = Connection {
+        stream,
+        peer,
+        proxy: Arc::clone(&proxy),
+        settings,
+        input: BytesMut::new(),
+        output: Vec::new(),
+    };
+    if let Some((stream, preface)) = connection.run().await {
+        super::h2::serve(stream, preface.freeze(), peer, proxy).await;
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    settings: Settings,
+    input: BytesMut,
+    output: Vec<u8>,
+}
+
+impl Connection {
+    /// Serves requests until the connection closes; returns the socket and what was read of it
+    /// when the client turns out to speak HTTP/2.
+    async fn run(mut self) -> Option<(TcpStream, BytesMut)> {
+        let mut first = true;
+        loop {
+            let head = match self.next_request(first).await {
+                Ok(NextRequest::Request(head)) => head,
+                Ok(NextRequest::Closed) => return None,
+                Ok(NextRequest::Http2) => return Some((self.stream, self.input)),
+                Err(ConnectionError::Parse(error)) => {
+                    super::metrics::increment(&self.proxy.metrics.client_errors);
+                    tracing::info!(peer = %self.peer, status = error.status.as_u16(), reason = error.reason, "malformed request");
+                    let error = ProxyError::BadRequest {
+                        status: error.status,
+                        reason: error.reason,
+                    };
+                    self.reply_and_close(error_response(&error)).await;
+                    return None;
+                }
+                Err(ConnectionError::Timeout { started: true }) => {
+                    tracing::info!(peer = %self.peer, "request head timed out");
+                    let error = ProxyError::BadRequest {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        reason: "request head timed out",
+                    };
+                    self.reply_and_close(error_response(&error)).await;
+                    return None;
+                }
+                Err(ConnectionError::Timeout { started: false }) | Err(ConnectionError::Io) => {
+                    return None
+                }
+            };
+            first = false;
+            match self.exchange(*head).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => {
+                    let _ = self.stream.shutdown().await;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Reads until a whole request head is buffered. Waits with no buffer allocated while the
+    /// connection is idle.
+    async fn next_request(&mut self, first: bool) -> Result<NextRequest, ConnectionError> {
+        let mut deadline = None;
+        loop {
+            if !self.input.is_empty() {
+                if first
+                    && self.input.len() <= H2_PREFACE.len()
+                    && H2_PREFACE.starts_with(&self.input)
+                {
+                    if self.input.len() == H2_PREFACE.len() {
+                        return Ok(NextRequest::Http2);
+                    }
+                } else if first && self.input.starts_with(H2_PREFACE) {
+                    return Ok(NextRequest::Http2);
+                } else if let Some(head) = parse::parse_head(&mut self.input, &self.settings.limits)
+                    .map_err(ConnectionError::Parse)?
+                {
+                    return Ok(NextRequest::Request(Box::new(head)));
+                }
+                deadline.get_or_insert_with(|| Instant::now() + self.settings.header_timeout);
+            }
+            if self.input.capacity() == self.input.len() {
+                if self.input.is_empty() {
+                    // Idle: hold no memory while waiting for the client.
+                    self.input = BytesMut::new();
+                    self.output = Vec::new();
+                    let wait = match deadline {
+                        Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                        None => self.settings.keepalive_timeout,
+                    };
+                    match tokio::time::timeout(wait, self.stream.readable()).await {
+                        Err(_) => return Err(ConnectionError::Timeout { started: false }),
+                        Ok(Err(_)) => return Err(ConnectionError::Io),
+                        Ok(Ok(())) => {}
+                    }
+                }
+                self.input.reserve(4096);
+            }
+            let started = !self.input.is_empty();
+            let read = match deadline {
+                Some(deadline) => {
+                    tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.input))
+                        .await
+                        .map_err(|_| ConnectionError::Timeout { started })?
+                }
+                None => tokio::time::timeout(
+                    self.settings.keepalive_timeout,
+                    self.stream.read_buf(&mut self.input),
+                )
+                .await
+                .map_err(|_| ConnectionError::Timeout { started })?,
+            };
+            match read {
+                Ok(0) if started => {
+                    return Err(ConnectionError::Parse(ParseError {
+                        status: StatusCode::BAD_REQUEST,
+                        reason: "connection closed inside a request head",
+                    }))
+                }
+                Ok(0) => return Ok(NextRequest::Closed),
+                Ok(_) => {}
+                Err(_) => return Err(ConnectionError::Io),
+            }
+        }
+    }
+
+    /// One request and its response. Returns whether the connection can carry another.
+    async fn exchange(&mut self, head: Head) -> std::io::Result<bool> {
+        let Head {
+            parts,
+            framing,
+            keep_alive,
+            expect_continue,
+        } = head;
+        let http10 = parts.version == Version::HTTP_10;
+        let is_head = parts.method == Method::HEAD;
+        let proxy = Arc::clone(&self.proxy);
+        let declared = match framing {
+            Framing::Length(length) => Some(length),
+            _ => None,
+        };
+        if declared.is_some_and(|length| length > self.settings.max_body) {
+            let error = ProxyError::BadRequest {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                reason: "request body too large",
+            };
+            tracing::info!(peer = %self.peer, "request body too large");
+            self.reply_and_close(error_response(&error)).await;
+            return Ok(false);
+        }
+        let mut keep_alive = keep_alive;
+        let response = if framing == Framing::None {
+            let request = ClientRequest {
+                head: parts,
+                body: RequestBody::empty(),
+                has_body: false,
+                client: self.peer,
+            };
+            proxy.handle(request).await
+        } else {
+            if expect_continue {
+                self.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            }
+            let (sender, receiver) = mpsc::channel(4);
+            let request = ClientRequest {
+                head: parts,
+                body: RequestBody::channel(receiver, declared),
+                has_body: true,
+                client: self.peer,
+            };
+            let settings = self.settings;
+            let pump = pump_body(&mut self.stream, &mut self.input, framing, sender, settings);
+            let handle = proxy.handle(request);
+            tokio::pin!(pump, handle);
+            let mut outcome = None;
+            let response = loop {
+                tokio::select! {
+                    response = &mut handle => break response,
+                    result = &mut pump, if outcome.is_none() => outcome = Some(result),
+                }
+            };
+            match outcome {
+                Some(BodyOutcome::Complete) => response,
+                Some(BodyOutcome::TooLarge) => {
+                    let error = ProxyError::BadRequest {
+                        status: StatusCode::PAYLOAD_TOO_LARGE,
+                        reason: "request body too large",
+                    };
+                    keep_alive = false;
+                    error_response(&error)
+                }
+                Some(BodyOutcome::Invalid(error)) => {
+                    super::metrics::increment(&self.proxy.metrics.client_errors);
+                    tracing::info!(peer = %self.peer, reason = error.reason, "malformed request body");
+                    keep_alive = false;
+                    error_response(&ProxyError::BadRequest {
+                        status: error.status,
+                        reason: error.reason,
+                    })
+                }
+                Some(BodyOutcome::Broken) => return Ok(false),
+                // The body was not read to its end: the connection cannot be reused.
+                Some(BodyOutcome::Abandoned) | None => {
+                    keep_alive = false;
+                    response
+                }
+            }
+        };
+        let mut response = response;
+        if is_head {
+            // Whatever the origin sent, a HEAD response has no body.
+            if response.body.is_sent() {
+                let length = response.body.length();
+                response.body = super::ResponseBody::Omitted(length);
+            }
+        }
+        self.respond(response, http10, keep_alive).await
+    }
+
+    async fn reply_and_close(&mut self, response: ProxyResponse) {
+        let _ = self.respond(response, false, false).await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Writes a response. Returns whether the connection stays open.
+    async fn respond(
+        &mut self,
+        mut response: ProxyResponse,
+        http10: bool,
+        keep_alive: bool,
+    ) -> std::io::Result<bool> {
+        let proxy = Arc::clone(&self.proxy);
+        let mut context = WriteContext {
+            http10,
+            keep_alive,
+            status_header: proxy.status_header.as_ref(),
+            via: &proxy.via,
+        };
+        self.output.clear();
+        let framing = write_head(&mut self.output, &response, &mut context);
+        let keep_alive = context.keep_alive;
+        if framing == BodyFraming::None {
+            let head = std::mem::take(&mut self.output);
+            self.write_all(&head).await?;
+            self.output = head;
+            return Ok(keep_alive);
+        }
+        let mut sent: u64 = 0;
+        let mut batch: Vec<Bytes> = Vec::new();
+        loop {
+            batch.clear();
+            response.body.ready_chunks(&mut batch, WRITE_BATCH);
+            if batch.is_empty() {
+                if !self.output.is_empty() {
+                    // Let the client see the head while the body is on its way.
+                    let head = std::mem::take(&mut self.output);
+                    self.write_all(&head).await?;
+                    self.output = head;
+                    self.output.clear();
+                }
+                match response.body.next_chunk().await {
+                    Ok(Some(chunk)) => batch.push(chunk),
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(peer = %self.peer, %error, "response truncated");
+                        return Ok(false);
+                    }
+                }
+            }
+            let batch_bytes: usize = batch.iter().map(Bytes::len).sum();
+            sent += batch_bytes as u64;
+            self.send_batch(&batch, batch_bytes, framing).await?;
+        }
+        if framing == BodyFraming::Chunked {
+            self.output.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !self.output.is_empty() {
+            let tail = std::mem::take(&mut self.output);
+            self.write_all(&tail).await?;
+            self.output = tail;
+        }
+        self.proxy
+            .metrics
+            .bytes_sent
+            .fetch_add(sent, Ordering::Relaxed);
+        if let BodyFraming::Length(length) = framing {
+            if sent != length {
+                tracing::warn!(peer = %self.peer, sent, length, "response body ended early; closing");
+                return Ok(false);
+            }
+        }
+        Ok(keep_alive && framing != BodyFraming::Close)
+    }
+
+    /// Writes buffered head bytes (if any) and a batch of body chunks, framed.
+    async fn send_batch(
+        &mut self,
+        batch: &[Bytes],
+        batch_bytes: usize,
+        framing: BodyFraming,
+    ) -> std::io::Result<()> {
+        if framing == BodyFraming::Chunked {
+            // One chunk per batch: size line, data, CRLF.
+            chunk_size_line(batch_bytes, &mut self.output);
+        }
+        if self.output.len() + batch_bytes <= COALESCE_BELOW {
+            for chunk in batch {
+                self.output.extend_from_slice(chunk);
+            }
+            if framing == BodyFraming::Chunked {
+                self.output.extend_from_slice(b"\r\n");
+            }
+            if batch_bytes > 0 && framing != BodyFraming::Chunked {
+                let pending = std::mem::take(&mut self.output);
+                self.write_all(&pending).await?;
+                self.output = pending;
+                self.output.clear();
+            }
+            return Ok(());
+        }
+        let trailer: &[u8] = if framing == BodyFraming::Chunked {
+            b"\r\n"
+        } else {
+            b""
+        };
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() + 2);
+        let head = std::mem::take(&mut self.output);
+        if !head.is_empty() {
+            slices.push(IoSlice::new(&head));
+        }
+        slices.extend(batch.iter().map(|chunk| IoSlice::new(chunk)));
+        if !trailer.is_empty() {
+            slices.push(IoSlice::new(trailer));
+        }
+        let result =
+            write_vectored_all(&mut self.stream, &mut slices, self.settings.send_timeout).await;
+        drop(slices);
+        self.output = head;
+        self.output.clear();
+        result
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        tokio::time::timeout(self.settings.send_timeout, self.stream.write_all(bytes))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client did not accept data in time",
+                )
+            })?
+    }
+}
+
+async fn write_vectored_all(
+    stream: &mut TcpStream,
+    mut slices: &mut [IoSlice<'_>],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        let written = tokio::time::timeout(timeout, stream.write_vectored(slices))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client did not accept data in time",
+                )
+            })??;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(())
+}
+
+/// Reads a request body from the connection into the channel to the origin request.
+async fn pump_body(
+    stream: &mut TcpStream,
+    input: &mut BytesMut,
+    framing: Framing,
+    sender: mpsc::Sender<Result<Bytes, RequestBodyError>>,
+    settings: Settings,
+) -> BodyOutcome {
+    let mut decoder = ChunkedDecoder::new(settings.limits.max_header_bytes);
+    let mut remaining = match framing {
+        Framing::Length(length) => length,
+        _ => u64::MAX,
+    };
+    let mut total: u64 = 0;
+    loop {
+        // Hand over what is buffered.
+        while !input.is_empty() && remaining > 0 {
+            let data = match framing {
+                Framing::Chunked => match decoder.decode(input) {
+                    Ok(Decoded::Data(data)) => data,
+                    Ok(Decoded::NeedMore) => break,
+                    Ok(Decoded::Done) => return BodyOutcome::Complete,
+                    Err(error) => {
+                        let _ = sender
+                            .send(Err(RequestBodyError(error.reason.into())))
+                            .await;
+                        return BodyOutcome::Invalid(error);
+                    }
+                },
+                _ => {
+                    let take = remaining.min(input.len() as u64) as usize;
+                    remaining -= take as u64;
+                    input.split_to(take).freeze()
+                }
+            };
+            total += data.len() as u64;
+            if total > settings.max_body {
+                let _ = sender
+                    .send(Err(RequestBodyError("request body too large".into())))
+                    .await;
+                return BodyOutcome::TooLarge;
+            }
+            if sender.send(Ok(data)).await.is_err() {
+                return BodyOutcome::Abandoned;
+            }
+        }
+        if remaining == 0 {
+            return BodyOutcome::Complete;
+        }
+        if framing == Framing::Chunked {
+            if let Ok(Decoded::Done) = decoder.decode(input) {
+                return BodyOutcome::Complete;
+            }
+        }
+        input.reserve(16 * 1024);
+        match tokio::time::timeout(settings.body_timeout, stream.read_buf(input)).await {
+            Ok(Ok(read)) if read > 0 => {}
+            _ => {
+                let _ = sender
+                    .send(Err(RequestBodyError(
+                        "client stopped sending the body".into(),
+                    )))
+                    .await;
+                return BodyOutcome::Broken;
+            }
+        }
+    }
+}

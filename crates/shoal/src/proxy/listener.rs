@@ -1,0 +1,105 @@
+//! Listening sockets and the accept loops: each accepted connection becomes a task running the
+//! HTTP/1 connection (which hands over to HTTP/2 when it sees the preface). Connections beyond
+//! `server.max_connections` are closed at once, so a flood cannot exhaust the node.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::http1::{self, Settings};
+use super::Proxy;
+
+/// Bound listening sockets, ready to serve.
+pub struct Listeners {
+    listeners: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address; fails with the address that could not be bound.
+    pub fn bind(addresses: &[SocketAddr]) -> Result<Listeners, std::io::Error> {
+        let listeners = addresses
+            .iter()
+            .map(|address| {
+                bind_one(*address).map_err(|error| {
+                    std::io::Error::new(
+                        error.kind(),
+                        format!("cannot listen on {address}: {error}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Listeners { listeners })
+    }
+
+    /// The bound addresses (with the real ports when port 0 was asked for).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|listener| listener.local_addr().ok())
+            .collect()
+    }
+}
+
+fn bind_one(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts and serves connections on every listener until the process ends.
+pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
+    let settings = Settings::from_config(&proxy.config.server);
+    let mut tasks = Vec::new();
+    for listener in listeners.listeners {
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&proxy),
+            settings,
+        )));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, settings: Settings) {
+    let max = proxy.config.server.max_connections as u64;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and similar: wait a moment rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let metrics = Arc::clone(&proxy.metrics);
+        if metrics.open_connections.load(Ordering::Relaxed) >= max {
+            metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+        let proxy = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            serve_stream(stream, peer, proxy, settings).await;
+            metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn serve_stream(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, settings: Settings) {
+    let _ = stream.set_nodelay(true);
+    http1::serve_connection(stream, peer, proxy, settings).await;
+}

@@ -1,0 +1,412 @@
+//! The request path: the only module that wires config, cache, store and upstream together.
+//!
+//! Every request goes through [`Proxy::handle`], which reads top to bottom as the phases
+//! `recv → lookup → hit | stale | miss | pass → fetch → store → deliver`. Client connections
+//! (`http1`, `h2`) only parse requests into a [`ClientRequest`] and write the
+//! [`ProxyResponse`] back; policy lives in `cache`, bytes in `store`.
+
+mod deliver;
+mod error;
+mod fetch;
+mod h2;
+mod headers;
+pub mod http1;
+mod listener;
+mod metrics;
+mod response;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue, CONTENT_LOCATION, HOST, LOCATION, RANGE};
+use http::{Method, StatusCode};
+use tokio::sync::oneshot;
+
+pub use error::{error_response, ProxyError, Side};
+pub use listener::{serve, Listeners};
+pub use metrics::Metrics;
+pub use response::{BodyError, ProxyResponse, ResponseBody, ResponseHeaders};
+
+use crate::cache::policy::{self, Reuse};
+use crate::cache::{CacheControl, CacheKey, CacheStatus, Collapser, FlightOutcome, Role};
+use crate::config::Config;
+use crate::store::{MemoryStore, Object, Store};
+use crate::upstream::{RequestBody, Upstream};
+use fetch::{FetchPlan, FetchResult};
+
+/// A request as the pipeline sees it, whatever the client's HTTP version.
+pub struct ClientRequest {
+    /// Method, target, version and header fields.
+    pub head: http::request::Parts,
+    /// The body, streamed to the origin when the request is forwarded.
+    pub body: RequestBody,
+    /// Whether there is a body at all.
+    pub has_body: bool,
+    /// The client's address.
+    pub client: SocketAddr,
+}
+
+/// The edge node's request pipeline and the state it shares across connections.
+pub struct Proxy {
+    config: Arc<Config>,
+    store: Arc<MemoryStore>,
+    collapser: Arc<Collapser>,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+    /// `1.1 <name>`, appended to `Via` on both sides.
+    via: HeaderValue,
+    /// The cache status header, if enabled.
+    status_header: Option<HeaderName>,
+}
+
+/// Milliseconds since the Unix epoch, the clock of all freshness arithmetic.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+impl Proxy {
+    /// A pipeline for `config`, fetching from `config.origin.urls`.
+    pub fn new(config: Arc<Config>) -> Arc<Proxy> {
+        let via = HeaderValue::from_str(&format!("1.1 {}", config.server.via))
+            .unwrap_or_else(|_| HeaderValue::from_static("1.1 shoal"));
+        let status_header = (!config.cache.status_header.is_empty())
+            .then(|| HeaderName::from_bytes(config.cache.status_header.as_bytes()).ok())
+            .flatten();
+        Arc::new(Proxy {
+            store: Arc::new(MemoryStore::new(config.cache.memory.bytes())),
+            collapser: Arc::new(Collapser::default()),
+            upstream: Upstream::new(&config.origin, config.origin.urls.clone()),
+            metrics: Arc::new(Metrics::default()),
+            via,
+            status_header,
+            config,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The request counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The RAM store.
+    pub fn store(&self) -> &Arc<MemoryStore> {
+        &self.store
+    }
+
+    /// Fetches in flight now.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.collapser.flights()
+    }
+
+    /// The key of `target` on `host`, as the cache computes it.
+    pub fn key_of(&self, host: &str, target: &str) -> CacheKey {
+        CacheKey::new("http", host, target, &self.config.cache)
+    }
+
+    /// Answers one request. Never fails: errors become responses here.
+    pub async fn handle(self: &Arc<Self>, request: ClientRequest) -> ProxyResponse {
+        metrics::increment(&self.metrics.requests);
+        let response = match self.route(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                match error.side() {
+                    Side::Client => tracing::info!(%error, "request rejected"),
+                    Side::Origin | Side::Internal => tracing::warn!(%error, "request failed"),
+                }
+                error_response(&error)
+            }
+        };
+        self.metrics.record(response.cache_status);
+        response
+    }
+
+    /// recv: decide between the cache and a plain pass to the origin.
+    async fn route(self: &Arc<Self>, request: ClientRequest) -> Result<ProxyResponse, ProxyError> {
+        let method = &request.head.method;
+        if method == Method::CONNECT || method == Method::TRACE {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        let cacheable_method = method == Method::GET || method == Method::HEAD;
+        if !cacheable_method || request.has_body {
+            return self.pass(request).await;
+        }
+        let key = self.key_of(request_host(&request.head), target(&request.head));
+        let request_cc = CacheControl::parse(&request.head.headers);
+        self.lookup(key, request, request_cc).await
+    }
+
+    /// lookup: a stored variant decides between hit, stale and revalidation; none is a miss.
+    async fn lookup(
+        self: &Arc<Self>,
+        key: CacheKey,
+        request: ClientRequest,
+        request_cc: CacheControl,
+    ) -> Result<ProxyResponse, ProxyError> {
+        let stored = self.store.lookup(key).and_then(|entry| {
+            entry
+                .variants
+                .iter()
+                .find(|object| deliver::variant_matches(object, &request.head.headers))
+                .cloned()
+        });
+        let Some(object) = stored else {
+            if request_cc.only_if_cached {
+                return Err(ProxyError::NotCached);
+            }
+            return self.miss(key, request, None).await;
+        };
+        let age = object.meta().timing.current_age(now_millis());
+        match policy::reuse(&object.meta().freshness, age, &request_cc) {
+            Reuse::Fresh => Ok(self.deliver(&object, &request, CacheStatus::Hit).await),
+            Reuse::StaleAccepted => Ok(self.deliver(&object, &request, CacheStatus::Stale).await),
+            Reuse::StaleWhileRevalidate => {
+                self.refresh_in_background(key, &request, &object);
+                Ok(self.deliver(&object, &request, CacheStatus::Stale).await)
+            }
+            Reuse::Revalidate { .. } if request_cc.only_if_cached => Err(ProxyError::NotCached),
+            Reuse::Revalidate { stale_if_error } => {
+                let fallback = Stale {
+                    object,
+                    usable_on_error: stale_if_error,
+                };
+                self.miss(key, request, Some(fallback)).await
+            }
+        }
+    }
+
+    /// miss: join or lead the collapsed fetch for `key`.
+    async fn miss(
+        self: &Arc<Self>,
+        key: CacheKey,
+        request: ClientRequest,
+        stale: Option<Stale>,
+    ) -> Result<ProxyResponse, ProxyError> {
+        if self.collapser.is_uncacheable(key) {
+            return self.pass(request).await;
+        }
+        let guard = match self.collapser.join(key) {
+            Role::Leader(guard) => guard,
+            Role::Follower(follower) => {
+                return match follower.outcome().await {
+                    FlightOutcome::Object(object)
+                        if deliver::variant_matches(&object, &request.head.headers) =>
+                    {
+                        Ok(self.deliver(&object, &request, CacheStatus::Hit).await)
+                    }
+                    FlightOutcome::Failed(status) => match stale {
+                        Some(stale) if stale.usable_on_error => Ok(self
+                            .deliver(&stale.object, &request, CacheStatus::Stale)
+                            .await),
+                        _ => Err(ProxyError::FollowedFailure(status)),
+                    },
+                    _ => self.pass(request).await,
+                };
+            }
+        };
+        // fetch, in a task of its own: the fetch belongs to the object, not to this client.
+        let plan = FetchPlan::new(
+            self,
+            key,
+            &request,
+            stale.as_ref().map(|s| Arc::clone(&s.object)),
+        );
+        let (reply, result) = oneshot::channel();
+        tokio::spawn(fetch::run(Arc::clone(self), plan, guard, Some(reply)));
+        match result.await {
+            Ok(FetchResult::Stored(object)) => {
+                Ok(self.deliver(&object, &request, CacheStatus::Miss).await)
+            }
+            Ok(FetchResult::Refreshed(object)) => Ok(self
+                .deliver(&object, &request, CacheStatus::Revalidated)
+                .await),
+            Ok(FetchResult::NotStored(response)) => {
+                if response.status().is_server_error() {
+                    if let Some(stale) = stale.filter(|s| s.usable_on_error) {
+                        return Ok(self
+                            .deliver(&stale.object, &request, CacheStatus::Stale)
+                            .await);
+                    }
+                }
+                if request.head.headers.contains_key(RANGE) {
+                    // The whole object was fetched and will not be stored: ask the origin for
+                    // just the range instead of relaying all of it.
+                    drop(response);
+                    return self.pass(request).await;
+                }
+                Ok(self.relay(response, &request, CacheStatus::Pass))
+            }
+            Ok(FetchResult::Failed(error)) => match stale {
+                Some(stale) if stale.usable_on_error => Ok(self
+                    .deliver(&stale.object, &request, CacheStatus::Stale)
+                    .await),
+                _ => Err(error),
+            },
+            Err(_) => Err(ProxyError::Internal("fetch task ended without a result")),
+        }
+    }
+
+    /// Starts one background revalidation of a stale object, unless one is already running.
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        key: CacheKey,
+        request: &ClientRequest,
+        object: &Arc<Object>,
+    ) {
+        if self.collapser.in_flight(key) {
+            return;
+        }
+        if let Role::Leader(guard) = self.collapser.join(key) {
+            let plan = FetchPlan::new(self, key, request, Some(Arc::clone(object)));
+            tokio::spawn(fetch::run(Arc::clone(self), plan, guard, None));
+        }
+    }
+
+    /// pass: forward the request as it is and relay the answer; unsafe methods that succeed
+    /// invalidate what they changed.
+    async fn pass(self: &Arc<Self>, request: ClientRequest) -> Result<ProxyResponse, ProxyError> {
+        let ClientRequest {
+            head, body, client, ..
+        } = request;
+        let mut forwarded = head.clone();
+        self.forward_headers(&mut forwarded, client);
+        metrics::increment(&self.metrics.origin_requests);
+        let response = match self
+            .upstream
+            .send(http::Request::from_parts(forwarded, body))
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                metrics::increment(&self.metrics.origin_errors);
+                return Err(error.into());
+            }
+        };
+        if !head.method.is_safe()
+            && (response.status().is_success() || response.status().is_redirection())
+        {
+            self.invalidate_after_write(&head, response.headers());
+        }
+        let status = CacheStatus::Pass;
+        let view = ClientRequest {
+            head,
+            body: RequestBody::empty(),
+            has_body: false,
+            client,
+        };
+        Ok(self.relay(response, &view, status))
+    }
+
+    /// RFC 9111 §4.4: a successful unsafe request invalidates the target URI and the
+    /// `Location` and `Content-Location` URIs on the same host.
+    fn invalidate_after_write(&self, head: &http::request::Parts, response: &http::HeaderMap) {
+        let host = request_host(head);
+        self.store.remove(self.key_of(host, target(head)));
+        for name in [LOCATION, CONTENT_LOCATION] {
+            let Some(location) = response.get(name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let Ok(uri) = location.parse::<http::Uri>() else {
+                continue;
+            };
+            let same_host = uri
+                .authority()
+                .is_none_or(|authority| authority.as_str().eq_ignore_ascii_case(host));
+            if same_host {
+                let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                self.store.remove(self.key_of(host, path));
+            }
+        }
+    }
+
+    /// Rewrites a request head for the origin.
+    fn forward_headers(&self, head: &mut http::request::Parts, client: SocketAddr) {
+        let host = request_host(head).to_owned();
+        let origin = self
+            .upstream
+            .origins()
+            .first()
+            .map(|o| o.authority.as_str());
+        headers::forward_request(
+            &mut head.headers,
+            client,
+            (!host.is_empty()).then_some(host.as_str()),
+            &self.via,
+            origin,
+            &self.config.origin,
+        );
+        // Origins are spoken to in HTTP/1.1 whatever the client used.
+        head.version = http::Version::HTTP_11;
+        // hyper sends the URI in origin-form; keep only path and query.
+        if let Some(path) = head.uri.path_and_query().cloned() {
+            head.uri = http::Uri::from(path);
+        }
+    }
+
+    /// Relays an origin response to the client without storing it.
+    fn relay(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+        request: &ClientRequest,
+        cache_status: CacheStatus,
+    ) -> ProxyResponse {
+        let (mut parts, incoming) = response.into_parts();
+        let length = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        headers::forward_response(&mut parts.headers, now_millis());
+        let body = if request.head.method == Method::HEAD
+            || parts.status == StatusCode::NO_CONTENT
+            || parts.status == StatusCode::NOT_MODIFIED
+        {
+            if request.head.method == Method::HEAD {
+                ResponseBody::Omitted(length)
+            } else {
+                ResponseBody::Empty
+            }
+        } else {
+            ResponseBody::Upstream {
+                incoming,
+                timeout: self.config.origin.body_timeout.duration(),
+            }
+        };
+        ProxyResponse {
+            status: parts.status,
+            headers: ResponseHeaders::Map(parts.headers),
+            age: None,
+            cache_status,
+            body,
+            close: false,
+        }
+    }
+}
+
+/// A stored object that needs revalidation, kept as the fallback if the origin fails.
+struct Stale {
+    object: Arc<Object>,
+    usable_on_error: bool,
+}
+
+/// The host a request is for: the absolute target's authority, else `Host`, else empty.
+pub fn request_host(head: &http::request::Parts) -> &str {
+    if let Some(authority) = head.uri.authority() {
+        return authority.as_str();
+    }
+    head.headers
+        .get(HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The path and query of a request target.
+pub fn target(head: &http::request::Parts) -> &str {
+    head.uri.path_and_query().map_or("/", |p| p.as_str())
+}

@@ -1,0 +1,96 @@
+//! Where bytes live. A [`Store`] maps a [`CacheKey`] to an [`Entry`]: the variants of one URL,
+//! each an [`Object`] with a body of refcounted chunks. The RAM tier ([`MemoryStore`]) is the
+//! only one for now; the disk tier will implement the same trait. This module knows nothing of
+//! HTTP caching rules (that is `cache`) nor of sockets (that is `proxy` and `upstream`).
+
+mod eviction;
+mod memory;
+mod object;
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+
+pub use eviction::{touch, Resident, S3Fifo};
+pub use memory::MemoryStore;
+pub use object::{BodyReader, FillState, Object, ObjectMeta, Truncated};
+
+use crate::cache::CacheKey;
+
+/// Most variants kept per URL; the oldest is dropped beyond this.
+pub const MAX_VARIANTS: usize = 16;
+
+/// The stored variants of one URL, newest first. Immutable: adding a variant replaces the entry.
+#[derive(Debug)]
+pub struct Entry {
+    /// The URL's key.
+    pub key: CacheKey,
+    /// Its variants, newest first.
+    pub variants: Vec<Arc<Object>>,
+    weight: u64,
+    frequency: AtomicU8,
+    gone: AtomicBool,
+}
+
+impl Entry {
+    /// An entry holding `variants`.
+    pub fn new(key: CacheKey, variants: Vec<Arc<Object>>) -> Entry {
+        let weight = variants.iter().map(|object| object.weight()).sum();
+        Entry {
+            key,
+            variants,
+            weight,
+            frequency: AtomicU8::new(0),
+            gone: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the entry and its objects as out of the cache.
+    fn retire(&self, keep: &[Arc<Object>]) {
+        self.gone.store(true, Ordering::Release);
+        for object in &self.variants {
+            if !keep.iter().any(|kept| Arc::ptr_eq(kept, object)) {
+                object.mark_removed();
+            }
+        }
+    }
+}
+
+impl Resident for Entry {
+    fn weight(&self) -> u64 {
+        self.weight
+    }
+    fn frequency(&self) -> &AtomicU8 {
+        &self.frequency
+    }
+    fn id(&self) -> u64 {
+        self.key.0 as u64
+    }
+    fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+}
+
+/// Counters of a store, for metrics and the admin API.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct StoreStats {
+    /// URLs held.
+    pub entries: u64,
+    /// Bytes held (including replaced entries not yet reclaimed).
+    pub bytes: u64,
+    /// The byte budget.
+    pub capacity: u64,
+    /// Entries evicted to make room.
+    pub evictions: u64,
+}
+
+/// A tier of storage.
+pub trait Store: Send + Sync {
+    /// The variants stored for `key`, counting the access for eviction.
+    fn lookup(&self, key: CacheKey) -> Option<Arc<Entry>>;
+    /// Stores `object` as a variant of `key`, replacing a variant with the same request values.
+    fn insert(&self, key: CacheKey, object: Arc<Object>);
+    /// Drops every variant of `key`; returns whether there was one.
+    fn remove(&self, key: CacheKey) -> bool;
+    /// Counters.
+    fn stats(&self) -> StoreStats;
+}

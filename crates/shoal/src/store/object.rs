@@ -1,0 +1,401 @@
+//! A cached object: metadata plus a body of refcounted chunks that may still be growing.
+//!
+//! The origin fetch writes into the body ([`Object::append`], [`Object::finish`],
+//! [`Object::abort`]); any number of [`BodyReader`]s read it at their own pace, waiting when they
+//! catch up with the writer. The writer never waits for readers, so the fetch runs at the speed
+//! of the origin (and the fastest client), never the slowest one. Readers hold `Bytes` handles to
+//! the same chunks: nothing is copied per client.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tokio::sync::watch;
+
+use crate::cache::policy::{Freshness, Timing};
+
+/// Everything about a stored response except its body.
+#[derive(Clone, Debug)]
+pub struct ObjectMeta {
+    /// The URL the object was stored under, for the admin API and logs.
+    pub url: String,
+    /// Status of the stored response.
+    pub status: StatusCode,
+    /// Stored response headers: end-to-end fields only, without `Age` and framing fields.
+    pub headers: HeaderMap,
+    /// For each field named in `Vary`, the request's normalized value when it was stored.
+    pub variant: Vec<(String, Option<String>)>,
+    /// When and how the response was received.
+    pub timing: Timing,
+    /// Freshness lifetime and stale allowances.
+    pub freshness: Freshness,
+    /// Strong or weak entity tag.
+    pub etag: Option<HeaderValue>,
+    /// `Last-Modified`, in milliseconds since the epoch.
+    pub last_modified: Option<u64>,
+    /// `headers` serialized as HTTP/1.1 field lines, so that a hit writes them with one copy.
+    pub h1_fields: Bytes,
+    /// The body length the origin declared, known before the body is complete.
+    pub content_length: Option<u64>,
+}
+
+impl ObjectMeta {
+    /// Serializes `headers` for [`ObjectMeta::h1_fields`].
+    pub fn serialize_fields(headers: &HeaderMap) -> Bytes {
+        let mut block = Vec::with_capacity(headers.len() * 32);
+        for (name, value) in headers {
+            block.extend_from_slice(name.as_str().as_bytes());
+            block.extend_from_slice(b": ");
+            block.extend_from_slice(value.as_bytes());
+            block.extend_from_slice(b"\r\n");
+        }
+        Bytes::from(block)
+    }
+}
+
+/// How the body's fill ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FillState {
+    /// The origin is still sending.
+    Filling,
+    /// The whole body is here.
+    Complete,
+    /// The fetch failed part-way; the body is truncated and must not be served to new readers.
+    Aborted,
+}
+
+struct Body {
+    chunks: Vec<Bytes>,
+    /// Offset of the first byte of each chunk, for range reads.
+    offsets: Vec<u64>,
+    length: u64,
+    state: FillState,
+}
+
+/// A stored (or filling) response.
+pub struct Object {
+    meta: ArcSwap<ObjectMeta>,
+    body: RwLock<Body>,
+    /// Bumped on every change to the body so that waiting readers wake up.
+    progress: watch::Sender<u64>,
+    /// Set when the object leaves the cache (evicted, purged, replaced).
+    removed: AtomicBool,
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Object")
+            .field("url", &self.meta.load().url)
+            .field("length", &self.length())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// A reader found the body cut short: the fetch that filled it failed.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the origin response was cut short")]
+pub struct Truncated;
+
+impl Object {
+    /// A new, empty object in the filling state.
+    pub fn filling(meta: ObjectMeta) -> Arc<Object> {
+        Arc::new(Object {
+            meta: ArcSwap::from_pointee(meta),
+            body: RwLock::new(Body {
+                chunks: Vec::new(),
+                offsets: Vec::new(),
+                length: 0,
+                state: FillState::Filling,
+            }),
+            progress: watch::Sender::new(0),
+            removed: AtomicBool::new(false),
+        })
+    }
+
+    /// A complete object with the given body, for responses built in full.
+    pub fn complete(meta: ObjectMeta, body: Bytes) -> Arc<Object> {
+        let object = Object::filling(meta);
+        if !body.is_empty() {
+            object.append(body);
+        }
+        object.finish();
+        object
+    }
+
+    /// Current metadata (it changes when a revalidation refreshes the headers).
+    pub fn meta(&self) -> arc_swap::Guard<Arc<ObjectMeta>> {
+        self.meta.load()
+    }
+
+    /// Current metadata as an owned handle.
+    pub fn meta_full(&self) -> Arc<ObjectMeta> {
+        self.meta.load_full()
+    }
+
+    /// Replaces the metadata, after a `304 Not Modified` refreshed it.
+    pub fn set_meta(&self, meta: ObjectMeta) {
+        self.meta.store(Arc::new(meta));
+    }
+
+    /// Bytes of body received so far.
+    pub fn length(&self) -> u64 {
+        self.read_body().length
+    }
+
+    /// Whether the body is still filling, complete or aborted.
+    pub fn state(&self) -> FillState {
+        self.read_body().state
+    }
+
+    /// Approximate memory held by the object, for the RAM budget.
+    pub fn weight(&self) -> u64 {
+        let meta = self.meta.load();
+        self.length() + meta.h1_fields.len() as u64 * 2 + meta.url.len() as u64 + 256
+    }
+
+    /// Adds the next chunk of the body and wakes the readers.
+    pub fn append(&self, chunk: Bytes) {
+        {
+            let mut body = self.write_body();
+            let offset = body.length;
+            body.length += chunk.len() as u64;
+            body.offsets.push(offset);
+            body.chunks.push(chunk);
+        }
+        self.progress.send_modify(|generation| *generation += 1);
+    }
+
+    /// Marks the body complete.
+    pub fn finish(&self) {
+        self.end(FillState::Complete);
+    }
+
+    /// Marks the body truncated: readers past the received bytes get [`Truncated`].
+    pub fn abort(&self) {
+        self.end(FillState::Aborted);
+    }
+
+    fn end(&self, state: FillState) {
+        {
+            let mut body = self.write_body();
+            if body.state == FillState::Filling {
+                body.state = state;
+                body.chunks.shrink_to_fit();
+                body.offsets.shrink_to_fit();
+            }
+        }
+        self.progress.send_modify(|generation| *generation += 1);
+    }
+
+    /// Marks the object as no longer in the cache.
+    pub fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+    }
+
+    /// Whether the object has left the cache.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the body is complete or aborted, returning the final state.
+    pub async fn wait_end(&self) -> FillState {
+        let mut progress = self.progress.subscribe();
+        loop {
+            progress.borrow_and_update();
+            let state = self.state();
+            if state != FillState::Filling {
+                return state;
+            }
+            if progress.changed().await.is_err() {
+                return self.state();
+            }
+        }
+    }
+
+    /// A reader of bytes `[start, end)` of the body (`end` = `None` for everything).
+    pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> BodyReader {
+        BodyReader {
+            object: Arc::clone(self),
+            position: start,
+            end: end.unwrap_or(u64::MAX),
+            progress: None,
+        }
+    }
+
+    /// The complete body's chunks for `[start, end)`, without waiting; `None` if the object is
+    /// still filling or aborted. This is the hit path's fast lane.
+    pub fn complete_chunks(&self, start: u64, end: u64) -> Option<Vec<Bytes>> {
+        let body = self.read_body();
+        if body.state != FillState::Complete {
+            return None;
+        }
+        let mut chunks = Vec::with_capacity(body.chunks.len().min(64));
+        let mut position = start;
+        while position < end.min(body.length) {
+            let chunk = slice_at(&body, position, end)?;
+            position += chunk.len() as u64;
+            chunks.push(chunk);
+        }
+        Some(chunks)
+    }
+
+    fn read_body(&self) -> std::sync::RwLockReadGuard<'_, Body> {
+        // A poisoned lock only means a panic elsewhere while holding it; the data is plain
+        // values that are always consistent between statements.
+        self.body
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_body(&self) -> std::sync::RwLockWriteGuard<'_, Body> {
+        self.body
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The part of the chunk holding `position`, cut at `end`.
+fn slice_at(body: &Body, position: u64, end: u64) -> Option<Bytes> {
+    let index = match body.offsets.binary_search(&position) {
+        Ok(index) => index,
+        Err(0) => return None,
+        Err(index) => index - 1,
+    };
+    let chunk = &body.chunks[index];
+    let from = (position - body.offsets[index]) as usize;
+    let to = (end.min(body.offsets[index] + chunk.len() as u64) - body.offsets[index]) as usize;
+    (from < to).then(|| chunk.slice(from..to))
+}
+
+/// Reads a byte range of an object's body, waiting for the fetch when it gets ahead of it.
+pub struct BodyReader {
+    object: Arc<Object>,
+    position: u64,
+    end: u64,
+    progress: Option<watch::Receiver<u64>>,
+}
+
+impl BodyReader {
+    /// The next piece of the body; `Ok(None)` at the end of the range or body.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, Truncated> {
+        loop {
+            if self.position >= self.end {
+                return Ok(None);
+            }
+            if let Some(progress) = &mut self.progress {
+                progress.borrow_and_update();
+            }
+            {
+                let body = self.object.read_body();
+                if self.position < body.length {
+                    if let Some(chunk) = slice_at(&body, self.position, self.end) {
+                        self.position += chunk.len() as u64;
+                        return Ok(Some(chunk));
+                    }
+                }
+                match body.state {
+                    FillState::Complete => return Ok(None),
+                    FillState::Aborted => return Err(Truncated),
+                    FillState::Filling => {}
+                }
+            }
+            match &mut self.progress {
+                // Subscribe, then look again: the change we would wait for may already be here.
+                None => self.progress = Some(self.object.progress.subscribe()),
+                Some(progress) => {
+                    if progress.changed().await.is_err() {
+                        return Err(Truncated);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends the chunks that are already here, up to about `budget` bytes, without waiting.
+    pub fn ready_chunks(&mut self, out: &mut Vec<Bytes>, budget: u64) {
+        let body = self.object.read_body();
+        let mut taken = 0;
+        while taken < budget && self.position < self.end.min(body.length) {
+            let Some(chunk) = slice_at(&body, self.position, self.end) else {
+                break;
+            };
+            self.position += chunk.len() as u64;
+            taken += chunk.len() as u64;
+            out.push(chunk);
+        }
+    }
+
+    /// Bytes delivered so far, counted from the start of the body.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn meta() -> ObjectMeta {
+        let freshness = Freshness {
+            lifetime: 0,
+            stale_while_revalidate: 0,
+            stale_if_error: 0,
+            always_revalidate: false,
+            forbids_stale: false,
+        };
+        ObjectMeta {
+            url: "http://test/".into(),
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            variant: Vec::new(),
+            timing: Timing {
+                request_time: 0,
+                response_time: 0,
+                date: 0,
+                age: 0,
+            },
+            freshness,
+            etag: None,
+            last_modified: None,
+            h1_fields: Bytes::new(),
+            content_length: None,
+        }
+    }
+
+    async fn read_all(mut reader: BodyReader) -> Result<Vec<u8>, Truncated> {
+        let mut out = Vec::new();
+        while let Some(chunk) = reader.next_chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn readers_follow_a_growing_body() {
+        let object = Object::filling(meta());
+        let reader = tokio::spawn(read_all(object.reader(0, None)));
+        let ranged = tokio::spawn(read_all(object.reader(3, Some(7))));
+        for part in [&b"abcd"[..], b"efgh", b"ij"] {
+            tokio::task::yield_now().await;
+            object.append(Bytes::from_static(part));
+        }
+        object.finish();
+        assert_eq!(reader.await.unwrap().unwrap(), b"abcdefghij");
+        assert_eq!(ranged.await.unwrap().unwrap(), b"defg");
+        assert_eq!(object.complete_chunks(2, 9).unwrap().concat(), b"cdefghi");
+    }
+
+    #[tokio::test]
+    async fn an_aborted_body_reports_truncation() {
+        let object = Object::filling(meta());
+        object.append(Bytes::from_static(b"abc"));
+        let reader = tokio::spawn(read_all(object.reader(0, None)));
+        tokio::task::yield_now().await;
+        object.abort();
+        assert!(reader.await.unwrap().is_err());
+        assert!(object.complete_chunks(0, 3).is_none());
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests: one binary, a module per area. Every test starts real servers on
+//! 127.0.0.1 (an in-process origin and a Shoal node on ephemeral ports) and talks HTTP over TCP.
+
+mod basics;
+mod support;

@@ -1,0 +1,266 @@
+//! Test harness: an in-process origin that records what it receives and answers from a script,
+//! a node started on ephemeral ports in front of it, and a raw TCP client for byte-exact tests.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use shoal::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A request as the origin saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: Method,
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// How the origin answers one request.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+    /// Wait this long before sending the response head.
+    pub delay: Duration,
+}
+
+/// The body of a scripted reply.
+pub enum Body {
+    Full(Bytes),
+    /// These pieces, with a pause before each one after the first.
+    Paced(Vec<Bytes>, Duration),
+    /// Declares `length` in Content-Length, sends `sent` bytes, then breaks the connection.
+    Truncated { length: usize, sent: usize },
+    /// Pieces released one by one by the test through the channel.
+    Gated(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            body: Body::Full(body.into()),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            ..Reply::ok("")
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+
+    pub fn body(mut self, body: Body) -> Reply {
+        self.body = body;
+        self
+    }
+}
+
+type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+/// An origin server on 127.0.0.1 that records requests.
+pub struct Origin {
+    pub address: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Origin {
+    pub async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let recorded = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handler = Arc::clone(&handler);
+                let recorded = Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                        let handler = Arc::clone(&handler);
+                        let recorded = Arc::clone(&recorded);
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let seen = Seen {
+                                method: parts.method,
+                                target: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body,
+                            };
+                            recorded.lock().unwrap().push(seen.clone());
+                            let reply = handler(&seen);
+                            Ok::<_, Infallible>(respond(reply).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin { address, seen, task }
+    }
+
+    /// An origin that answers every request with 200 and `body`, cacheable for a minute.
+    pub async fn fixed(body: &'static str) -> Origin {
+        Origin::start(move |_| Reply::ok(body).header("cache-control", "max-age=60")).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Requests received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Requests received for `target`.
+    pub fn count(&self, target: &str) -> usize {
+        self.seen.lock().unwrap().iter().filter(|s| s.target == target).count()
+    }
+
+    /// The last request received for `target`.
+    pub fn last(&self, target: &str) -> Seen {
+        self.seen.lock().unwrap().iter().rev().find(|s| s.target == target).cloned().expect("no such request")
+    }
+
+    /// Stops accepting connections (and breaks no existing ones).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+async fn respond(reply: Reply) -> http::Response<BoxBody<Bytes, std::io::Error>> {
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut builder = http::Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        builder = builder.header(name, value);
+    }
+    let body: BoxBody<Bytes, std::io::Error> = match reply.body {
+        Body::Full(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed(),
+        Body::Paced(pieces, pause) => {
+            let stream = futures_util::stream::unfold((pieces.into_iter(), true), move |(mut pieces, first)| async move {
+                let piece = pieces.next()?;
+                if !first {
+                    tokio::time::sleep(pause).await;
+                }
+                Some((Ok::<_, std::io::Error>(Frame::data(piece)), (pieces, false)))
+            });
+            StreamBody::new(stream).boxed()
+        }
+        Body::Truncated { length, sent } => {
+            builder = builder.header("content-length", length.to_string());
+            let stream = futures_util::stream::iter(vec![
+                Ok(Frame::data(Bytes::from(vec![b'x'; sent]))),
+                Err(std::io::Error::other("origin died")),
+            ]);
+            StreamBody::new(stream).boxed()
+        }
+        Body::Gated(receiver) => {
+            let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+                let piece = receiver.recv().await?;
+                Some((Ok::<_, std::io::Error>(Frame::data(piece)), receiver))
+            });
+            StreamBody::new(stream).boxed()
+        }
+    };
+    builder.body(body).unwrap()
+}
+
+/// A node in front of `origin`, on ephemeral ports, with `tweak` applied to its config.
+pub async fn node_with(origin: &Origin, tweak: impl FnOnce(&mut Config)) -> shoal::Node {
+    let mut config = Config::default();
+    config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.origin.urls = vec![origin.url().parse().unwrap()];
+    tweak(&mut config);
+    shoal::Node::start(config).await.unwrap()
+}
+
+pub async fn node(origin: &Origin) -> shoal::Node {
+    node_with(origin, |_| {}).await
+}
+
+/// Base URL of a node.
+pub fn base(node: &shoal::Node) -> String {
+    format!("http://{}", node.listen[0])
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap()
+}
+
+/// GET `path` from the node; returns status, headers and body.
+pub async fn get(node: &shoal::Node, path: &str) -> (u16, HeaderMap, Bytes) {
+    get_with(node, path, &[]).await
+}
+
+pub async fn get_with(node: &shoal::Node, path: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, Bytes) {
+    let mut request = client().get(format!("{}{}", base(node), path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap();
+    (status, headers, body)
+}
+
+pub fn cache_status(headers: &HeaderMap) -> &str {
+    headers.get("x-cache").map(|v| v.to_str().unwrap()).unwrap_or("")
+}
+
+/// Sends raw bytes on a new connection and returns everything the node sends back until it
+/// closes the connection (or 5 s pass).
+pub async fn raw(address: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_until_close(&mut stream).await
+}
+
+pub async fn read_until_close(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Polls `condition` every 20 ms for up to 5 s (for effects of background tasks).
+pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
