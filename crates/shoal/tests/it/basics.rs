@@ -9,9 +9,15 @@ async fn a_miss_then_a_hit_with_one_origin_request() {
     let origin = Origin::fixed("hello").await;
     let node = node(&origin).await;
     let (status, headers, body) = get(&node, "/a").await;
-    assert_eq!((status, cache_status(&headers), &body[..]), (200, "MISS", &b"hello"[..]));
+    assert_eq!(
+        (status, cache_status(&headers), &body[..]),
+        (200, "MISS", &b"hello"[..])
+    );
     let (status, headers, body) = get(&node, "/a").await;
-    assert_eq!((status, cache_status(&headers), &body[..]), (200, "HIT", &b"hello"[..]));
+    assert_eq!(
+        (status, cache_status(&headers), &body[..]),
+        (200, "HIT", &b"hello"[..])
+    );
     assert_eq!(headers["via"], "1.1 shoal");
     assert!(headers.contains_key("age"));
     assert_eq!(origin.count("/a"), 1);
@@ -39,22 +45,35 @@ async fn the_origin_date_is_kept_and_a_missing_one_added() {
 async fn head_is_answered_from_a_stored_get_and_a_head_miss_fetches_get() {
     let origin = Origin::fixed("0123456789").await;
     let node = node(&origin).await;
-    let response = client().head(format!("{}/h", base(&node))).send().await.unwrap();
+    let response = client()
+        .head(format!("{}/h", base(&node)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["content-length"], "10");
     assert_eq!(origin.last("/h").method, http::Method::GET);
-    let response = client().head(format!("{}/h", base(&node))).send().await.unwrap();
+    let response = client()
+        .head(format!("{}/h", base(&node)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cache_status(response.headers()), "HIT");
     assert_eq!(response.headers()["content-length"], "10");
     assert!(response.bytes().await.unwrap().is_empty());
     let (_, headers, body) = get(&node, "/h").await;
-    assert_eq!((cache_status(&headers), &body[..]), ("HIT", &b"0123456789"[..]));
+    assert_eq!(
+        (cache_status(&headers), &body[..]),
+        ("HIT", &b"0123456789"[..])
+    );
     assert_eq!(origin.count("/h"), 1);
 }
 
 #[tokio::test]
 async fn unsafe_methods_are_forwarded_with_their_body_and_invalidate() {
     let origin = Origin::start(|seen| match seen.method {
-        http::Method::GET => Reply::ok(format!("get {}", seen.target)).header("cache-control", "max-age=60"),
+        http::Method::GET => {
+            Reply::ok(format!("get {}", seen.target)).header("cache-control", "max-age=60")
+        }
         _ => Reply::status(201).header("location", "/other"),
     })
     .await;
@@ -73,7 +92,10 @@ async fn unsafe_methods_are_forwarded_with_their_body_and_invalidate() {
         assert_eq!(response.status(), 201);
         assert_eq!(cache_status(response.headers()), "PASS");
         let seen = origin.last("/doc");
-        assert_eq!((seen.method.as_str(), &seen.body[..]), (method.as_str(), &b"payload"[..]));
+        assert_eq!(
+            (seen.method.as_str(), &seen.body[..]),
+            (method.as_str(), &b"payload"[..])
+        );
         // Both the target and the Location were invalidated.
         assert_eq!(cache_status(&get(&node, "/doc").await.1), "MISS");
         assert_eq!(cache_status(&get(&node, "/other").await.1), "MISS");
@@ -87,7 +109,11 @@ async fn connect_and_trace_are_refused() {
     let reply = raw(node.listen[0], b"TRACE / HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
     assert!(reply.contains("allow: GET"), "{reply}");
-    let reply = raw(node.listen[0], b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").await;
+    let reply = raw(
+        node.listen[0],
+        b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+    )
+    .await;
     assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
     assert!(origin.seen().is_empty());
 }
@@ -110,13 +136,19 @@ async fn proxy_headers_are_rewritten_both_ways() {
     .await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(!reply.to_ascii_lowercase().contains("x-hop"), "{reply}");
-    assert!(!reply.to_ascii_lowercase().contains("keep-alive"), "{reply}");
+    assert!(
+        !reply.to_ascii_lowercase().contains("keep-alive"),
+        "{reply}"
+    );
     let seen = origin.last("/p");
     assert_eq!(seen.headers["host"], "www.example");
     assert!(!seen.headers.contains_key("x-private"));
     assert!(!seen.headers.contains_key("te"));
     assert_eq!(seen.headers["x-forwarded-for"], "10.1.1.1, 127.0.0.1");
-    assert_eq!(seen.headers["forwarded"], "for=127.0.0.1;proto=http;host=\"www.example\"");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"www.example\""
+    );
     assert_eq!(seen.headers["via"], "1.1 shoal");
 }
 
@@ -124,14 +156,20 @@ async fn proxy_headers_are_rewritten_both_ways() {
 async fn the_host_can_be_rewritten_to_the_origin() {
     let origin = Origin::fixed("x").await;
     let authority = origin.address.to_string();
-    let node = node_with(&origin, |config| config.origin.host_header = shoal::config::HostHeader::Origin).await;
+    let node = node_with(&origin, |config| {
+        config.origin.host_header = shoal::config::HostHeader::Origin
+    })
+    .await;
     get(&node, "/h").await;
     assert_eq!(origin.last("/h").headers["host"], authority.as_str());
 }
 
 #[tokio::test]
 async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
-    let origin = Origin::start(|seen| Reply::ok(format!("body of {}", seen.target)).header("cache-control", "max-age=60")).await;
+    let origin = Origin::start(|seen| {
+        Reply::ok(format!("body of {}", seen.target)).header("cache-control", "max-age=60")
+    })
+    .await;
     let node = node(&origin).await;
     let reply = raw(
         node.listen[0],
@@ -150,14 +188,31 @@ async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
 async fn http2_prior_knowledge_is_served() {
     let origin = Origin::fixed("over h2").await;
     let node = node(&origin).await;
-    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     for expected in ["MISS", "HIT"] {
-        let response = client.get(format!("{}/h2", base(&node))).send().await.unwrap();
+        let response = client
+            .get(format!("{}/h2", base(&node)))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.version(), reqwest::Version::HTTP_2);
-        assert_eq!(cache_status(response.headers()), expected, "{:?}", response.headers());
+        assert_eq!(
+            cache_status(response.headers()),
+            expected,
+            "{:?}",
+            response.headers()
+        );
         assert_eq!(response.bytes().await.unwrap(), "over h2");
     }
-    let response = client.post(format!("{}/h2post", base(&node))).body("sent over h2").send().await.unwrap();
+    let response = client
+        .post(format!("{}/h2post", base(&node)))
+        .body("sent over h2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(origin.last("/h2post").body, "sent over h2");
 }
@@ -168,14 +223,20 @@ async fn an_unreachable_origin_gives_502_and_a_slow_one_504() {
     let dead = origin.address;
     origin.stop();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let node = node_with(&origin, |config| config.origin.urls = vec![format!("http://{dead}").parse().unwrap()]).await;
+    let node = node_with(&origin, |config| {
+        config.origin.urls = vec![format!("http://{dead}").parse().unwrap()]
+    })
+    .await;
     let (status, headers, body) = get(&node, "/x").await;
     assert_eq!(status, 502);
     assert_eq!(cache_status(&headers), "SYNTH");
     assert_eq!(&body[..], b"502 Bad Gateway: origin unreachable\n");
 
     let slow = Origin::start(|_| Reply::ok("late").delay(Duration::from_secs(3))).await;
-    let node = node_with(&slow, |config| config.origin.first_byte_timeout = shoal::config::Span(Duration::from_millis(300))).await;
+    let node = node_with(&slow, |config| {
+        config.origin.first_byte_timeout = shoal::config::Span(Duration::from_millis(300))
+    })
+    .await;
     let (status, _, body) = get(&node, "/slow").await;
     assert_eq!(status, 504);
     assert_eq!(&body[..], b"504 Gateway Timeout: origin timed out\n");
@@ -187,7 +248,10 @@ async fn a_second_origin_is_used_when_the_first_is_down() {
     let origin = Origin::fixed("from the second").await;
     let second = origin.url();
     let node = node_with(&origin, |config| {
-        config.origin.urls = vec![format!("http://{dead}").parse().unwrap(), second.parse().unwrap()];
+        config.origin.urls = vec![
+            format!("http://{dead}").parse().unwrap(),
+            second.parse().unwrap(),
+        ];
     })
     .await;
     for path in ["/f1", "/f2"] {
@@ -199,10 +263,18 @@ async fn a_second_origin_is_used_when_the_first_is_down() {
 #[tokio::test]
 async fn request_bodies_over_the_limit_get_413() {
     let origin = Origin::fixed("x").await;
-    let node = node_with(&origin, |config| config.server.max_request_body = shoal::config::ByteSize(1000)).await;
-    let reply = raw(node.listen[0], b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n").await;
+    let node = node_with(&origin, |config| {
+        config.server.max_request_body = shoal::config::ByteSize(1000)
+    })
+    .await;
+    let reply = raw(
+        node.listen[0],
+        b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n",
+    )
+    .await;
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
-    let mut chunked = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked =
+        b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         chunked.extend_from_slice(b"258\r\n");
         chunked.extend_from_slice(&[b'a'; 600]);
@@ -234,13 +306,34 @@ async fn the_admin_api_reports_counters_and_purges() {
     get(&node, "/adm").await;
     get(&node, "/adm").await;
     let admin = format!("http://{}", node.admin.unwrap());
-    let stats: serde_json::Value = client().get(format!("{admin}/stats")).send().await.unwrap().json().await.unwrap();
+    let stats: serde_json::Value = client()
+        .get(format!("{admin}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["counters"]["hits"], 1);
     assert_eq!(stats["counters"]["misses"], 1);
     assert_eq!(stats["store"]["entries"], 1);
-    let metrics = client().get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("shoal_hits 1\n"), "{metrics}");
-    let listing: serde_json::Value = client().get(format!("{admin}/cache")).send().await.unwrap().json().await.unwrap();
+    let listing: serde_json::Value = client()
+        .get(format!("{admin}/cache"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(listing[0]["url"].as_str().unwrap().ends_with("/adm"));
     let host = node.listen[0];
     let purged: serde_json::Value = client()

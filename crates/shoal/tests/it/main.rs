@@ -2,4 +2,5 @@
 //! 127.0.0.1 (an in-process origin and a Shoal node on ephemeral ports) and talks HTTP over TCP.
 
 mod basics;
+mod caching;
 mod support;

@@ -39,7 +39,10 @@ pub enum Body {
     /// These pieces, with a pause before each one after the first.
     Paced(Vec<Bytes>, Duration),
     /// Declares `length` in Content-Length, sends `sent` bytes, then breaks the connection.
-    Truncated { length: usize, sent: usize },
+    Truncated {
+        length: usize,
+        sent: usize,
+    },
     /// Pieces released one by one by the test through the channel.
     Gated(tokio::sync::mpsc::Receiver<Bytes>),
 }
@@ -84,6 +87,7 @@ pub struct Origin {
     pub address: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Origin {
@@ -93,6 +97,8 @@ impl Origin {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         let recorded = Arc::clone(&seen);
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let tracked = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -100,31 +106,43 @@ impl Origin {
                 };
                 let handler = Arc::clone(&handler);
                 let recorded = Arc::clone(&recorded);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                        let handler = Arc::clone(&handler);
-                        let recorded = Arc::clone(&recorded);
-                        async move {
-                            let (parts, body) = request.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let seen = Seen {
-                                method: parts.method,
-                                target: parts.uri.to_string(),
-                                headers: parts.headers,
-                                body,
-                            };
-                            recorded.lock().unwrap().push(seen.clone());
-                            let reply = handler(&seen);
-                            Ok::<_, Infallible>(respond(reply).await)
-                        }
-                    });
+                let connection = tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: http::Request<hyper::body::Incoming>| {
+                            let handler = Arc::clone(&handler);
+                            let recorded = Arc::clone(&recorded);
+                            async move {
+                                let (parts, body) = request.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let seen = Seen {
+                                    method: parts.method,
+                                    target: parts.uri.to_string(),
+                                    headers: parts.headers,
+                                    body,
+                                };
+                                recorded.lock().unwrap().push(seen.clone());
+                                let reply = handler(&seen);
+                                Ok::<_, Infallible>(respond(reply).await)
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
+                tracked.lock().unwrap().push(connection.abort_handle());
             }
         });
-        Origin { address, seen, task }
+        Origin {
+            address,
+            seen,
+            task,
+            connections,
+        }
     }
 
     /// An origin that answers every request with 200 and `body`, cacheable for a minute.
@@ -143,17 +161,32 @@ impl Origin {
 
     /// Requests received for `target`.
     pub fn count(&self, target: &str) -> usize {
-        self.seen.lock().unwrap().iter().filter(|s| s.target == target).count()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.target == target)
+            .count()
     }
 
     /// The last request received for `target`.
     pub fn last(&self, target: &str) -> Seen {
-        self.seen.lock().unwrap().iter().rev().find(|s| s.target == target).cloned().expect("no such request")
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|s| s.target == target)
+            .cloned()
+            .expect("no such request")
     }
 
-    /// Stops accepting connections (and breaks no existing ones).
+    /// Stops the origin: no new connections, and the open ones are cut.
     pub fn stop(&self) {
         self.task.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
     }
 }
 
@@ -168,13 +201,16 @@ async fn respond(reply: Reply) -> http::Response<BoxBody<Bytes, std::io::Error>>
     let body: BoxBody<Bytes, std::io::Error> = match reply.body {
         Body::Full(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed(),
         Body::Paced(pieces, pause) => {
-            let stream = futures_util::stream::unfold((pieces.into_iter(), true), move |(mut pieces, first)| async move {
-                let piece = pieces.next()?;
-                if !first {
-                    tokio::time::sleep(pause).await;
-                }
-                Some((Ok::<_, std::io::Error>(Frame::data(piece)), (pieces, false)))
-            });
+            let stream = futures_util::stream::unfold(
+                (pieces.into_iter(), true),
+                move |(mut pieces, first)| async move {
+                    let piece = pieces.next()?;
+                    if !first {
+                        tokio::time::sleep(pause).await;
+                    }
+                    Some((Ok::<_, std::io::Error>(Frame::data(piece)), (pieces, false)))
+                },
+            );
             StreamBody::new(stream).boxed()
         }
         Body::Truncated { length, sent } => {
@@ -216,7 +252,10 @@ pub fn base(node: &shoal::Node) -> String {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap()
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
 }
 
 /// GET `path` from the node; returns status, headers and body.
@@ -224,7 +263,11 @@ pub async fn get(node: &shoal::Node, path: &str) -> (u16, HeaderMap, Bytes) {
     get_with(node, path, &[]).await
 }
 
-pub async fn get_with(node: &shoal::Node, path: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, Bytes) {
+pub async fn get_with(
+    node: &shoal::Node,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, HeaderMap, Bytes) {
     let mut request = client().get(format!("{}{}", base(node), path));
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -237,7 +280,10 @@ pub async fn get_with(node: &shoal::Node, path: &str, headers: &[(&str, &str)]) 
 }
 
 pub fn cache_status(headers: &HeaderMap) -> &str {
-    headers.get("x-cache").map(|v| v.to_str().unwrap()).unwrap_or("")
+    headers
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
 }
 
 /// Sends raw bytes on a new connection and returns everything the node sends back until it
