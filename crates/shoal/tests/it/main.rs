@@ -3,4 +3,5 @@
 
 mod basics;
 mod caching;
+mod collapsing;
 mod support;

@@ -43,6 +43,10 @@ pub enum Body {
         length: usize,
         sent: usize,
     },
+    /// No declared length: sends `sent` bytes (chunked), then breaks the connection.
+    TruncatedChunked {
+        sent: usize,
+    },
     /// Pieces released one by one by the test through the channel.
     Gated(tokio::sync::mpsc::Receiver<Bytes>),
 }
@@ -88,6 +92,7 @@ pub struct Origin {
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    concurrency: Arc<Mutex<(usize, usize)>>,
 }
 
 impl Origin {
@@ -99,6 +104,8 @@ impl Origin {
         let recorded = Arc::clone(&seen);
         let connections = Arc::new(Mutex::new(Vec::new()));
         let tracked = Arc::clone(&connections);
+        let concurrency = Arc::new(Mutex::new((0, 0)));
+        let counting = Arc::clone(&concurrency);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -106,12 +113,19 @@ impl Origin {
                 };
                 let handler = Arc::clone(&handler);
                 let recorded = Arc::clone(&recorded);
+                let counting = Arc::clone(&counting);
                 let connection = tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |request: http::Request<hyper::body::Incoming>| {
                             let handler = Arc::clone(&handler);
                             let recorded = Arc::clone(&recorded);
+                            let counting = Arc::clone(&counting);
                             async move {
+                                {
+                                    let mut counts = counting.lock().unwrap();
+                                    counts.0 += 1;
+                                    counts.1 = counts.1.max(counts.0);
+                                }
                                 let (parts, body) = request.into_parts();
                                 let body = body
                                     .collect()
@@ -126,7 +140,9 @@ impl Origin {
                                 };
                                 recorded.lock().unwrap().push(seen.clone());
                                 let reply = handler(&seen);
-                                Ok::<_, Infallible>(respond(reply).await)
+                                let response = respond(reply).await;
+                                counting.lock().unwrap().0 -= 1;
+                                Ok::<_, Infallible>(response)
                             }
                         },
                     );
@@ -142,6 +158,7 @@ impl Origin {
             seen,
             task,
             connections,
+            concurrency,
         }
     }
 
@@ -181,6 +198,11 @@ impl Origin {
             .expect("no such request")
     }
 
+    /// Most requests the origin was working on at the same time (until each response head).
+    pub fn max_concurrent(&self) -> usize {
+        self.concurrency.lock().unwrap().1
+    }
+
     /// Stops the origin: no new connections, and the open ones are cut.
     pub fn stop(&self) {
         self.task.abort();
@@ -215,12 +237,9 @@ async fn respond(reply: Reply) -> http::Response<BoxBody<Bytes, std::io::Error>>
         }
         Body::Truncated { length, sent } => {
             builder = builder.header("content-length", length.to_string());
-            let stream = futures_util::stream::iter(vec![
-                Ok(Frame::data(Bytes::from(vec![b'x'; sent]))),
-                Err(std::io::Error::other("origin died")),
-            ]);
-            StreamBody::new(stream).boxed()
+            dying_body(sent)
         }
+        Body::TruncatedChunked { sent } => dying_body(sent),
         Body::Gated(receiver) => {
             let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
                 let piece = receiver.recv().await?;
@@ -232,8 +251,29 @@ async fn respond(reply: Reply) -> http::Response<BoxBody<Bytes, std::io::Error>>
     builder.body(body).unwrap()
 }
 
+/// `sent` bytes, then (after the head and those bytes are surely on the wire) an error that
+/// makes the server drop the connection.
+fn dying_body(sent: usize) -> BoxBody<Bytes, std::io::Error> {
+    let stream = futures_util::stream::unfold(0, move |step| async move {
+        match step {
+            0 => Some((Ok(Frame::data(Bytes::from(vec![b'x'; sent]))), 1)),
+            1 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((Err(std::io::Error::other("origin died")), 2))
+            }
+            _ => None,
+        }
+    });
+    StreamBody::new(stream).boxed()
+}
+
 /// A node in front of `origin`, on ephemeral ports, with `tweak` applied to its config.
 pub async fn node_with(origin: &Origin, tweak: impl FnOnce(&mut Config)) -> shoal::Node {
+    // Logs show with `RUST_LOG=debug cargo test -- --nocapture`.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut config = Config::default();
     config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
