@@ -401,13 +401,14 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
     let origin = Origin::start(move |_| {
         let n = count.fetch_add(1, Ordering::SeqCst) + 1;
         Reply::ok(format!("generation {n}"))
-            .header("cache-control", "max-age=1, stale-while-revalidate=30")
+            .header("cache-control", "max-age=2, stale-while-revalidate=30")
             .delay(Duration::from_millis(200))
     })
     .await;
     let node = node(&origin).await;
     get(&node, "/swr").await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Dates have one-second resolution, so a response can look up to a second old on arrival.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let mut stale = Vec::new();
     for _ in 0..5 {
         let (_, headers, body) = get(&node, "/swr").await;

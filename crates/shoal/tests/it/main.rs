@@ -4,4 +4,6 @@
 mod basics;
 mod caching;
 mod collapsing;
+mod ranges;
+mod strict;
 mod support;

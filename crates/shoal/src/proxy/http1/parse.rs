@@ -106,9 +106,13 @@ pub fn parse_head(buffer: &mut BytesMut, limits: &Limits) -> Result<Option<Head>
         Err(httparse::Error::HeaderName) => return Err(bad("invalid header field name")),
         Err(httparse::Error::HeaderValue) => return Err(bad("invalid header field value")),
         Err(httparse::Error::Version) => {
-            return Err(ParseError {
-                status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                reason: "unsupported HTTP version",
+            return Err(if well_formed_version(&head_bytes[..request_line_length]) {
+                ParseError {
+                    status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                    reason: "unsupported HTTP version",
+                }
+            } else {
+                bad("malformed request line")
             })
         }
         Err(httparse::Error::Token) => return Err(bad("invalid method")),
@@ -165,6 +169,18 @@ pub fn parse_head(buffer: &mut BytesMut, limits: &Limits) -> Result<Option<Head>
         keep_alive,
         expect_continue,
     }))
+}
+
+/// Whether a request line ends in a well-formed `HTTP/x.y` (so an unknown version gets 505,
+/// and garbage 400).
+fn well_formed_version(line: &[u8]) -> bool {
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    matches!(parts.as_slice(), [_, _, version]
+        if version.len() == 8
+            && version.starts_with(b"HTTP/")
+            && version[5].is_ascii_digit()
+            && version[6] == b'.'
+            && version[7].is_ascii_digit())
 }
 
 fn too_large() -> ParseError {

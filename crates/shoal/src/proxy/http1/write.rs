@@ -3,7 +3,7 @@
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::proxy::{ProxyResponse, ResponseHeaders};
+use crate::proxy::{ProxyResponse, ResponseBody, ResponseHeaders};
 
 /// How the body follows the head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +41,8 @@ pub fn write_head(
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if bodiless_status || !response.body.is_sent() {
+    let head_response = matches!(response.body, ResponseBody::Omitted(_));
+    let framing = if bodiless_status || head_response {
         BodyFraming::None
     } else {
         match response.body.length() {
@@ -93,7 +94,7 @@ pub fn write_head(
         BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyFraming::None => {
             // HEAD: declare the length the GET would have.
-            if let crate::proxy::ResponseBody::Omitted(Some(length)) = response.body {
+            if let ResponseBody::Omitted(Some(length)) = response.body {
                 out.extend_from_slice(b"Content-Length: ");
                 out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
                 out.extend_from_slice(b"\r\n");

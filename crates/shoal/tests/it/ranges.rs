@@ -1,0 +1,200 @@
+//! Range requests answered from cached and filling objects (RFC 9110 §14).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::support::*;
+
+const ALPHABET: &str = "abcdefghijklmnopqrstuvwxyz";
+
+async fn alphabet_origin() -> Origin {
+    Origin::start(|_| {
+        Reply::ok(ALPHABET)
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"abc\"")
+            .header("content-type", "text/plain")
+            .header("last-modified", "Thu, 01 Jan 2015 00:00:00 GMT")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn single_ranges_from_a_cached_object() {
+    let origin = alphabet_origin().await;
+    let node = node(&origin).await;
+    get(&node, "/r").await;
+    let check = |range: &'static str, content_range: &'static str, body: &'static str| {
+        let node = &node;
+        async move {
+            let (status, headers, got) = get_with(node, "/r", &[("range", range)]).await;
+            assert_eq!(status, 206, "{range}");
+            assert_eq!(headers["content-range"], content_range, "{range}");
+            assert_eq!(
+                headers["content-length"],
+                body.len().to_string().as_str(),
+                "{range}"
+            );
+            assert_eq!(&got[..], body.as_bytes(), "{range}");
+            assert_eq!(cache_status(&headers), "HIT");
+        }
+    };
+    check("bytes=0-4", "bytes 0-4/26", "abcde").await;
+    check("bytes=20-", "bytes 20-25/26", "uvwxyz").await;
+    check("bytes=-3", "bytes 23-25/26", "xyz").await;
+    check("bytes=24-100", "bytes 24-25/26", "yz").await;
+    assert_eq!(origin.count("/r"), 1);
+}
+
+#[tokio::test]
+async fn multiple_ranges_make_a_multipart_body() {
+    let origin = alphabet_origin().await;
+    let node = node(&origin).await;
+    get(&node, "/m").await;
+    let (status, headers, body) = get_with(&node, "/m", &[("range", "bytes=0-1,-2")]).await;
+    assert_eq!(status, 206);
+    let content_type = headers["content-type"].to_str().unwrap();
+    let boundary = content_type
+        .strip_prefix("multipart/byteranges; boundary=")
+        .expect(content_type);
+    let expected = format!(
+        "\r\n--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-1/26\r\n\r\nab\r\n--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 24-25/26\r\n\r\nyz\r\n--{boundary}--\r\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&body), expected);
+    assert_eq!(
+        headers["content-length"],
+        expected.len().to_string().as_str()
+    );
+}
+
+#[tokio::test]
+async fn unsatisfiable_and_ignored_ranges() {
+    let origin = alphabet_origin().await;
+    let node = node(&origin).await;
+    get(&node, "/u").await;
+    let (status, headers, body) = get_with(&node, "/u", &[("range", "bytes=30-40")]).await;
+    assert_eq!(
+        (status, headers["content-range"].to_str().unwrap()),
+        (416, "bytes */26")
+    );
+    assert!(body.is_empty());
+    // Not a valid byte range set: the whole object.
+    let (status, _, body) = get_with(&node, "/u", &[("range", "bytes=5-1")]).await;
+    assert_eq!((status, &body[..]), (200, ALPHABET.as_bytes()));
+    let (status, _, _) = get_with(&node, "/u", &[("range", "lines=1-2")]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn if_range_decides_between_part_and_whole() {
+    let origin = alphabet_origin().await;
+    let node = node(&origin).await;
+    get(&node, "/ir").await;
+    let (status, _, body) = get_with(
+        &node,
+        "/ir",
+        &[("range", "bytes=0-2"), ("if-range", "\"abc\"")],
+    )
+    .await;
+    assert_eq!((status, &body[..]), (206, &b"abc"[..]));
+    let (status, _, body) = get_with(
+        &node,
+        "/ir",
+        &[("range", "bytes=0-2"), ("if-range", "\"old\"")],
+    )
+    .await;
+    assert_eq!((status, &body[..]), (200, ALPHABET.as_bytes()));
+    let (status, _, _) = get_with(
+        &node,
+        "/ir",
+        &[
+            ("range", "bytes=0-2"),
+            ("if-range", "Thu, 01 Jan 2015 00:00:00 GMT"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 206);
+}
+
+#[tokio::test]
+async fn a_range_miss_fetches_and_stores_the_whole_object() {
+    let origin = alphabet_origin().await;
+    let node = node(&origin).await;
+    let (status, headers, body) = get_with(&node, "/miss", &[("range", "bytes=2-4")]).await;
+    assert_eq!(
+        (status, cache_status(&headers), &body[..]),
+        (206, "MISS", &b"cde"[..])
+    );
+    assert!(!origin.last("/miss").headers.contains_key("range"));
+    let (_, headers, body) = get(&node, "/miss").await;
+    assert_eq!(
+        (cache_status(&headers), &body[..]),
+        ("HIT", ALPHABET.as_bytes())
+    );
+    assert_eq!(origin.count("/miss"), 1);
+}
+
+#[tokio::test]
+async fn ranges_of_large_objects_are_passed_to_the_origin() {
+    let origin = Origin::start(|seen| {
+        let body = vec![b'L'; 5000];
+        match seen.headers.get("range") {
+            Some(_) => Reply::ok(Bytes::from_static(b"LLLLL"))
+                .header("content-range", "bytes 0-4/5000")
+                .header("cache-control", "max-age=60"),
+            None => Reply::ok(body).header("cache-control", "max-age=60"),
+        }
+        .delay(Duration::ZERO)
+    })
+    .await;
+    let node = node_with(&origin, |config| {
+        config.cache.range_passthrough_above = shoal::config::ByteSize(1000)
+    })
+    .await;
+    let (_, _, body) = get_with(&node, "/large", &[("range", "bytes=0-4")]).await;
+    assert_eq!(&body[..], b"LLLLL");
+    assert_eq!(origin.last("/large").headers["range"], "bytes=0-4");
+    get_with(&node, "/large", &[("range", "bytes=0-4")]).await;
+    assert_eq!(origin.last("/large").headers["range"], "bytes=0-4");
+}
+
+#[tokio::test]
+async fn ranges_are_served_from_an_object_still_filling() {
+    let (release, gate) = tokio::sync::mpsc::channel(4);
+    let gate = std::sync::Mutex::new(Some(gate));
+    let origin = Origin::start(move |_| {
+        let gate = gate.lock().unwrap().take().expect("one origin request");
+        Reply::ok("")
+            .header("cache-control", "max-age=60")
+            .header("content-length", "20")
+            .body(Body::Gated(gate))
+    })
+    .await;
+    let node = node(&origin).await;
+    release
+        .send(Bytes::from_static(b"0123456789"))
+        .await
+        .unwrap();
+    let mut whole = client()
+        .get(format!("{}/filling", base(&node)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&whole.chunk().await.unwrap().unwrap()[..], b"0123456789");
+    // The first half is here; a range inside it is answered before the rest arrives.
+    let (status, _, body) = tokio::time::timeout(
+        Duration::from_secs(5),
+        get_with(&node, "/filling", &[("range", "bytes=2-5")]),
+    )
+    .await
+    .expect("a range within the received bytes must not wait");
+    assert_eq!((status, &body[..]), (206, &b"2345"[..]));
+    release
+        .send(Bytes::from_static(b"abcdefghij"))
+        .await
+        .unwrap();
+    assert_eq!(&whole.chunk().await.unwrap().unwrap()[..], b"abcdefghij");
+    let (_, _, body) = get_with(&node, "/filling", &[("range", "bytes=15-")]).await;
+    assert_eq!(&body[..], b"fghij");
+    assert_eq!(origin.count("/filling"), 1);
+}
