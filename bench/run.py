@@ -411,11 +411,16 @@ def main():
                           f"{result['bytes_per_s'] / 1e6:>9.0f} MB/s p99 {result['p99']:>8.2f} ms cpu {result['cpu']:.2f} "
                           f"origin {result['origin_requests']} errors {result['errors']} {result['socket_errors']}", flush=True)
         rss = {name: servers[name].rss_mib() for name in names}
+        idle_baseline = {}
         idle = {}
-        if args.idle and "shoal" in servers:
-            idle["shoal"] = idle_connections_rss(servers["shoal"], PORTS["shoal"], args.idle)
-        if args.idle and "nginx-direct" in servers:
-            idle["nginx-direct"] = idle_connections_rss(servers["nginx-direct"], PORTS["nginx-direct"], args.idle)
+        # Idle connections are measured on a fresh instance, so that the cached 64 MiB object
+        # of the runs above does not count as connection memory.
+        for name in ("shoal", "nginx-direct"):
+            if args.idle and name in servers:
+                servers.pop(name).stop()
+                servers[name] = starters[name]()
+                wait_port(PORTS[name])
+                idle[name] = idle_connections_rss(servers[name], PORTS[name], args.idle)
         summary = {"results": results, "rss_mib": rss, "idle_rss_mib": idle, "hit_check": hit_check,
                    "rounds": args.rounds, "duration": args.duration}
         with open(args.json, "w") as handle:

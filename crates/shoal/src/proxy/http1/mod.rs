@@ -160,7 +160,9 @@ impl Connection {
                 }
             };
             first = false;
-            match self.exchange(*head).await {
+            // Boxed: the whole request pipeline's state lives on the heap only while a request is
+            // in progress, so an idle connection's task stays small.
+            match Box::pin(self.exchange(*head)).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => {
                     let _ = self.stream.shutdown().await;
@@ -192,45 +194,50 @@ impl Connection {
                 }
                 deadline.get_or_insert_with(|| Instant::now() + self.settings.header_timeout);
             }
-            if self.input.capacity() == self.input.len() {
-                if self.input.is_empty() {
-                    // Idle: hold no memory while waiting for the client.
-                    self.input = BytesMut::new();
-                    self.output = Vec::new();
-                    let wait = match deadline {
-                        Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                        None => self.settings.keepalive_timeout,
-                    };
-                    match tokio::time::timeout(wait, self.stream.readable()).await {
-                        Err(_) => return Err(ConnectionError::Timeout { started: false }),
-                        Ok(Err(_)) => return Err(ConnectionError::Io),
-                        Ok(Ok(())) => {}
+            if self.input.is_empty() {
+                // Between requests: take what has already arrived; when nothing has, release the
+                // buffers so that an idle connection holds no memory, and wait.
+                if self.input.capacity() > 0 {
+                    match self.stream.try_read_buf(&mut self.input) {
+                        Ok(0) => return Ok(NextRequest::Closed),
+                        Ok(_) => continue,
+                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return Err(ConnectionError::Io),
                     }
                 }
+                self.input = BytesMut::new();
+                self.output = Vec::new();
+                match tokio::time::timeout(self.settings.keepalive_timeout, self.stream.readable())
+                    .await
+                {
+                    Err(_) => return Err(ConnectionError::Timeout { started: false }),
+                    Ok(Err(_)) => return Err(ConnectionError::Io),
+                    Ok(Ok(())) => {}
+                }
+                self.input.reserve(4096);
+                match self.stream.try_read_buf(&mut self.input) {
+                    Ok(0) => return Ok(NextRequest::Closed),
+                    Ok(_) => continue,
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return Err(ConnectionError::Io),
+                }
+            }
+            // Inside a request head: read more, within the head's deadline.
+            if self.input.capacity() == self.input.len() {
                 self.input.reserve(4096);
             }
-            let started = !self.input.is_empty();
-            let read = match deadline {
-                Some(deadline) => {
-                    tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.input))
-                        .await
-                        .map_err(|_| ConnectionError::Timeout { started })?
-                }
-                None => tokio::time::timeout(
-                    self.settings.keepalive_timeout,
-                    self.stream.read_buf(&mut self.input),
-                )
+            let deadline =
+                deadline.unwrap_or_else(|| Instant::now() + self.settings.header_timeout);
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.input))
                 .await
-                .map_err(|_| ConnectionError::Timeout { started })?,
-            };
+                .map_err(|_| ConnectionError::Timeout { started: true })?;
             match read {
-                Ok(0) if started => {
+                Ok(0) => {
                     return Err(ConnectionError::Parse(ParseError {
                         status: StatusCode::BAD_REQUEST,
                         reason: "connection closed inside a request head",
                     }))
                 }
-                Ok(0) => return Ok(NextRequest::Closed),
                 Ok(_) => {}
                 Err(_) => return Err(ConnectionError::Io),
             }
