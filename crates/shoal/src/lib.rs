@@ -33,38 +33,15 @@ pub struct Node {
 
 impl Node {
     /// Starts a node on the current tokio runtime: the demo origin if no origin is configured,
-    /// the listeners and the admin API. Returns once everything is bound.
-    pub async fn start(mut config: Config) -> anyhow::Result<Node> {
-        let mut demo = None;
-        if config.origin.urls.is_empty() {
-            let address = demo::start(config.demo.listen, config.demo.root.clone())
-                .await
-                .map_err(|error| {
-                    anyhow::anyhow!(
-                        "cannot start the demo origin on {}: {error}",
-                        config.demo.listen
-                    )
-                })?;
-            tracing::info!(%address, root = %config.demo.root.display(), "demo origin started (no origin configured)");
-            let url: OriginUrl = format!("http://{address}")
-                .parse()
-                .map_err(anyhow::Error::msg)?;
-            config.origin.urls.push(url);
-            demo = Some(address);
-        }
-        let listeners = Listeners::bind(&config.server.listen)?;
+    /// the listeners and the admin API. Returns once everything is bound. Used by tests and
+    /// embedders; the `shoal` binary uses [`run`], which adds one runtime per core.
+    pub async fn start(config: Config) -> anyhow::Result<Node> {
+        let (config, demo) = with_demo_origin(config).await?;
+        let listeners = Listeners::bind(&config.server.listen, false)?;
         let listen = listeners.local_addrs();
-        let proxy = Proxy::new(Arc::new(config));
-        let admin = match proxy.config().admin.listen {
-            Some(address) => Some(admin::start(address, Arc::clone(&proxy)).await.map_err(
-                |error| anyhow::anyhow!("cannot start the admin API on {address}: {error}"),
-            )?),
-            None => None,
-        };
+        let proxy = Proxy::new(Arc::new(config), 1);
+        let admin = start_admin(&proxy).await?;
         tokio::spawn(proxy::serve(listeners, Arc::clone(&proxy)));
-        for address in &listen {
-            tracing::info!(%address, "serving");
-        }
         Ok(Node {
             proxy,
             listen,
@@ -72,4 +49,99 @@ impl Node {
             demo,
         })
     }
+}
+
+/// Runs a node until Ctrl-C: one thread per core (or `server.workers`), each with its own
+/// single-threaded runtime and its own SO_REUSEPORT listening sockets, so that a connection is
+/// served start to end on one core without cross-thread wake-ups. The admin API and the demo
+/// origin run on the main thread's runtime.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    control.block_on(async move {
+        let (config, _demo) = with_demo_origin(config).await?;
+        let proxy = Proxy::new(Arc::new(config), workers);
+        start_admin(&proxy).await?;
+        let (ready, mut bound) = tokio::sync::mpsc::channel(workers);
+        for index in 0..workers {
+            let proxy = Arc::clone(&proxy);
+            let ready = ready.clone();
+            std::thread::Builder::new()
+                .name(format!("shoal-worker-{index}"))
+                .spawn(move || worker(index, proxy, ready))?;
+        }
+        drop(ready);
+        while let Some(result) = bound.recv().await {
+            result?;
+        }
+        for address in &proxy.config().server.listen {
+            tracing::info!(%address, workers, "serving");
+        }
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("shutting down");
+        Ok(())
+    })
+}
+
+fn worker(index: usize, proxy: Arc<Proxy>, ready: tokio::sync::mpsc::Sender<anyhow::Result<()>>) {
+    proxy::set_worker(index);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = ready.blocking_send(Err(error.into()));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match Listeners::bind(&proxy.config().server.listen, true) {
+            Ok(listeners) => {
+                let _ = ready.send(Ok(())).await;
+                drop(ready);
+                proxy::serve(listeners, proxy).await;
+            }
+            Err(error) => {
+                let _ = ready.send(Err(error.into())).await;
+            }
+        }
+    });
+}
+
+/// Starts the demo origin when no origin is configured and points the config at it.
+async fn with_demo_origin(mut config: Config) -> anyhow::Result<(Config, Option<SocketAddr>)> {
+    if !config.origin.urls.is_empty() {
+        return Ok((config, None));
+    }
+    let address = demo::start(config.demo.listen, config.demo.root.clone())
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot start the demo origin on {}: {error}",
+                config.demo.listen
+            )
+        })?;
+    tracing::info!(%address, root = %config.demo.root.display(), "demo origin started (no origin configured)");
+    let url: OriginUrl = format!("http://{address}")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    config.origin.urls.push(url);
+    Ok((config, Some(address)))
+}
+
+async fn start_admin(proxy: &Arc<Proxy>) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(address) = proxy.config().admin.listen else {
+        return Ok(None);
+    };
+    let bound = admin::start(address, Arc::clone(proxy))
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot start the admin API on {address}: {error}"))?;
+    tracing::info!(address = %bound, "admin API");
+    Ok(Some(bound))
 }

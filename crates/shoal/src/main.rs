@@ -81,14 +81,5 @@ fn main() -> std::process::ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.server.workers > 0 {
-        runtime.worker_threads(config.server.workers);
-    }
-    runtime.enable_all().build()?.block_on(async {
-        let _node = shoal::Node::start(config).await?;
-        tokio::signal::ctrl_c().await?;
-        tracing::info!("shutting down");
-        Ok(())
-    })
+    shoal::run(config)
 }

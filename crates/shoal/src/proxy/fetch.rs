@@ -114,7 +114,7 @@ pub(super) async fn run(
     let request_time = now_millis();
     metrics::increment(&proxy.metrics.origin_requests);
     let request = http::Request::from_parts(plan.request.clone(), RequestBody::empty());
-    let response = match proxy.upstream.send(request).await {
+    let response = match proxy.upstream().send(request).await {
         Ok(response) => response,
         Err(error) => {
             metrics::increment(&proxy.metrics.origin_errors);

@@ -17,12 +17,14 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds every address; fails with the address that could not be bound.
-    pub fn bind(addresses: &[SocketAddr]) -> Result<Listeners, std::io::Error> {
+    /// Binds every address; fails with the address that could not be bound. With `shared`, the
+    /// sockets use SO_REUSEPORT so that every worker thread can bind its own and the kernel
+    /// spreads connections across them.
+    pub fn bind(addresses: &[SocketAddr], shared: bool) -> Result<Listeners, std::io::Error> {
         let listeners = addresses
             .iter()
             .map(|address| {
-                bind_one(*address).map_err(|error| {
+                bind_one(*address, shared).map_err(|error| {
                     std::io::Error::new(
                         error.kind(),
                         format!("cannot listen on {address}: {error}"),
@@ -42,13 +44,16 @@ impl Listeners {
     }
 }
 
-fn bind_one(address: SocketAddr) -> std::io::Result<TcpListener> {
+fn bind_one(address: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::STREAM,
         None,
     )?;
     socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(4096)?;

@@ -15,6 +15,7 @@ mod listener;
 mod metrics;
 mod response;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -51,12 +52,23 @@ pub struct Proxy {
     config: Arc<Config>,
     store: Arc<MemoryStore>,
     collapser: Arc<Collapser>,
-    upstream: Upstream,
+    /// One origin client per worker thread, so that pooled connections stay on the thread
+    /// (and runtime) that uses them.
+    upstreams: Vec<Upstream>,
     metrics: Arc<Metrics>,
     /// `1.1 <name>`, appended to `Via` on both sides.
     via: HeaderValue,
     /// The cache status header, if enabled.
     status_header: Option<HeaderName>,
+}
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Declares the calling thread to be worker `index`, for per-worker state.
+pub fn set_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
 }
 
 /// Milliseconds since the Unix epoch, the clock of all freshness arithmetic.
@@ -67,8 +79,9 @@ pub fn now_millis() -> u64 {
 }
 
 impl Proxy {
-    /// A pipeline for `config`, fetching from `config.origin.urls`.
-    pub fn new(config: Arc<Config>) -> Arc<Proxy> {
+    /// A pipeline for `config`, fetching from `config.origin.urls`, for `workers` worker
+    /// threads (see [`set_worker`]).
+    pub fn new(config: Arc<Config>, workers: usize) -> Arc<Proxy> {
         let via = HeaderValue::from_str(&format!("1.1 {}", config.server.via))
             .unwrap_or_else(|_| HeaderValue::from_static("1.1 shoal"));
         let status_header = (!config.cache.status_header.is_empty())
@@ -77,12 +90,19 @@ impl Proxy {
         Arc::new(Proxy {
             store: Arc::new(MemoryStore::new(config.cache.memory.bytes())),
             collapser: Arc::new(Collapser::default()),
-            upstream: Upstream::new(&config.origin, config.origin.urls.clone()),
+            upstreams: (0..workers.max(1))
+                .map(|_| Upstream::new(&config.origin, config.origin.urls.clone()))
+                .collect(),
             metrics: Arc::new(Metrics::default()),
             via,
             status_header,
             config,
         })
+    }
+
+    /// The origin client of the calling worker thread.
+    fn upstream(&self) -> &Upstream {
+        &self.upstreams[WORKER.with(Cell::get) % self.upstreams.len()]
     }
 
     /// The configuration in force.
@@ -278,7 +298,7 @@ impl Proxy {
         self.forward_headers(&mut forwarded, client);
         metrics::increment(&self.metrics.origin_requests);
         let response = match self
-            .upstream
+            .upstream()
             .send(http::Request::from_parts(forwarded, body))
             .await
         {
@@ -329,7 +349,7 @@ impl Proxy {
     fn forward_headers(&self, head: &mut http::request::Parts, client: SocketAddr) {
         let host = request_host(head).to_owned();
         let origin = self
-            .upstream
+            .upstream()
             .origins()
             .first()
             .map(|o| o.authority.as_str());

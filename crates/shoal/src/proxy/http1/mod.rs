@@ -357,6 +357,7 @@ impl Connection {
             via: &proxy.via,
         };
         self.output.clear();
+        self.output.reserve(2048);
         let framing = write_head(&mut self.output, &response, &mut context);
         let keep_alive = context.keep_alive;
         if framing == BodyFraming::None {

@@ -79,9 +79,8 @@ pub fn parse_head(buffer: &mut BytesMut, limits: &Limits) -> Result<Option<Head>
     if head_length > limits.max_header_bytes {
         return Err(too_large());
     }
-    let head_bytes = &buffer[..head_length];
-    check_line_endings(head_bytes)?;
-    let request_line_length = head_bytes
+    check_line_endings(&buffer[..head_length])?;
+    let request_line_length = buffer[..head_length]
         .windows(2)
         .position(|w| w == b"\r\n")
         .unwrap_or(head_length);
@@ -92,8 +91,19 @@ pub fn parse_head(buffer: &mut BytesMut, limits: &Limits) -> Result<Option<Head>
         });
     }
 
-    let mut field_storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut request = httparse::Request::new(&mut field_storage);
+    // The head becomes shared bytes: the target and field values are slices of it, not copies.
+    let head = buffer.split_to(head_length).freeze();
+    let head_bytes = &head[..];
+    // Field slots on the stack for the usual limit; the heap only for larger configured limits.
+    let mut stack_storage = [httparse::EMPTY_HEADER; 128];
+    let mut heap_storage = Vec::new();
+    let field_storage: &mut [httparse::Header<'_>] = if limits.max_headers <= stack_storage.len() {
+        &mut stack_storage[..limits.max_headers]
+    } else {
+        heap_storage.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut heap_storage
+    };
+    let mut request = httparse::Request::new(field_storage);
     match request.parse(head_bytes) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
@@ -126,13 +136,13 @@ pub fn parse_head(buffer: &mut BytesMut, limits: &Limits) -> Result<Option<Head>
     let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
         .map_err(|_| bad("invalid method"))?;
     let target = request.path.unwrap_or("");
-    let uri = parse_target(&method, target)?;
+    let uri = parse_target(&method, head.slice_ref(target.as_bytes()))?;
 
     let mut headers = HeaderMap::with_capacity(request.headers.len());
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| bad("invalid header field name"))?;
-        let value = HeaderValue::from_bytes(trim_ows(field.value))
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(trim_ows(field.value)))
             .map_err(|_| bad("invalid header field value"))?;
         headers.append(name, value);
     }
@@ -162,7 +172,6 @@ pub fn parse_head(buffer: &mut BytesMut, limits: &Limits) -> Result<Option<Head>
         .body(())
         .map_err(|_| bad("invalid request"))?
         .into_parts();
-    buffer.advance(head_length);
     Ok(Some(Head {
         parts,
         framing,
@@ -243,8 +252,9 @@ fn trim_ows(value: &[u8]) -> &[u8] {
     &value[start..end]
 }
 
-fn parse_target(method: &Method, target: &str) -> Result<Uri, ParseError> {
-    let uri: Uri = target.parse().map_err(|_| bad("invalid request target"))?;
+fn parse_target(method: &Method, target: Bytes) -> Result<Uri, ParseError> {
+    let uri = Uri::from_maybe_shared(target.clone()).map_err(|_| bad("invalid request target"))?;
+    let target = std::str::from_utf8(&target).map_err(|_| bad("invalid request target"))?;
     if target.starts_with('/') {
         return Ok(uri);
     }
