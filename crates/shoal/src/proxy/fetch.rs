@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use http::header::{
-    CONTENT_LENGTH, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    HeaderValue, CONTENT_LENGTH, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
     IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
@@ -195,13 +195,15 @@ pub(super) async fn run(
             (name, value)
         })
         .collect();
+    // Everything kept comes from the detached copy: nothing stored may point into hyper's buffers.
+    let headers = detach(&parts.headers);
     let meta = ObjectMeta {
         url: plan.url.clone(),
         status: parts.status,
-        etag: parts.headers.get(ETAG).cloned(),
-        last_modified: policy::http_date(&parts.headers, LAST_MODIFIED),
-        h1_fields: ObjectMeta::serialize_fields(&parts.headers),
-        headers: parts.headers,
+        etag: headers.get(ETAG).cloned(),
+        last_modified: policy::http_date(&headers, LAST_MODIFIED),
+        h1_fields: ObjectMeta::serialize_fields(&headers),
+        headers,
         variant,
         timing,
         freshness,
@@ -238,7 +240,7 @@ async fn fill(
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
                     received += data.len() as u64;
-                    object.append(data);
+                    object.append(&data, declared_length);
                     if received > max {
                         // Too large to keep: stop offering it to new requests, but finish the
                         // body for the clients already reading it.
@@ -281,7 +283,7 @@ fn refresh(
     let mut update = update.clone();
     headers::forward_response(&mut update, response_time);
     let mut meta = ObjectMeta::clone(&stale.meta());
-    headers::merge_not_modified(&mut meta.headers, &update);
+    headers::merge_not_modified(&mut meta.headers, &detach(&update));
     let cc = CacheControl::parse(&meta.headers);
     meta.freshness = policy::freshness(
         meta.status,
@@ -295,4 +297,16 @@ fn refresh(
     meta.last_modified = policy::http_date(&meta.headers, LAST_MODIFIED);
     meta.h1_fields = ObjectMeta::serialize_fields(&meta.headers);
     stale.set_meta(meta);
+}
+
+/// A copy of `headers` that owns its values. hyper cuts header values out of its connection read
+/// buffer; a stored response keeping those would pin a whole buffer per object.
+fn detach(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
 }
