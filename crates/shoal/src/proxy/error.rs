@@ -6,7 +6,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::response::{ProxyResponse, ResponseBody, ResponseHeaders};
 use crate::cache::CacheStatus;
-use crate::upstream::UpstreamError;
+use crate::upstream::{RequestBodyError, UpstreamError};
 
 /// Which side of the proxy failed, for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +72,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TooLarge)) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::FollowedFailure(status) => *status,
@@ -88,6 +91,9 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "origin unreachable",
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "origin timed out",
             ProxyError::Upstream(UpstreamError::Protocol { .. }) => "origin failed",
+            ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TooLarge)) => {
+                "request body too large"
+            }
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => "request body could not be read",
             ProxyError::FollowedFailure(status) if *status == StatusCode::GATEWAY_TIMEOUT => {
                 "origin timed out"

@@ -79,9 +79,10 @@ pub async fn serve(stream: TcpStream, prefix: Bytes, peer: SocketAddr, proxy: Ar
         async move {
             let (head, body) = request.into_parts();
             let has_body = !http_body::Body::is_end_stream(&body);
+            let limit = proxy.config.server.max_request_body.bytes();
             let request = ClientRequest {
                 head,
-                body: RequestBody::stream(body),
+                body: RequestBody::stream(body, limit),
                 has_body,
                 client: peer,
             };

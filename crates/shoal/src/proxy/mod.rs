@@ -153,6 +153,15 @@ impl Proxy {
         if method == Method::CONNECT || method == Method::TRACE {
             return Err(ProxyError::MethodNotAllowed);
         }
+        if request
+            .body
+            .declared_over(self.config.server.max_request_body.bytes())
+        {
+            return Err(ProxyError::BadRequest {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                reason: "request body too large",
+            });
+        }
         let cacheable_method = method == Method::GET || method == Method::HEAD;
         if !cacheable_method || request.has_body {
             return self.pass(request).await;

@@ -11,8 +11,14 @@ use tokio::sync::mpsc;
 
 /// A request body could not be read from the client.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("request body: {0}")]
-pub struct RequestBodyError(pub String);
+pub enum RequestBodyError {
+    /// Longer than `server.max_request_body`.
+    #[error("request body too large")]
+    TooLarge,
+    /// Malformed, cut short or stalled.
+    #[error("request body: {0}")]
+    Broken(String),
+}
 
 /// A request body on its way to an origin.
 pub struct RequestBody {
@@ -23,7 +29,12 @@ pub struct RequestBody {
 enum Source {
     Empty,
     Channel(mpsc::Receiver<Result<Bytes, RequestBodyError>>),
-    Stream(hyper::body::Incoming),
+    /// An HTTP/2 stream, cut off once it exceeds `limit` bytes.
+    Stream {
+        incoming: hyper::body::Incoming,
+        received: u64,
+        limit: u64,
+    },
 }
 
 impl RequestBody {
@@ -46,13 +57,22 @@ impl RequestBody {
         }
     }
 
-    /// An HTTP/2 request stream.
-    pub fn stream(incoming: hyper::body::Incoming) -> RequestBody {
+    /// An HTTP/2 request stream of at most `limit` bytes.
+    pub fn stream(incoming: hyper::body::Incoming, limit: u64) -> RequestBody {
         let length = incoming.size_hint().exact();
         RequestBody {
-            source: Source::Stream(incoming),
+            source: Source::Stream {
+                incoming,
+                received: 0,
+                limit,
+            },
             length,
         }
+    }
+
+    /// Whether the body declares a length over `limit`.
+    pub fn declared_over(&self, limit: u64) -> bool {
+        self.length.is_some_and(|length| length > limit)
     }
 }
 
@@ -69,9 +89,24 @@ impl Body for RequestBody {
             Source::Channel(receiver) => receiver
                 .poll_recv(cx)
                 .map(|item| item.map(|result| result.map(Frame::data))),
-            Source::Stream(incoming) => Pin::new(incoming)
-                .poll_frame(cx)
-                .map_err(|error| RequestBodyError(error.to_string())),
+            Source::Stream {
+                incoming,
+                received,
+                limit,
+            } => {
+                let frame = std::task::ready!(Pin::new(incoming).poll_frame(cx));
+                if let Some(Ok(frame)) = &frame {
+                    if let Some(data) = frame.data_ref() {
+                        *received += data.len() as u64;
+                        if *received > *limit {
+                            return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
+                        }
+                    }
+                }
+                Poll::Ready(frame.map(|result| {
+                    result.map_err(|error| RequestBodyError::Broken(error.to_string()))
+                }))
+            }
         }
     }
 

@@ -46,8 +46,8 @@ pub enum UpstreamError {
         reason: String,
     },
     /// The client's request body could not be read while forwarding it.
-    #[error("request body: {0}")]
-    RequestBody(String),
+    #[error(transparent)]
+    RequestBody(RequestBodyError),
 }
 
 /// The pooled client for all origins.
@@ -126,10 +126,10 @@ impl Upstream {
                     });
                 }
                 Ok(Err(error)) => {
-                    let reason = root_cause(&error);
-                    if reason.contains("request body") {
-                        return Err(UpstreamError::RequestBody(reason));
+                    if let Some(body_error) = request_body_error(&error) {
+                        return Err(UpstreamError::RequestBody(body_error.clone()));
                     }
+                    let reason = root_cause(&error);
                     return Err(UpstreamError::Protocol {
                         origin: origin.authority.clone(),
                         reason,
@@ -152,6 +152,20 @@ fn absolute_uri(origin: &OriginUrl, original: &Uri) -> Uri {
         .path_and_query(path)
         .build()
         .unwrap_or_else(|_| original.clone())
+}
+
+/// The client-side body error behind a failed request, if that is what failed it.
+fn request_body_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a RequestBodyError> {
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        if let Some(body_error) = current.downcast_ref::<RequestBodyError>() {
+            return Some(body_error);
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// The innermost error message, which is the one that says what happened.

@@ -287,6 +287,37 @@ async fn request_bodies_over_the_limit_get_413() {
 }
 
 #[tokio::test]
+async fn http2_request_bodies_over_the_limit_get_413() {
+    let origin = Origin::start(|_| Reply::status(200)).await;
+    let node = node_with(&origin, |config| {
+        config.server.max_request_body = shoal::config::ByteSize(1000)
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let declared = client
+        .post(format!("{}/up", base(&node)))
+        .body(vec![b'a'; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.status(), 413);
+    // Without a declared length the body is cut off as it crosses the limit.
+    let chunks =
+        futures_util::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(vec![b'b'; 500])));
+    let streamed = client
+        .post(format!("{}/up", base(&node)))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 413);
+    assert!(origin.seen().iter().all(|seen| seen.body.len() <= 1000));
+}
+
+#[tokio::test]
 async fn chunked_request_bodies_are_streamed_to_the_origin() {
     let origin = Origin::start(|_| Reply::status(200)).await;
     let node = node(&origin).await;

@@ -519,7 +519,7 @@ async fn pump_body(
                     Ok(Decoded::Done) => return BodyOutcome::Complete,
                     Err(error) => {
                         let _ = sender
-                            .send(Err(RequestBodyError(error.reason.into())))
+                            .send(Err(RequestBodyError::Broken(error.reason.into())))
                             .await;
                         return BodyOutcome::Invalid(error);
                     }
@@ -532,9 +532,7 @@ async fn pump_body(
             };
             total += data.len() as u64;
             if total > settings.max_body {
-                let _ = sender
-                    .send(Err(RequestBodyError("request body too large".into())))
-                    .await;
+                let _ = sender.send(Err(RequestBodyError::TooLarge)).await;
                 return BodyOutcome::TooLarge;
             }
             if sender.send(Ok(data)).await.is_err() {
@@ -554,7 +552,7 @@ async fn pump_body(
             Ok(Ok(read)) if read > 0 => {}
             _ => {
                 let _ = sender
-                    .send(Err(RequestBodyError(
+                    .send(Err(RequestBodyError::Broken(
                         "client stopped sending the body".into(),
                     )))
                     .await;
