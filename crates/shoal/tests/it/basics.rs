@@ -330,51 +330,38 @@ async fn chunked_request_bodies_are_streamed_to_the_origin() {
     assert_eq!(origin.last("/c").body, "hello world");
 }
 
+/// Sends `method path` to the node's admin API and returns the body.
+async fn admin(node: &shoal::Node, method: reqwest::Method, path: &str) -> String {
+    let url = format!("http://{}{path}", node.admin.unwrap());
+    client()
+        .request(method, url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_admin_api_reports_counters_and_purges() {
     let origin = Origin::fixed("x").await;
     let node = node(&origin).await;
     get(&node, "/adm").await;
     get(&node, "/adm").await;
-    let admin = format!("http://{}", node.admin.unwrap());
-    let stats: serde_json::Value = client()
-        .get(format!("{admin}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_str(&admin(&node, reqwest::Method::GET, "/stats").await).unwrap();
     assert_eq!(stats["counters"]["hits"], 1);
     assert_eq!(stats["counters"]["misses"], 1);
     assert_eq!(stats["store"]["entries"], 1);
-    let metrics = client()
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = admin(&node, reqwest::Method::GET, "/metrics").await;
     assert!(metrics.contains("shoal_hits 1\n"), "{metrics}");
-    let listing: serde_json::Value = client()
-        .get(format!("{admin}/cache"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing: serde_json::Value =
+        serde_json::from_str(&admin(&node, reqwest::Method::GET, "/cache").await).unwrap();
     assert!(listing[0]["url"].as_str().unwrap().ends_with("/adm"));
-    let host = node.listen[0];
-    let purged: serde_json::Value = client()
-        .post(format!("{admin}/purge?url=http://{host}/adm"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let purge = format!("/purge?url=http://{}/adm", node.listen[0]);
+    let purged: serde_json::Value =
+        serde_json::from_str(&admin(&node, reqwest::Method::POST, &purge).await).unwrap();
     assert_eq!(purged["purged"], true);
     assert_eq!(cache_status(&get(&node, "/adm").await.1), "MISS");
 }
