@@ -216,6 +216,10 @@ pub(super) async fn run(
     fill(&proxy, &plan, flight, object, incoming, declared_length).await;
 }
 
+/// How far a reader of an object too large to store may fall behind the fetch before it is cut
+/// off; it bounds the memory such a pass-through holds.
+const PASS_THROUGH_WINDOW: u64 = 32 << 20;
+
 /// Reads the origin's body into `object` and stores it when complete.
 async fn fill(
     proxy: &Proxy,
@@ -242,10 +246,20 @@ async fn fill(
                     received += data.len() as u64;
                     object.append(&data, declared_length);
                     if received > max {
-                        // Too large to keep: stop offering it to new requests, but finish the
-                        // body for the clients already reading it.
+                        // Too large to keep: stop offering it to new requests and pass it
+                        // through to the clients already reading it, in bounded memory.
                         if let Some(flight) = flight.take() {
                             flight.finish(FlightOutcome::Pending);
+                            proxy.collapser.mark_uncacheable(
+                                plan.key,
+                                proxy.config.cache.remember_uncacheable.duration(),
+                            );
+                            tracing::debug!(url = %plan.url, "larger than cache.max_object_size; passing through");
+                        }
+                        if !object.release_read(PASS_THROUGH_WINDOW) {
+                            // Every reader left: nobody wants the rest.
+                            object.abort();
+                            return;
                         }
                     }
                 }

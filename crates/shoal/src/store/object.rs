@@ -6,8 +6,9 @@
 //! of the origin (and the fastest client), never the slowest one. Readers hold `Bytes` handles to
 //! the same chunks: nothing is copied per client.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -71,9 +72,13 @@ struct Body {
     staging: BytesMut,
     /// Bytes allocated for the body, for the RAM budget.
     allocated: u64,
-    chunks: Vec<Bytes>,
+    chunks: VecDeque<Bytes>,
     /// Offset of the first byte of each chunk, for range reads.
-    offsets: Vec<u64>,
+    offsets: VecDeque<u64>,
+    /// Bytes before this offset were dropped after every reader had them (pass-through).
+    released: u64,
+    /// The readers that attached while the body was filling, for [`Object::release_read`].
+    readers: Vec<Weak<ReaderSlot>>,
     length: u64,
     state: FillState,
 }
@@ -111,8 +116,10 @@ impl Object {
             body: RwLock::new(Body {
                 staging: BytesMut::new(),
                 allocated: 0,
-                chunks: Vec::new(),
-                offsets: Vec::new(),
+                chunks: VecDeque::new(),
+                offsets: VecDeque::new(),
+                released: 0,
+                readers: Vec::new(),
                 length: 0,
                 state: FillState::Filling,
             }),
@@ -199,8 +206,8 @@ impl Object {
                 let chunk = body.staging.split().freeze();
                 let offset = body.length;
                 body.length += chunk.len() as u64;
-                body.offsets.push(offset);
-                body.chunks.push(chunk);
+                body.offsets.push_back(offset);
+                body.chunks.push_back(chunk);
             }
         }
         self.progress.send_modify(|generation| *generation += 1);
@@ -257,12 +264,64 @@ impl Object {
 
     /// A reader of bytes `[start, end)` of the body (`end` = `None` for everything).
     pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> BodyReader {
+        // Readers of a filling body are tracked, in case it turns out too large to keep and must
+        // be passed through in bounded memory; readers of complete bodies cost nothing extra.
+        let slot = (self.state() == FillState::Filling).then(|| {
+            let slot = Arc::new(ReaderSlot {
+                position: AtomicU64::new(start),
+                shed: AtomicBool::new(false),
+            });
+            let mut body = self.write_body();
+            body.readers.retain(|reader| reader.strong_count() > 0);
+            body.readers.push(Arc::downgrade(&slot));
+            slot
+        });
         BodyReader {
             object: Arc::clone(self),
             position: start,
             end: end.unwrap_or(u64::MAX),
             progress: None,
+            slot,
         }
+    }
+
+    /// For a body passed through without being stored: drops the chunks every reader has
+    /// read, and cuts off readers more than `window` bytes behind the writer, so that memory
+    /// stays bounded while the fetch runs at the speed of the fastest reader. Returns whether
+    /// anyone still holds the object (when nobody does, the fetch can stop).
+    pub fn release_read(self: &Arc<Self>, window: u64) -> bool {
+        let mut shed_any = false;
+        {
+            let mut body = self.write_body();
+            let frontier = body.length;
+            let mut lowest = frontier;
+            body.readers.retain(|reader| reader.strong_count() > 0);
+            for slot in body.readers.iter().filter_map(Weak::upgrade) {
+                if slot.shed.load(Ordering::Acquire) {
+                    continue;
+                }
+                let position = slot.position.load(Ordering::Acquire);
+                if frontier.saturating_sub(position) > window {
+                    slot.shed.store(true, Ordering::Release);
+                    shed_any = true;
+                    continue;
+                }
+                lowest = lowest.min(position);
+            }
+            while let (Some(&offset), Some(chunk)) = (body.offsets.front(), body.chunks.front()) {
+                let chunk_end = offset + chunk.len() as u64;
+                if chunk_end > lowest {
+                    break;
+                }
+                body.offsets.pop_front();
+                body.chunks.pop_front();
+                body.released = chunk_end;
+            }
+        }
+        if shed_any {
+            self.progress.send_modify(|generation| *generation += 1);
+        }
+        Arc::strong_count(self) > 1
     }
 
     /// The complete body's chunks for `[start, end)`, without waiting; `None` if the object is
@@ -309,6 +368,13 @@ fn next_buffer_size(received: u64, expected: Option<u64>, incoming: usize) -> us
     }
 }
 
+/// A reader's progress, visible to the writer of a pass-through body.
+struct ReaderSlot {
+    position: AtomicU64,
+    /// Set when the reader fell too far behind and was cut off.
+    shed: AtomicBool,
+}
+
 /// The part of the chunk holding `position`, cut at `end`.
 fn slice_at(body: &Body, position: u64, end: u64) -> Option<Bytes> {
     let index = match body.offsets.binary_search(&position) {
@@ -328,9 +394,25 @@ pub struct BodyReader {
     position: u64,
     end: u64,
     progress: Option<watch::Receiver<u64>>,
+    slot: Option<Arc<ReaderSlot>>,
 }
 
 impl BodyReader {
+    fn advance(&mut self, length: usize) {
+        self.position += length as u64;
+        if let Some(slot) = &self.slot {
+            slot.position.store(self.position, Ordering::Release);
+        }
+    }
+
+    fn is_cut_off(&self, body: &Body) -> bool {
+        self.position < body.released
+            || self
+                .slot
+                .as_ref()
+                .is_some_and(|slot| slot.shed.load(Ordering::Acquire))
+    }
+
     /// The next piece of the body; `Ok(None)` at the end of the range or body.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, Truncated> {
         loop {
@@ -342,9 +424,13 @@ impl BodyReader {
             }
             {
                 let body = self.object.read_body();
+                if self.is_cut_off(&body) {
+                    return Err(Truncated);
+                }
                 if self.position < body.length {
                     if let Some(chunk) = slice_at(&body, self.position, self.end) {
-                        self.position += chunk.len() as u64;
+                        drop(body);
+                        self.advance(chunk.len());
                         return Ok(Some(chunk));
                     }
                 }
@@ -368,14 +454,18 @@ impl BodyReader {
 
     /// Appends the chunks that are already here, up to about `budget` bytes, without waiting.
     pub fn ready_chunks(&mut self, out: &mut Vec<Bytes>, budget: u64) {
-        let body = self.object.read_body();
+        let object = Arc::clone(&self.object);
+        let body = object.read_body();
+        if self.is_cut_off(&body) {
+            return;
+        }
         let mut taken = 0;
         while taken < budget && self.position < self.end.min(body.length) {
             let Some(chunk) = slice_at(&body, self.position, self.end) else {
                 break;
             };
-            self.position += chunk.len() as u64;
             taken += chunk.len() as u64;
+            self.advance(chunk.len());
             out.push(chunk);
         }
     }
@@ -438,6 +528,24 @@ mod tests {
         assert_eq!(reader.await.unwrap().unwrap(), b"abcdefghij");
         assert_eq!(ranged.await.unwrap().unwrap(), b"defg");
         assert_eq!(object.complete_chunks(2, 9).unwrap().concat(), b"cdefghi");
+    }
+
+    #[tokio::test]
+    async fn pass_through_drops_what_was_read_and_cuts_off_laggards() {
+        let object = Object::filling(meta());
+        let mut fast = object.reader(0, None);
+        let mut slow = object.reader(0, None);
+        for _ in 0..4 {
+            object.append(&[b'x'; 100], None);
+            assert!(fast.next_chunk().await.unwrap().is_some());
+            assert!(object.release_read(250));
+        }
+        // The slow reader fell 400 bytes behind, more than the window: it is cut off, and what
+        // the fast one has read is gone.
+        assert!(slow.next_chunk().await.is_err());
+        assert_eq!(object.read_body().chunks.len(), 0);
+        drop((fast, slow));
+        assert!(!object.release_read(250), "nobody holds it any more");
     }
 
     #[tokio::test]

@@ -545,3 +545,28 @@ async fn the_ram_store_stays_within_its_budget() {
     assert!(stats.bytes <= 1_000_000, "{stats:?}");
     assert!(stats.evictions >= 20, "{stats:?}");
 }
+
+#[tokio::test]
+async fn objects_of_unknown_length_over_the_limit_pass_through_whole() {
+    let pieces: Vec<bytes::Bytes> = (0..40u8)
+        .map(|i| bytes::Bytes::from(vec![b'a' + i % 26; 50_000]))
+        .collect();
+    let expected: Vec<u8> = pieces.concat();
+    let origin = Origin::start(move |_| {
+        Reply::ok("")
+            .header("cache-control", "max-age=60")
+            .body(Body::Paced(pieces.clone(), Duration::from_millis(1)))
+    })
+    .await;
+    let node = node_with(&origin, |config| {
+        config.cache.max_object_size = shoal::config::ByteSize(100_000)
+    })
+    .await;
+    let (status, headers, body) = get(&node, "/chunked-big").await;
+    assert_eq!((status, cache_status(&headers)), (200, "MISS"));
+    assert!(body == expected, "the whole body arrives, in order");
+    let (_, headers, body) = get(&node, "/chunked-big").await;
+    assert_eq!(cache_status(&headers), "PASS");
+    assert_eq!(body.len(), expected.len());
+    assert_eq!(origin.count("/chunked-big"), 2);
+}
