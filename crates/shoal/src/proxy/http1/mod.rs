@@ -33,7 +33,7 @@ use crate::upstream::{RequestBody, RequestBodyError};
 /// Bodies smaller than this are copied behind the head and sent with one write.
 const COALESCE_BELOW: usize = 16 * 1024;
 /// Most body bytes gathered for one vectored write.
-const WRITE_BATCH: u64 = 512 * 1024;
+const WRITE_BATCH: u64 = 2 * 1024 * 1024;
 
 /// Timeouts and limits of client connections, taken from the config once.
 #[derive(Clone, Copy, Debug)]
