@@ -1,8 +1,35 @@
 //! Conditional requests answered from a stored response (RFC 9110 §13): `If-None-Match`,
 //! `If-Modified-Since` and `If-Range`.
 
-use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE};
+use http::header::{IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE};
 use http::{HeaderMap, HeaderValue};
+
+/// Whether the request's preconditions fail against the stored response, which calls for
+/// `412 Precondition Failed` (RFC 9110 §13.2.2, steps 1 and 2): `If-Match` needs a strong match
+/// (or `*`); without it, `If-Unmodified-Since` needs the response not modified since.
+pub fn precondition_failed(
+    request: &HeaderMap,
+    etag: Option<&HeaderValue>,
+    last_modified: Option<u64>,
+) -> bool {
+    if request.contains_key(IF_MATCH) {
+        let etag = etag.and_then(|e| e.to_str().ok());
+        let matched = request
+            .get_all(IF_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|candidate| {
+                candidate == "*" || etag.is_some_and(|etag| strong_match(candidate, etag))
+            });
+        return !matched;
+    }
+    match (request_date(request, IF_UNMODIFIED_SINCE), last_modified) {
+        (Some(since), Some(modified)) => modified > since,
+        _ => false,
+    }
+}
 
 /// Whether a GET or HEAD with these headers should get `304 Not Modified` for a stored response
 /// with `etag` and `last_modified` (milliseconds since the epoch).
@@ -123,6 +150,31 @@ mod tests {
                 ("if-modified-since", "Tue, 14 Nov 2023 22:13:20 GMT"),
             ],
             false,
+        );
+        check(&[], false);
+    }
+
+    #[test]
+    fn precondition_table() {
+        let etag = HeaderValue::from_static("\"v1\"");
+        let check = |pairs: &[(&str, &str)], expected: bool| {
+            assert_eq!(
+                precondition_failed(&request(pairs), Some(&etag), Some(LM)),
+                expected,
+                "{pairs:?}"
+            );
+        };
+        check(&[("if-match", "\"v1\"")], false);
+        check(&[("if-match", "*")], false);
+        check(&[("if-match", "\"v2\"")], true);
+        check(&[("if-match", "W/\"v1\"")], true);
+        check(
+            &[("if-unmodified-since", "Tue, 14 Nov 2023 22:13:20 GMT")],
+            false,
+        );
+        check(
+            &[("if-unmodified-since", "Tue, 14 Nov 2023 22:13:19 GMT")],
+            true,
         );
         check(&[], false);
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::header::{
     HeaderValue, CACHE_CONTROL, CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG, EXPIRES,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE, VARY,
+    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE, VARY,
 };
 use http::{HeaderMap, Method, StatusCode};
 
@@ -59,6 +59,18 @@ impl Proxy {
             close: false,
         };
 
+        let precondition =
+            headers.contains_key(IF_MATCH) || headers.contains_key(IF_UNMODIFIED_SINCE);
+        if precondition
+            && meta.status.is_success()
+            && conditional::precondition_failed(headers, meta.etag.as_ref(), meta.last_modified)
+        {
+            return response(
+                StatusCode::PRECONDITION_FAILED,
+                ResponseHeaders::Map(HeaderMap::new()),
+                ResponseBody::Empty,
+            );
+        }
         let conditional =
             headers.contains_key(IF_NONE_MATCH) || headers.contains_key(IF_MODIFIED_SINCE);
         if conditional

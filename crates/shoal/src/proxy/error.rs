@@ -1,7 +1,7 @@
 //! Errors on the request path and the one function that turns them into responses.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, DATE};
 use http::{HeaderMap, StatusCode};
 
 use super::response::{ProxyResponse, ResponseBody, ResponseHeaders};
@@ -113,6 +113,11 @@ pub fn error_response(error: &ProxyError) -> ProxyResponse {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // A server with a clock sends Date (RFC 9110 §6.6.1), on its own answers too.
+    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+    {
+        headers.insert(DATE, date);
+    }
     if status == StatusCode::METHOD_NOT_ALLOWED {
         headers.insert(
             ALLOW,

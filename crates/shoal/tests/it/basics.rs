@@ -230,6 +230,7 @@ async fn an_unreachable_origin_gives_502_and_a_slow_one_504() {
     let (status, headers, body) = get(&node, "/x").await;
     assert_eq!(status, 502);
     assert_eq!(cache_status(&headers), "SYNTH");
+    assert!(httpdate::parse_http_date(headers["date"].to_str().unwrap()).is_ok());
     assert_eq!(&body[..], b"502 Bad Gateway: origin unreachable\n");
 
     let slow = Origin::start(|_| Reply::ok("late").delay(Duration::from_secs(3))).await;

@@ -228,6 +228,24 @@ async fn client_conditionals_are_answered_from_the_cache() {
         .0,
         200
     );
+    assert_eq!(
+        get_with(&node, "/cond", &[("if-match", "\"e1\"")]).await.0,
+        200
+    );
+    assert_eq!(
+        get_with(&node, "/cond", &[("if-match", "\"e9\"")]).await.0,
+        412
+    );
+    assert_eq!(
+        get_with(
+            &node,
+            "/cond",
+            &[("if-unmodified-since", "Wed, 31 Dec 2014 00:00:00 GMT")]
+        )
+        .await
+        .0,
+        412
+    );
     assert_eq!(origin.count("/cond"), 1);
     // A conditional miss fetches the whole object for the cache and answers the condition.
     let (status, _, _) = get_with(&node, "/cond2", &[("if-none-match", "\"e1\"")]).await;
