@@ -54,6 +54,7 @@ struct CachedObject {
     url: String,
     status: u16,
     bytes: u64,
+    chunks: usize,
     age_seconds: u64,
     fresh_for_seconds: i64,
     state: &'static str,
@@ -108,6 +109,7 @@ fn cache_listing(proxy: &Proxy) -> Vec<CachedObject> {
                 url: meta.url.clone(),
                 status: meta.status.as_u16(),
                 bytes: object.length(),
+                chunks: object.chunk_count(),
                 age_seconds: age / 1000,
                 fresh_for_seconds: (meta.freshness.lifetime as i64 - age as i64) / 1000,
                 state: match object.state() {

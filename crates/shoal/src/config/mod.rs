@@ -383,14 +383,20 @@ impl Config {
                 message: error.message().trim().to_owned(),
             }
         })?;
-        config
-            .check()
-            .map_err(|(key, message)| ConfigError::Invalid {
+        config.check().map_err(|(keys, message)| {
+            // Blame the first of the keys involved that the file actually sets.
+            let (key, line) = keys
+                .iter()
+                .map(|key| (*key, line_of_key(text, key)))
+                .find(|(_, line)| *line > 0)
+                .unwrap_or((keys[0], 0));
+            ConfigError::Invalid {
                 file: file.to_owned(),
-                line: line_of_key(text, key),
+                line,
                 key: key.to_owned(),
                 message,
-            })?;
+            }
+        })?;
         Ok(config)
     }
 
@@ -418,23 +424,24 @@ impl Config {
             self.cache.memory = size.parse().map_err(|e| flag_error("--cache-mem", e))?;
         }
         self.check()
-            .map_err(|(key, message)| flag_error(key, message))
+            .map_err(|(keys, message)| flag_error(keys[0], message))
     }
 
-    /// Rules that involve more than one value; returns the key to blame.
-    fn check(&self) -> Result<(), (&'static str, String)> {
+    /// Rules that involve more than one value; on failure, the keys involved (the first one set
+    /// in the file is blamed) and what is wrong.
+    fn check(&self) -> Result<(), (&'static [&'static str], String)> {
         if self.server.listen.is_empty() {
-            return Err(("server.listen", "at least one address is needed".into()));
+            return Err((&["server.listen"], "at least one address is needed".into()));
         }
         if !(0.0..=1.0).contains(&self.cache.heuristic_fraction) {
             return Err((
-                "cache.heuristic_fraction",
+                &["cache.heuristic_fraction"],
                 "expected a fraction between 0 and 1".into(),
             ));
         }
         if self.cache.max_object_size > self.cache.memory {
             return Err((
-                "cache.max_object_size",
+                &["cache.max_object_size", "cache.memory"],
                 format!(
                     "{} is larger than cache.memory ({})",
                     self.cache.max_object_size, self.cache.memory
@@ -443,18 +450,18 @@ impl Config {
         }
         if self.server.max_request_line > self.server.max_header_bytes {
             return Err((
-                "server.max_request_line",
+                &["server.max_request_line", "server.max_header_bytes"],
                 "must not be larger than server.max_header_bytes".into(),
             ));
         }
         if !self.cache.status_header.is_empty()
             && http::HeaderName::from_bytes(self.cache.status_header.as_bytes()).is_err()
         {
-            return Err(("cache.status_header", "not a valid header name".into()));
+            return Err((&["cache.status_header"], "not a valid header name".into()));
         }
         if http::HeaderValue::from_str(&self.server.via).is_err() || self.server.via.contains(' ') {
             return Err((
-                "server.via",
+                &["server.via"],
                 "expected a single token such as \"shoal\"".into(),
             ));
         }
@@ -569,7 +576,7 @@ mod tests {
         );
         check(
             "[cache]\nmemory = \"1MiB\"\n",
-            "shoal.toml:0: key `cache.max_object_size`: 128MiB is larger than cache.memory",
+            "shoal.toml:2: key `cache.memory`: 128MiB is larger than cache.memory",
         );
         check(
             "[cache]\nmemory = \"1MiB\"\nmax_object_size = \"2MiB\"\n",

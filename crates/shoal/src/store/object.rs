@@ -156,6 +156,11 @@ impl Object {
         self.read_body().length
     }
 
+    /// Pieces the body is held in.
+    pub fn chunk_count(&self) -> usize {
+        self.read_body().chunks.len()
+    }
+
     /// Whether the body is still filling, complete or aborted.
     pub fn state(&self) -> FillState {
         self.read_body().state

@@ -378,3 +378,46 @@ impl TcpListenerGuard {
         address
     }
 }
+
+#[test]
+fn a_bad_config_stops_the_binary_with_file_line_and_key() {
+    let directory = std::env::temp_dir().join(format!("shoal-bad-config-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let file = directory.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[cache]\nmemory = \"lots\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "{}:5: key `cache.memory`: `lots` is not a size",
+        file.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    std::fs::write(&file, "[cache]\nmemroy = \"1GiB\"\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(":2: key `cache.memroy`: unknown field `memroy`"),
+        "{stderr}"
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["serve", "--cache-mem", "12XB", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--cache-mem"));
+    std::fs::remove_dir_all(&directory).unwrap();
+}
