@@ -47,16 +47,36 @@ impl Proxy {
         request: &ClientRequest,
         cache_status: CacheStatus,
     ) -> ProxyResponse {
+        // Only a range of a body of unknown length waits (for the end of the body); keeping the
+        // waiting out of `respond_from` keeps this future, which every hit carries, small.
+        loop {
+            if let Some(response) = self.respond_from(object, request, cache_status) {
+                return response;
+            }
+            object.wait_end().await;
+        }
+    }
+
+    /// The response from `object`, or `None` when it cannot be built before the object's body
+    /// is complete.
+    fn respond_from(
+        &self,
+        object: &Arc<Object>,
+        request: &ClientRequest,
+        cache_status: CacheStatus,
+    ) -> Option<ProxyResponse> {
         let meta = object.meta_full();
         let age = Some(meta.timing.current_age(now_millis()) / 1000);
         let headers = &request.head.headers;
-        let response = |status, headers, body| ProxyResponse {
-            status,
-            headers,
-            age,
-            cache_status,
-            body,
-            close: false,
+        let response = |status, headers, body| {
+            Some(ProxyResponse {
+                status,
+                headers,
+                age,
+                cache_status,
+                body,
+                close: false,
+            })
         };
 
         let precondition =
@@ -111,13 +131,11 @@ impl Proxy {
             && headers.contains_key(RANGE)
             && conditional::range_applies(headers, meta.etag.as_ref(), meta.last_modified)
         {
-            let length = match known_length {
-                Some(length) => length,
-                // Without a declared length the end of the object is unknown until it is all here.
-                None => {
-                    object.wait_end().await;
-                    object.length()
-                }
+            // Without a declared length the end of the object is unknown until it is all here.
+            let length = match (known_length, object.state()) {
+                (Some(length), _) => length,
+                (None, FillState::Filling) => return None,
+                (None, _) => object.length(),
             };
             let range_header = headers.get(RANGE).and_then(|v| v.to_str().ok());
             match range::resolve(range_header, length) {

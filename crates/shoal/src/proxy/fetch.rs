@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use super::{headers, metrics, now_millis, request_host, target, ClientRequest, Proxy, ProxyError};
+use super::{headers, now_millis, request_host, target, ClientRequest, Counter, Proxy, ProxyError};
 use crate::cache::key::normalized_header;
 use crate::cache::policy::{self, NotStorable, Timing};
 use crate::cache::{CacheControl, CacheKey, FlightGuard, FlightOutcome};
@@ -112,12 +112,12 @@ pub(super) async fn run(
     mut reply: Option<oneshot::Sender<FetchResult>>,
 ) {
     let request_time = now_millis();
-    metrics::increment(&proxy.metrics.origin_requests);
+    proxy.metrics.add(Counter::OriginRequests, 1);
     let request = http::Request::from_parts(plan.request.clone(), RequestBody::empty());
     let response = match proxy.upstream().send(request).await {
         Ok(response) => response,
         Err(error) => {
-            metrics::increment(&proxy.metrics.origin_errors);
+            proxy.metrics.add(Counter::OriginErrors, 1);
             tracing::warn!(url = %plan.url, %error, "origin fetch failed");
             let status = match error {
                 UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -168,7 +168,7 @@ pub(super) async fn run(
     if let Err(reason) = verdict {
         tracing::debug!(url = %plan.url, reason = reason.as_str(), status = parts.status.as_u16(), "not storable");
         if reason == NotStorable::ServerError {
-            metrics::increment(&proxy.metrics.origin_errors);
+            proxy.metrics.add(Counter::OriginErrors, 1);
             flight.finish(FlightOutcome::Failed(parts.status));
         } else {
             if reason != NotStorable::Authorization {
@@ -265,7 +265,7 @@ async fn fill(
                 }
             }
             Err(reason) => {
-                metrics::increment(&proxy.metrics.origin_errors);
+                proxy.metrics.add(Counter::OriginErrors, 1);
                 tracing::warn!(url = %plan.url, received, %reason, "origin body cut short; not stored");
                 object.abort();
                 return;

@@ -3,13 +3,12 @@
 //! `server.max_connections` are closed at once, so a flood cannot exhaust the node.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
 use super::http1::{self, Settings};
-use super::Proxy;
+use super::{Counter, Proxy};
 
 /// Bound listening sockets, ready to serve.
 pub struct Listeners {
@@ -89,17 +88,17 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, settings: Setting
             }
         };
         let metrics = Arc::clone(&proxy.metrics);
-        if metrics.open_connections.load(Ordering::Relaxed) >= max {
-            metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+        if metrics.get(Counter::OpenConnections) >= max {
+            metrics.add(Counter::RefusedConnections, 1);
             drop(stream);
             continue;
         }
-        metrics.connections.fetch_add(1, Ordering::Relaxed);
-        metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+        metrics.add(Counter::Connections, 1);
+        metrics.add(Counter::OpenConnections, 1);
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
             serve_stream(stream, peer, proxy, settings).await;
-            metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
+            metrics.decrement(Counter::OpenConnections);
         });
     }
 }

@@ -1,81 +1,166 @@
-//! Counters of the request path, read by the admin API. Relaxed atomics: each counter is
-//! exact, and a snapshot across counters is approximately simultaneous, which is all a metric
-//! needs.
+//! Counters of the request path, read by the admin API. Each worker thread counts in its own
+//! cache-line-sized shard, so that counting costs no cross-core traffic on the hot path; a read
+//! sums the shards. Each counter is exact; a snapshot across counters is approximately
+//! simultaneous, which is all a metric needs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::CacheStatus;
 
-/// The node's request counters.
-#[derive(Default, Debug)]
-pub struct Metrics {
+/// What is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
     /// Requests received (all protocols).
-    pub requests: AtomicU64,
+    Requests,
     /// Answered fresh from the cache.
-    pub hits: AtomicU64,
+    Hits,
     /// Fetched from the origin for the cache.
-    pub misses: AtomicU64,
+    Misses,
     /// Answered stale from the cache.
-    pub stale: AtomicU64,
+    Stale,
     /// Answered from the cache after a 304 from the origin.
-    pub revalidated: AtomicU64,
+    Revalidated,
     /// Passed to the origin without the cache.
-    pub passes: AtomicU64,
+    Passes,
     /// Answered by the node itself (errors).
-    pub synthetic: AtomicU64,
+    Synthetic,
     /// Requests sent to origins.
-    pub origin_requests: AtomicU64,
-    /// Origin requests that failed (connect, timeout, protocol, 5xx).
-    pub origin_errors: AtomicU64,
+    OriginRequests,
+    /// Origin requests that failed (connect, timeout, protocol, 5xx, cut-short bodies).
+    OriginErrors,
     /// Requests rejected as malformed.
-    pub client_errors: AtomicU64,
+    ClientErrors,
     /// Client connections accepted.
-    pub connections: AtomicU64,
-    /// Client connections open now.
-    pub open_connections: AtomicU64,
+    Connections,
+    /// Client connections open now (a gauge).
+    OpenConnections,
     /// Connections refused because `server.max_connections` was reached.
-    pub refused_connections: AtomicU64,
-    /// Body bytes sent to clients.
-    pub bytes_sent: AtomicU64,
+    RefusedConnections,
+    /// Body bytes sent to clients over HTTP/1.
+    BytesSent,
+}
+
+impl Counter {
+    const ALL: [Counter; 14] = [
+        Counter::Requests,
+        Counter::Hits,
+        Counter::Misses,
+        Counter::Stale,
+        Counter::Revalidated,
+        Counter::Passes,
+        Counter::Synthetic,
+        Counter::OriginRequests,
+        Counter::OriginErrors,
+        Counter::ClientErrors,
+        Counter::Connections,
+        Counter::OpenConnections,
+        Counter::RefusedConnections,
+        Counter::BytesSent,
+    ];
+
+    /// The name used by the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Counter::Requests => "requests",
+            Counter::Hits => "hits",
+            Counter::Misses => "misses",
+            Counter::Stale => "stale",
+            Counter::Revalidated => "revalidated",
+            Counter::Passes => "passes",
+            Counter::Synthetic => "synthetic",
+            Counter::OriginRequests => "origin_requests",
+            Counter::OriginErrors => "origin_errors",
+            Counter::ClientErrors => "client_errors",
+            Counter::Connections => "connections",
+            Counter::OpenConnections => "open_connections",
+            Counter::RefusedConnections => "refused_connections",
+            Counter::BytesSent => "bytes_sent",
+        }
+    }
+}
+
+/// One worker's counters, alone on its cache lines.
+#[repr(align(128))]
+struct Shard([AtomicU64; Counter::ALL.len()]);
+
+/// The node's request counters.
+pub struct Metrics {
+    shards: Box<[Shard]>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.snapshot()).finish()
+    }
 }
 
 impl Metrics {
+    /// Counters for `workers` worker threads.
+    pub fn new(workers: usize) -> Metrics {
+        Metrics {
+            shards: (0..workers.max(1))
+                .map(|_| Shard(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+
+    fn shard(&self) -> &Shard {
+        &self.shards[super::worker_index() % self.shards.len()]
+    }
+
+    /// Adds `amount` to `counter`.
+    pub fn add(&self, counter: Counter, amount: u64) {
+        self.shard().0[counter as usize].fetch_add(amount, Ordering::Relaxed);
+    }
+
+    /// Subtracts one from a gauge.
+    pub fn decrement(&self, counter: Counter) {
+        self.shard().0[counter as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The current value of `counter`.
+    pub fn get(&self, counter: Counter) -> u64 {
+        // Gauges may be raised on one shard and lowered on another: sum with wrapping.
+        self.shards.iter().fold(0u64, |sum, shard| {
+            sum.wrapping_add(shard.0[counter as usize].load(Ordering::Relaxed))
+        })
+    }
+
     /// Counts one answered request by its cache status.
     pub fn record(&self, status: CacheStatus) {
         let counter = match status {
-            CacheStatus::Hit => &self.hits,
-            CacheStatus::Miss => &self.misses,
-            CacheStatus::Stale => &self.stale,
-            CacheStatus::Revalidated => &self.revalidated,
-            CacheStatus::Pass => &self.passes,
-            CacheStatus::Synthetic => &self.synthetic,
+            CacheStatus::Hit => Counter::Hits,
+            CacheStatus::Miss => Counter::Misses,
+            CacheStatus::Stale => Counter::Stale,
+            CacheStatus::Revalidated => Counter::Revalidated,
+            CacheStatus::Pass => Counter::Passes,
+            CacheStatus::Synthetic => Counter::Synthetic,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.add(counter, 1);
     }
 
     /// Every counter with its name, for the admin API.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        vec![
-            ("requests", read(&self.requests)),
-            ("hits", read(&self.hits)),
-            ("misses", read(&self.misses)),
-            ("stale", read(&self.stale)),
-            ("revalidated", read(&self.revalidated)),
-            ("passes", read(&self.passes)),
-            ("synthetic", read(&self.synthetic)),
-            ("origin_requests", read(&self.origin_requests)),
-            ("origin_errors", read(&self.origin_errors)),
-            ("client_errors", read(&self.client_errors)),
-            ("connections", read(&self.connections)),
-            ("open_connections", read(&self.open_connections)),
-            ("refused_connections", read(&self.refused_connections)),
-            ("bytes_sent", read(&self.bytes_sent)),
-        ]
+        Counter::ALL
+            .iter()
+            .map(|&counter| (counter.as_str(), self.get(counter)))
+            .collect()
     }
 }
 
-/// Adds one to a counter.
-pub fn increment(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_add_up() {
+        let metrics = Metrics::new(2);
+        metrics.add(Counter::Hits, 2);
+        metrics.record(CacheStatus::Hit);
+        metrics.add(Counter::OpenConnections, 1);
+        metrics.decrement(Counter::OpenConnections);
+        assert_eq!(metrics.get(Counter::Hits), 3);
+        assert_eq!(metrics.get(Counter::OpenConnections), 0);
+        assert!(metrics.snapshot().contains(&("hits", 3)));
+    }
 }

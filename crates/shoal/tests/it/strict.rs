@@ -6,6 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use shoal::proxy::Counter;
+
 use crate::support::*;
 
 /// Sends `request` and expects `status` followed by the node closing the connection.
@@ -157,22 +159,10 @@ async fn connections_over_the_limit_are_refused() {
     let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
     let reply = read_until_close(&mut third).await;
     assert!(reply.is_empty(), "{reply}");
-    let refused = node
-        .proxy
-        .metrics()
-        .refused_connections
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(refused, 1);
+    let metrics = node.proxy.metrics();
+    assert_eq!(metrics.get(Counter::RefusedConnections), 1);
     drop(held);
-    assert!(
-        eventually(|| node
-            .proxy
-            .metrics()
-            .open_connections
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 0)
-        .await
-    );
+    assert!(eventually(|| metrics.get(Counter::OpenConnections) == 0).await);
     assert_eq!(get(&node, "/").await.0, 200);
 }
 

@@ -14,7 +14,6 @@ mod write;
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +31,9 @@ use crate::upstream::{RequestBody, RequestBodyError};
 
 /// Bodies smaller than this are copied behind the head and sent with one write.
 const COALESCE_BELOW: usize = 16 * 1024;
+/// How long, and how much, a lingering close reads and discards before closing.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
 /// Most body bytes gathered for one vectored write.
 const WRITE_BATCH: u64 = 2 * 1024 * 1024;
 
@@ -137,7 +139,7 @@ impl Connection {
                 Ok(NextRequest::Closed) => return None,
                 Ok(NextRequest::Http2) => return Some((self.stream, self.input)),
                 Err(ConnectionError::Parse(error)) => {
-                    super::metrics::increment(&self.proxy.metrics.client_errors);
+                    self.proxy.metrics.add(super::Counter::ClientErrors, 1);
                     tracing::info!(peer = %self.peer, status = error.status.as_u16(), reason = error.reason, "malformed request");
                     let error = ProxyError::BadRequest {
                         status: error.status,
@@ -164,10 +166,15 @@ impl Connection {
             // in progress, so an idle connection's task stays small.
             match Box::pin(self.exchange(*head)).await {
                 Ok(true) => {}
-                Ok(false) | Err(_) => {
-                    let _ = self.stream.shutdown().await;
+                Ok(false) => {
+                    if !self.input.is_empty() {
+                        // Pipelined requests we will not answer are waiting: close gently so
+                        // that they do not turn our last response into a reset.
+                        self.linger().await;
+                    }
                     return None;
                 }
+                Err(_) => return None,
             }
         }
     }
@@ -310,7 +317,7 @@ impl Connection {
                     error_response(&error)
                 }
                 Some(BodyOutcome::Invalid(error)) => {
-                    super::metrics::increment(&self.proxy.metrics.client_errors);
+                    self.proxy.metrics.add(super::Counter::ClientErrors, 1);
                     tracing::info!(peer = %self.peer, reason = error.reason, "malformed request body");
                     keep_alive = false;
                     error_response(&ProxyError::BadRequest {
@@ -338,8 +345,28 @@ impl Connection {
     }
 
     async fn reply_and_close(&mut self, response: ProxyResponse) {
-        let _ = self.respond(response, false, false).await;
-        let _ = self.stream.shutdown().await;
+        if self.respond(response, false, false).await.is_ok() {
+            self.linger().await;
+        }
+    }
+
+    /// Lingering close: ends our side, then reads and discards what the client still sends,
+    /// for a short while, before closing. Closing with unread input makes the kernel send a
+    /// reset, which can destroy the response the client has not yet read (an error response
+    /// to a request whose body or pipelined successors were never read, typically).
+    async fn linger(&mut self) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut scratch = [0u8; 4096];
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await {
+                Ok(Ok(read)) if read > 0 => discarded += read,
+                _ => return,
+            }
+        }
     }
 
     /// Writes a response. Returns whether the connection stays open.
@@ -400,10 +427,7 @@ impl Connection {
             self.write_all(&tail).await?;
             self.output = tail;
         }
-        self.proxy
-            .metrics
-            .bytes_sent
-            .fetch_add(sent, Ordering::Relaxed);
+        self.proxy.metrics.add(super::Counter::BytesSent, sent);
         if let BodyFraming::Length(length) = framing {
             if sent != length {
                 tracing::warn!(peer = %self.peer, sent, length, "response body ended early; closing");
