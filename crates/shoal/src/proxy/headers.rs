@@ -49,7 +49,6 @@ pub fn forward_request(
     client: SocketAddr,
     host: Option<&str>,
     via: &HeaderValue,
-    origin_authority: Option<&str>,
     config: &OriginConfig,
 ) {
     remove_hop_by_hop(headers);
@@ -59,11 +58,8 @@ pub fn forward_request(
                 headers.insert(HOST, host);
             }
         }
-        HostHeader::Origin => {
-            if let Some(value) = origin_authority.and_then(|a| HeaderValue::from_str(a).ok()) {
-                headers.insert(HOST, value);
-            }
-        }
+        // Set per attempt by `Upstream::send`, which knows the origin it contacts.
+        HostHeader::Origin => {}
         HostHeader::Fixed(name) => {
             if let Ok(value) = HeaderValue::from_str(name) {
                 headers.insert(HOST, value);
@@ -176,7 +172,6 @@ mod tests {
             client,
             Some("a.example"),
             &HeaderValue::from_static("1.1 shoal"),
-            None,
             &config,
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
@@ -198,11 +193,12 @@ mod tests {
             &mut headers,
             v6,
             Some("a.example"),
-            &HeaderValue::from_static("1.1 shoal"),
-            Some("127.0.0.1:81"),
+            &HeaderValue::from_static("2 shoal"),
             &config,
         );
-        assert_eq!(headers["host"], "127.0.0.1:81");
+        // The origin's own host is set by `Upstream::send`, per attempt.
+        assert_eq!(headers["host"], "a.example");
+        assert_eq!(headers["via"], "2 shoal");
         assert!(headers["forwarded"]
             .to_str()
             .unwrap()

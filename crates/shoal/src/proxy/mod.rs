@@ -56,8 +56,11 @@ pub struct Proxy {
     /// (and runtime) that uses them.
     upstreams: Vec<Upstream>,
     metrics: Arc<Metrics>,
-    /// `1.1 <name>`, appended to `Via` on both sides.
+    /// `1.1 <name>`, appended to `Via` on responses and on HTTP/1.1 requests.
     via: HeaderValue,
+    /// `1.0 <name>` and `2 <name>`: `Via` names the protocol a request was received with.
+    via_http10: HeaderValue,
+    via_http2: HeaderValue,
     /// The cache status header, if enabled.
     status_header: Option<HeaderName>,
 }
@@ -87,8 +90,11 @@ impl Proxy {
     /// A pipeline for `config`, fetching from `config.origin.urls`, for `workers` worker
     /// threads (see [`set_worker`]).
     pub fn new(config: Arc<Config>, workers: usize) -> Arc<Proxy> {
-        let via = HeaderValue::from_str(&format!("1.1 {}", config.server.via))
-            .unwrap_or_else(|_| HeaderValue::from_static("1.1 shoal"));
+        let via_as = |protocol: &str| {
+            HeaderValue::from_str(&format!("{protocol} {}", config.server.via))
+                .unwrap_or_else(|_| HeaderValue::from_static("1.1 shoal"))
+        };
+        let (via, via_http10, via_http2) = (via_as("1.1"), via_as("1.0"), via_as("2"));
         let status_header = (!config.cache.status_header.is_empty())
             .then(|| HeaderName::from_bytes(config.cache.status_header.as_bytes()).ok())
             .flatten();
@@ -100,6 +106,8 @@ impl Proxy {
                 .collect(),
             metrics: Arc::new(Metrics::new(workers)),
             via,
+            via_http10,
+            via_http2,
             status_header,
             config,
         })
@@ -367,17 +375,16 @@ impl Proxy {
     /// Rewrites a request head for the origin.
     fn forward_headers(&self, head: &mut http::request::Parts, client: SocketAddr) {
         let host = request_host(head).to_owned();
-        let origin = self
-            .upstream()
-            .origins()
-            .first()
-            .map(|o| o.authority.as_str());
+        let via = match head.version {
+            http::Version::HTTP_10 => &self.via_http10,
+            http::Version::HTTP_2 => &self.via_http2,
+            _ => &self.via,
+        };
         headers::forward_request(
             &mut head.headers,
             client,
             (!host.is_empty()).then_some(host.as_str()),
-            &self.via,
-            origin,
+            via,
             &self.config.origin,
         );
         // Origins are spoken to in HTTP/1.1 whatever the client used.

@@ -1,8 +1,10 @@
 //! The body of a request forwarded to an origin: nothing, chunks arriving from an HTTP/1
 //! client connection through a small bounded channel (so a fast client waits for a slow origin
-//! instead of filling memory), or an HTTP/2 stream.
+//! instead of filling memory), or an HTTP/2 stream. Until its first piece is taken, a body can
+//! be handed to another origin when the connection to the first one fails.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -22,12 +24,19 @@ pub enum RequestBodyError {
 
 /// A request body on its way to an origin.
 pub struct RequestBody {
-    source: Source,
+    /// `None` for no body (most requests): no allocation.
+    shared: Option<Arc<Mutex<Shared>>>,
     length: Option<u64>,
 }
 
+/// The body's source, shared with the handles made by [`RequestBody::retry`].
+struct Shared {
+    source: Source,
+    /// Set once a piece has been taken: the body can then no longer be sent elsewhere.
+    started: bool,
+}
+
 enum Source {
-    Empty,
     Channel(mpsc::Receiver<Result<Bytes, RequestBodyError>>),
     /// An HTTP/2 stream, cut off once it exceeds `limit` bytes.
     Stream {
@@ -41,8 +50,18 @@ impl RequestBody {
     /// No body.
     pub fn empty() -> RequestBody {
         RequestBody {
-            source: Source::Empty,
+            shared: None,
             length: Some(0),
+        }
+    }
+
+    fn with(source: Source, length: Option<u64>) -> RequestBody {
+        RequestBody {
+            shared: Some(Arc::new(Mutex::new(Shared {
+                source,
+                started: false,
+            }))),
+            length,
         }
     }
 
@@ -51,23 +70,37 @@ impl RequestBody {
         receiver: mpsc::Receiver<Result<Bytes, RequestBodyError>>,
         length: Option<u64>,
     ) -> RequestBody {
-        RequestBody {
-            source: Source::Channel(receiver),
-            length,
-        }
+        RequestBody::with(Source::Channel(receiver), length)
     }
 
     /// An HTTP/2 request stream of at most `limit` bytes.
     pub fn stream(incoming: hyper::body::Incoming, limit: u64) -> RequestBody {
         let length = incoming.size_hint().exact();
-        RequestBody {
-            source: Source::Stream {
+        RequestBody::with(
+            Source::Stream {
                 incoming,
                 received: 0,
                 limit,
             },
             length,
+        )
+    }
+
+    /// Another handle on the same body, for sending the request to another origin after a
+    /// failed attempt; `None` once the failed attempt has taken any of it.
+    pub fn retry(&self) -> Option<RequestBody> {
+        match &self.shared {
+            None => Some(RequestBody::empty()),
+            Some(shared) => (!lock(shared).started).then(|| RequestBody {
+                shared: Some(Arc::clone(shared)),
+                length: self.length,
+            }),
         }
+    }
+
+    /// Whether there is no body at all.
+    pub fn is_empty(&self) -> bool {
+        self.shared.is_none()
     }
 
     /// Whether the body declares a length over `limit`.
@@ -76,16 +109,26 @@ impl RequestBody {
     }
 }
 
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    // Poisoning follows a panic while polling; the state is still consistent.
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = RequestBodyError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        match &mut self.source {
-            Source::Empty => Poll::Ready(None),
+        let Some(shared) = &self.shared else {
+            return Poll::Ready(None);
+        };
+        let mut shared = lock(shared);
+        let frame = match &mut shared.source {
             Source::Channel(receiver) => receiver
                 .poll_recv(cx)
                 .map(|item| item.map(|result| result.map(Frame::data))),
@@ -107,11 +150,15 @@ impl Body for RequestBody {
                     result.map_err(|error| RequestBodyError::Broken(error.to_string()))
                 }))
             }
+        };
+        if frame.is_ready() {
+            shared.started = true;
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.source, Source::Empty)
+        self.shared.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -56,6 +56,8 @@ pub struct Upstream {
     origins: Vec<OriginUrl>,
     next: AtomicUsize,
     first_byte_timeout: Duration,
+    /// Send each origin its own `host:port` as `Host` (`origin.host_header = "origin"`).
+    host_is_origin: bool,
 }
 
 impl Upstream {
@@ -77,6 +79,7 @@ impl Upstream {
             origins,
             next: AtomicUsize::new(0),
             first_byte_timeout: config.first_byte_timeout.duration(),
+            host_is_origin: config.host_header == crate::config::HostHeader::Origin,
         }
     }
 
@@ -93,20 +96,17 @@ impl Upstream {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let (mut parts, body) = request.into_parts();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut body = Some(body);
         let mut last_error = None;
         for attempt in 0..self.origins.len() {
             let origin = &self.origins[(start + attempt) % self.origins.len()];
             parts.uri = absolute_uri(origin, &parts.uri);
-            // A body that was already handed to a failed attempt is gone; only bodiless
-            // requests (or the first attempt) can be sent.
-            let Some(attempt_body) = body.take().or_else(|| {
-                parts
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .is_none()
-                    .then(RequestBody::empty)
-            }) else {
+            if self.host_is_origin {
+                if let Ok(host) = http::HeaderValue::from_str(&origin.authority) {
+                    parts.headers.insert(http::header::HOST, host);
+                }
+            }
+            // The body can go to another origin only if the failed attempt took none of it.
+            let Some(attempt_body) = body.retry() else {
                 break;
             };
             let request = Request::from_parts(parts.clone(), attempt_body);

@@ -207,6 +207,11 @@ async fn http2_prior_knowledge_is_served() {
         );
         assert_eq!(response.bytes().await.unwrap(), "over h2");
     }
+    assert_eq!(
+        origin.last("/h2").headers["via"],
+        "2 shoal",
+        "Via names the protocol received"
+    );
     let response = client
         .post(format!("{}/h2post", base(&node)))
         .body("sent over h2")
@@ -258,6 +263,24 @@ async fn a_second_origin_is_used_when_the_first_is_down() {
     for path in ["/f1", "/f2"] {
         let (status, _, body) = get(&node, path).await;
         assert_eq!((status, &body[..]), (200, &b"from the second"[..]));
+    }
+    // Request bodies fail over too: the refused connection took none of them. Two requests,
+    // so that one of them tries the dead origin first whatever the rotation.
+    for path in ["/p1", "/p2"] {
+        let response = client()
+            .post(format!("{}{path}", base(&node)))
+            .body("posted")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(origin.last(path).body, "posted");
+    }
+    let chunked = "PUT /p3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\nstream\r\n0\r\n\r\n";
+    for _ in 0..2 {
+        let reply = raw(node.listen[0], chunked.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert_eq!(origin.last("/p3").body, "stream");
     }
 }
 
