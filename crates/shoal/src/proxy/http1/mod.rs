@@ -35,7 +35,7 @@ const COALESCE_BELOW: usize = 16 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 /// Most body bytes gathered for one vectored write.
-const WRITE_BATCH: u64 = 2 * 1024 * 1024;
+const WRITE_BATCH: u64 = 512 * 1024;
 
 /// Timeouts and limits of client connections, taken from the config once.
 #[derive(Clone, Copy, Debug)]
@@ -426,6 +426,11 @@ impl Connection {
             let batch_bytes: usize = batch.iter().map(Bytes::len).sum();
             sent += batch_bytes as u64;
             self.send_batch(&batch, batch_bytes, framing).await?;
+            if batch_bytes as u64 >= WRITE_BATCH {
+                // A large body goes out in turns with the other connections of this worker, so
+                // one big download does not hold up everyone's small responses.
+                tokio::task::yield_now().await;
+            }
         }
         if framing == BodyFraming::Chunked {
             self.output.extend_from_slice(b"0\r\n\r\n");
