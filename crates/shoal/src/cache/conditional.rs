@@ -1,8 +1,8 @@
-//! Conditional requests answered from a stored response (RFC 9110 §13): `If-None-Match`,
-//! `If-Modified-Since` and `If-Range`.
+//! Conditional requests answered from a stored response (RFC 9110 §13): `If-Match`,
+//! `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since` and `If-Range`.
 
 use http::header::{IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Whether the request's preconditions fail against the stored response, which calls for
 /// `412 Precondition Failed` (RFC 9110 §13.2.2, steps 1 and 2): `If-Match` needs a strong match
@@ -14,16 +14,9 @@ pub fn precondition_failed(
 ) -> bool {
     if request.contains_key(IF_MATCH) {
         let etag = etag.and_then(|e| e.to_str().ok());
-        let matched = request
-            .get_all(IF_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .any(|candidate| {
-                candidate == "*" || etag.is_some_and(|etag| strong_match(candidate, etag))
-            });
-        return !matched;
+        return !any_tag(request, IF_MATCH, |tag| {
+            etag.is_some_and(|etag| strong_match(tag, etag))
+        });
     }
     match (request_date(request, IF_UNMODIFIED_SINCE), last_modified) {
         (Some(since), Some(modified)) => modified > since,
@@ -40,16 +33,10 @@ pub fn not_modified(
 ) -> bool {
     if request.contains_key(IF_NONE_MATCH) {
         // If-None-Match takes precedence; If-Modified-Since is then ignored (§13.2.2).
-        let Some(etag) = etag.and_then(|e| e.to_str().ok()) else {
-            return false;
-        };
-        return request
-            .get_all(IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .any(|candidate| candidate == "*" || weak_match(candidate, etag));
+        let etag = etag.and_then(|e| e.to_str().ok());
+        return any_tag(request, IF_NONE_MATCH, |tag| {
+            etag.is_some_and(|etag| weak_match(tag, etag))
+        });
     }
     match (request_date(request, IF_MODIFIED_SINCE), last_modified) {
         (Some(since), Some(modified)) => modified <= since,
@@ -77,6 +64,17 @@ pub fn range_applies(
         (Ok(date), Some(modified)) => millis(date) == Some(modified),
         _ => false,
     }
+}
+
+/// Whether `*` or any entity tag listed in the request's `name` fields satisfies `matches`.
+fn any_tag(request: &HeaderMap, name: HeaderName, matches: impl Fn(&str) -> bool) -> bool {
+    request
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || matches(tag))
 }
 
 fn request_date(request: &HeaderMap, name: http::HeaderName) -> Option<u64> {
@@ -177,6 +175,17 @@ mod tests {
             true,
         );
         check(&[], false);
+        // `*` matches any stored representation, with or without an entity tag.
+        assert!(not_modified(
+            &request(&[("if-none-match", "*")]),
+            None,
+            None
+        ));
+        assert!(!precondition_failed(
+            &request(&[("if-match", "*")]),
+            None,
+            None
+        ));
     }
 
     #[test]
