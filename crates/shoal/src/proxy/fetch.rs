@@ -37,9 +37,9 @@ pub(super) enum FetchResult {
 pub(super) struct FetchPlan {
     key: CacheKey,
     url: String,
+    /// The request as forwarded. Also what `Vary` values and the `Authorization` rule are read
+    /// from: the fields the origin actually saw (end-to-end fields are the client's own).
     request: http::request::Parts,
-    /// The client's own header fields, for storability (`Authorization`) and `Vary`.
-    client_headers: HeaderMap,
     request_cc: CacheControl,
     wants_range: bool,
     stale: Option<Arc<Object>>,
@@ -88,7 +88,6 @@ impl FetchPlan {
             key,
             url,
             request: head,
-            client_headers: request.head.headers.clone(),
             request_cc: CacheControl::parse(&request.head.headers),
             wants_range: request.head.headers.contains_key(RANGE),
             stale,
@@ -151,7 +150,8 @@ pub(super) async fn run(
     let config = &proxy.config.cache;
     let verdict = policy::storability(
         &Method::GET,
-        &plan.client_headers,
+        // The forwarded request: what the origin saw (Authorization included).
+        &plan.request.headers,
         &plan.request_cc,
         parts.status,
         &parts.headers,
@@ -191,7 +191,7 @@ pub(super) async fn run(
     }
     let variant = policy::vary_names(&parts.headers)
         .map(|name| {
-            let value = normalized_header(&plan.client_headers, &name);
+            let value = normalized_header(&plan.request.headers, &name);
             (name, value)
         })
         .collect();
