@@ -124,25 +124,25 @@ fn cache_listing(proxy: &Proxy) -> Vec<CachedObject> {
     listing
 }
 
+/// The Prometheus text exposition format: counters end in `_total`, gauges do not.
 fn prometheus(stats: &Stats) -> String {
+    use std::fmt::Write;
     let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, value: u64| {
+        let _ = writeln!(out, "# TYPE shoal_{name} {kind}\nshoal_{name} {value}");
+    };
     for (name, value) in &stats.counters {
-        out.push_str(&format!("shoal_{name} {value}\n"));
+        if *name == "open_connections" {
+            metric(name, "gauge", *value);
+        } else {
+            metric(&format!("{name}_total"), "counter", *value);
+        }
     }
-    out.push_str(&format!("shoal_store_entries {}\n", stats.store.entries));
-    out.push_str(&format!("shoal_store_bytes {}\n", stats.store.bytes));
-    out.push_str(&format!(
-        "shoal_store_capacity_bytes {}\n",
-        stats.store.capacity
-    ));
-    out.push_str(&format!(
-        "shoal_store_evictions {}\n",
-        stats.store.evictions
-    ));
-    out.push_str(&format!(
-        "shoal_fetches_in_flight {}\n",
-        stats.fetches_in_flight
-    ));
+    metric("store_entries", "gauge", stats.store.entries);
+    metric("store_bytes", "gauge", stats.store.bytes);
+    metric("store_capacity_bytes", "gauge", stats.store.capacity);
+    metric("store_evictions_total", "counter", stats.store.evictions);
+    metric("fetches_in_flight", "gauge", stats.fetches_in_flight as u64);
     out
 }
 

@@ -379,7 +379,10 @@ async fn the_admin_api_reports_counters_and_purges() {
     assert_eq!(stats["counters"]["misses"], 1);
     assert_eq!(stats["store"]["entries"], 1);
     let metrics = admin(&node, reqwest::Method::GET, "/metrics").await;
-    assert!(metrics.contains("shoal_hits 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE shoal_hits_total counter\nshoal_hits_total 1\n"),
+        "{metrics}"
+    );
     let listing: serde_json::Value =
         serde_json::from_str(&admin(&node, reqwest::Method::GET, "/cache").await).unwrap();
     assert!(listing[0]["url"].as_str().unwrap().ends_with("/adm"));
