@@ -171,7 +171,11 @@ pub(super) async fn run(
             proxy.metrics.add(Counter::OriginErrors, 1);
             flight.finish(FlightOutcome::Failed(parts.status));
         } else {
-            if reason != NotStorable::Authorization {
+            // Remember only what the response says about the URL, not what this one request
+            // asked for (its credentials or its own no-store).
+            let about_the_request = reason == NotStorable::Authorization
+                || (reason == NotStorable::NoStore && plan.request_cc.no_store);
+            if !about_the_request {
                 proxy
                     .collapser
                     .mark_uncacheable(plan.key, config.remember_uncacheable.duration());

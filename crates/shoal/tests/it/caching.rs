@@ -66,6 +66,15 @@ async fn storability_follows_the_response_directives() {
 }
 
 #[tokio::test]
+async fn a_request_no_store_affects_only_that_request() {
+    let origin = origin_with(&[("cache-control", "max-age=60")]).await;
+    let node = node(&origin).await;
+    let (_, headers, _) = get_with(&node, "/ns", &[("cache-control", "no-store")]).await;
+    assert_eq!(cache_status(&headers), "PASS");
+    assert_eq!(statuses(&node, "/ns", 2).await, ["MISS", "HIT"]);
+}
+
+#[tokio::test]
 async fn private_fields_are_not_stored() {
     let origin = origin_with(&[
         ("cache-control", "private=\"x-user\", max-age=60"),
