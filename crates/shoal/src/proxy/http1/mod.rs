@@ -402,6 +402,7 @@ impl Connection {
             return Ok(keep_alive);
         }
         let mut sent: u64 = 0;
+        let mut previous_batch: u64 = 0;
         let mut batch: Vec<Bytes> = Vec::new();
         loop {
             batch.clear();
@@ -424,13 +425,15 @@ impl Connection {
                 }
             }
             let batch_bytes: usize = batch.iter().map(Bytes::len).sum();
-            sent += batch_bytes as u64;
-            self.send_batch(&batch, batch_bytes, framing).await?;
-            if batch_bytes as u64 >= WRITE_BATCH {
+            if previous_batch >= WRITE_BATCH {
                 // A large body goes out in turns with the other connections of this worker, so
-                // one big download does not hold up everyone's small responses.
+                // one big download does not hold up everyone's small responses. (Yielding
+                // before a batch rather than after one spares the turn after the last.)
                 tokio::task::yield_now().await;
             }
+            previous_batch = batch_bytes as u64;
+            sent += batch_bytes as u64;
+            self.send_batch(&batch, batch_bytes, framing).await?;
         }
         if framing == BodyFraming::Chunked {
             self.output.extend_from_slice(b"0\r\n\r\n");
