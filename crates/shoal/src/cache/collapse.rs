@@ -163,11 +163,6 @@ impl FlightGuard {
             self.flight.outcome.send_replace(outcome);
         }
     }
-
-    /// The key being fetched.
-    pub fn key(&self) -> CacheKey {
-        self.key
-    }
 }
 
 impl Drop for FlightGuard {

@@ -208,8 +208,12 @@ impl Proxy {
             let miss = Box::pin(self.miss(key, request, None));
             return miss.await;
         };
-        let age = object.meta().timing.current_age(now_millis());
-        match policy::reuse(&object.meta().freshness, age, &request_cc) {
+        let reuse = {
+            let meta = object.meta();
+            let age = meta.timing.current_age(now_millis());
+            policy::reuse(&meta.freshness, age, &request_cc)
+        };
+        match reuse {
             Reuse::Fresh => Ok(self.deliver(&object, &request, CacheStatus::Hit).await),
             Reuse::StaleAccepted => Ok(self.deliver(&object, &request, CacheStatus::Stale).await),
             Reuse::StaleWhileRevalidate => {

@@ -128,14 +128,6 @@ impl Object {
         })
     }
 
-    /// A complete object with the given body, for responses built in full.
-    pub fn complete(meta: ObjectMeta, body: &[u8]) -> Arc<Object> {
-        let object = Object::filling(meta);
-        object.append(body, Some(body.len() as u64));
-        object.finish();
-        object
-    }
-
     /// Current metadata (it changes when a revalidation refreshes the headers).
     pub fn meta(&self) -> arc_swap::Guard<Arc<ObjectMeta>> {
         self.meta.load()
@@ -329,23 +321,6 @@ impl Object {
         Arc::strong_count(self) > 1
     }
 
-    /// The complete body's chunks for `[start, end)`, without waiting; `None` if the object is
-    /// still filling or aborted. This is the hit path's fast lane.
-    pub fn complete_chunks(&self, start: u64, end: u64) -> Option<Vec<Bytes>> {
-        let body = self.read_body();
-        if body.state != FillState::Complete {
-            return None;
-        }
-        let mut chunks = Vec::with_capacity(body.chunks.len().min(64));
-        let mut position = start;
-        while position < end.min(body.length) {
-            let chunk = slice_at(&body, position, end)?;
-            position += chunk.len() as u64;
-            chunks.push(chunk);
-        }
-        Some(chunks)
-    }
-
     fn read_body(&self) -> std::sync::RwLockReadGuard<'_, Body> {
         // A poisoned lock only means a panic elsewhere while holding it; the data is plain
         // values that are always consistent between statements.
@@ -474,11 +449,6 @@ impl BodyReader {
             out.push(chunk);
         }
     }
-
-    /// Bytes delivered so far, counted from the start of the body.
-    pub fn position(&self) -> u64 {
-        self.position
-    }
 }
 
 #[cfg(test)]
@@ -532,7 +502,11 @@ mod tests {
         object.finish();
         assert_eq!(reader.await.unwrap().unwrap(), b"abcdefghij");
         assert_eq!(ranged.await.unwrap().unwrap(), b"defg");
-        assert_eq!(object.complete_chunks(2, 9).unwrap().concat(), b"cdefghi");
+        // A reader that starts after completion gets the bytes without waiting.
+        assert_eq!(
+            read_all(object.reader(2, Some(9))).await.unwrap(),
+            b"cdefghi"
+        );
     }
 
     #[tokio::test]
@@ -561,6 +535,9 @@ mod tests {
         tokio::task::yield_now().await;
         object.abort();
         assert!(reader.await.unwrap().is_err());
-        assert!(object.complete_chunks(0, 3).is_none());
+        assert!(
+            read_all(object.reader(0, Some(3))).await.is_err(),
+            "never served to new readers"
+        );
     }
 }

@@ -396,9 +396,7 @@ impl Connection {
         let framing = write_head(&mut self.output, &response, &mut context);
         let keep_alive = context.keep_alive;
         if framing == BodyFraming::None {
-            let head = std::mem::take(&mut self.output);
-            self.write_all(&head).await?;
-            self.output = head;
+            self.flush_output().await?;
             return Ok(keep_alive);
         }
         let mut sent: u64 = 0;
@@ -410,10 +408,7 @@ impl Connection {
             if batch.is_empty() {
                 if !self.output.is_empty() {
                     // Let the client see the head while the body is on its way.
-                    let head = std::mem::take(&mut self.output);
-                    self.write_all(&head).await?;
-                    self.output = head;
-                    self.output.clear();
+                    self.flush_output().await?;
                 }
                 match response.body.next_chunk().await {
                     Ok(Some(chunk)) => batch.push(chunk),
@@ -439,9 +434,7 @@ impl Connection {
             self.output.extend_from_slice(b"0\r\n\r\n");
         }
         if !self.output.is_empty() {
-            let tail = std::mem::take(&mut self.output);
-            self.write_all(&tail).await?;
-            self.output = tail;
+            self.flush_output().await?;
         }
         self.proxy.metrics.add(super::Counter::BytesSent, sent);
         if let BodyFraming::Length(length) = framing {
@@ -472,10 +465,7 @@ impl Connection {
                 self.output.extend_from_slice(b"\r\n");
             }
             if batch_bytes > 0 && framing != BodyFraming::Chunked {
-                let pending = std::mem::take(&mut self.output);
-                self.write_all(&pending).await?;
-                self.output = pending;
-                self.output.clear();
+                self.flush_output().await?;
             }
             return Ok(());
         }
@@ -497,6 +487,15 @@ impl Connection {
             write_vectored_all(&mut self.stream, &mut slices, self.settings.send_timeout).await;
         drop(slices);
         self.output = head;
+        self.output.clear();
+        result
+    }
+
+    /// Writes out the pending output and empties it, keeping its allocation for the next one.
+    async fn flush_output(&mut self) -> std::io::Result<()> {
+        let pending = std::mem::take(&mut self.output);
+        let result = self.write_all(&pending).await;
+        self.output = pending;
         self.output.clear();
         result
     }
