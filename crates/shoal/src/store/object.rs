@@ -535,9 +535,7 @@ mod tests {
         tokio::task::yield_now().await;
         object.abort();
         assert!(reader.await.unwrap().is_err());
-        assert!(
-            read_all(object.reader(0, Some(3))).await.is_err(),
-            "never served to new readers"
-        );
+        // A later reader also ends in truncation, never in a short body that looks whole.
+        assert!(read_all(object.reader(0, None)).await.is_err());
     }
 }
