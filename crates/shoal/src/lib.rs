@@ -51,7 +51,7 @@ impl Node {
     }
 }
 
-/// Runs a node until Ctrl-C: one thread per core (or `server.workers`), each with its own
+/// Runs a node until Ctrl-C or SIGTERM: one thread per core (or `server.workers`), each with its own
 /// single-threaded runtime and its own SO_REUSEPORT listening sockets, so that a connection is
 /// served start to end on one core without cross-thread wake-ups. The admin API and the demo
 /// origin run on the main thread's runtime.
@@ -82,10 +82,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         for address in &proxy.config().server.listen {
             tracing::info!(%address, workers, "serving");
         }
-        tokio::signal::ctrl_c().await?;
+        shutdown_signal().await?;
         tracing::info!("shutting down");
+        if let Some(disk) = proxy.disk() {
+            // Write what is queued for the disk, so a clean restart finds all of it.
+            let disk = Arc::clone(disk);
+            tokio::task::spawn_blocking(move || disk.shutdown()).await?;
+        }
         Ok(())
     })
+}
+
+/// Waits for Ctrl-C or SIGTERM (what service managers send).
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
 }
 
 fn worker(index: usize, proxy: Arc<Proxy>, ready: tokio::sync::mpsc::Sender<anyhow::Result<()>>) {

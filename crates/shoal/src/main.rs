@@ -37,6 +37,12 @@ enum Command {
         /// RAM cache size such as 512MiB; overrides cache.memory.
         #[arg(long = "cache-mem")]
         cache_mem: Option<String>,
+        /// Cache directory for the disk tier (repeatable, one per disk); overrides disk.dirs.
+        #[arg(long = "cache-dir")]
+        cache_dir: Vec<PathBuf>,
+        /// Disk space of each cache directory such as 100GiB (default 1GiB).
+        #[arg(long = "cache-disk")]
+        cache_disk: Option<String>,
     },
 }
 
@@ -55,12 +61,16 @@ fn main() -> std::process::ExitCode {
             origin,
             admin,
             cache_mem,
+            cache_dir,
+            cache_disk,
         } => {
             let overrides = Overrides {
                 listen,
                 origins: origin,
                 admin,
                 cache_memory: cache_mem,
+                cache_dirs: cache_dir,
+                cache_disk,
             };
             let config = match Config::load(config.as_deref(), &overrides) {
                 Ok(config) => config,

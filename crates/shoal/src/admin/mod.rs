@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::proxy::{now_millis, Proxy};
+use crate::store::disk::{DiskStats, VolumeState};
 use crate::store::Store;
 
 /// Binds the admin API on `address`; returns the bound address.
@@ -45,6 +46,9 @@ pub async fn start(address: SocketAddr, proxy: Arc<Proxy>) -> std::io::Result<So
 struct Stats {
     counters: std::collections::BTreeMap<&'static str, u64>,
     store: crate::store::StoreStats,
+    /// The disk tier, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk: Option<DiskStats>,
     fetches_in_flight: usize,
 }
 
@@ -72,7 +76,7 @@ fn route<B>(proxy: &Proxy, request: &http::Request<B>) -> Response<Full<Bytes>> 
                 Some(uri) => {
                     let host = uri.authority().map_or("", |a| a.as_str());
                     let target = uri.path_and_query().map_or("/", |p| p.as_str());
-                    let purged = proxy.store().remove(proxy.key_of(host, target));
+                    let purged = proxy.purge(proxy.key_of(host, target));
                     json(&serde_json::json!({ "purged": purged }))
                 }
                 None => text(
@@ -93,6 +97,7 @@ fn stats(proxy: &Proxy) -> Stats {
     Stats {
         counters: proxy.metrics().snapshot().into_iter().collect(),
         store: proxy.store().stats(),
+        disk: proxy.disk().map(|disk| disk.stats()),
         fetches_in_flight: proxy.fetches_in_flight(),
     }
 }
@@ -143,6 +148,27 @@ fn prometheus(stats: &Stats) -> String {
     metric("store_capacity_bytes", "gauge", stats.store.capacity);
     metric("store_evictions_total", "counter", stats.store.evictions);
     metric("fetches_in_flight", "gauge", stats.fetches_in_flight as u64);
+    if let Some(disk) = &stats.disk {
+        metric("disk_entries", "gauge", disk.entries);
+        metric("disk_bytes", "gauge", disk.bytes);
+        metric("disk_capacity_bytes", "gauge", disk.capacity);
+        metric("disk_hits_total", "counter", disk.hits);
+        metric(
+            "disk_objects_written_total",
+            "counter",
+            disk.objects_written,
+        );
+        metric("disk_bytes_written_total", "counter", disk.bytes_written);
+        metric("disk_writes_dropped_total", "counter", disk.writes_dropped);
+        metric("disk_evictions_total", "counter", disk.evictions);
+        metric("disk_corrupt_records_total", "counter", disk.corrupt);
+        let failed = disk
+            .dirs
+            .iter()
+            .filter(|dir| dir.state == VolumeState::Failed)
+            .count();
+        metric("disk_dirs_failed", "gauge", failed as u64);
+    }
     out
 }
 

@@ -51,6 +51,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The admin API.
     pub admin: AdminConfig,
+    /// The disk tier.
+    pub disk: DiskConfig,
     /// The built-in demo origin, used when no origin is configured.
     pub demo: DemoConfig,
 }
@@ -303,6 +305,60 @@ impl Default for CacheConfig {
     }
 }
 
+/// The disk tier: persistent storage behind the RAM tier, one directory per disk.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskConfig {
+    /// Cache directories, one per disk; none disables the disk tier.
+    pub dirs: Vec<DiskDir>,
+    /// Size of the files each directory's space is divided into. Writes fill one segment
+    /// sequentially; when the directory is full the oldest segment is reused (FIFO eviction).
+    pub segment_size: ByteSize,
+    /// Which objects are written to disk: `second-request` (an object is written when it is
+    /// requested a second time, so one-hit objects never churn the disk) or `always`.
+    pub admission: Admission,
+    /// Objects read from disk this many times are copied back into RAM.
+    pub promote_after_hits: u8,
+    /// Threads per directory that read from disk, off the network threads.
+    pub io_threads: usize,
+    /// Objects larger than this are not written to disk.
+    pub max_object_size: ByteSize,
+}
+
+/// One cache directory and the space it may use.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskDir {
+    /// The directory (created if missing).
+    pub path: PathBuf,
+    /// Bytes it may use.
+    pub size: ByteSize,
+}
+
+/// The disk tier's admission policy.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Admission {
+    /// Written once requested a second time (remembered for about as many objects as the
+    /// disk holds).
+    SecondRequest,
+    /// Every stored object is written.
+    Always,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        DiskConfig {
+            dirs: Vec::new(),
+            segment_size: ByteSize(64 << 20),
+            admission: Admission::SecondRequest,
+            promote_after_hits: 2,
+            io_threads: 4,
+            max_object_size: ByteSize(1 << 20),
+        }
+    }
+}
+
 /// The admin API.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -350,7 +406,14 @@ pub struct Overrides {
     pub admin: Option<SocketAddr>,
     /// `--cache-mem`.
     pub cache_memory: Option<String>,
+    /// `--cache-dir`, repeatable: replaces `disk.dirs`.
+    pub cache_dirs: Vec<PathBuf>,
+    /// `--cache-disk`: the size of each `--cache-dir` (or of every configured directory).
+    pub cache_disk: Option<String>,
 }
+
+/// Size of a directory given with `--cache-dir` but no `--cache-disk`.
+pub const DEFAULT_DISK_SIZE: ByteSize = ByteSize(1 << 30);
 
 impl Config {
     /// Loads the file (if any), applies the command-line overrides and checks the result.
@@ -423,6 +486,33 @@ impl Config {
         if let Some(size) = &overrides.cache_memory {
             self.cache.memory = size.parse().map_err(|e| flag_error("--cache-mem", e))?;
         }
+        let disk_size = match &overrides.cache_disk {
+            Some(size) => Some(
+                size.parse::<ByteSize>()
+                    .map_err(|e| flag_error("--cache-disk", e))?,
+            ),
+            None => None,
+        };
+        if !overrides.cache_dirs.is_empty() {
+            self.disk.dirs = overrides
+                .cache_dirs
+                .iter()
+                .map(|path| DiskDir {
+                    path: path.clone(),
+                    size: disk_size.unwrap_or(DEFAULT_DISK_SIZE),
+                })
+                .collect();
+        } else if let Some(size) = disk_size {
+            if self.disk.dirs.is_empty() {
+                return Err(flag_error(
+                    "--cache-disk",
+                    "needs a directory: add --cache-dir PATH".into(),
+                ));
+            }
+            for dir in &mut self.disk.dirs {
+                dir.size = size;
+            }
+        }
         self.check()
             .map_err(|(keys, message)| flag_error(keys[0], message))
     }
@@ -447,6 +537,36 @@ impl Config {
                     self.cache.max_object_size, self.cache.memory
                 ),
             ));
+        }
+        if let Some(dir) = self
+            .disk
+            .dirs
+            .iter()
+            .find(|dir| dir.size.bytes() < 4 * self.disk.segment_size.bytes())
+        {
+            return Err((
+                &["disk.dirs", "disk.segment_size"],
+                format!(
+                    "{} is {}; a cache directory needs at least 4 segments of disk.segment_size ({})",
+                    dir.path.display(),
+                    dir.size,
+                    self.disk.segment_size
+                ),
+            ));
+        }
+        if self.disk.segment_size.bytes() > u32::MAX as u64
+            || self.disk.segment_size.bytes() < 2 * (self.disk.max_object_size.bytes() + (1 << 20))
+        {
+            return Err((
+                &["disk.segment_size", "disk.max_object_size"],
+                "must be at most 4GiB and at least twice disk.max_object_size plus 1MiB".into(),
+            ));
+        }
+        if self.disk.dirs.len() > 64 {
+            return Err((&["disk.dirs"], "at most 64 directories".into()));
+        }
+        if self.disk.io_threads == 0 {
+            return Err((&["disk.io_threads"], "at least one thread is needed".into()));
         }
         if self.server.max_request_line > self.server.max_header_bytes {
             return Err((

@@ -133,6 +133,12 @@ pub(super) async fn run(
     if parts.status == StatusCode::NOT_MODIFIED {
         if let Some(stale) = &plan.stale {
             refresh(stale, &parts.headers, request_time, response_time, &proxy);
+            if stale.is_on_disk() {
+                // Rewrite it with its new headers and freshness, for after a restart.
+                if let Some(disk) = &proxy.disk {
+                    disk.write(plan.key, stale);
+                }
+            }
             flight.finish(FlightOutcome::Object(Arc::clone(stale)));
             send_reply(&mut reply, FetchResult::Refreshed(Arc::clone(stale)));
             return;
@@ -284,6 +290,9 @@ async fn fill(
     object.finish();
     if let Some(flight) = flight {
         proxy.store.insert(plan.key, Arc::clone(&object));
+        if proxy.disk.as_ref().is_some_and(|disk| disk.admit(plan.key)) {
+            proxy.offer_to_disk(plan.key, &object);
+        }
         proxy.collapser.clear_uncacheable(plan.key);
         flight.finish(FlightOutcome::Pending);
     }

@@ -31,7 +31,7 @@ pub use response::{BodyError, ProxyResponse, ResponseBody, ResponseHeaders};
 use crate::cache::policy::{self, Reuse};
 use crate::cache::{CacheControl, CacheKey, CacheStatus, Collapser, FlightOutcome, Role};
 use crate::config::Config;
-use crate::store::{MemoryStore, Object, Store};
+use crate::store::{DiskStore, MemoryStore, Object, Store};
 use crate::upstream::{RequestBody, Upstream};
 use fetch::{FetchPlan, FetchResult};
 
@@ -51,6 +51,8 @@ pub struct ClientRequest {
 pub struct Proxy {
     config: Arc<Config>,
     store: Arc<MemoryStore>,
+    /// The disk tier, when cache directories are configured.
+    disk: Option<Arc<DiskStore>>,
     collapser: Arc<Collapser>,
     /// One origin client per worker thread, so that pooled connections stay on the thread
     /// (and runtime) that uses them.
@@ -100,6 +102,7 @@ impl Proxy {
             .flatten();
         Arc::new(Proxy {
             store: Arc::new(MemoryStore::new(config.cache.memory.bytes())),
+            disk: (!config.disk.dirs.is_empty()).then(|| Arc::new(DiskStore::open(&config.disk))),
             collapser: Arc::new(Collapser::default()),
             upstreams: (0..workers.max(1))
                 .map(|_| Upstream::new(&config.origin, config.origin.urls.clone()))
@@ -131,6 +134,33 @@ impl Proxy {
     /// The RAM store.
     pub fn store(&self) -> &Arc<MemoryStore> {
         &self.store
+    }
+
+    /// The disk tier, if configured.
+    pub fn disk(&self) -> Option<&Arc<DiskStore>> {
+        self.disk.as_ref()
+    }
+
+    /// Removes every variant of `key` from every tier; returns whether there was one.
+    pub fn purge(&self, key: CacheKey) -> bool {
+        let in_ram = self.store.remove(key);
+        let on_disk = self.disk.as_ref().is_some_and(|disk| disk.remove(key));
+        in_ram || on_disk
+    }
+
+    /// Writes `object` to disk unless it is there (or queued) already: called when it is
+    /// requested a second time, or fetched for a key the admission filter has seen before.
+    fn offer_to_disk(&self, key: CacheKey, object: &Object) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        if object.is_on_disk() || !object.claim_disk_write() {
+            return;
+        }
+        // An object the disk cannot hold stays claimed, so hits do not ask again.
+        if disk.can_hold(object) && !disk.write(key, object) {
+            object.release_disk_write();
+        }
     }
 
     /// Fetches in flight now.
@@ -201,6 +231,17 @@ impl Proxy {
                 .find(|object| deliver::variant_matches(object, &request.head.headers))
                 .cloned()
         });
+        let stored = match stored {
+            Some(object) => {
+                // A second request: what the disk admits.
+                self.offer_to_disk(key, &object);
+                Some(object)
+            }
+            None => match &self.disk {
+                Some(disk) => Box::pin(self.disk_lookup(disk, key, &request.head.headers)).await,
+                None => None,
+            },
+        };
         let Some(object) = stored else {
             if request_cc.only_if_cached {
                 return Err(ProxyError::NotCached);
@@ -230,6 +271,28 @@ impl Proxy {
                 miss.await
             }
         }
+    }
+
+    /// lookup, disk tier: the variant matching `headers`, read back from disk, and copied into
+    /// RAM once it has been read there often enough. A record that cannot be read is a miss.
+    async fn disk_lookup(
+        &self,
+        disk: &DiskStore,
+        key: CacheKey,
+        headers: &http::HeaderMap,
+    ) -> Option<Arc<Object>> {
+        for location in disk.locate(key) {
+            let Ok(object) = disk.read(key, location).await else {
+                continue;
+            };
+            if deliver::variant_matches(&object, headers) {
+                if location.hits >= self.config.disk.promote_after_hits {
+                    self.store.insert(key, Arc::clone(&object));
+                }
+                return Some(object);
+            }
+        }
+        None
     }
 
     /// miss: join or lead the collapsed fetch for `key`.
@@ -358,7 +421,7 @@ impl Proxy {
     /// `Location` and `Content-Location` URIs on the same host.
     fn invalidate_after_write(&self, head: &http::request::Parts, response: &http::HeaderMap) {
         let host = request_host(head);
-        self.store.remove(self.key_of(host, target(head)));
+        self.purge(self.key_of(host, target(head)));
         for name in [LOCATION, CONTENT_LOCATION] {
             let Some(location) = response.get(name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -371,7 +434,7 @@ impl Proxy {
                 .is_none_or(|authority| authority.as_str().eq_ignore_ascii_case(host));
             if same_host {
                 let path = uri.path_and_query().map_or("/", |p| p.as_str());
-                self.store.remove(self.key_of(host, path));
+                self.purge(self.key_of(host, path));
             }
         }
     }

@@ -1,8 +1,10 @@
 //! Where bytes live. A [`Store`] maps a [`CacheKey`] to an [`Entry`]: the variants of one URL,
-//! each an [`Object`] with a body of refcounted chunks. The RAM tier ([`MemoryStore`]) is the
-//! only one for now; the disk tier will implement the same trait. This module knows nothing of
-//! HTTP caching rules (that is `cache`) nor of sockets (that is `proxy` and `upstream`).
+//! each an [`Object`] with a body of refcounted chunks. The RAM tier ([`MemoryStore`]) is in
+//! front; the disk tier ([`DiskStore`]) behind it persists objects across restarts and holds
+//! more than RAM can. This module knows nothing of HTTP caching rules (that is `cache`) nor of
+//! sockets (that is `proxy` and `upstream`).
 
+pub mod disk;
 mod eviction;
 mod memory;
 mod object;
@@ -10,6 +12,7 @@ mod object;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
+pub use disk::DiskStore;
 pub use eviction::{touch, Resident, S3Fifo};
 pub use memory::MemoryStore;
 pub use object::{BodyReader, FillState, Object, ObjectMeta, Truncated};

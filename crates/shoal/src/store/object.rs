@@ -91,6 +91,8 @@ pub struct Object {
     progress: watch::Sender<u64>,
     /// Set when the object leaves the cache (evicted, purged, replaced).
     removed: AtomicBool,
+    /// Set once the object is on disk or queued for it, so it is written once.
+    on_disk: AtomicBool,
 }
 
 impl std::fmt::Debug for Object {
@@ -125,7 +127,52 @@ impl Object {
             }),
             progress: watch::Sender::new(0),
             removed: AtomicBool::new(false),
+            on_disk: AtomicBool::new(false),
         })
+    }
+
+    /// A complete object with `body` (read back from disk).
+    pub fn complete(meta: ObjectMeta, body: Bytes) -> Arc<Object> {
+        let length = body.len() as u64;
+        let object = Object::filling(meta);
+        {
+            let mut state = object.write_body();
+            state.allocated = length;
+            state.length = length;
+            if !body.is_empty() {
+                state.offsets.push_back(0);
+                state.chunks.push_back(body);
+            }
+            state.state = FillState::Complete;
+        }
+        object
+    }
+
+    /// The whole body's chunks, if it is complete (handles, not copies).
+    pub fn complete_body(&self) -> Option<Vec<Bytes>> {
+        let body = self.read_body();
+        (body.state == FillState::Complete && body.released == 0)
+            .then(|| body.chunks.iter().cloned().collect())
+    }
+
+    /// Claims the object's write to disk: true for the first caller only.
+    pub fn claim_disk_write(&self) -> bool {
+        !self.on_disk.swap(true, Ordering::AcqRel)
+    }
+
+    /// Gives up a claimed write that could not be queued, so a later request can try again.
+    pub fn release_disk_write(&self) {
+        self.on_disk.store(false, Ordering::Release);
+    }
+
+    /// Marks the object as already on disk.
+    pub fn set_on_disk(&self) {
+        self.on_disk.store(true, Ordering::Release);
+    }
+
+    /// Whether the object is on disk or queued for it.
+    pub fn is_on_disk(&self) -> bool {
+        self.on_disk.load(Ordering::Acquire)
     }
 
     /// Current metadata (it changes when a revalidation refreshes the headers).

@@ -1,0 +1,358 @@
+//! The disk tier: objects persisted in cache directories, behind the RAM tier.
+//!
+//! Each directory ([`volume`]) is a ring of segment files written sequentially, and a key
+//! always lives in the same directory (chosen by its hash). The [`index`] of what is where is
+//! in memory and rebuilt from the segments at start. Objects reach the disk through the
+//! admission filter ([`DiskStore::admit`]) and come back as complete [`Object`]s, read and
+//! verified by the directory's reader threads. A directory whose disk fails is dropped, and the
+//! node goes on with the others, RAM and the origin.
+
+mod index;
+mod record;
+mod volume;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+pub use index::Location;
+pub use volume::{ReadError, VolumeState};
+
+use super::{Object, ObjectMeta};
+use crate::cache::CacheKey;
+use crate::config::{Admission, DiskConfig};
+use record::RECORD_HEADER_LEN;
+use volume::{Volume, WriteJob};
+
+/// Counters of the disk tier.
+#[derive(Default)]
+pub(super) struct Counters {
+    objects_written: AtomicU64,
+    bytes_written: AtomicU64,
+    writes_dropped: AtomicU64,
+    evictions: AtomicU64,
+    hits: AtomicU64,
+    corrupt: AtomicU64,
+}
+
+/// The disk tier's state, for metrics and the admin API.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DiskStats {
+    /// Keys on disk.
+    pub entries: u64,
+    /// Bytes of records on disk.
+    pub bytes: u64,
+    /// The space of all directories.
+    pub capacity: u64,
+    /// Objects written.
+    pub objects_written: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Writes not made because the queue was full or the directory not in use.
+    pub writes_dropped: u64,
+    /// Objects dropped to reuse their segment.
+    pub evictions: u64,
+    /// Objects read back.
+    pub hits: u64,
+    /// Records that failed their checksum (dropped and fetched again).
+    pub corrupt: u64,
+    /// Each directory.
+    pub dirs: Vec<DirStats>,
+}
+
+/// One cache directory's state.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DirStats {
+    /// Its path.
+    pub path: String,
+    /// In use, rebuilding or failed.
+    pub state: VolumeState,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// Segments in its ring.
+    pub segments: usize,
+    /// Bytes of records held.
+    pub bytes: u64,
+    /// How long the index rebuild took at start, in milliseconds.
+    pub rebuild_millis: u64,
+}
+
+/// The disk tier.
+pub struct DiskStore {
+    volumes: Vec<Arc<Volume>>,
+    index: Arc<index::Index>,
+    counters: Arc<Counters>,
+    doorkeeper: Mutex<Doorkeeper>,
+    admission: Admission,
+    max_object_size: u64,
+    capacity: u64,
+}
+
+impl DiskStore {
+    /// Opens every configured directory; those that cannot be used are logged and skipped.
+    /// The index is rebuilt in the background: until a directory is ready it is not used.
+    pub fn open(config: &DiskConfig) -> DiskStore {
+        let index = Arc::new(index::Index::default());
+        let counters = Arc::new(Counters::default());
+        let segment_size = config.segment_size.bytes();
+        let volumes = config
+            .dirs
+            .iter()
+            .enumerate()
+            .map(|(number, dir)| {
+                Volume::open(
+                    number as u8,
+                    &dir.path,
+                    dir.size.bytes(),
+                    segment_size,
+                    config.io_threads,
+                    &index,
+                    &counters,
+                )
+            })
+            .collect();
+        let capacity: u64 = config.dirs.iter().map(|dir| dir.size.bytes()).sum();
+        DiskStore {
+            volumes,
+            index,
+            counters,
+            // Remember about as many keys as the disk holds objects of 32 KiB.
+            doorkeeper: Mutex::new(Doorkeeper::new((capacity / (32 << 10)) as usize)),
+            admission: config.admission,
+            max_object_size: config.max_object_size.bytes(),
+            capacity,
+        }
+    }
+
+    fn volume_of(&self, key: CacheKey) -> &Volume {
+        &self.volumes[(key.0 % self.volumes.len() as u128) as usize]
+    }
+
+    /// Whether an object fetched for `key` should go to disk now. With `second-request`
+    /// admission, the first request for a key is only remembered; the second is admitted.
+    pub fn admit(&self, key: CacheKey) -> bool {
+        match self.admission {
+            Admission::Always => true,
+            Admission::SecondRequest => self
+                .doorkeeper
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .seen_before(key),
+        }
+    }
+
+    /// Whether `object` can be written at all (complete and small enough).
+    pub fn can_hold(&self, object: &Object) -> bool {
+        object.state() == super::FillState::Complete && object.length() <= self.max_object_size
+    }
+
+    /// Queues `object` for writing as `key`'s variant. Returns false when it was not queued
+    /// (not storable on disk, queue full, directory not in use).
+    pub fn write(&self, key: CacheKey, object: &Object) -> bool {
+        let Some(body) = object.complete_body().filter(|_| self.can_hold(object)) else {
+            return false;
+        };
+        let meta = object.meta_full();
+        let job = WriteJob {
+            key,
+            variant: record::variant_hash(&meta.variant),
+            meta,
+            body,
+        };
+        let queued = self.volume_of(key).write(job);
+        if !queued {
+            self.counters.writes_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// Where `key`'s variants are on disk (counting a disk hit), in directories in use.
+    pub fn locate(&self, key: CacheKey) -> Vec<Location> {
+        let mut locations = self.index.locate(key);
+        locations.retain(|location| {
+            self.volumes[location.volume as usize].state() == VolumeState::Ready
+        });
+        locations
+    }
+
+    /// Reads the object at `location`, verified. A record that fails its checksum is dropped
+    /// from the index (and logged), so the object is fetched again; a read error disables the
+    /// directory.
+    pub async fn read(&self, key: CacheKey, location: Location) -> Result<Arc<Object>, ReadError> {
+        let volume = &self.volumes[location.volume as usize];
+        let result = volume
+            .read(key, location)
+            .await
+            .and_then(|record| decode_object(&record).ok_or(ReadError::Corrupt));
+        match &result {
+            Ok(_) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(ReadError::Corrupt) => {
+                self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    dir = %volume.path.display(),
+                    segment = location.segment,
+                    offset = location.offset,
+                    "disk record failed its checksum; dropped, the object will be fetched again"
+                );
+                self.index.remove_location(key, &location);
+            }
+            Err(ReadError::Overwritten) => self.index.remove_location(key, &location),
+            Err(ReadError::Io(error)) => {
+                volume.fail(&self.index, &format!("read failed: {error}"));
+            }
+            Err(ReadError::Busy | ReadError::Unavailable) => {}
+        }
+        result
+    }
+
+    /// Removes every variant of `key`, now and after a restart.
+    pub fn remove(&self, key: CacheKey) -> bool {
+        // The tombstone is queued before the index entry goes, so that a write of the key
+        // already queued cannot put it back (see the writer's flush).
+        self.volume_of(key).tombstone(key, &self.index);
+        self.index.remove(key)
+    }
+
+    /// Whether every directory has finished rebuilding (or failed).
+    pub fn is_ready(&self) -> bool {
+        self.volumes
+            .iter()
+            .all(|volume| volume.state() != VolumeState::Rebuilding)
+    }
+
+    /// Writes what is queued and syncs; the store takes no more writes.
+    pub fn shutdown(&self) {
+        for volume in &self.volumes {
+            volume.shutdown();
+        }
+    }
+
+    /// Counters and per-directory state.
+    pub fn stats(&self) -> DiskStats {
+        let counter = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let dirs: Vec<DirStats> = self
+            .volumes
+            .iter()
+            .map(|volume| DirStats {
+                path: volume.path.display().to_string(),
+                state: volume.state(),
+                failure: volume.failure(),
+                segments: volume.segments(),
+                bytes: volume.bytes(),
+                rebuild_millis: volume.rebuild_millis.load(Ordering::Relaxed),
+            })
+            .collect();
+        DiskStats {
+            entries: self.index.len() as u64,
+            bytes: dirs.iter().map(|dir| dir.bytes).sum(),
+            capacity: self.capacity,
+            objects_written: counter(&self.counters.objects_written),
+            bytes_written: counter(&self.counters.bytes_written),
+            writes_dropped: counter(&self.counters.writes_dropped),
+            evictions: counter(&self.counters.evictions),
+            hits: counter(&self.counters.hits),
+            corrupt: counter(&self.counters.corrupt),
+            dirs,
+        }
+    }
+}
+
+/// Turns a verified record back into a complete object.
+fn decode_object(record: &Bytes) -> Option<Arc<Object>> {
+    let header = record::RecordHeader::parse(record)?;
+    let meta_end = RECORD_HEADER_LEN + header.meta_len as usize;
+    let meta: ObjectMeta = record::decode_meta(record.get(RECORD_HEADER_LEN..meta_end)?)?;
+    let body = record.slice(meta_end..);
+    if meta.content_length != Some(body.len() as u64) {
+        return None;
+    }
+    let object = Object::complete(meta, body);
+    object.set_on_disk();
+    Some(object)
+}
+
+/// Remembers which keys were requested recently, for `second-request` admission: two
+/// generations of a three-hash bit filter (a Bloom filter); when the current one has taken `capacity` keys, the
+/// older is cleared and they swap. A key is "seen before" if either generation has it.
+struct Doorkeeper {
+    current: Vec<u64>,
+    previous: Vec<u64>,
+    inserted: usize,
+    capacity: usize,
+}
+
+impl Doorkeeper {
+    fn new(capacity: usize) -> Doorkeeper {
+        let capacity = capacity.clamp(1 << 14, 1 << 24);
+        // Twelve bits per key and three hashes: about one first request in a hundred per
+        // generation is admitted by mistake.
+        let words = capacity * 12 / 64;
+        Doorkeeper {
+            current: vec![0; words],
+            previous: vec![0; words],
+            inserted: 0,
+            capacity,
+        }
+    }
+
+    fn bits(&self, key: CacheKey) -> [usize; 3] {
+        let bits = (self.current.len() * 64) as u64;
+        let (low, high) = (key.0 as u64, (key.0 >> 64) as u64);
+        [low, high, low.wrapping_add(high.rotate_left(21))].map(|hash| (hash % bits) as usize)
+    }
+
+    /// Whether `key` was seen recently; remembers it either way.
+    fn seen_before(&mut self, key: CacheKey) -> bool {
+        let bits = self.bits(key);
+        let has = |filter: &[u64]| {
+            bits.iter()
+                .all(|&bit| filter[bit / 64] & (1 << (bit % 64)) != 0)
+        };
+        if has(&self.current) {
+            return true;
+        }
+        let seen = has(&self.previous);
+        for bit in bits {
+            self.current[bit / 64] |= 1 << (bit % 64);
+        }
+        self.inserted += 1;
+        if self.inserted >= self.capacity {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.fill(0);
+            self.inserted = 0;
+        }
+        seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys as the cache makes them: 128-bit hashes.
+    fn key(n: u64) -> CacheKey {
+        CacheKey(xxhash_rust::xxh3::xxh3_128(&n.to_le_bytes()))
+    }
+
+    #[test]
+    fn the_doorkeeper_admits_the_second_request() {
+        let mut doorkeeper = Doorkeeper::new(1 << 14);
+        assert!(!doorkeeper.seen_before(key(0)));
+        assert!(doorkeeper.seen_before(key(0)));
+        // It is remembered across one rotation.
+        for other in 1..=(1 << 14) {
+            doorkeeper.seen_before(key(other));
+        }
+        assert!(doorkeeper.seen_before(key(0)));
+        let false_positives = (1_000_000..1_010_000)
+            .filter(|&n| doorkeeper.seen_before(key(n)))
+            .count();
+        assert!(
+            false_positives < 300,
+            "{false_positives} false positives in 10,000"
+        );
+    }
+}
