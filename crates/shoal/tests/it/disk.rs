@@ -1,0 +1,361 @@
+//! The disk tier: admission, restart, purge, checksums, failing disks. The crash test (kill -9
+//! of the real binary under load) is in `crash.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shoal::config::{Admission, ByteSize, Config, DiskDir};
+use shoal::store::disk::VolumeState;
+use shoal::store::Store;
+
+use crate::support::*;
+
+/// A directory under the system's temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "shoal-test-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("SHOAL_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Small segments so that tests fill and reuse them quickly.
+fn with_disk(config: &mut Config, dir: &Path) {
+    config.disk.dirs = vec![DiskDir {
+        path: dir.to_owned(),
+        size: ByteSize(16 << 20),
+    }];
+    config.disk.segment_size = ByteSize(4 << 20);
+    config.disk.max_object_size = ByteSize(1 << 20);
+}
+
+fn disk_stats(node: &shoal::Node) -> shoal::store::disk::DiskStats {
+    node.proxy.disk().expect("disk tier configured").stats()
+}
+
+async fn disk_ready(node: &shoal::Node) {
+    let disk = Arc::clone(node.proxy.disk().unwrap());
+    assert!(
+        eventually(|| disk.is_ready()).await,
+        "the disk tier never got ready"
+    );
+}
+
+/// Stops writing and releases the directory, as a clean shutdown does.
+fn shut_down(node: &shoal::Node) {
+    node.proxy.disk().unwrap().shutdown();
+}
+
+fn body_for(target: &str) -> Vec<u8> {
+    // Distinct bytes at every position of every object, so that a misplaced or damaged record
+    // shows.
+    (0..2_500u64)
+        .flat_map(|word| {
+            let mut input = target.as_bytes().to_vec();
+            input.extend_from_slice(&word.to_le_bytes());
+            xxhash_rust::xxh3::xxh3_64(&input).to_le_bytes()
+        })
+        .collect()
+}
+
+/// GET with a fixed `Host`: keys include the host, and a restarted node listens on another
+/// ephemeral port.
+async fn fetch(node: &shoal::Node, path: &str) -> (u16, http::HeaderMap, bytes::Bytes) {
+    get_with(node, path, &[("host", "disk.test")]).await
+}
+
+async fn origin() -> Origin {
+    Origin::start(|seen| {
+        Reply::ok(body_for(&seen.target))
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"e1\"")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_object_is_written_to_disk_on_its_second_request() {
+    let origin = origin().await;
+    let dir = TempDir::new("admission");
+    let node = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&node).await;
+    fetch(&node, "/once").await;
+    fetch(&node, "/twice").await;
+    let (_, headers, _) = fetch(&node, "/twice").await;
+    assert_eq!(cache_status(&headers), "HIT");
+    assert!(eventually(|| disk_stats(&node).objects_written == 1).await);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let stats = disk_stats(&node);
+    assert_eq!(
+        stats.objects_written, 1,
+        "only the object requested twice: {stats:?}"
+    );
+    assert_eq!(stats.entries, 1);
+}
+
+#[tokio::test]
+async fn with_always_admission_every_stored_object_is_written() {
+    let origin = origin().await;
+    let dir = TempDir::new("always");
+    let node = node_with(&origin, |config| {
+        with_disk(config, &dir.0);
+        config.disk.admission = Admission::Always;
+    })
+    .await;
+    disk_ready(&node).await;
+    for path in ["/a", "/b", "/c"] {
+        fetch(&node, path).await;
+    }
+    assert!(eventually(|| disk_stats(&node).objects_written == 3).await);
+}
+
+#[tokio::test]
+async fn a_restarted_node_serves_from_disk_and_purges_stay_purged() {
+    let origin = origin().await;
+    let dir = TempDir::new("restart");
+    let first = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&first).await;
+    for path in ["/kept", "/purged", "/kept", "/purged"] {
+        fetch(&first, path).await;
+    }
+    assert!(eventually(|| disk_stats(&first).objects_written == 2).await);
+    shut_down(&first);
+
+    let second = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&second).await;
+    assert_eq!(disk_stats(&second).entries, 2, "the index was rebuilt");
+    let before = origin.seen().len();
+    let (status, headers, body) = fetch(&second, "/kept").await;
+    assert_eq!((status, cache_status(&headers)), (200, "HIT"));
+    assert_eq!(body, body_for("/kept"));
+    assert!(headers.contains_key("age"));
+    assert_eq!(
+        origin.seen().len(),
+        before,
+        "served from disk, not the origin"
+    );
+    let purge = client()
+        .post(format!(
+            "http://{}/purge?url=http://disk.test/purged",
+            second.admin.unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status(), 200);
+    shut_down(&second);
+
+    let third = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&third).await;
+    let (_, headers, _) = fetch(&third, "/kept").await;
+    assert_eq!(cache_status(&headers), "HIT");
+    let (_, headers, body) = fetch(&third, "/purged").await;
+    assert_eq!(cache_status(&headers), "MISS", "a purge survives a restart");
+    assert_eq!(body, body_for("/purged"));
+}
+
+#[tokio::test]
+async fn hot_disk_objects_are_promoted_to_ram() {
+    let origin = origin().await;
+    let dir = TempDir::new("promote");
+    let first = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&first).await;
+    fetch(&first, "/hot").await;
+    fetch(&first, "/hot").await;
+    assert!(eventually(|| disk_stats(&first).objects_written == 1).await);
+    shut_down(&first);
+
+    let second = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&second).await;
+    for _ in 0..4 {
+        let (_, headers, _) = fetch(&second, "/hot").await;
+        assert_eq!(cache_status(&headers), "HIT");
+    }
+    // Read from disk twice (promote_after_hits = 2), then from RAM.
+    assert_eq!(disk_stats(&second).hits, 2);
+    assert_eq!(second.proxy.store().stats().entries, 1);
+}
+
+/// Where `body_for(target)` sits in the directory's first segment.
+fn offset_of(dir: &Path, target: &str) -> usize {
+    let data = std::fs::read(dir.join("segment-00000.dat")).unwrap();
+    let body = body_for(target);
+    data.windows(64)
+        .position(|window| window == &body[..64])
+        .expect("the body is in the segment")
+}
+
+#[tokio::test]
+async fn a_record_that_fails_its_checksum_is_dropped_and_fetched_again() {
+    use std::os::unix::fs::FileExt;
+    let origin = origin().await;
+    let dir = TempDir::new("corrupt");
+    let node = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&node).await;
+    fetch(&node, "/flipped").await;
+    fetch(&node, "/flipped").await;
+    assert!(eventually(|| disk_stats(&node).objects_written == 1).await);
+    shut_down(&node);
+
+    let node = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&node).await;
+    assert_eq!(disk_stats(&node).entries, 1);
+    // Bit rot under a running node: one byte in the middle of the stored body.
+    let at = offset_of(&dir.0, "/flipped") + 10_000;
+    let segment = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.0.join("segment-00000.dat"))
+        .unwrap();
+    let mut byte = [0u8];
+    segment.read_exact_at(&mut byte, at as u64).unwrap();
+    segment.write_all_at(&[byte[0] ^ 0x01], at as u64).unwrap();
+
+    let before = origin.count("/flipped");
+    let (status, headers, received) = fetch(&node, "/flipped").await;
+    assert_eq!(status, 200);
+    assert!(
+        received == body_for("/flipped"),
+        "the client gets the origin's bytes"
+    );
+    assert_eq!(cache_status(&headers), "MISS");
+    assert_eq!(origin.count("/flipped"), before + 1);
+    assert_eq!(disk_stats(&node).corrupt, 1);
+}
+
+#[tokio::test]
+async fn a_torn_write_is_cut_off_at_restart_and_writing_goes_on_after_it() {
+    let origin = origin().await;
+    let dir = TempDir::new("torn");
+    let node = node_with(&origin, |config| {
+        with_disk(config, &dir.0);
+        config.disk.admission = Admission::Always;
+    })
+    .await;
+    disk_ready(&node).await;
+    for path in ["/one", "/two", "/three"] {
+        fetch(&node, path).await;
+        let written = disk_stats(&node).objects_written;
+        assert!(eventually(|| disk_stats(&node).objects_written > written).await);
+    }
+    shut_down(&node);
+    // The last record loses its tail, as when the process dies in the middle of a write.
+    let segment = dir.0.join("segment-00000.dat");
+    let cut = offset_of(&dir.0, "/three") + 5_000;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+
+    let node = node_with(&origin, |config| {
+        with_disk(config, &dir.0);
+        config.disk.admission = Admission::Always;
+    })
+    .await;
+    disk_ready(&node).await;
+    assert_eq!(
+        disk_stats(&node).entries,
+        2,
+        "the torn record is not indexed"
+    );
+    let (_, headers, body) = fetch(&node, "/three").await;
+    assert_eq!(cache_status(&headers), "MISS");
+    assert!(body == body_for("/three"));
+    assert!(eventually(|| disk_stats(&node).entries == 3).await);
+    shut_down(&node);
+
+    let node = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&node).await;
+    assert_eq!(
+        disk_stats(&node).entries,
+        3,
+        "the record written over the torn one is good"
+    );
+    for path in ["/one", "/two", "/three"] {
+        let (_, headers, body) = fetch(&node, path).await;
+        assert_eq!(cache_status(&headers), "HIT", "{path}");
+        assert!(body == body_for(path));
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_dropped_and_the_node_keeps_serving() {
+    let origin = origin().await;
+    let dir = TempDir::new("full");
+    // The second segment is /dev/full: every write to it fails with ENOSPC, as on a full disk.
+    std::os::unix::fs::symlink("/dev/full", dir.0.join("segment-00001.dat")).unwrap();
+    let node = node_with(&origin, |config| {
+        with_disk(config, &dir.0);
+        config.disk.admission = Admission::Always;
+    })
+    .await;
+    disk_ready(&node).await;
+    // 20 KB objects: about 200 fill the first 4 MiB segment.
+    for n in 0..260 {
+        let path = format!("/fill/{n}");
+        let (status, _, body) = fetch(&node, &path).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, body_for(&path));
+    }
+    assert!(eventually(|| disk_stats(&node).dirs[0].state == VolumeState::Failed).await);
+    let stats = disk_stats(&node);
+    let failure = stats.dirs[0].failure.clone().unwrap();
+    assert!(failure.contains("disk full"), "{failure}");
+    assert_eq!(
+        stats.entries, 0,
+        "objects of a failed directory are not served"
+    );
+    // RAM and the origin carry on.
+    let (_, headers, body) = fetch(&node, "/fill/259").await;
+    assert_eq!(cache_status(&headers), "HIT");
+    assert_eq!(body, body_for("/fill/259"));
+    let (status, _, _) = fetch(&node, "/after").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_unusable_directory_is_skipped_at_start() {
+    let origin = origin().await;
+    let dir = TempDir::new("unusable");
+    let file = dir.0.join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let node = node_with(&origin, |config| with_disk(config, &file.join("cache"))).await;
+    let stats = disk_stats(&node);
+    assert_eq!(stats.dirs[0].state, VolumeState::Failed);
+    assert!(stats.dirs[0].failure.is_some());
+    fetch(&node, "/x").await;
+    let (status, headers, _) = fetch(&node, "/x").await;
+    assert_eq!((status, cache_status(&headers)), (200, "HIT"));
+}
+
+#[tokio::test]
+async fn a_directory_in_use_is_not_shared() {
+    let origin = origin().await;
+    let dir = TempDir::new("shared");
+    let first = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&first).await;
+    let second = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    let stats = disk_stats(&second);
+    assert_eq!(stats.dirs[0].state, VolumeState::Failed);
+    assert!(stats.dirs[0].failure.clone().unwrap().contains("in use"));
+    assert_eq!(disk_stats(&first).dirs[0].state, VolumeState::Ready);
+}
