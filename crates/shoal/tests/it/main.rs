@@ -4,6 +4,7 @@
 mod basics;
 mod caching;
 mod collapsing;
+mod crash;
 mod disk;
 mod ranges;
 mod strict;

@@ -1,0 +1,210 @@
+//! Crash safety of the disk tier, with the real binary: write under load, `kill -9`, restart,
+//! and compare every object's SHA-256 with the origin's.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::disk::TempDir;
+use crate::support::*;
+
+const OBJECTS: usize = 300;
+
+/// The bytes of object `n`: 1 KiB to about 600 KiB, distinct everywhere.
+fn object(n: usize) -> Vec<u8> {
+    let words = 128 + (n * 7919) % 75_000;
+    (0..words as u64)
+        .flat_map(|word| {
+            let mut input = [0u8; 16];
+            input[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            input[8..].copy_from_slice(&word.to_le_bytes());
+            xxhash_rust::xxh3::xxh3_64(&input).to_le_bytes()
+        })
+        .collect()
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A `shoal serve` process, killed (SIGKILL) when dropped.
+struct Node {
+    child: Child,
+    endpoint: Endpoint,
+}
+
+/// Where a node listens.
+#[derive(Clone, Copy)]
+struct Endpoint {
+    listen: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Node {
+    async fn start(origin: &Origin, config: &std::path::Path, dir: &std::path::Path) -> Node {
+        let (listen, admin) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--admin",
+                &admin.to_string(),
+            ])
+            .args([
+                "--origin",
+                &origin.url(),
+                "--cache-disk",
+                "64MiB",
+                "--cache-dir",
+            ])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let node = Node {
+            child,
+            endpoint: Endpoint { listen, admin },
+        };
+        for _ in 0..250 {
+            if let Some(stats) = node.endpoint.stats().await {
+                if stats["disk"]["dirs"][0]["state"] == "ready" {
+                    return node;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the node did not become ready");
+    }
+}
+
+impl Endpoint {
+    async fn stats(&self) -> Option<serde_json::Value> {
+        let response = client()
+            .get(format!("http://{}/stats", self.admin))
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_slice(&response.bytes().await.ok()?).ok()
+    }
+
+    async fn get(&self, n: usize) -> Option<(String, Vec<u8>)> {
+        let response = client()
+            .get(format!("http://{}/object/{n}", self.listen))
+            .header("host", "crash.test")
+            .send()
+            .await
+            .ok()?;
+        let status = cache_status(response.headers()).to_owned();
+        let body = response.bytes().await.ok()?;
+        Some((status, body.to_vec()))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_load_loses_nothing_that_is_served_later() {
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..OBJECTS).map(object).collect());
+    let served = Arc::clone(&bodies);
+    let origin = Origin::start(move |seen| {
+        let n: usize = seen.target.rsplit('/').next().unwrap().parse().unwrap();
+        Reply::ok(served[n].clone())
+            .header("cache-control", "max-age=3600")
+            .header("etag", &format!("\"{n}\""))
+    })
+    .await;
+    let dir = TempDir::new("crash");
+    let config = dir.0.join("shoal.toml");
+    // Small segments, so that the load fills several and seals them with summaries.
+    std::fs::write(
+        &config,
+        "[disk]\nsegment_size = \"8MiB\"\nmax_object_size = \"1MiB\"\n",
+    )
+    .unwrap();
+    let cache = dir.0.join("cache");
+
+    let node = Node::start(&origin, &config, &cache).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client_number in 0..8 {
+        let (node, stop) = (node.endpoint, Arc::clone(&stop));
+        clients.push(tokio::spawn(async move {
+            let mut n = client_number * 37;
+            while !stop.load(Ordering::Relaxed) {
+                // Each object twice, so that it is admitted to disk.
+                let _ = node.get(n % OBJECTS).await;
+                let _ = node.get(n % OBJECTS).await;
+                n += 11;
+            }
+        }));
+    }
+    // Kill in the middle of heavy writing: once a good part, but not all, is on disk.
+    let mut written = 0;
+    for _ in 0..500 {
+        written = node
+            .endpoint
+            .stats()
+            .await
+            .and_then(|stats| stats["disk"]["objects_written"].as_u64())
+            .unwrap_or(0);
+        if written >= 120 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(written >= 120, "the load wrote only {written} objects");
+    drop(node); // SIGKILL
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let _ = client.await;
+    }
+
+    let node = Node::start(&origin, &config, &cache).await;
+    let (_process, node) = (&node, node.endpoint);
+    let recovered = node.stats().await.unwrap()["disk"]["entries"]
+        .as_u64()
+        .unwrap();
+    let before = origin.seen().len();
+    let mut mismatches = Vec::new();
+    let mut hits = 0;
+    for (n, expected) in bodies.iter().enumerate() {
+        let (status, body) = node.get(n).await.expect("the restarted node answers");
+        if sha256(&body) != sha256(expected) {
+            mismatches.push(n);
+        }
+        hits += usize::from(status == "HIT");
+    }
+    eprintln!("recovered {recovered} objects of {OBJECTS}; {hits} served from disk");
+    assert!(
+        mismatches.is_empty(),
+        "objects with the wrong bytes: {mismatches:?}"
+    );
+    assert!(
+        recovered >= 100,
+        "only {recovered} objects came back from disk"
+    );
+    assert_eq!(
+        hits as u64, recovered,
+        "every recovered object is served from disk"
+    );
+    assert_eq!(origin.seen().len() - before, OBJECTS - hits);
+}
