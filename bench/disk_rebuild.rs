@@ -162,6 +162,7 @@ fn object(n: u64, body: Bytes) -> Arc<Object> {
             forbids_stale: false,
         },
         content_length: Some(body.len() as u64),
+        slice_size: 0,
     };
     Object::complete(meta, body)
 }

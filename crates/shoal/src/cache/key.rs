@@ -35,6 +35,19 @@ impl CacheKey {
         CacheKey(hasher.digest128())
     }
 
+    /// The key of slice `index` of the object stored under this key, for one variant (its
+    /// hash) and one version of the object (the hash of its validator). Slices of different
+    /// versions never share a key, so a changed object can never be assembled from old slices.
+    pub fn slice(self, variant: u64, version: u64, index: u64) -> CacheKey {
+        let mut hasher = Xxh3::new();
+        hasher.update(b"slice\0");
+        hasher.update(&self.0.to_le_bytes());
+        hasher.update(&variant.to_le_bytes());
+        hasher.update(&version.to_le_bytes());
+        hasher.update(&index.to_le_bytes());
+        CacheKey(hasher.digest128())
+    }
+
     /// The key as 32 hex digits, for the admin API and logs.
     pub fn to_hex(self) -> String {
         format!("{:032x}", self.0)

@@ -278,9 +278,9 @@ pub struct CacheConfig {
     pub query: QueryKey,
     /// Query parameters removed from the cache key (for example tracking parameters).
     pub ignore_query_params: Vec<String>,
-    /// On a miss, a `Range` request for an object larger than this is passed to the origin
-    /// instead of fetching the whole object.
-    pub range_passthrough_above: ByteSize,
+    /// Objects larger than this (with a validator to tell their versions apart) are cached in
+    /// slices of this size, fetched from the origin with `Range` requests as they are needed.
+    pub slice_size: ByteSize,
     /// How long a URL found uncacheable is sent straight to the origin without collapsing.
     pub remember_uncacheable: Span,
 }
@@ -299,7 +299,7 @@ impl Default for CacheConfig {
             status_header: "X-Cache".to_owned(),
             query: QueryKey::Keep,
             ignore_query_params: Vec::new(),
-            range_passthrough_above: ByteSize(64 << 20),
+            slice_size: ByteSize(1 << 20),
             remember_uncacheable: Span(std::time::Duration::from_secs(10)),
         }
     }
@@ -551,6 +551,21 @@ impl Config {
                     dir.path.display(),
                     dir.size,
                     self.disk.segment_size
+                ),
+            ));
+        }
+        if !(4096..=(1 << 30)).contains(&self.cache.slice_size.bytes()) {
+            return Err((
+                &["cache.slice_size"],
+                "expected a size between 4KiB and 1GiB".into(),
+            ));
+        }
+        if !self.disk.dirs.is_empty() && self.disk.max_object_size < self.cache.slice_size {
+            return Err((
+                &["disk.max_object_size", "cache.slice_size"],
+                format!(
+                    "must be at least cache.slice_size ({}), or slices cannot be written to disk",
+                    self.cache.slice_size
                 ),
             ));
         }

@@ -10,8 +10,12 @@ use http::header::{
 };
 use http::{HeaderMap, Method, StatusCode};
 
-use super::response::Multipart;
-use super::{now_millis, ClientRequest, Proxy, ProxyResponse, ResponseBody, ResponseHeaders};
+use super::response::{Multipart, Source};
+use super::slices::SlicedBody;
+use super::{
+    error_response, fetch, now_millis, request_host, target, ClientRequest, Proxy, ProxyError,
+    ProxyResponse, ResponseBody, ResponseHeaders,
+};
 use crate::cache::conditional;
 use crate::cache::key::normalized_header;
 use crate::cache::range::{self, RangeRequest};
@@ -42,7 +46,7 @@ const NOT_MODIFIED_FIELDS: [http::HeaderName; 7] = [
 impl Proxy {
     /// Builds the response for `request` from `object`.
     pub(super) async fn deliver(
-        &self,
+        self: &Arc<Self>,
         object: &Arc<Object>,
         request: &ClientRequest,
         cache_status: CacheStatus,
@@ -60,12 +64,27 @@ impl Proxy {
     /// The response from `object`, or `None` when it cannot be built before the object's body
     /// is complete.
     fn respond_from(
-        &self,
+        self: &Arc<Self>,
         object: &Arc<Object>,
         request: &ClientRequest,
         cache_status: CacheStatus,
     ) -> Option<ProxyResponse> {
         let meta = object.meta_full();
+        let source = match meta.slice_size {
+            0 => Source::Object(Arc::clone(object)),
+            _ => {
+                let key = self.key_of(request_host(&request.head), target(&request.head));
+                let forwarded = fetch::forwarded_request(self, request);
+                match SlicedBody::new(self, key, object, forwarded) {
+                    Some(body) => Source::Slices(body),
+                    None => {
+                        return Some(error_response(&ProxyError::Internal(
+                            "a sliced object without a version",
+                        )))
+                    }
+                }
+            }
+        };
         let age = Some(meta.timing.current_age(now_millis()) / 1000);
         let headers = &request.head.headers;
         let response = |status, headers, body| {
@@ -114,8 +133,9 @@ impl Proxy {
             meta.status,
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
         ) || meta.status.is_informational();
-        let known_length = match object.state() {
-            FillState::Complete => Some(object.length()),
+        let known_length = match (&source, object.state()) {
+            (Source::Slices(body), _) => Some(body.length()),
+            (_, FillState::Complete) => Some(object.length()),
             _ => meta.content_length,
         };
         if request.head.method == Method::HEAD || bodiless {
@@ -160,7 +180,7 @@ impl Proxy {
                         content_range(Some((part.start, part.end)), length),
                     );
                     let body = ResponseBody::Object {
-                        reader: object.reader(part.start, Some(part.end)),
+                        reader: source.reader(part.start, Some(part.end)),
                         length: Some(part.end - part.start),
                     };
                     return response(
@@ -182,7 +202,7 @@ impl Proxy {
                         fields.insert(CONTENT_TYPE, value);
                     }
                     let multipart = Multipart::new(
-                        Arc::clone(object),
+                        source,
                         &parts,
                         length,
                         content_type.as_ref().map(|v| v.as_bytes()),
@@ -198,7 +218,7 @@ impl Proxy {
         }
 
         let body = ResponseBody::Object {
-            reader: object.reader(0, None),
+            reader: source.reader(0, None),
             length: known_length,
         };
         response(meta.status, ResponseHeaders::Stored(meta), body)

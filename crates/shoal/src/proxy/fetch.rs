@@ -6,18 +6,20 @@
 use std::sync::Arc;
 
 use http::header::{
-    HeaderValue, CONTENT_LENGTH, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
+    HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use super::{headers, now_millis, request_host, target, ClientRequest, Counter, Proxy, ProxyError};
+use super::{
+    headers, now_millis, request_host, slices, target, ClientRequest, Counter, Proxy, ProxyError,
+};
 use crate::cache::key::normalized_header;
 use crate::cache::policy::{self, NotStorable, Timing};
-use crate::cache::{CacheControl, CacheKey, FlightGuard, FlightOutcome};
+use crate::cache::{CacheControl, CacheKey, FlightGuard, FlightOutcome, Role};
 use crate::store::{Object, ObjectMeta, Store};
 use crate::upstream::{RequestBody, UpstreamError};
 
@@ -41,7 +43,9 @@ pub(super) struct FetchPlan {
     /// from: the fields the origin actually saw (end-to-end fields are the client's own).
     request: http::request::Parts,
     request_cc: CacheControl,
-    wants_range: bool,
+    /// For a range miss: the slice holding the range's first byte, asked for instead of the
+    /// whole object (see `slices`).
+    probe: Option<u64>,
     stale: Option<Arc<Object>>,
 }
 
@@ -53,22 +57,21 @@ impl FetchPlan {
         request: &ClientRequest,
         stale: Option<Arc<Object>>,
     ) -> FetchPlan {
-        let mut head = request.head.clone();
-        // A HEAD miss is fetched as GET so that the object can be stored and serve both.
-        head.method = Method::GET;
-        // The cache wants the whole, current object; the client's own conditions and ranges are
-        // answered from it afterwards.
-        for name in [
-            IF_NONE_MATCH,
-            IF_MODIFIED_SINCE,
-            IF_MATCH,
-            IF_UNMODIFIED_SINCE,
-            IF_RANGE,
-            RANGE,
-        ] {
-            head.headers.remove(name);
-        }
-        head.headers.remove(CONTENT_LENGTH);
+        let mut head = forwarded_request(proxy, request);
+        let slice_size = proxy.config.cache.slice_size.bytes();
+        let probe = match (&stale, request.head.headers.get(RANGE)) {
+            (None, Some(range)) => {
+                let index = first_byte(range).unwrap_or(0) / slice_size;
+                let first = index * slice_size;
+                if let Ok(value) =
+                    HeaderValue::from_str(&format!("bytes={first}-{}", first + slice_size - 1))
+                {
+                    head.headers.insert(RANGE, value);
+                }
+                Some(index)
+            }
+            _ => None,
+        };
         if let Some(stale) = &stale {
             let meta = stale.meta();
             if let Some(etag) = &meta.etag {
@@ -83,16 +86,43 @@ impl FetchPlan {
             request_host(&request.head),
             target(&request.head)
         );
-        proxy.forward_headers(&mut head, request.client);
         FetchPlan {
             key,
             url,
             request: head,
             request_cc: CacheControl::parse(&request.head.headers),
-            wants_range: request.head.headers.contains_key(RANGE),
+            probe,
             stale,
         }
     }
+}
+
+/// `request` as sent to the origin on behalf of the cache: a GET (a HEAD miss is fetched as
+/// GET so the object can serve both) for the whole, current object, since the client's own
+/// conditions and ranges are answered from the stored object afterwards.
+pub(super) fn forwarded_request(proxy: &Proxy, request: &ClientRequest) -> http::request::Parts {
+    let mut head = request.head.clone();
+    head.method = Method::GET;
+    for name in [
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_MATCH,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+        RANGE,
+    ] {
+        head.headers.remove(name);
+    }
+    head.headers.remove(CONTENT_LENGTH);
+    proxy.forward_headers(&mut head, request.client);
+    head
+}
+
+/// The first byte a `Range: bytes=first-...` asks for (`None` for suffix ranges and others).
+fn first_byte(range: &HeaderValue) -> Option<u64> {
+    let spec = range.to_str().ok()?.trim().strip_prefix("bytes=")?;
+    let (first, _) = spec.split(',').next()?.trim().split_once('-')?;
+    first.trim().parse().ok()
 }
 
 fn send_reply(reply: &mut Option<oneshot::Sender<FetchResult>>, result: FetchResult) {
@@ -145,11 +175,41 @@ pub(super) async fn run(
         }
     }
 
-    let declared_length = parts
+    let mut declared_length = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let slice_size = proxy.config.cache.slice_size.bytes();
+    // A range miss asked for one slice. The answer is a part of the object to store, as if it
+    // were the whole 200, or (when the origin ignores ranges) the whole object itself.
+    let mut base = 0;
+    if let (Some(index), StatusCode::PARTIAL_CONTENT) = (plan.probe, parts.status) {
+        let whole = match slices::content_range(&parts.headers) {
+            Some((first, _, Some(total))) if first == index * slice_size => {
+                let small = first == 0 && total <= slice_size;
+                (small
+                    || slices::sliceable(StatusCode::OK, &parts.headers, Some(total), slice_size))
+                .then_some((first, total))
+            }
+            _ => None,
+        };
+        let Some((first, total)) = whole else {
+            // Not a part this cache can combine with others: the client's own range request
+            // goes to the origin instead.
+            flight.finish(FlightOutcome::Pass);
+            send_reply(
+                &mut reply,
+                FetchResult::NotStored(Response::from_parts(parts, incoming)),
+            );
+            return;
+        };
+        parts.status = StatusCode::OK;
+        parts.headers.remove(CONTENT_RANGE);
+        declared_length = Some(total);
+        base = first;
+    }
+    let sliced = slices::sliceable(parts.status, &parts.headers, declared_length, slice_size);
     let timing = Timing::of_response(&parts.headers, request_time, response_time);
     headers::forward_response(&mut parts.headers, response_time);
     let response_cc = CacheControl::parse(&parts.headers);
@@ -165,8 +225,7 @@ pub(super) async fn run(
         config,
     )
     .and_then(|()| match declared_length {
-        Some(length) if length > config.max_object_size.bytes() => Err(NotStorable::TooLarge),
-        Some(length) if plan.wants_range && length > config.range_passthrough_above.bytes() => {
+        Some(length) if length > config.max_object_size.bytes() && !sliced => {
             Err(NotStorable::TooLarge)
         }
         _ => Ok(()),
@@ -218,12 +277,65 @@ pub(super) async fn run(
         timing,
         freshness,
         content_length: declared_length,
+        slice_size: 0,
     };
+    if sliced {
+        return store_sliced(&proxy, &plan, flight, reply, meta, incoming, base).await;
+    }
     let object = Object::filling(meta);
     let mut flight = flight;
     flight.publish(Arc::clone(&object));
     send_reply(&mut reply, FetchResult::Stored(Arc::clone(&object)));
     fill(&proxy, &plan, flight, object, incoming, declared_length).await;
+}
+
+/// Stores a sliceable response as a head under the URL's key (at once: requests from now on
+/// read its slices) and its body as slices, from byte `base` of the object on.
+async fn store_sliced(
+    proxy: &Arc<Proxy>,
+    plan: &FetchPlan,
+    flight: FlightGuard,
+    mut reply: Option<oneshot::Sender<FetchResult>>,
+    mut meta: ObjectMeta,
+    incoming: Incoming,
+    base: u64,
+) {
+    let slice_size = proxy.config.cache.slice_size.bytes();
+    meta.slice_size = slice_size as u32;
+    let length = meta.content_length.unwrap_or(0);
+    let head = Object::complete(meta, bytes::Bytes::new());
+    proxy.store.insert(plan.key, Arc::clone(&head));
+    if proxy.disk.as_ref().is_some_and(|disk| disk.admit(plan.key)) {
+        proxy.offer_to_disk(plan.key, &head);
+    }
+    proxy.collapser.clear_uncacheable(plan.key);
+    let mut request = plan.request.clone();
+    request.headers.remove(RANGE);
+    let Some(body) = slices::SlicedBody::new(proxy, plan.key, &head, request) else {
+        flight.finish(FlightOutcome::Failed(StatusCode::BAD_GATEWAY));
+        send_reply(
+            &mut reply,
+            FetchResult::Failed(ProxyError::Internal("sliced head without a version")),
+        );
+        return;
+    };
+    // Every slice this body will bring is claimed before the head is published, so that
+    // readers wait for it rather than fetch it again.
+    let first = base / slice_size;
+    let last = if base == 0 {
+        length.div_ceil(slice_size)
+    } else {
+        first + 1
+    };
+    let claimed = (first..last)
+        .map(|index| match proxy.collapser.join(body.slice_key(index)) {
+            Role::Leader(guard) => (index, Some(guard)),
+            Role::Follower(_) => (index, None),
+        })
+        .collect();
+    flight.finish(FlightOutcome::Object(Arc::clone(&head)));
+    send_reply(&mut reply, FetchResult::Stored(head));
+    slices::fill_slices(&body, incoming, base, claimed, &mut None).await;
 }
 
 /// How far a reader of an object too large to store may fall behind the fetch before it is cut

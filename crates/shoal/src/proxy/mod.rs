@@ -14,6 +14,7 @@ pub mod http1;
 mod listener;
 mod metrics;
 mod response;
+mod slices;
 
 use std::cell::Cell;
 use std::net::SocketAddr;

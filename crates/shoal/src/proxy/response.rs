@@ -10,9 +10,58 @@ use http::{HeaderMap, StatusCode};
 use http_body::Body;
 use hyper::body::Incoming;
 
+use super::slices::{SliceReader, SlicedBody};
 use crate::cache::range::ByteRange;
 use crate::cache::CacheStatus;
 use crate::store::{BodyReader, Object, ObjectMeta};
+
+/// Where a cached body's bytes come from: one object, or the slices of a sliced object.
+#[derive(Clone)]
+pub enum Source {
+    /// The body of this object.
+    Object(Arc<Object>),
+    /// The slices of this sliced object.
+    Slices(Arc<SlicedBody>),
+}
+
+impl Source {
+    /// A reader of bytes `[start, end)` (`end` = `None` for everything).
+    pub fn reader(&self, start: u64, end: Option<u64>) -> Reader {
+        match self {
+            Source::Object(object) => Reader::Object(object.reader(start, end)),
+            Source::Slices(body) => Reader::Slices(Box::new(body.reader(start, end))),
+        }
+    }
+}
+
+/// Reads a range of a [`Source`].
+pub enum Reader {
+    /// From one object.
+    Object(BodyReader),
+    /// Slice after slice.
+    Slices(Box<SliceReader>),
+}
+
+impl Reader {
+    /// The next piece; `Ok(None)` at the end of the range.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        match self {
+            Reader::Object(reader) => reader
+                .next_chunk()
+                .await
+                .map_err(|error| BodyError::Origin(error.to_string())),
+            Reader::Slices(reader) => reader.next_chunk().await,
+        }
+    }
+
+    /// Appends what is ready now, up to about `budget` bytes, without waiting.
+    pub fn ready_chunks(&mut self, out: &mut Vec<Bytes>, budget: u64) {
+        match self {
+            Reader::Object(reader) => reader.ready_chunks(out, budget),
+            Reader::Slices(reader) => reader.ready_chunks(out, budget),
+        }
+    }
+}
 
 /// A response on its way to the client.
 pub struct ProxyResponse {
@@ -70,7 +119,7 @@ pub enum ResponseBody {
     /// A range of a stored object, read as it fills.
     Object {
         /// Reads the range.
-        reader: BodyReader,
+        reader: Reader,
         /// Its length, when known.
         length: Option<u64>,
     },
@@ -87,9 +136,9 @@ pub enum ResponseBody {
 
 /// A `multipart/byteranges` body: part headers interleaved with ranges of an object.
 pub struct Multipart {
-    object: Arc<Object>,
+    source: Source,
     parts: std::vec::IntoIter<Part>,
-    current: Option<BodyReader>,
+    current: Option<Reader>,
     length: u64,
 }
 
@@ -99,9 +148,9 @@ enum Part {
 }
 
 impl Multipart {
-    /// The body for `ranges` of `object` (of `total` bytes) with `content_type` and `boundary`.
+    /// The body for `ranges` of `source` (of `total` bytes) with `content_type` and `boundary`.
     pub fn new(
-        object: Arc<Object>,
+        source: Source,
         ranges: &[ByteRange],
         total: u64,
         content_type: Option<&[u8]>,
@@ -133,7 +182,7 @@ impl Multipart {
         length += tail.len() as u64;
         parts.push(Part::Text(tail));
         Multipart {
-            object,
+            source,
             parts: parts.into_iter(),
             current: None,
             length,
@@ -159,16 +208,12 @@ impl ResponseBody {
         match self {
             ResponseBody::Empty | ResponseBody::Omitted(_) => Ok(None),
             ResponseBody::Full(bytes) => Ok((!bytes.is_empty()).then(|| std::mem::take(bytes))),
-            ResponseBody::Object { reader, .. } => reader
-                .next_chunk()
-                .await
-                .map_err(|error| BodyError::Origin(error.to_string())),
+            ResponseBody::Object { reader, .. } => reader.next_chunk().await,
             ResponseBody::Multipart(multipart) => loop {
                 if let Some(reader) = &mut multipart.current {
-                    match reader.next_chunk().await {
-                        Ok(Some(chunk)) => return Ok(Some(chunk)),
-                        Ok(None) => multipart.current = None,
-                        Err(error) => return Err(BodyError::Origin(error.to_string())),
+                    match reader.next_chunk().await? {
+                        Some(chunk) => return Ok(Some(chunk)),
+                        None => multipart.current = None,
                     }
                 }
                 match multipart.parts.next() {
@@ -176,7 +221,7 @@ impl ResponseBody {
                     Some(Part::Text(text)) => return Ok(Some(text)),
                     Some(Part::Range(range)) => {
                         multipart.current =
-                            Some(multipart.object.reader(range.start, Some(range.end)));
+                            Some(multipart.source.reader(range.start, Some(range.end)));
                     }
                 }
             },

@@ -38,8 +38,12 @@ pub struct ObjectMeta {
     pub last_modified: Option<u64>,
     /// `headers` serialized as HTTP/1.1 field lines, so that a hit writes them with one copy.
     pub h1_fields: Bytes,
-    /// The body length the origin declared, known before the body is complete.
+    /// The body length the origin declared, known before the body is complete. For a sliced
+    /// object, the whole object's length.
     pub content_length: Option<u64>,
+    /// Non-zero for the head of a sliced object: its body is not in this object but in slices
+    /// of this many bytes, each stored under its own key (see `CacheKey::slice`).
+    pub slice_size: u32,
 }
 
 impl ObjectMeta {
@@ -526,6 +530,7 @@ mod tests {
             last_modified: None,
             h1_fields: Bytes::new(),
             content_length: None,
+            slice_size: 0,
         }
     }
 

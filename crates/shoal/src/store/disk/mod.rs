@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 pub use index::Location;
+pub use record::variant_hash;
 pub use volume::{ReadError, VolumeState};
 
 use super::{Object, ObjectMeta};
@@ -266,7 +267,14 @@ fn decode_object(record: &Bytes) -> Option<Arc<Object>> {
     let meta_end = RECORD_HEADER_LEN + header.meta_len as usize;
     let meta: ObjectMeta = record::decode_meta(record.get(RECORD_HEADER_LEN..meta_end)?)?;
     let body = record.slice(meta_end..);
-    if meta.content_length != Some(body.len() as u64) {
+    // A whole object's declared length is its body's; a sliced object's head has no body.
+    let consistent = match meta.slice_size {
+        0 => meta
+            .content_length
+            .is_none_or(|length| length == body.len() as u64),
+        _ => body.is_empty(),
+    };
+    if !consistent {
         return None;
     }
     let object = Object::complete(meta, body);

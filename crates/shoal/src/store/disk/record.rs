@@ -224,11 +224,12 @@ pub fn decode_summary(bytes: &[u8]) -> Option<(u64, Vec<SummaryEntry>)> {
 }
 
 /// Serializes everything of [`ObjectMeta`] that is not derived from the header fields.
-pub fn encode_meta(meta: &ObjectMeta, body_len: u64) -> Vec<u8> {
+pub fn encode_meta(meta: &ObjectMeta) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + meta.h1_fields.len());
     out.push(META_VERSION);
     out.extend_from_slice(&meta.status.as_u16().to_le_bytes());
-    out.extend_from_slice(&body_len.to_le_bytes());
+    out.extend_from_slice(&meta.content_length.unwrap_or(u64::MAX).to_le_bytes());
+    out.extend_from_slice(&meta.slice_size.to_le_bytes());
     let timing = &meta.timing;
     for value in [
         timing.request_time,
@@ -275,6 +276,7 @@ pub fn decode_meta(bytes: &[u8]) -> Option<ObjectMeta> {
     }
     let status = StatusCode::from_u16(u16::from_le_bytes(input.take(2)?.try_into().ok()?)).ok()?;
     let length = input.u64()?;
+    let slice_size = input.u32()?;
     let timing = Timing {
         request_time: input.u64()?,
         response_time: input.u64()?,
@@ -322,7 +324,8 @@ pub fn decode_meta(bytes: &[u8]) -> Option<ObjectMeta> {
         variant,
         timing,
         freshness,
-        content_length: Some(length),
+        content_length: (length != u64::MAX).then_some(length),
+        slice_size,
     })
 }
 
@@ -433,13 +436,14 @@ mod tests {
                 forbids_stale: false,
             },
             content_length: Some(11),
+            slice_size: 1 << 20,
         }
     }
 
     #[test]
     fn metadata_survives_the_round_trip() {
         let original = meta();
-        let decoded = decode_meta(&encode_meta(&original, 11)).unwrap();
+        let decoded = decode_meta(&encode_meta(&original)).unwrap();
         assert_eq!(decoded.url, original.url);
         assert_eq!(decoded.status, original.status);
         assert_eq!(decoded.headers, original.headers);
@@ -450,11 +454,12 @@ mod tests {
         assert_eq!(decoded.etag, original.etag);
         assert_eq!(decoded.last_modified, original.last_modified);
         assert_eq!(decoded.content_length, Some(11));
+        assert_eq!(decoded.slice_size, 1 << 20);
     }
 
     #[test]
     fn truncated_metadata_does_not_decode() {
-        let bytes = encode_meta(&meta(), 11);
+        let bytes = encode_meta(&meta());
         for cut in 0..bytes.len() {
             assert!(decode_meta(&bytes[..cut]).is_none(), "cut at {cut}");
         }

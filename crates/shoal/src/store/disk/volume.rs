@@ -556,7 +556,7 @@ impl Writer {
     }
 
     fn append(&mut self, job: &WriteJob) {
-        let meta = record::encode_meta(&job.meta, job.body.iter().map(|p| p.len() as u64).sum());
+        let meta = record::encode_meta(&job.meta);
         self.push_record(Kind::Object, job.key, job.variant, &meta, &job.body);
     }
 

@@ -1,0 +1,418 @@
+//! Sliced objects: a large object is cached as a *head* (its metadata, with `slice_size` set)
+//! under the URL's key and its body as slices of `cache.slice_size` bytes, each an ordinary
+//! object under its own key (`CacheKey::slice`: URL key, variant, version, index). Slices are
+//! stored, evicted, written to disk and collapsed like any object, so:
+//!
+//! - a range request fetches from the origin only the slices it touches, with `Range`
+//!   requests, and a full request assembles the object from slices, fetching what is missing;
+//! - a very large object streams through slice by slice and is never held in memory whole;
+//! - slices of different versions of an object never mix: the version (a hash of the strong
+//!   `ETag`, or of `Last-Modified`) is part of their key, and a slice fetched from the origin
+//!   whose validator no longer matches the head invalidates the head.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, LAST_MODIFIED, RANGE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+
+use super::{BodyError, Counter, Proxy};
+use crate::cache::policy;
+use crate::cache::{CacheKey, FlightGuard, FlightOutcome, Role};
+use crate::store::disk::variant_hash;
+use crate::store::{BodyReader, Object, ObjectMeta, Store};
+use crate::upstream::RequestBody;
+
+/// The version of a response for slicing: a hash of its strong `ETag`, or of a strong
+/// `Last-Modified` (at least a minute older than `Date`, RFC 9110 §8.8.2.2). `None` when the
+/// response has neither, and its slices could not be told apart from another version's.
+pub(super) fn version(headers: &HeaderMap) -> Option<u64> {
+    if let Some(etag) = headers.get(ETAG) {
+        if !etag.as_bytes().starts_with(b"W/") {
+            return Some(xxhash_rust::xxh3::xxh3_64(etag.as_bytes()));
+        }
+    }
+    let modified = policy::http_date(headers, LAST_MODIFIED)?;
+    let date = policy::http_date(headers, DATE).unwrap_or_else(super::now_millis);
+    (date >= modified + 60_000).then(|| {
+        let value = headers
+            .get(LAST_MODIFIED)
+            .map_or(&b""[..], HeaderValue::as_bytes);
+        xxhash_rust::xxh3::xxh3_64_with_seed(value, 1)
+    })
+}
+
+/// Whether a stored response should be sliced: a whole 200 larger than one slice, with a
+/// version.
+pub(super) fn sliceable(
+    status: StatusCode,
+    headers: &HeaderMap,
+    length: Option<u64>,
+    slice_size: u64,
+) -> bool {
+    status == StatusCode::OK
+        && length.is_some_and(|length| length > slice_size)
+        && version(headers).is_some()
+}
+
+/// `Content-Range: bytes first-last/total` as `(first, last, total)`.
+pub(super) fn content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
+    let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let total = match total {
+        "*" => None,
+        total => Some(total.parse().ok()?),
+    };
+    Some((first.parse().ok()?, last.parse().ok()?, total))
+}
+
+/// A sliced object being read: its head and what is needed to find or fetch its slices.
+pub struct SlicedBody {
+    proxy: Arc<Proxy>,
+    key: CacheKey,
+    head: Arc<ObjectMeta>,
+    head_on_disk: bool,
+    variant: u64,
+    version: u64,
+    slice_size: u64,
+    length: u64,
+    /// The request as forwarded to the origin, without conditionals or range.
+    request: http::request::Parts,
+}
+
+impl SlicedBody {
+    /// The body of `head`, stored under `key`, for a client whose forwarded request is
+    /// `request`. `None` if the head is not a sliced object's.
+    pub(super) fn new(
+        proxy: &Arc<Proxy>,
+        key: CacheKey,
+        head: &Object,
+        request: http::request::Parts,
+    ) -> Option<Arc<SlicedBody>> {
+        let meta = head.meta_full();
+        if meta.slice_size == 0 {
+            return None;
+        }
+        Some(Arc::new(SlicedBody {
+            proxy: Arc::clone(proxy),
+            key,
+            variant: variant_hash(&meta.variant),
+            version: version(&meta.headers)?,
+            slice_size: u64::from(meta.slice_size),
+            length: meta.content_length?,
+            head_on_disk: head.is_on_disk(),
+            head: meta,
+            request,
+        }))
+    }
+
+    /// The whole object's length.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    pub(super) fn slice_key(&self, index: u64) -> CacheKey {
+        self.key.slice(self.variant, self.version, index)
+    }
+
+    /// Bytes `[start, end)` of slice `index`'s range of the object.
+    fn bounds(&self, index: u64) -> (u64, u64) {
+        let start = index * self.slice_size;
+        (start, (start + self.slice_size).min(self.length))
+    }
+
+    /// A reader of bytes `[start, end)` of the object (`end` = `None` for everything).
+    pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> SliceReader {
+        SliceReader {
+            body: Arc::clone(self),
+            position: start,
+            end: end.unwrap_or(self.length).min(self.length),
+            current: None,
+        }
+    }
+
+    /// Slice `index`: from RAM, from disk, from a fetch in flight, or fetched now.
+    async fn slice(self: &Arc<Self>, index: u64) -> Result<Arc<Object>, BodyError> {
+        let proxy = &self.proxy;
+        let key = self.slice_key(index);
+        if let Some(object) = proxy
+            .store
+            .lookup(key)
+            .and_then(|entry| entry.variants.first().cloned())
+        {
+            proxy.offer_to_disk(key, &object);
+            return Ok(object);
+        }
+        if let Some(disk) = &proxy.disk {
+            if let Some(object) = proxy.disk_lookup(disk, key, &HeaderMap::new()).await {
+                return Ok(object);
+            }
+        }
+        match proxy.collapser.join(key) {
+            Role::Leader(guard) => {
+                let (reply, answer) = oneshot::channel();
+                tokio::spawn(fetch_slices(Arc::clone(self), index, guard, Some(reply)));
+                answer
+                    .await
+                    .unwrap_or_else(|_| Err(BodyError::Origin("slice fetch ended".into())))
+            }
+            Role::Follower(follower) => match follower.outcome().await {
+                FlightOutcome::Object(object) => Ok(object),
+                FlightOutcome::Failed(status) => Err(BodyError::Origin(format!(
+                    "slice {index} could not be fetched ({status})"
+                ))),
+                FlightOutcome::Pass | FlightOutcome::Pending => Err(BodyError::Origin(format!(
+                    "slice {index} could not be fetched"
+                ))),
+            },
+        }
+    }
+
+    /// The metadata of slice `index`: the head's, for a body of the slice's length.
+    fn slice_meta(&self, index: u64) -> ObjectMeta {
+        let (start, end) = self.bounds(index);
+        let mut meta = ObjectMeta::clone(&self.head);
+        meta.url = format!("{} (bytes {start}-{})", meta.url, end - 1);
+        meta.variant = Vec::new();
+        meta.content_length = Some(end - start);
+        meta.slice_size = 0;
+        meta
+    }
+}
+
+/// Reads a byte range of a sliced object, slice after slice.
+pub struct SliceReader {
+    body: Arc<SlicedBody>,
+    position: u64,
+    end: u64,
+    current: Option<BodyReader>,
+}
+
+impl SliceReader {
+    /// The next piece of the range; `Ok(None)` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            if let Some(reader) = &mut self.current {
+                match reader.next_chunk().await {
+                    Ok(Some(chunk)) => {
+                        self.position += chunk.len() as u64;
+                        return Ok(Some(chunk));
+                    }
+                    Ok(None) => self.current = None,
+                    Err(error) => return Err(BodyError::Origin(error.to_string())),
+                }
+            }
+            if self.position >= self.end {
+                return Ok(None);
+            }
+            let index = self.position / self.body.slice_size;
+            let (start, end) = self.body.bounds(index);
+            let slice = self.body.slice(index).await?;
+            self.current =
+                Some(slice.reader(self.position - start, Some(self.end.min(end) - start)));
+        }
+    }
+
+    /// Appends what is ready now in the current slice, without waiting.
+    pub fn ready_chunks(&mut self, out: &mut Vec<Bytes>, budget: u64) {
+        if let Some(reader) = &mut self.current {
+            let before = out.len();
+            reader.ready_chunks(out, budget);
+            self.position += out[before..].iter().map(|c| c.len() as u64).sum::<u64>();
+        }
+    }
+}
+
+/// Fetches slice `first` with a `Range` request and stores it. An origin that ignores `Range`
+/// answers with the whole object: the slices from `first` on are then all taken from it.
+async fn fetch_slices(
+    body: Arc<SlicedBody>,
+    first: u64,
+    guard: FlightGuard,
+    mut reply: Option<oneshot::Sender<Result<Arc<Object>, BodyError>>>,
+) {
+    let proxy = &body.proxy;
+    let (start, end) = body.bounds(first);
+    let mut request = body.request.clone();
+    if let Ok(range) = HeaderValue::from_str(&format!("bytes={start}-{}", end - 1)) {
+        request.headers.insert(RANGE, range);
+    }
+    proxy.metrics.add(Counter::OriginRequests, 1);
+    let fail =
+        |guard: FlightGuard, reply: &mut Option<oneshot::Sender<_>>, status, reason: String| {
+            tracing::warn!(url = %body.head.url, slice = first, %reason, "slice fetch failed");
+            guard.finish(FlightOutcome::Failed(status));
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(Err(BodyError::Origin(reason)));
+            }
+        };
+    let response = match proxy
+        .upstream()
+        .send(http::Request::from_parts(request, RequestBody::empty()))
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            proxy.metrics.add(Counter::OriginErrors, 1);
+            return fail(
+                guard,
+                &mut reply,
+                StatusCode::BAD_GATEWAY,
+                error.to_string(),
+            );
+        }
+    };
+    let (parts, incoming) = response.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let base = match parts.status {
+        StatusCode::PARTIAL_CONTENT => match content_range(&parts.headers) {
+            Some((from, _, Some(total))) if from == start && total == body.length => start,
+            _ => u64::MAX,
+        },
+        StatusCode::OK if declared.is_none_or(|length| length == body.length) => 0,
+        status => {
+            proxy
+                .metrics
+                .add(Counter::OriginErrors, u64::from(status.is_server_error()));
+            let status = if status.is_server_error() {
+                status
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return fail(
+                guard,
+                &mut reply,
+                status,
+                format!("origin answered {}", parts.status),
+            );
+        }
+    };
+    if base == u64::MAX || version(&parts.headers) != Some(body.version) {
+        // The origin's object is no longer the one the head describes: forget the head, so
+        // the next request starts over with the new version.
+        proxy.purge(body.key);
+        return fail(
+            guard,
+            &mut reply,
+            StatusCode::BAD_GATEWAY,
+            "the origin's object changed while it was read in slices".into(),
+        );
+    }
+    let mut slices = vec![(first, Some(guard))];
+    if base == 0 {
+        // The whole object is coming: keep every later slice not stored or in flight already.
+        for index in first + 1..body.length.div_ceil(body.slice_size) {
+            let key = body.slice_key(index);
+            if proxy.store.lookup(key).is_none() {
+                if let Role::Leader(guard) = proxy.collapser.join(key) {
+                    slices.push((index, Some(guard)));
+                }
+            }
+        }
+    }
+    fill_slices(&body, incoming, base, slices, &mut reply).await;
+}
+
+/// Reads an origin body that starts at byte `base` of the object into the slices listed (each
+/// with the flight it fills), publishing each slice as its first byte arrives and storing it
+/// when complete. Bytes of slices not listed are skipped.
+pub(super) async fn fill_slices(
+    body: &Arc<SlicedBody>,
+    mut incoming: Incoming,
+    base: u64,
+    slices: Vec<(u64, Option<FlightGuard>)>,
+    reply: &mut Option<oneshot::Sender<Result<Arc<Object>, BodyError>>>,
+) {
+    let proxy = &body.proxy;
+    let timeout = proxy.config.origin.body_timeout.duration();
+    let to_disk = body.head_on_disk || proxy.disk.as_ref().is_some_and(|disk| disk.admit(body.key));
+    let last_end = slices
+        .last()
+        .map_or(base, |(index, _)| body.bounds(*index).1);
+    let mut slices = slices.into_iter().peekable();
+    let mut current: Option<(u64, Arc<Object>, FlightGuard)> = None;
+    let mut position = base;
+    while position < last_end {
+        let mut data = match tokio::time::timeout(timeout, incoming.frame()).await {
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+            outcome => {
+                let reason = match outcome {
+                    Ok(Some(Err(error))) => error.to_string(),
+                    Err(_) => format!("no body data for {timeout:?}"),
+                    _ => "the body ended early".to_owned(),
+                };
+                proxy.metrics.add(Counter::OriginErrors, 1);
+                tracing::warn!(url = %body.head.url, position, %reason, "slice fetch cut short");
+                if let Some((_, object, guard)) = current.take() {
+                    object.abort();
+                    guard.finish(FlightOutcome::Failed(StatusCode::BAD_GATEWAY));
+                }
+                for guard in slices.filter_map(|(_, guard)| guard) {
+                    guard.finish(FlightOutcome::Failed(StatusCode::BAD_GATEWAY));
+                }
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(Err(BodyError::Origin(reason)));
+                }
+                return;
+            }
+        };
+        while !data.is_empty() && position < last_end {
+            if current.is_none() {
+                // Start the slice that begins here, if it is one to fill.
+                while slices
+                    .peek()
+                    .is_some_and(|(index, _)| body.bounds(*index).1 <= position)
+                {
+                    slices.next();
+                }
+                if slices
+                    .peek()
+                    .is_some_and(|(index, _)| body.bounds(*index).0 == position)
+                {
+                    if let Some((index, Some(mut guard))) = slices.next() {
+                        let object = Object::filling(body.slice_meta(index));
+                        guard.publish(Arc::clone(&object));
+                        if let Some(reply) = reply.take() {
+                            let _ = reply.send(Ok(Arc::clone(&object)));
+                        }
+                        current = Some((index, object, guard));
+                    }
+                }
+            }
+            // Up to the end of the current slice, or (skipping) to the start of the next one.
+            let limit = match (&current, slices.peek()) {
+                (Some((index, _, _)), _) => body.bounds(*index).1,
+                (None, Some((index, _))) => body.bounds(*index).0.max(position + 1),
+                (None, None) => last_end,
+            };
+            let piece = data.split_to(((limit - position) as usize).min(data.len()));
+            position += piece.len() as u64;
+            let Some((index, object, _)) = &current else {
+                continue;
+            };
+            let (start, end) = body.bounds(*index);
+            object.append(&piece, Some(end - start));
+            if position == end {
+                let (index, object, guard) = current.take().expect("the slice being filled");
+                object.finish();
+                let key = body.slice_key(index);
+                proxy.store.insert(key, Arc::clone(&object));
+                if to_disk {
+                    proxy.offer_to_disk(key, &object);
+                }
+                guard.finish(FlightOutcome::Pending);
+            }
+        }
+    }
+}
