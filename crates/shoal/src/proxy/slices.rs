@@ -333,7 +333,8 @@ pub(super) async fn fill_slices(
 ) {
     let proxy = &body.proxy;
     let timeout = proxy.config.origin.body_timeout.duration();
-    let to_disk = body.head_on_disk || proxy.disk.as_ref().is_some_and(|disk| disk.admit(body.key));
+    // Slices follow their head to disk; otherwise they go on their own second request.
+    let to_disk = body.head_on_disk;
     let last_end = slices
         .last()
         .map_or(base, |(index, _)| body.bounds(*index).1);

@@ -7,5 +7,6 @@ mod collapsing;
 mod crash;
 mod disk;
 mod ranges;
+mod slices;
 mod strict;
 mod support;
