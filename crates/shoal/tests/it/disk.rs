@@ -359,3 +359,42 @@ async fn a_directory_in_use_is_not_shared() {
     assert!(stats.dirs[0].failure.clone().unwrap().contains("in use"));
     assert_eq!(disk_stats(&first).dirs[0].state, VolumeState::Ready);
 }
+
+#[tokio::test]
+async fn a_sliced_object_comes_back_from_disk_after_a_restart() {
+    // Four slices and a bit, with ETag, so the object is stored in slices.
+    let size = 4 * 65_536 + 100;
+    let big: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let served = big.clone();
+    let origin = Origin::start(move |_| {
+        Reply::ok(served.clone())
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"big\"")
+    })
+    .await;
+    let dir = TempDir::new("sliced");
+    let sliced = |config: &mut Config| {
+        with_disk(config, &dir.0);
+        config.cache.slice_size = ByteSize(65_536);
+    };
+    let first = node_with(&origin, sliced).await;
+    disk_ready(&first).await;
+    fetch(&first, "/big").await;
+    let (_, headers, body) = fetch(&first, "/big").await;
+    assert_eq!(cache_status(&headers), "HIT");
+    assert!(body == big);
+    // The head and its five slices, each on its second request.
+    assert!(eventually(|| disk_stats(&first).entries == 6).await);
+    shut_down(&first);
+
+    let second = node_with(&origin, sliced).await;
+    disk_ready(&second).await;
+    let before = origin.seen().len();
+    let (status, headers, body) = fetch(&second, "/big").await;
+    assert_eq!((status, cache_status(&headers)), (200, "HIT"));
+    assert!(body == big);
+    let (status, _, body) = get_with(&second, "/big", &[("host", "disk.test"), ("range", "bytes=200000-200099")]).await;
+    assert_eq!(status, 206);
+    assert!(body[..] == big[200_000..200_100]);
+    assert_eq!(origin.seen().len(), before, "all of it from disk");
+}
