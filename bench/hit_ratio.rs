@@ -1,5 +1,7 @@
 //! Hit ratio of the RAM store's eviction policy (S3-FIFO, as used by `MemoryStore`) against
-//! plain LRU on Zipf-distributed traces with variable object sizes, at several cache sizes.
+//! plain LRU on Zipf-distributed traces with variable object sizes, at several cache sizes; then
+//! of RAM and disk tiers together (the disk a FIFO ring, as `store::disk` is), with the disk's
+//! `second-request` admission against writing every object (`always`).
 //!
 //!     cargo run --release --example hit_ratio
 //!
@@ -9,6 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use shoal::cache::CacheKey;
+use shoal::store::disk::Doorkeeper;
 use shoal::store::{touch, Resident, S3Fifo};
 
 /// SplitMix64: small, fast, good enough for synthetic traces.
@@ -146,6 +150,84 @@ impl Cache for LruCache {
     }
 }
 
+/// The disk tier as the node runs it: a FIFO ring of bytes behind the RAM tier, written on
+/// admission, promoting to RAM on a second disk hit.
+struct TwoTiers {
+    ram: S3FifoCache,
+    disk: std::collections::VecDeque<(u64, u64)>,
+    on_disk: HashMap<u64, u8>,
+    disk_used: u64,
+    disk_capacity: u64,
+    doorkeeper: Option<Doorkeeper>,
+    bytes_written: u64,
+    disk_hits: u64,
+}
+
+impl TwoTiers {
+    fn new(ram: u64, disk: u64, second_request: bool) -> TwoTiers {
+        TwoTiers {
+            ram: S3FifoCache {
+                policy: S3Fifo::new(ram),
+                index: HashMap::new(),
+            },
+            disk: Default::default(),
+            on_disk: HashMap::new(),
+            disk_used: 0,
+            disk_capacity: disk,
+            doorkeeper: second_request.then(|| Doorkeeper::new((disk / (32 << 10)) as usize)),
+            bytes_written: 0,
+            disk_hits: 0,
+        }
+    }
+
+    fn write(&mut self, key: u64, size: u64) {
+        if self.on_disk.contains_key(&key) {
+            return;
+        }
+        while self.disk_used + size > self.disk_capacity {
+            let Some((victim, victim_size)) = self.disk.pop_front() else {
+                return;
+            };
+            self.on_disk.remove(&victim);
+            self.disk_used -= victim_size;
+        }
+        self.disk.push_back((key, size));
+        self.on_disk.insert(key, 0);
+        self.disk_used += size;
+        self.bytes_written += size;
+    }
+}
+
+impl Cache for TwoTiers {
+    fn access(&mut self, key: u64, size: u64) -> bool {
+        if let Some(item) = self.ram.index.get(&key) {
+            touch(&item.frequency);
+            // A RAM hit is a second request.
+            self.write(key, size);
+            return true;
+        }
+        if let Some(hits) = self.on_disk.get_mut(&key) {
+            *hits += 1;
+            if *hits >= 2 {
+                self.ram.access(key, size);
+            }
+            self.disk_hits += 1;
+            return true;
+        }
+        self.ram.access(key, size);
+        let admitted = match &mut self.doorkeeper {
+            None => true,
+            Some(doorkeeper) => doorkeeper.seen_before(CacheKey(
+                u128::from(key) * 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835,
+            )),
+        };
+        if admitted {
+            self.write(key, size);
+        }
+        false
+    }
+}
+
 struct Outcome {
     object_ratio: f64,
     byte_ratio: f64,
@@ -228,6 +310,55 @@ fn main() {
                 lru.object_ratio * 100.0,
                 s3.byte_ratio * 100.0,
                 lru.byte_ratio * 100.0
+            );
+        }
+    }
+
+    two_tier_table(objects, requests, catalogue_bytes);
+}
+
+fn two_tier_table(objects: usize, requests: usize, catalogue_bytes: f64) {
+    println!();
+    println!("RAM (S3-FIFO, 2% of the catalogue) + disk (FIFO ring): disk admission");
+    println!(
+        "{:<34} {:>6} {:>13} {:>13} {:>13} {:>13}",
+        "trace", "disk", "always obj", "2nd-req obj", "always wr/req", "2nd-req wr/req"
+    );
+    for (name, alpha, scan_share) in [
+        ("zipf 0.8", 0.8, 0.0),
+        ("zipf 0.8 + 30% one-hit scans", 0.8, 0.3),
+        ("zipf 0.8 + 60% one-hit scans", 0.8, 0.6),
+    ] {
+        let zipf = Zipf::new(objects, alpha);
+        let mut random = Random(7);
+        let mut next_scan = objects as u64;
+        let trace: Vec<u64> = (0..requests)
+            .map(|_| {
+                if random.unit() < scan_share {
+                    next_scan += 1;
+                    next_scan
+                } else {
+                    zipf.sample(&mut random) as u64
+                }
+            })
+            .collect();
+        let ram = (catalogue_bytes * 0.02) as u64;
+        for percent in [10.0, 25.0] {
+            let disk = (catalogue_bytes * percent / 100.0) as u64;
+            let mut always = TwoTiers::new(ram, disk, false);
+            let always_ratio = replay(&mut always, &trace);
+            let mut second = TwoTiers::new(ram, disk, true);
+            let second_ratio = replay(&mut second, &trace);
+            let per_request =
+                |tiers: &TwoTiers| tiers.bytes_written as f64 / requests as f64 / 1024.0;
+            println!(
+                "{:<34} {:>5}% {:>12.1}% {:>12.1}% {:>10.0} KiB {:>10.0} KiB",
+                name,
+                percent,
+                always_ratio.object_ratio * 100.0,
+                second_ratio.object_ratio * 100.0,
+                per_request(&always),
+                per_request(&second),
             );
         }
     }

@@ -393,7 +393,12 @@ async fn a_sliced_object_comes_back_from_disk_after_a_restart() {
     let (status, headers, body) = fetch(&second, "/big").await;
     assert_eq!((status, cache_status(&headers)), (200, "HIT"));
     assert!(body == big);
-    let (status, _, body) = get_with(&second, "/big", &[("host", "disk.test"), ("range", "bytes=200000-200099")]).await;
+    let (status, _, body) = get_with(
+        &second,
+        "/big",
+        &[("host", "disk.test"), ("range", "bytes=200000-200099")],
+    )
+    .await;
     assert_eq!(status, 206);
     assert!(body[..] == big[200_000..200_100]);
     assert_eq!(origin.seen().len(), before, "all of it from disk");

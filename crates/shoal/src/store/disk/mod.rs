@@ -285,7 +285,7 @@ fn decode_object(record: &Bytes) -> Option<Arc<Object>> {
 /// Remembers which keys were requested recently, for `second-request` admission: two
 /// generations of a three-hash bit filter (a Bloom filter); when the current one has taken `capacity` keys, the
 /// older is cleared and they swap. A key is "seen before" if either generation has it.
-struct Doorkeeper {
+pub struct Doorkeeper {
     current: Vec<u64>,
     previous: Vec<u64>,
     inserted: usize,
@@ -293,7 +293,8 @@ struct Doorkeeper {
 }
 
 impl Doorkeeper {
-    fn new(capacity: usize) -> Doorkeeper {
+    /// A filter remembering about `capacity` keys per generation.
+    pub fn new(capacity: usize) -> Doorkeeper {
         let capacity = capacity.clamp(1 << 14, 1 << 24);
         // Twelve bits per key and three hashes: about one first request in a hundred per
         // generation is admitted by mistake.
@@ -313,7 +314,7 @@ impl Doorkeeper {
     }
 
     /// Whether `key` was seen recently; remembers it either way.
-    fn seen_before(&mut self, key: CacheKey) -> bool {
+    pub fn seen_before(&mut self, key: CacheKey) -> bool {
         let bits = self.bits(key);
         let has = |filter: &[u64]| {
             bits.iter()
