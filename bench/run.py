@@ -25,7 +25,7 @@ import urllib.request
 WORK = "/tmp/shoal-bench"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGIN_PORT = 9000
-PORTS = {"nginx-direct": 9001, "shoal": 9100, "nginx-cache": 9101, "varnish": 9102, "haproxy": 9103, "trafficserver": 9104}
+PORTS = {"nginx-direct": 9001, "shoal": 9100, "shoal-disk": 9105, "nginx-cache": 9101, "varnish": 9102, "haproxy": 9103, "trafficserver": 9104}
 FILES = {"1k.bin": 1024, "1m.bin": 1 << 20, "64m.bin": 64 << 20}
 
 
@@ -149,6 +149,22 @@ def start_shoal():
          "--admin", "127.0.0.1:9190", "--cache-mem", "1GiB"],
         stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
     return Server("shoal", process.pid, lambda: (process.terminate(), process.wait()))
+
+
+def start_shoal_disk():
+    """Shoal with a disk tier and a RAM tier too small for the 64 MiB object, never promoting
+    from disk: its 64 MiB hits are disk-tier hits (from the page cache, as on any warm disk)."""
+    binary = f"{ROOT}/target/release/shoal"
+    cache = f"{WORK}/shoal-disk"
+    shutil.rmtree(cache, ignore_errors=True)
+    write(f"{cache}/shoal.toml", '[cache]\nmax_object_size = "8MiB"\n[disk]\npromote_after_hits = 255\n')
+    log = open(f"{WORK}/shoal-disk.log", "w")
+    process = subprocess.Popen(
+        [binary, "serve", "--config", f"{cache}/shoal.toml", "--listen", f"127.0.0.1:{PORTS['shoal-disk']}",
+         "--origin", f"http://127.0.0.1:{ORIGIN_PORT}", "--admin", "127.0.0.1:9195", "--cache-mem", "16MiB",
+         "--cache-dir", f"{cache}/dir", "--cache-disk", "4GiB"],
+        stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
+    return Server("shoal-disk", process.pid, lambda: (process.terminate(), process.wait()))
 
 
 def start_varnish():
@@ -351,7 +367,7 @@ PACED_SCRIPTS = {
 
 def warm(port):
     for name in FILES:
-        for _ in range(2):
+        for _ in range(3):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/{name}").read()
 
 
@@ -400,7 +416,7 @@ def main():
     for name, text in PACED_SCRIPTS.items():
         write(f"{WORK}/{name}", text)
     www = prepare_files()
-    starters = {"nginx-direct": lambda: start_nginx_direct(www), "shoal": start_shoal, "nginx-cache": start_nginx_cache,
+    starters = {"nginx-direct": lambda: start_nginx_direct(www), "shoal": start_shoal, "shoal-disk": start_shoal_disk, "nginx-cache": start_nginx_cache,
                 "varnish": start_varnish, "haproxy": start_haproxy, "trafficserver": start_trafficserver}
     servers = {}
     origin = start_origin(www)
