@@ -255,6 +255,24 @@ fn replay(cache: &mut dyn Cache, trace: &[u64]) -> Outcome {
     }
 }
 
+/// `requests` keys: Zipf(`alpha`) over `objects` keys, and a `scan_share` of keys never seen
+/// before or again (one-hit objects).
+fn trace(objects: usize, requests: usize, alpha: f64, scan_share: f64, seed: u64) -> Vec<u64> {
+    let zipf = Zipf::new(objects, alpha);
+    let mut random = Random(seed);
+    let mut next_scan = objects as u64;
+    (0..requests)
+        .map(|_| {
+            if random.unit() < scan_share {
+                next_scan += 1;
+                next_scan
+            } else {
+                zipf.sample(&mut random) as u64
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let objects = 100_000;
     let requests = 2_000_000;
@@ -270,19 +288,7 @@ fn main() {
         ("zipf 1.0", 1.0, 0.0),
         ("zipf 0.8 + 30% one-hit scans", 0.8, 0.3),
     ] {
-        let zipf = Zipf::new(objects, alpha);
-        let mut random = Random(42);
-        let mut next_scan = objects as u64;
-        let trace: Vec<u64> = (0..requests)
-            .map(|_| {
-                if random.unit() < scan_share {
-                    next_scan += 1;
-                    next_scan
-                } else {
-                    zipf.sample(&mut random) as u64
-                }
-            })
-            .collect();
+        let trace = trace(objects, requests, alpha, scan_share, 42);
         for percent in [1.0, 5.0, 10.0] {
             let capacity = (catalogue_bytes * percent / 100.0) as u64;
             let s3 = replay(
@@ -329,19 +335,7 @@ fn two_tier_table(objects: usize, requests: usize, catalogue_bytes: f64) {
         ("zipf 0.8 + 30% one-hit scans", 0.8, 0.3),
         ("zipf 0.8 + 60% one-hit scans", 0.8, 0.6),
     ] {
-        let zipf = Zipf::new(objects, alpha);
-        let mut random = Random(7);
-        let mut next_scan = objects as u64;
-        let trace: Vec<u64> = (0..requests)
-            .map(|_| {
-                if random.unit() < scan_share {
-                    next_scan += 1;
-                    next_scan
-                } else {
-                    zipf.sample(&mut random) as u64
-                }
-            })
-            .collect();
+        let trace = trace(objects, requests, alpha, scan_share, 7);
         let ram = (catalogue_bytes * 0.02) as u64;
         for percent in [10.0, 25.0] {
             let disk = (catalogue_bytes * percent / 100.0) as u64;
