@@ -400,12 +400,12 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--servers", default="nginx-direct,shoal,haproxy,trafficserver,nginx-cache,varnish")
     parser.add_argument("--idle", type=int, default=10000)
-    parser.add_argument("--scenarios", default="", help="comma-separated substrings of scenario names to run")
+    parser.add_argument("--scenarios", default="", help="semicolon-separated substrings of scenario names to run")
     parser.add_argument("--json", default=f"{WORK}/results.json")
     args = parser.parse_args()
     names = args.servers.split(",")
     if args.scenarios:
-        wanted = args.scenarios.split(",")
+        wanted = args.scenarios.split(";")
         SCENARIOS[:] = [s for s in SCENARIOS if any(w in s[0] for w in wanted)]
 
     import resource

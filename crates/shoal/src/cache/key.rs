@@ -36,14 +36,16 @@ impl CacheKey {
     }
 
     /// The key of slice `index` of the object stored under this key, for one variant (its
-    /// hash) and one version of the object (the hash of its validator). Slices of different
-    /// versions never share a key, so a changed object can never be assembled from old slices.
-    pub fn slice(self, variant: u64, version: u64, index: u64) -> CacheKey {
+    /// hash), one version of the object (the hash of its validator) and one stored head (its
+    /// slice set). Slices of different versions or heads never share a key, so an object is
+    /// never assembled from another version's slices, nor from slices a purge dropped.
+    pub fn slice(self, variant: u64, version: u64, set: u64, index: u64) -> CacheKey {
         let mut hasher = Xxh3::new();
         hasher.update(b"slice\0");
         hasher.update(&self.0.to_le_bytes());
         hasher.update(&variant.to_le_bytes());
         hasher.update(&version.to_le_bytes());
+        hasher.update(&set.to_le_bytes());
         hasher.update(&index.to_le_bytes());
         CacheKey(hasher.digest128())
     }

@@ -184,6 +184,7 @@ pub(super) async fn run(
     // A range miss asked for one slice. The answer is a part of the object to store, as if it
     // were the whole 200, or (when the origin ignores ranges) the whole object itself.
     let mut base = 0;
+    let probed = plan.probe.is_some() && parts.status == StatusCode::PARTIAL_CONTENT;
     if let (Some(index), StatusCode::PARTIAL_CONTENT) = (plan.probe, parts.status) {
         let whole = match slices::content_range(&parts.headers) {
             Some((first, _, Some(total))) if first == index * slice_size => {
@@ -278,15 +279,29 @@ pub(super) async fn run(
         freshness,
         content_length: declared_length,
         slice_size: 0,
+        slice_set: 0,
     };
     if sliced {
-        return store_sliced(&proxy, &plan, flight, reply, meta, incoming, base).await;
+        let body = SliceBody {
+            incoming,
+            base,
+            whole: !probed,
+        };
+        return store_sliced(&proxy, &plan, flight, reply, meta, body).await;
     }
     let object = Object::filling(meta);
     let mut flight = flight;
     flight.publish(Arc::clone(&object));
     send_reply(&mut reply, FetchResult::Stored(Arc::clone(&object)));
     fill(&proxy, &plan, flight, object, incoming, declared_length).await;
+}
+
+/// An origin body to store in slices: from byte `base` of the object, and either the whole rest
+/// of the object or (answering a probe) one slice.
+struct SliceBody {
+    incoming: Incoming,
+    base: u64,
+    whole: bool,
 }
 
 /// Stores a sliceable response as a head under the URL's key (at once: requests from now on
@@ -297,11 +312,15 @@ async fn store_sliced(
     flight: FlightGuard,
     mut reply: Option<oneshot::Sender<FetchResult>>,
     mut meta: ObjectMeta,
-    incoming: Incoming,
-    base: u64,
+    SliceBody {
+        incoming,
+        base,
+        whole,
+    }: SliceBody,
 ) {
     let slice_size = proxy.config.cache.slice_size.bytes();
     meta.slice_size = slice_size as u32;
+    meta.slice_set = slices::new_slice_set(plan.key);
     let length = meta.content_length.unwrap_or(0);
     let head = Object::complete(meta, bytes::Bytes::new());
     proxy.store.insert(plan.key, Arc::clone(&head));
@@ -322,7 +341,7 @@ async fn store_sliced(
     // Every slice this body will bring is claimed before the head is published, so that
     // readers wait for it rather than fetch it again.
     let first = base / slice_size;
-    let last = if base == 0 {
+    let last = if whole {
         length.div_ceil(slice_size)
     } else {
         first + 1

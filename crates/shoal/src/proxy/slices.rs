@@ -45,6 +45,21 @@ pub(super) fn version(headers: &HeaderMap) -> Option<u64> {
     })
 }
 
+/// A new slice set for a head being stored: unique enough that two heads of one URL never
+/// share one (time, key and a process-wide counter, hashed).
+pub(super) fn new_slice_set(key: CacheKey) -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    let mut input = [0u8; 32];
+    input[..16].copy_from_slice(&key.0.to_le_bytes());
+    input[16..24].copy_from_slice(&nanos.to_le_bytes());
+    input[24..].copy_from_slice(&count.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&input)
+}
+
 /// Whether a stored response should be sliced: a whole 200 larger than one slice, with a
 /// version.
 pub(super) fn sliceable(
@@ -78,6 +93,7 @@ pub struct SlicedBody {
     head_on_disk: bool,
     variant: u64,
     version: u64,
+    set: u64,
     slice_size: u64,
     length: u64,
     /// The request as forwarded to the origin, without conditionals or range.
@@ -102,6 +118,7 @@ impl SlicedBody {
             key,
             variant: variant_hash(&meta.variant),
             version: version(&meta.headers)?,
+            set: meta.slice_set,
             slice_size: u64::from(meta.slice_size),
             length: meta.content_length?,
             head_on_disk: head.is_on_disk(),
@@ -116,7 +133,7 @@ impl SlicedBody {
     }
 
     pub(super) fn slice_key(&self, index: u64) -> CacheKey {
-        self.key.slice(self.variant, self.version, index)
+        self.key.slice(self.variant, self.version, self.set, index)
     }
 
     /// Bytes `[start, end)` of slice `index`'s range of the object.
@@ -132,6 +149,7 @@ impl SlicedBody {
             position: start,
             end: end.unwrap_or(self.length).min(self.length),
             current: None,
+            next: None,
         }
     }
 
@@ -184,12 +202,17 @@ impl SlicedBody {
     }
 }
 
-/// Reads a byte range of a sliced object, slice after slice.
+/// A slice being found or fetched ahead of its reader.
+type SliceTask = tokio::task::JoinHandle<Result<Arc<Object>, BodyError>>;
+
+/// Reads a byte range of a sliced object, slice after slice, with the next slice on its way
+/// (from disk or the origin) while the current one is sent.
 pub struct SliceReader {
     body: Arc<SlicedBody>,
     position: u64,
     end: u64,
     current: Option<BodyReader>,
+    next: Option<(u64, SliceTask)>,
 }
 
 impl SliceReader {
@@ -211,7 +234,17 @@ impl SliceReader {
             }
             let index = self.position / self.body.slice_size;
             let (start, end) = self.body.bounds(index);
-            let slice = self.body.slice(index).await?;
+            let slice = match self.next.take() {
+                Some((next, task)) if next == index => task
+                    .await
+                    .unwrap_or_else(|_| Err(BodyError::Origin("slice read ended".into())))?,
+                _ => self.body.slice(index).await?,
+            };
+            if end < self.end {
+                let body = Arc::clone(&self.body);
+                let task = tokio::spawn(async move { body.slice(index + 1).await });
+                self.next = Some((index + 1, task));
+            }
             self.current =
                 Some(slice.reader(self.position - start, Some(self.end.min(end) - start)));
         }
@@ -307,7 +340,7 @@ async fn fetch_slices(
         );
     }
     let mut slices = vec![(first, Some(guard))];
-    if base == 0 {
+    if parts.status == StatusCode::OK {
         // The whole object is coming: keep every later slice not stored or in flight already.
         for index in first + 1..body.length.div_ceil(body.slice_size) {
             let key = body.slice_key(index);

@@ -44,6 +44,9 @@ pub struct ObjectMeta {
     /// Non-zero for the head of a sliced object: its body is not in this object but in slices
     /// of this many bytes, each stored under its own key (see `CacheKey::slice`).
     pub slice_size: u32,
+    /// For the head of a sliced object: a number drawn when the head was stored, part of its
+    /// slices' keys. A purged or replaced head never finds the slices of its predecessor.
+    pub slice_set: u64,
 }
 
 impl ObjectMeta {
@@ -531,6 +534,7 @@ mod tests {
             h1_fields: Bytes::new(),
             content_length: None,
             slice_size: 0,
+            slice_set: 0,
         }
     }
 

@@ -280,3 +280,37 @@ async fn an_object_larger_than_ram_streams_through_in_bounded_memory() {
     );
     assert!(peak <= 8 * MIB + MIB, "RAM store peaked at {peak} bytes");
 }
+
+#[tokio::test]
+async fn a_purge_drops_the_slices_with_the_head() {
+    let size = 3 * MIB + 5;
+    let origin = RangeOrigin::start(size, true).await;
+    let node = node(&origin.origin).await;
+    get(&node, "/big").await;
+    let (_, headers, _) = range(&node, 2 * MIB, 2 * MIB + 1).await;
+    assert_eq!(cache_status(&headers), "HIT");
+    let purge = format!(
+        "http://{}/purge?url=http://{}/big",
+        node.admin.unwrap(),
+        node.listen[0]
+    );
+    let purged: serde_json::Value = serde_json::from_slice(
+        &client()
+            .post(purge)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(purged["purged"], true);
+    let sent = origin.sent();
+    // The next range request starts over: a new head, and its slice from the origin again,
+    // although the old slices are still in RAM.
+    let (status, headers, body) = range(&node, 2 * MIB, 2 * MIB + 1).await;
+    assert_eq!((status, cache_status(&headers)), (206, "MISS"));
+    assert!(body == content(2 * MIB, 2 * MIB + 2, 1));
+    assert_eq!(origin.sent(), sent + MIB);
+}

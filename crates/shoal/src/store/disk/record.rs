@@ -230,6 +230,7 @@ pub fn encode_meta(meta: &ObjectMeta) -> Vec<u8> {
     out.extend_from_slice(&meta.status.as_u16().to_le_bytes());
     out.extend_from_slice(&meta.content_length.unwrap_or(u64::MAX).to_le_bytes());
     out.extend_from_slice(&meta.slice_size.to_le_bytes());
+    out.extend_from_slice(&meta.slice_set.to_le_bytes());
     let timing = &meta.timing;
     for value in [
         timing.request_time,
@@ -277,6 +278,7 @@ pub fn decode_meta(bytes: &[u8]) -> Option<ObjectMeta> {
     let status = StatusCode::from_u16(u16::from_le_bytes(input.take(2)?.try_into().ok()?)).ok()?;
     let length = input.u64()?;
     let slice_size = input.u32()?;
+    let slice_set = input.u64()?;
     let timing = Timing {
         request_time: input.u64()?,
         response_time: input.u64()?,
@@ -326,6 +328,7 @@ pub fn decode_meta(bytes: &[u8]) -> Option<ObjectMeta> {
         freshness,
         content_length: (length != u64::MAX).then_some(length),
         slice_size,
+        slice_set,
     })
 }
 
@@ -437,6 +440,7 @@ mod tests {
             },
             content_length: Some(11),
             slice_size: 1 << 20,
+            slice_set: 99,
         }
     }
 
@@ -455,6 +459,7 @@ mod tests {
         assert_eq!(decoded.last_modified, original.last_modified);
         assert_eq!(decoded.content_length, Some(11));
         assert_eq!(decoded.slice_size, 1 << 20);
+        assert_eq!(decoded.slice_set, 99);
     }
 
     #[test]
