@@ -314,3 +314,19 @@ async fn a_purge_drops_the_slices_with_the_head() {
     assert!(body == content(2 * MIB, 2 * MIB + 2, 1));
     assert_eq!(origin.sent(), sent + MIB);
 }
+
+#[tokio::test]
+async fn a_range_at_the_start_stores_only_the_first_slice() {
+    let size = 3 * MIB + 5;
+    let origin = RangeOrigin::start(size, true).await;
+    let node = node(&origin.origin).await;
+    let (status, _, body) = range(&node, 0, 9).await;
+    assert_eq!(status, 206);
+    assert!(body == content(0, 10, 1));
+    assert_eq!(origin.sent(), MIB);
+    let (status, _, body) = get(&node, "/big").await;
+    assert_eq!(status, 200);
+    assert!(body == content(0, size, 1));
+    assert_eq!(origin.sent(), size);
+    assert_eq!(origin.requests(), 4);
+}
