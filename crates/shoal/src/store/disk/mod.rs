@@ -1,7 +1,7 @@
 //! The disk tier: objects persisted in cache directories, behind the RAM tier.
 //!
-//! Each directory ([`volume`]) is a ring of segment files written sequentially, and a key
-//! always lives in the same directory (chosen by its hash). The [`index`] of what is where is
+//! Each directory (`volume`) is a ring of segment files written sequentially, and a key
+//! always lives in the same directory (chosen by its hash). The `index` of what is where is
 //! in memory and rebuilt from the segments at start. Objects reach the disk through the
 //! admission filter ([`DiskStore::admit`]) and come back as complete [`Object`]s, read and
 //! verified by the directory's reader threads. A directory whose disk fails is dropped, and the
