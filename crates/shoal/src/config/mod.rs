@@ -313,7 +313,9 @@ pub struct DiskConfig {
     pub dirs: Vec<DiskDir>,
     /// Size of the files each directory's space is divided into. Writes fill one segment
     /// sequentially; when the directory is full the oldest segment is reused (FIFO eviction).
-    pub segment_size: ByteSize,
+    /// Unset: a sixteenth of the directory, at most 64 MiB and at least twice
+    /// `max_object_size` plus 1 MiB.
+    pub segment_size: Option<ByteSize>,
     /// Which objects are written to disk: `second-request` (an object is written when it is
     /// requested a second time, so one-hit objects never churn the disk) or `always`.
     pub admission: Admission,
@@ -346,11 +348,26 @@ pub enum Admission {
     Always,
 }
 
+impl DiskConfig {
+    /// The smallest segment: two of the largest records (an object and its metadata).
+    fn min_segment(&self) -> u64 {
+        2 * (self.max_object_size.bytes() + (1 << 20))
+    }
+
+    /// The segment size for a directory of `size` bytes.
+    pub fn segment_size_for(&self, size: u64) -> u64 {
+        match self.segment_size {
+            Some(segment) => segment.bytes(),
+            None => (size / 16).clamp(self.min_segment(), 64 << 20),
+        }
+    }
+}
+
 impl Default for DiskConfig {
     fn default() -> Self {
         DiskConfig {
             dirs: Vec::new(),
-            segment_size: ByteSize(64 << 20),
+            segment_size: None,
             admission: Admission::SecondRequest,
             promote_after_hits: 2,
             io_threads: 4,
@@ -542,15 +559,15 @@ impl Config {
             .disk
             .dirs
             .iter()
-            .find(|dir| dir.size.bytes() < 4 * self.disk.segment_size.bytes())
+            .find(|dir| dir.size.bytes() < 4 * self.disk.segment_size_for(dir.size.bytes()))
         {
             return Err((
                 &["disk.dirs", "disk.segment_size"],
                 format!(
-                    "{} is {}; a cache directory needs at least 4 segments of disk.segment_size ({})",
+                    "{} is {}; a cache directory needs at least 4 segments of {}",
                     dir.path.display(),
                     dir.size,
-                    self.disk.segment_size
+                    ByteSize(self.disk.segment_size_for(dir.size.bytes()))
                 ),
             ));
         }
@@ -569,13 +586,13 @@ impl Config {
                 ),
             ));
         }
-        if self.disk.segment_size.bytes() > u32::MAX as u64
-            || self.disk.segment_size.bytes() < 2 * (self.disk.max_object_size.bytes() + (1 << 20))
-        {
-            return Err((
-                &["disk.segment_size", "disk.max_object_size"],
-                "must be at most 4GiB and at least twice disk.max_object_size plus 1MiB".into(),
-            ));
+        if let Some(segment) = self.disk.segment_size {
+            if segment.bytes() > u32::MAX as u64 || segment.bytes() < self.disk.min_segment() {
+                return Err((
+                    &["disk.segment_size", "disk.max_object_size"],
+                    "must be at most 4GiB and at least twice disk.max_object_size plus 1MiB".into(),
+                ));
+            }
         }
         if self.disk.dirs.len() > 64 {
             return Err((&["disk.dirs"], "at most 64 directories".into()));

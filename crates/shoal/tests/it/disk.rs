@@ -42,7 +42,7 @@ fn with_disk(config: &mut Config, dir: &Path) {
         path: dir.to_owned(),
         size: ByteSize(16 << 20),
     }];
-    config.disk.segment_size = ByteSize(4 << 20);
+    config.disk.segment_size = Some(ByteSize(4 << 20));
     config.disk.max_object_size = ByteSize(1 << 20);
 }
 

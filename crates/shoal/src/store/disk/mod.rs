@@ -96,7 +96,6 @@ impl DiskStore {
     pub fn open(config: &DiskConfig) -> DiskStore {
         let index = Arc::new(index::Index::default());
         let counters = Arc::new(Counters::default());
-        let segment_size = config.segment_size.bytes();
         let volumes = config
             .dirs
             .iter()
@@ -106,7 +105,7 @@ impl DiskStore {
                     number as u8,
                     &dir.path,
                     dir.size.bytes(),
-                    segment_size,
+                    config.segment_size_for(dir.size.bytes()),
                     config.io_threads,
                     &index,
                     &counters,
