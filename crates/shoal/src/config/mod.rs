@@ -734,6 +734,22 @@ mod tests {
             "[cache]\nmemory = \"1MiB\"\nmax_object_size = \"2MiB\"\n",
             "shoal.toml:3: key `cache.max_object_size`",
         );
+        check(
+            "[disk]\ndirs = [{ path = \"/c\", size = \"8MiB\" }]\n",
+            "shoal.toml:2: key `disk.dirs`: /c is 8MiB; a cache directory needs at least 4 segments",
+        );
+        check(
+            "[disk]\ndirs = [{ path = \"/c\" }]\n",
+            "shoal.toml:2: key `disk.dirs`: missing field `size`",
+        );
+        check(
+            "[disk]\nadmission = \"sometimes\"\n",
+            "shoal.toml:2: key `disk.admission`: unknown variant `sometimes`",
+        );
+        check(
+            "[cache]\nslice_size = \"2MiB\"\n[disk]\ndirs = [{ path = \"/c\", size = \"1GiB\" }]\n",
+            "shoal.toml:2: key `cache.slice_size`",
+        );
     }
 
     #[test]
