@@ -162,6 +162,7 @@ fn prometheus(stats: &Stats) -> String {
         metric("disk_writes_dropped_total", "counter", disk.writes_dropped);
         metric("disk_evictions_total", "counter", disk.evictions);
         metric("disk_corrupt_records_total", "counter", disk.corrupt);
+        metric("disk_read_timeouts_total", "counter", disk.read_timeouts);
         let failed = disk
             .dirs
             .iter()

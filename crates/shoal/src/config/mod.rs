@@ -323,6 +323,9 @@ pub struct DiskConfig {
     pub promote_after_hits: u8,
     /// Threads per directory that read from disk, off the network threads.
     pub io_threads: usize,
+    /// A disk read that takes longer is abandoned and the object fetched from the origin; after
+    /// three in a row the directory is considered stalled and dropped.
+    pub read_timeout: Span,
     /// Objects larger than this are not written to disk.
     pub max_object_size: ByteSize,
 }
@@ -371,6 +374,7 @@ impl Default for DiskConfig {
             admission: Admission::SecondRequest,
             promote_after_hits: 2,
             io_threads: 4,
+            read_timeout: Span(std::time::Duration::from_secs(2)),
             max_object_size: ByteSize(1 << 20),
         }
     }

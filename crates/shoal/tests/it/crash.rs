@@ -1,5 +1,6 @@
-//! Crash safety of the disk tier, with the real binary: write under load, `kill -9`, restart,
-//! and compare every object's SHA-256 with the origin's.
+//! The disk tier's failures, with the real binary: write under load, `kill -9`, restart, and
+//! compare every object's SHA-256 with the origin's; stall the disk's reader thread and check
+//! that only disk hits notice.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -52,6 +53,18 @@ struct Endpoint {
 }
 
 impl Node {
+    /// The process's threads named `name` (as the kernel shows it: 15 bytes at most).
+    fn threads(&self, name: &str) -> Vec<i32> {
+        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?;
+                let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                (comm.trim_end() == name).then(|| task.file_name().to_str()?.parse().ok())?
+            })
+            .collect()
+    }
+
     async fn start(origin: &Origin, config: &std::path::Path, dir: &std::path::Path) -> Node {
         let (listen, admin) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
@@ -207,4 +220,100 @@ async fn kill_9_under_load_loses_nothing_that_is_served_later() {
         "every recovered object is served from disk"
     );
     assert_eq!(origin.seen().len() - before, OBJECTS - hits);
+}
+
+/// `future`, or a failed test instead of a hung one.
+async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .expect("no answer within 10 s")
+}
+
+/// One thread of another process, stopped where it is, as a disk that never answers would
+/// leave it: attached with ptrace and interrupted. Dropping it lets the thread go (a process
+/// with a traced thread could not be reaped).
+struct Frozen(nix::unistd::Pid);
+
+impl Frozen {
+    fn thread(thread: i32) -> Frozen {
+        use nix::sys::ptrace;
+        let thread = nix::unistd::Pid::from_raw(thread);
+        ptrace::seize(thread, ptrace::Options::empty()).expect("ptrace attach");
+        ptrace::interrupt(thread).expect("ptrace interrupt");
+        Frozen(thread)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag};
+        // Collect the stop, then detach.
+        let _ = waitpid(self.0, Some(WaitPidFlag::__WALL));
+        let _ = nix::sys::ptrace::detach(self.0, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_disk_delays_only_disk_hits_and_is_then_dropped() {
+    let origin = Origin::start(|seen| {
+        Reply::ok(format!("body of {}", seen.target).repeat(100))
+            .header("cache-control", "max-age=3600")
+    })
+    .await;
+    let dir = TempDir::new("stall");
+    let config = dir.0.join("shoal.toml");
+    std::fs::write(
+        &config,
+        "[disk]\nio_threads = 1\nread_timeout = \"300ms\"\nadmission = \"always\"\n",
+    )
+    .unwrap();
+    let cache = dir.0.join("cache");
+    let node = Node::start(&origin, &config, &cache).await;
+    for n in 0..4 {
+        node.endpoint.get(n).await.unwrap();
+    }
+    for _ in 0..250 {
+        let stats = node.endpoint.stats().await.unwrap();
+        if stats["disk"]["objects_written"] == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(node);
+    // After a restart the four objects are only on disk.
+    let node = Node::start(&origin, &config, &cache).await;
+    let readers = node.threads("shoal-disk0-rea");
+    assert_eq!(readers.len(), 1, "one reader thread");
+    let frozen = Frozen::thread(readers[0]);
+
+    let endpoint = node.endpoint;
+    let disk_hit = tokio::spawn(async move { endpoint.get(0).await });
+    // While that read hangs, a miss is served (and then a RAM hit).
+    let (status, body) = within(node.endpoint.get(100)).await.unwrap();
+    assert!(body.starts_with(b"body of /object/100"), "{status}");
+    let (status, _) = within(node.endpoint.get(100)).await.unwrap();
+    assert_eq!(status, "HIT");
+    assert!(
+        !disk_hit.is_finished(),
+        "the disk hit waits for the stalled read meanwhile"
+    );
+    // The stalled read is abandoned and the object fetched from the origin.
+    let (status, body) = within(disk_hit).await.unwrap().unwrap();
+    assert_eq!(status, "MISS");
+    assert!(body.starts_with(b"body of /object/0"));
+    for n in 1..3 {
+        within(node.endpoint.get(n)).await.unwrap();
+    }
+    let stats = node.endpoint.stats().await.unwrap();
+    assert_eq!(stats["disk"]["read_timeouts"], 3);
+    let dir = &stats["disk"]["dirs"][0];
+    assert_eq!(dir["state"], "failed");
+    assert!(
+        dir["failure"].as_str().unwrap().contains("stalled"),
+        "{dir}"
+    );
+    // The directory is no longer used: the last object comes from the origin at once.
+    let (status, _) = node.endpoint.get(3).await.unwrap();
+    assert_eq!(status, "MISS");
+    drop(frozen);
 }

@@ -35,6 +35,7 @@ pub(super) struct Counters {
     evictions: AtomicU64,
     hits: AtomicU64,
     corrupt: AtomicU64,
+    timeouts: AtomicU64,
 }
 
 /// The disk tier's state, for metrics and the admin API.
@@ -58,6 +59,8 @@ pub struct DiskStats {
     pub hits: u64,
     /// Records that failed their checksum (dropped and fetched again).
     pub corrupt: u64,
+    /// Reads abandoned after `disk.read_timeout`.
+    pub read_timeouts: u64,
     /// Each directory.
     pub dirs: Vec<DirStats>,
 }
@@ -87,6 +90,7 @@ pub struct DiskStore {
     doorkeeper: Mutex<Doorkeeper>,
     admission: Admission,
     max_object_size: u64,
+    read_timeout: std::time::Duration,
     capacity: u64,
 }
 
@@ -121,6 +125,7 @@ impl DiskStore {
             doorkeeper: Mutex::new(Doorkeeper::new((capacity / (32 << 10)) as usize)),
             admission: config.admission,
             max_object_size: config.max_object_size.bytes(),
+            read_timeout: config.read_timeout.duration(),
             capacity,
         }
     }
@@ -182,7 +187,7 @@ impl DiskStore {
     pub async fn read(&self, key: CacheKey, location: Location) -> Result<Arc<Object>, ReadError> {
         let volume = &self.volumes[location.volume as usize];
         let result = volume
-            .read(key, location)
+            .read(key, location, self.read_timeout, &self.index)
             .await
             .and_then(|record| decode_object(&record).ok_or(ReadError::Corrupt));
         match &result {
@@ -202,6 +207,10 @@ impl DiskStore {
             Err(ReadError::Overwritten) => self.index.remove_location(key, &location),
             Err(ReadError::Io(error)) => {
                 volume.fail(&self.index, &format!("read failed: {error}"));
+            }
+            Err(ReadError::TimedOut) => {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(dir = %volume.path.display(), "disk read timed out; fetching from the origin");
             }
             Err(ReadError::Busy | ReadError::Unavailable) => {}
         }
@@ -255,6 +264,7 @@ impl DiskStore {
             evictions: counter(&self.counters.evictions),
             hits: counter(&self.counters.hits),
             corrupt: counter(&self.counters.corrupt),
+            read_timeouts: counter(&self.counters.timeouts),
             dirs,
         }
     }

@@ -77,6 +77,9 @@ pub enum ReadError {
     /// Too many reads are waiting; the disk is slow.
     #[error("disk busy")]
     Busy,
+    /// The read took longer than `disk.read_timeout`.
+    #[error("disk read timed out")]
+    TimedOut,
     /// The directory is not in use (failed or rebuilding).
     #[error("directory not in use")]
     Unavailable,
@@ -100,6 +103,8 @@ pub(super) struct Volume {
     tombstones: Mutex<Vec<CacheKey>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub rebuild_millis: AtomicU64,
+    /// Reads that timed out since the last one that did not.
+    timeouts_in_a_row: AtomicU64,
     /// Held while the directory is in use, so two nodes never share it.
     lock_file: Mutex<Option<File>>,
 }
@@ -134,6 +139,7 @@ impl Volume {
                     tombstones: Mutex::new(Vec::new()),
                     writer: Mutex::new(None),
                     rebuild_millis: AtomicU64::new(0),
+                    timeouts_in_a_row: AtomicU64::new(0),
                     lock_file: Mutex::new(Some(lock_file)),
                 });
                 let read_queue = Arc::new(Mutex::new(read_queue));
@@ -177,6 +183,7 @@ impl Volume {
                     tombstones: Mutex::new(Vec::new()),
                     writer: Mutex::new(None),
                     rebuild_millis: AtomicU64::new(0),
+                    timeouts_in_a_row: AtomicU64::new(0),
                     lock_file: Mutex::new(None),
                 })
             }
@@ -286,8 +293,16 @@ impl Volume {
         tombstones.push(key);
     }
 
-    /// Reads and verifies the record at `location`, which must be `key`'s.
-    pub async fn read(&self, key: CacheKey, location: Location) -> Result<Bytes, ReadError> {
+    /// Reads and verifies the record at `location`, which must be `key`'s, giving up after
+    /// `timeout`: a stalled disk delays a disk hit by that much, and after a few stalls in a
+    /// row the directory is dropped.
+    pub async fn read(
+        &self,
+        key: CacheKey,
+        location: Location,
+        timeout: Duration,
+        index: &Index,
+    ) -> Result<Bytes, ReadError> {
         if self.state() != VolumeState::Ready {
             return Err(ReadError::Unavailable);
         }
@@ -302,7 +317,21 @@ impl Volume {
             Some(Err(TrySendError::Full(_))) => return Err(ReadError::Busy),
             _ => return Err(ReadError::Unavailable),
         }
-        answer.await.unwrap_or(Err(ReadError::Unavailable))
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(result) => {
+                self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                result.unwrap_or(Err(ReadError::Unavailable))
+            }
+            Err(_) => {
+                if self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {
+                    self.fail(
+                        index,
+                        &format!("stalled: three reads in a row took longer than {timeout:?}"),
+                    );
+                }
+                Err(ReadError::TimedOut)
+            }
+        }
     }
 
     /// Ends the writer after it has written and synced everything queued, and lets go of the
