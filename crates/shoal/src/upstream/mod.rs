@@ -4,6 +4,7 @@
 //! carries the request there.
 
 mod body;
+pub mod select;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
