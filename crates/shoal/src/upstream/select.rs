@@ -95,7 +95,7 @@ impl Selector {
                 }
                 best
             }
-            Policy::Hash => rendezvous(hosts, key, |index| eligible(index)),
+            Policy::Hash => rendezvous(hosts, key, eligible),
         }
     }
 }
