@@ -130,7 +130,7 @@ fn worker(index: usize, proxy: Arc<Proxy>, ready: tokio::sync::mpsc::Sender<anyh
 
 /// Starts the demo origin when no origin is configured and points the config at it.
 async fn with_demo_origin(mut config: Config) -> anyhow::Result<(Config, Option<SocketAddr>)> {
-    if !config.origin.urls.is_empty() {
+    if !config.origin.urls.is_empty() || !config.pools.is_empty() {
         return Ok((config, None));
     }
     let address = demo::start(config.demo.listen, config.demo.root.clone())

@@ -43,6 +43,10 @@ enum Command {
         /// Disk space of each cache directory such as 100GiB (default 1GiB).
         #[arg(long = "cache-disk")]
         cache_disk: Option<String>,
+        /// A node of this node's cluster, itself included, such as http://127.0.0.1:8001
+        /// (repeatable); overrides cluster.peers.
+        #[arg(long)]
+        peer: Vec<String>,
     },
 }
 
@@ -63,6 +67,7 @@ fn main() -> std::process::ExitCode {
             cache_mem,
             cache_dir,
             cache_disk,
+            peer,
         } => {
             let overrides = Overrides {
                 listen,
@@ -71,6 +76,7 @@ fn main() -> std::process::ExitCode {
                 cache_memory: cache_mem,
                 cache_dirs: cache_dir,
                 cache_disk,
+                peers: peer,
             };
             let config = match Config::load(config.as_deref(), &overrides) {
                 Ok(config) => config,

@@ -6,6 +6,7 @@
 //! modules.
 
 mod units;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use units::{ByteSize, Span};
+pub use upstream::{ClusterConfig, HostConfig, Policy, PoolConfig, RetryConfig, RouteConfig};
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,15 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The disk tier.
     pub disk: DiskConfig,
+    /// Upstream pools; `origin.urls`, if set, is one more, named "origin".
+    pub pools: Vec<PoolConfig>,
+    /// Which pool a request goes to, first match wins; unmatched requests go to the pool named
+    /// "origin", or else the first pool.
+    pub routes: Vec<RouteConfig>,
+    /// The peer caches this node shares objects with.
+    pub cluster: ClusterConfig,
+    /// Retries of failed upstream requests.
+    pub retries: RetryConfig,
     /// The built-in demo origin, used when no origin is configured.
     pub demo: DemoConfig,
 }
@@ -431,12 +442,38 @@ pub struct Overrides {
     pub cache_dirs: Vec<PathBuf>,
     /// `--cache-disk`: the size of each `--cache-dir` (or of every configured directory).
     pub cache_disk: Option<String>,
+    /// `--peer`, repeatable: replaces `cluster.peers`.
+    pub peers: Vec<String>,
 }
 
 /// Size of a directory given with `--cache-dir` but no `--cache-disk`.
 pub const DEFAULT_DISK_SIZE: ByteSize = ByteSize(1 << 30);
 
 impl Config {
+    /// The pools requests can go to: the configured ones, and `origin.urls` as the pool
+    /// "origin" (unless a pool of that name is configured).
+    pub fn effective_pools(&self) -> Vec<PoolConfig> {
+        let mut pools = self.pools.clone();
+        if !self.origin.urls.is_empty() && !pools.iter().any(|pool| pool.name == "origin") {
+            pools.push(PoolConfig {
+                name: "origin".to_owned(),
+                policy: Policy::RoundRobin,
+                parent: false,
+                hosts: self
+                    .origin
+                    .urls
+                    .iter()
+                    .map(|url| HostConfig {
+                        url: url.clone(),
+                        weight: 1,
+                        max_connections: 0,
+                    })
+                    .collect(),
+            });
+        }
+        pools
+    }
+
     /// Loads the file (if any), applies the command-line overrides and checks the result.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut config = match file {
@@ -506,6 +543,13 @@ impl Config {
         }
         if let Some(size) = &overrides.cache_memory {
             self.cache.memory = size.parse().map_err(|e| flag_error("--cache-mem", e))?;
+        }
+        if !overrides.peers.is_empty() {
+            self.cluster.peers = overrides
+                .peers
+                .iter()
+                .map(|text| text.parse().map_err(|e| flag_error("--peer", e)))
+                .collect::<Result<_, _>>()?;
         }
         let disk_size = match &overrides.cache_disk {
             Some(size) => Some(
@@ -597,6 +641,39 @@ impl Config {
                     "must be at most 4GiB and at least twice disk.max_object_size plus 1MiB".into(),
                 ));
             }
+        }
+        let pools = self.effective_pools();
+        for (index, pool) in pools.iter().enumerate() {
+            if pool.hosts.is_empty() {
+                return Err((&["pools"], format!("pool `{}` has no hosts", pool.name)));
+            }
+            if pools[..index].iter().any(|other| other.name == pool.name) {
+                return Err((&["pools"], format!("two pools are named `{}`", pool.name)));
+            }
+        }
+        if let Some(route) = self
+            .routes
+            .iter()
+            .find(|route| !pools.iter().any(|pool| pool.name == route.pool))
+        {
+            return Err((
+                &["routes"],
+                format!("route to pool `{}`, which is not defined", route.pool),
+            ));
+        }
+        if self.retries.tries == 0 {
+            return Err((&["retries.tries"], "at least one try is needed".into()));
+        }
+        if let Some(status) = self
+            .retries
+            .on_status
+            .iter()
+            .find(|s| !(500..600).contains(*s))
+        {
+            return Err((
+                &["retries.on_status"],
+                format!("{status}: only 5xx statuses are retried"),
+            ));
         }
         if self.disk.dirs.len() > 64 {
             return Err((&["disk.dirs"], "at most 64 directories".into()));

@@ -143,7 +143,7 @@ pub(super) async fn run(
     let request_time = now_millis();
     proxy.metrics.add(Counter::OriginRequests, 1);
     let request = http::Request::from_parts(plan.request.clone(), RequestBody::empty());
-    let response = match proxy.upstream().send(request).await {
+    let response = match proxy.forward(plan.key, request, true).await {
         Ok(response) => response,
         Err(error) => {
             proxy.metrics.add(Counter::OriginErrors, 1);

@@ -33,7 +33,9 @@ use crate::cache::policy::{self, Reuse};
 use crate::cache::{CacheControl, CacheKey, CacheStatus, Collapser, FlightOutcome, Role};
 use crate::config::Config;
 use crate::store::{DiskStore, MemoryStore, Object, Store};
-use crate::upstream::{RequestBody, Upstream};
+use crate::upstream::cluster::{Cluster, PEER_HEADER};
+use crate::upstream::route::Routes;
+use crate::upstream::{RequestBody, Upstream, UpstreamError};
 use fetch::{FetchPlan, FetchResult};
 
 /// A request as the pipeline sees it, whatever the client's HTTP version.
@@ -55,9 +57,13 @@ pub struct Proxy {
     /// The disk tier, when cache directories are configured.
     disk: Option<Arc<DiskStore>>,
     collapser: Arc<Collapser>,
-    /// One origin client per worker thread, so that pooled connections stay on the thread
+    /// One upstream client per worker thread, so that pooled connections stay on the thread
     /// (and runtime) that uses them.
     upstreams: Vec<Upstream>,
+    /// The pools, shared by the workers, and the routes to them.
+    routes: Routes,
+    /// The peer caches, if this node is in a cluster.
+    cluster: Option<Cluster>,
     metrics: Arc<Metrics>,
     /// `1.1 <name>`, appended to `Via` on responses and on HTTP/1.1 requests.
     via: HeaderValue,
@@ -106,8 +112,10 @@ impl Proxy {
             disk: (!config.disk.dirs.is_empty()).then(|| Arc::new(DiskStore::open(&config.disk))),
             collapser: Arc::new(Collapser::default()),
             upstreams: (0..workers.max(1))
-                .map(|_| Upstream::new(&config.origin, config.origin.urls.clone()))
+                .map(|_| Upstream::new(&config.origin, &config.retries))
                 .collect(),
+            routes: Routes::new(&config),
+            cluster: Cluster::new(&config),
             metrics: Arc::new(Metrics::new(workers)),
             via,
             via_http10,
@@ -120,6 +128,51 @@ impl Proxy {
     /// The origin client of the calling worker thread.
     fn upstream(&self) -> &Upstream {
         &self.upstreams[WORKER.with(Cell::get) % self.upstreams.len()]
+    }
+
+    /// Sends a request upstream: to the peer that owns `key` when `shared` (a cache fetch) and
+    /// the node is in a cluster, unless the request came from a peer; otherwise (or when no
+    /// peer that owns it answers) to the pool its route names.
+    pub(super) async fn forward(
+        &self,
+        key: CacheKey,
+        mut request: http::Request<RequestBody>,
+        shared: bool,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let from_peer = request.headers_mut().remove(PEER_HEADER).is_some();
+        if let (Some(cluster), true, false) = (&self.cluster, shared, from_peer) {
+            let mut tried = Vec::new();
+            while let Some(owner) = cluster.owner(key, &tried, now_millis()) {
+                tried.push(owner);
+                let mut to_peer = http::Request::new(RequestBody::empty());
+                *to_peer.method_mut() = request.method().clone();
+                *to_peer.uri_mut() = request.uri().clone();
+                *to_peer.headers_mut() = request.headers().clone();
+                to_peer
+                    .headers_mut()
+                    .insert(PEER_HEADER, cluster.id.clone());
+                match self
+                    .upstream()
+                    .send_to(&cluster.peers, owner, to_peer)
+                    .await
+                {
+                    Ok(mut response) => {
+                        if let Some(name) = &self.status_header {
+                            response.headers_mut().remove(name);
+                        }
+                        return Ok(response);
+                    }
+                    Err(error) => {
+                        // The owner is down: the next peer in the key's order owns it now.
+                        tracing::warn!(%error, "peer failed; trying the next owner");
+                    }
+                }
+            }
+        }
+        let host = request_host_of(request.headers(), request.uri()).to_owned();
+        let path = request.uri().path().to_owned();
+        let pool = self.routes.pool_for(&host, &path);
+        self.upstream().send(pool, key, request).await
     }
 
     /// The configuration in force.
@@ -392,9 +445,9 @@ impl Proxy {
         let mut forwarded = head.clone();
         self.forward_headers(&mut forwarded, client);
         self.metrics.add(Counter::OriginRequests, 1);
+        let key = self.key_of(request_host(&head), target(&head));
         let response = match self
-            .upstream()
-            .send(http::Request::from_parts(forwarded, body))
+            .forward(key, http::Request::from_parts(forwarded, body), false)
             .await
         {
             Ok(response) => response,
@@ -511,10 +564,15 @@ struct Stale {
 
 /// The host a request is for: the absolute target's authority, else `Host`, else empty.
 pub fn request_host(head: &http::request::Parts) -> &str {
-    if let Some(authority) = head.uri.authority() {
+    request_host_of(&head.headers, &head.uri)
+}
+
+/// The host of a request from its parts: the URI's authority, else `Host`, else empty.
+fn request_host_of<'a>(headers: &'a http::HeaderMap, uri: &'a http::Uri) -> &'a str {
+    if let Some(authority) = uri.authority() {
         return authority.as_str();
     }
-    head.headers
+    headers
         .get(HOST)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")

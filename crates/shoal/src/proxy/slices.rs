@@ -284,8 +284,11 @@ async fn fetch_slices(
             }
         };
     let response = match proxy
-        .upstream()
-        .send(http::Request::from_parts(request, RequestBody::empty()))
+        .forward(
+            body.slice_key(first),
+            http::Request::from_parts(request, RequestBody::empty()),
+            true,
+        )
         .await
     {
         Ok(response) => response,

@@ -4,10 +4,12 @@
 //! carries the request there.
 
 mod body;
+pub mod cluster;
+pub mod pool;
+pub mod route;
 pub mod select;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -16,8 +18,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use body::{RequestBody, RequestBodyError};
+pub use pool::Pool;
 
-use crate::config::{OriginConfig, OriginUrl};
+use crate::cache::CacheKey;
+use crate::config::{OriginConfig, OriginUrl, RetryConfig};
+use crate::proxy::now_millis;
 
 /// Why an origin request failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,19 +56,18 @@ pub enum UpstreamError {
     RequestBody(RequestBodyError),
 }
 
-/// The pooled client for all origins.
+/// One worker's HTTP client for every upstream host, with the retry rules.
 pub struct Upstream {
     client: Client<HttpConnector, RequestBody>,
-    origins: Vec<OriginUrl>,
-    next: AtomicUsize,
     first_byte_timeout: Duration,
     /// Send each origin its own `host:port` as `Host` (`origin.host_header = "origin"`).
     host_is_origin: bool,
+    retries: RetryConfig,
 }
 
 impl Upstream {
-    /// A client for `origins` with the timeouts and pool limits of `config`.
-    pub fn new(config: &OriginConfig, origins: Vec<OriginUrl>) -> Upstream {
+    /// A client with the timeouts and pool limits of `config` and its retry rules.
+    pub fn new(config: &OriginConfig, retries: &RetryConfig) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout.duration()));
         connector.set_nodelay(true);
@@ -77,52 +81,106 @@ impl Upstream {
             .build(connector);
         Upstream {
             client,
-            origins,
-            next: AtomicUsize::new(0),
             first_byte_timeout: config.first_byte_timeout.duration(),
             host_is_origin: config.host_header == crate::config::HostHeader::Origin,
+            retries: retries.clone(),
         }
     }
 
-    /// The origins, in configuration order.
-    pub fn origins(&self) -> &[OriginUrl] {
-        &self.origins
-    }
-
-    /// Sends `request` (whose URI holds only path and query) to an origin. Origins are used in
-    /// turn; when one refuses the connection, nothing was sent, so the next one is tried.
+    /// Sends `request` (whose URI holds only path and query) to a host of `pool`, chosen for
+    /// cache key `key`. A host that refuses the connection got nothing, so the next one is
+    /// tried; timeouts, broken connections and the configured 5xx statuses are retried on the
+    /// next host only for idempotent requests; all within `retries.tries` and
+    /// `retries.deadline`. A request body that an attempt started to send is never resent.
     pub async fn send(
         &self,
+        pool: &Pool,
+        key: CacheKey,
         request: Request<RequestBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        self.send_with(pool, request, |tried, now| pool.pick(key, tried, now))
+            .await
+    }
+
+    /// Sends `request` to host `index` of `pool`, once.
+    pub async fn send_to(
+        &self,
+        pool: &Pool,
+        index: usize,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.send_with(pool, request, |tried, _| tried.is_empty().then_some(index))
+            .await
+    }
+
+    /// [`Upstream::send`] with the host of each attempt chosen by `pick` (given the hosts
+    /// tried and the time).
+    async fn send_with(
+        &self,
+        pool: &Pool,
+        request: Request<RequestBody>,
+        pick: impl Fn(&[usize], u64) -> Option<usize>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let (mut parts, body) = request.into_parts();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let idempotent = parts.method.is_idempotent();
+        let started = Instant::now();
+        let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
-        for attempt in 0..self.origins.len() {
-            let origin = &self.origins[(start + attempt) % self.origins.len()];
-            parts.uri = absolute_uri(origin, &parts.uri);
-            if self.host_is_origin {
-                if let Ok(host) = http::HeaderValue::from_str(&origin.authority) {
-                    parts.headers.insert(http::header::HOST, host);
+        let mut last_response = None;
+        for attempt in 0..self.retries.tries as usize {
+            if attempt > 0 && started.elapsed() >= self.retries.deadline.duration() {
+                break;
+            }
+            let Some(index) = pick(&tried, now_millis()) else {
+                break;
+            };
+            tried.push(index);
+            let host = &pool.hosts[index];
+            parts.uri = absolute_uri(&host.url, &parts.uri);
+            if self.host_is_origin && !pool.parent {
+                if let Ok(value) = http::HeaderValue::from_str(&host.url.authority) {
+                    parts.headers.insert(http::header::HOST, value);
                 }
             }
-            // The body can go to another origin only if the failed attempt took none of it.
+            // The body can go to another host only if no attempt took any of it.
             let Some(attempt_body) = body.retry() else {
                 break;
             };
             let request = Request::from_parts(parts.clone(), attempt_body);
+            let _in_flight = pool.begin(index);
+            let origin = || host.url.authority.clone();
             match tokio::time::timeout(self.first_byte_timeout, self.client.request(request)).await
             {
                 Err(_) => {
-                    return Err(UpstreamError::Timeout {
-                        origin: origin.authority.clone(),
+                    pool.failed(index, now_millis());
+                    last_error = Some(UpstreamError::Timeout {
+                        origin: origin(),
                         timeout: self.first_byte_timeout,
-                    })
+                    });
+                    if !idempotent {
+                        break;
+                    }
                 }
-                Ok(Ok(response)) => return Ok(response),
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    if status.is_server_error() {
+                        pool.failed(index, now_millis());
+                    } else {
+                        pool.succeeded(index);
+                    }
+                    let retried = idempotent
+                        && self.retries.on_status.contains(&status.as_u16())
+                        && attempt + 1 < self.retries.tries as usize;
+                    if !retried {
+                        return Ok(response);
+                    }
+                    tracing::info!(pool = %pool.name, host = %host.url.authority, %status, "retrying on the next host");
+                    last_response = Some(response);
+                }
                 Ok(Err(error)) if error.is_connect() => {
+                    pool.failed(index, now_millis());
                     last_error = Some(UpstreamError::Connect {
-                        origin: origin.authority.clone(),
+                        origin: origin(),
                         reason: root_cause(&error),
                     });
                 }
@@ -130,17 +188,24 @@ impl Upstream {
                     if let Some(body_error) = request_body_error(&error) {
                         return Err(UpstreamError::RequestBody(body_error.clone()));
                     }
-                    let reason = root_cause(&error);
-                    return Err(UpstreamError::Protocol {
-                        origin: origin.authority.clone(),
-                        reason,
+                    pool.failed(index, now_millis());
+                    last_error = Some(UpstreamError::Protocol {
+                        origin: origin(),
+                        reason: root_cause(&error),
                     });
+                    if !idempotent {
+                        break;
+                    }
                 }
             }
         }
+        // The last real answer (a retried 5xx) beats an error of a later attempt.
+        if let Some(response) = last_response {
+            return Ok(response);
+        }
         Err(last_error.unwrap_or_else(|| UpstreamError::Connect {
-            origin: String::from("(none)"),
-            reason: String::from("no origin configured"),
+            origin: pool.name.clone(),
+            reason: String::from("no host to try"),
         }))
     }
 }

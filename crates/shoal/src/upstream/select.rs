@@ -13,19 +13,7 @@ use std::sync::Mutex;
 
 use crate::cache::CacheKey;
 
-/// How a pool picks a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Policy {
-    /// Each host in turn.
-    RoundRobin,
-    /// In proportion to the hosts' weights, spread evenly (smooth weighted round-robin).
-    Weighted,
-    /// The first available host in the configured order.
-    Failover,
-    /// The same host for the same cache key (weighted rendezvous hashing).
-    Hash,
-}
+pub use crate::config::Policy;
 
 /// What selection needs to know of a host.
 #[derive(Clone, Copy, Debug)]

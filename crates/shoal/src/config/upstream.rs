@@ -1,0 +1,112 @@
+//! Where requests go: upstream pools, the routes that pick a pool, the cluster of peer caches,
+//! and retries.
+
+use serde::Deserialize;
+
+use super::{OriginUrl, Span};
+
+/// How a pool picks a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Each host in turn.
+    RoundRobin,
+    /// In proportion to the hosts' weights, spread evenly (smooth weighted round-robin).
+    Weighted,
+    /// The first available host in the configured order.
+    Failover,
+    /// The same host for the same cache key (weighted rendezvous hashing).
+    Hash,
+}
+
+/// A named group of interchangeable upstream hosts (origins, or a tier of parent caches).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// The name routes refer to.
+    pub name: String,
+    /// How a host is picked for each request.
+    #[serde(default = "default_policy")]
+    pub policy: Policy,
+    /// The hosts are Shoal (or other) caches forming a parent tier (a shield): requests to
+    /// them carry the hop marker, so a parent never sends them on to its own peers.
+    #[serde(default)]
+    pub parent: bool,
+    /// The hosts.
+    pub hosts: Vec<HostConfig>,
+}
+
+fn default_policy() -> Policy {
+    Policy::RoundRobin
+}
+
+/// One host of a pool.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Its URL, such as `http://10.0.0.1:8080`.
+    pub url: OriginUrl,
+    /// Its share of requests relative to the pool's other hosts (weighted and hash policies).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Most requests in flight to it at once; 0 for no limit.
+    #[serde(default)]
+    pub max_connections: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Maps requests to a pool: the first route whose host and path prefix match wins.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The request's host (without port), exactly or as `*.example.com`; unset matches any.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The start of the request's path; unset matches any.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// The pool the request goes to.
+    pub pool: String,
+    /// When a host answers 404, try the next host of the pool; only the last 404 is returned.
+    #[serde(default)]
+    pub fallthrough_404: bool,
+}
+
+/// The peer caches this node shares its objects with.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Every node of the cluster, this one included, the same list on every node. Each object
+    /// has one owner among them (rendezvous hashing of its key): a miss for an object another
+    /// peer owns is fetched from that peer.
+    pub peers: Vec<OriginUrl>,
+    /// Which peer this node is (`host:port` as in `peers`); unset: the peer whose address is
+    /// one of `server.listen`.
+    pub node_id: Option<String>,
+}
+
+/// Retrying a failed upstream request on the next host.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Most attempts per request, the first included.
+    pub tries: u32,
+    /// No new attempt starts after this much time since the first.
+    pub deadline: Span,
+    /// Statuses retried on the next host (idempotent requests only), as connection errors and
+    /// timeouts are.
+    pub on_status: Vec<u16>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            tries: 3,
+            deadline: Span(std::time::Duration::from_secs(10)),
+            on_status: vec![502, 503, 504],
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The cluster of peer caches: every node has the same list of peers, itself included, and
+//! each object has one owner among them, found by weighted rendezvous hashing of its cache
+//! key over the peers that are up. A miss for an object another peer owns is fetched from that
+//! peer, which fetches it from the origin (once for the whole cluster); a request that came
+//! from a peer is never sent to another one, so requests cannot loop.
+
+use std::net::SocketAddr;
+
+use super::select::rendezvous;
+use super::Pool;
+use crate::cache::CacheKey;
+use crate::config::{Config, Policy};
+
+/// The header that marks a request sent by a peer; its value is the sender's id.
+pub const PEER_HEADER: &str = "x-shoal-peer";
+
+/// This node's view of its cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Every peer, this node included.
+    pub peers: Pool,
+    /// This node's place in `peers`.
+    pub me: usize,
+    /// This node's id (its `host:port` in the list), sent in [`PEER_HEADER`].
+    pub id: http::HeaderValue,
+}
+
+impl Cluster {
+    /// The cluster of `config`; `None` without peers, or (logged) when this node is not in
+    /// the list, in which case it works alone.
+    pub fn new(config: &Config) -> Option<Cluster> {
+        let peers = &config.cluster.peers;
+        if peers.is_empty() {
+            return None;
+        }
+        let me = peers.iter().position(|peer| match &config.cluster.node_id {
+            Some(id) => peer.authority.eq_ignore_ascii_case(id),
+            None => peer
+                .authority
+                .parse::<SocketAddr>()
+                .is_ok_and(|address| config.server.listen.contains(&address)),
+        });
+        let Some(me) = me else {
+            tracing::error!(
+                "this node is not in cluster.peers (by cluster.node_id or a server.listen address); it works alone"
+            );
+            return None;
+        };
+        Some(Cluster {
+            peers: Pool::of_urls(
+                "cluster",
+                Policy::Hash,
+                true,
+                peers.iter().map(|peer| (peer.clone(), 1, 0)),
+            ),
+            me,
+            id: http::HeaderValue::from_str(&peers[me].authority)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("peer")),
+        })
+    }
+
+    /// The peer that owns `key` among those up and not `tried`; `None` when it is this node.
+    pub fn owner(&self, key: CacheKey, tried: &[usize], now: u64) -> Option<usize> {
+        let candidates = self.peers.candidates(now);
+        let owner = rendezvous(&candidates, key, |index| {
+            (index == self.me || candidates[index].available) && !tried.contains(&index)
+        })?;
+        (owner != self.me).then_some(owner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(me: &str) -> Cluster {
+        let mut config = Config::default();
+        config.server.listen = vec![me.parse().unwrap()];
+        config.cluster.peers = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
+            .iter()
+            .map(|peer| format!("http://{peer}").parse().unwrap())
+            .collect();
+        Cluster::new(&config).unwrap()
+    }
+
+    #[test]
+    fn every_node_agrees_on_the_owner() {
+        let nodes: Vec<Cluster> = ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
+            .iter()
+            .map(|me| cluster(me))
+            .collect();
+        let mut owned = [0; 3];
+        for n in 0..3000u64 {
+            let key = CacheKey(xxhash_rust::xxh3::xxh3_128(&n.to_le_bytes()));
+            let owners: Vec<usize> = nodes
+                .iter()
+                .map(|node| node.owner(key, &[], 0).unwrap_or(node.me))
+                .collect();
+            assert!(owners.iter().all(|&owner| owner == owners[0]), "{owners:?}");
+            owned[owners[0]] += 1;
+        }
+        assert!(
+            owned.iter().all(|&count| (800..1200).contains(&count)),
+            "{owned:?}"
+        );
+    }
+
+    #[test]
+    fn a_node_finds_itself_by_its_listen_address() {
+        assert_eq!(cluster("127.0.0.1:8002").me, 1);
+        let mut config = Config::default();
+        config.cluster.peers = vec!["http://10.0.0.1:80".parse().unwrap()];
+        assert!(Cluster::new(&config).is_none(), "not in the list: alone");
+    }
+}

@@ -1,0 +1,272 @@
+//! A pool of upstream hosts shared by every worker: the hosts, their passive health (hosts that
+//! fail several times in a row are ejected for a growing back-off) and in-flight counts, and
+//! the pool's picker.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::select::{Candidate, Selector};
+use crate::cache::CacheKey;
+use crate::config::{OriginUrl, PoolConfig};
+
+/// Failures in a row that eject a host.
+const FAILURES_TO_EJECT: u32 = 3;
+/// The first ejection's length; each further one in a row doubles it, up to `MAX_EJECTION`.
+const FIRST_EJECTION_MILLIS: u64 = 1_000;
+const MAX_EJECTION_MILLIS: u64 = 60_000;
+
+/// One upstream host and what is known of its health.
+#[derive(Debug)]
+pub struct Host {
+    /// Where it is.
+    pub url: OriginUrl,
+    /// Its relative share.
+    pub weight: u32,
+    /// Most requests in flight to it; 0 for no limit.
+    pub max_connections: u32,
+    id: u64,
+    in_flight: AtomicU32,
+    failures_in_a_row: AtomicU32,
+    ejections_in_a_row: AtomicU32,
+    ejected_until: AtomicU64,
+    last_failure: AtomicU64,
+}
+
+impl Host {
+    fn new(url: OriginUrl, weight: u32, max_connections: u32) -> Host {
+        Host {
+            id: xxhash_rust::xxh3::xxh3_64(url.authority.as_bytes()),
+            url,
+            weight,
+            max_connections,
+            in_flight: AtomicU32::new(0),
+            failures_in_a_row: AtomicU32::new(0),
+            ejections_in_a_row: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether it takes new requests now.
+    pub fn is_available(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) <= now
+            && (self.max_connections == 0
+                || self.in_flight.load(Ordering::Relaxed) < self.max_connections)
+    }
+
+    /// Requests in flight to it.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Until when it is ejected (milliseconds since the epoch; in the past when it is not).
+    pub fn ejected_until(&self) -> u64 {
+        self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    fn candidate(&self, now: u64) -> Candidate {
+        Candidate {
+            weight: self.weight,
+            id: self.id,
+            available: self.is_available(now),
+        }
+    }
+}
+
+/// A pool of hosts.
+#[derive(Debug)]
+pub struct Pool {
+    /// Its name.
+    pub name: String,
+    /// Whether its hosts are a parent tier of caches.
+    pub parent: bool,
+    /// Its hosts, in configuration order.
+    pub hosts: Vec<Host>,
+    selector: Selector,
+}
+
+/// A request in flight to a host; counts against its `max_connections` until dropped.
+pub struct InFlight<'a>(&'a Host);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pool {
+    /// A pool as configured.
+    pub fn new(config: &PoolConfig) -> Pool {
+        Pool::of_urls(
+            &config.name,
+            config.policy,
+            config.parent,
+            config
+                .hosts
+                .iter()
+                .map(|host| (host.url.clone(), host.weight, host.max_connections)),
+        )
+    }
+
+    /// A pool of `hosts` (URL, weight, connection limit).
+    pub fn of_urls(
+        name: &str,
+        policy: crate::config::Policy,
+        parent: bool,
+        hosts: impl IntoIterator<Item = (OriginUrl, u32, u32)>,
+    ) -> Pool {
+        let hosts: Vec<Host> = hosts
+            .into_iter()
+            .map(|(url, weight, limit)| Host::new(url, weight, limit))
+            .collect();
+        Pool {
+            name: name.to_owned(),
+            parent,
+            selector: Selector::new(policy, hosts.len()),
+            hosts,
+        }
+    }
+
+    /// The host for a request with cache key `key`, not among `tried`: an available one by the
+    /// pool's policy, or, when none is available, the one that failed longest ago (failing
+    /// open: a pool whose hosts all look down still gets a chance to answer).
+    pub fn pick(&self, key: CacheKey, tried: &[usize], now: u64) -> Option<usize> {
+        let candidates: Vec<Candidate> =
+            self.hosts.iter().map(|host| host.candidate(now)).collect();
+        self.selector.pick(&candidates, key, tried).or_else(|| {
+            (0..self.hosts.len())
+                .filter(|index| !tried.contains(index))
+                .min_by_key(|&index| self.hosts[index].last_failure.load(Ordering::Relaxed))
+        })
+    }
+
+    /// The hosts as the picker sees them now.
+    pub fn candidates(&self, now: u64) -> Vec<Candidate> {
+        self.hosts.iter().map(|host| host.candidate(now)).collect()
+    }
+
+    /// Counts a request in flight to host `index`.
+    pub fn begin(&self, index: usize) -> InFlight<'_> {
+        let host = &self.hosts[index];
+        host.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(host)
+    }
+
+    /// Host `index` answered: its failure streak ends.
+    pub fn succeeded(&self, index: usize) {
+        let host = &self.hosts[index];
+        host.failures_in_a_row.store(0, Ordering::Relaxed);
+        host.ejections_in_a_row.store(0, Ordering::Relaxed);
+    }
+
+    /// Host `index` failed (connection, timeout or 5xx); after a few in a row it is ejected.
+    pub fn failed(&self, index: usize, now: u64) {
+        let host = &self.hosts[index];
+        host.last_failure.store(now, Ordering::Relaxed);
+        if host.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 < FAILURES_TO_EJECT {
+            return;
+        }
+        host.failures_in_a_row.store(0, Ordering::Relaxed);
+        let ejections = host
+            .ejections_in_a_row
+            .fetch_add(1, Ordering::Relaxed)
+            .min(16);
+        let length = (FIRST_EJECTION_MILLIS << ejections).min(MAX_EJECTION_MILLIS);
+        host.ejected_until.store(now + length, Ordering::Relaxed);
+        tracing::warn!(
+            pool = %self.name,
+            host = %host.url.authority,
+            seconds = length / 1000,
+            "upstream host failed {FAILURES_TO_EJECT} times in a row; ejected"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Policy;
+
+    fn pool(policy: Policy, hosts: usize) -> Pool {
+        Pool::of_urls(
+            "test",
+            policy,
+            false,
+            (0..hosts).map(|n| {
+                (
+                    format!("http://127.0.0.1:{}", 9000 + n).parse().unwrap(),
+                    1,
+                    0,
+                )
+            }),
+        )
+    }
+
+    #[test]
+    fn three_failures_eject_a_host_for_a_growing_time() {
+        let pool = pool(Policy::Failover, 2);
+        for _ in 0..2 {
+            pool.failed(0, 1_000);
+        }
+        assert_eq!(
+            pool.pick(CacheKey(0), &[], 1_000),
+            Some(0),
+            "two failures are not enough"
+        );
+        pool.failed(0, 1_000);
+        assert_eq!(pool.pick(CacheKey(0), &[], 1_500), Some(1));
+        assert_eq!(
+            pool.pick(CacheKey(0), &[], 2_000),
+            Some(0),
+            "back after a second"
+        );
+        for _ in 0..3 {
+            pool.failed(0, 2_000);
+        }
+        assert_eq!(
+            pool.pick(CacheKey(0), &[], 3_500),
+            Some(1),
+            "two seconds the second time"
+        );
+        assert_eq!(pool.pick(CacheKey(0), &[], 4_000), Some(0));
+        pool.succeeded(0);
+        for _ in 0..3 {
+            pool.failed(0, 5_000);
+        }
+        assert_eq!(
+            pool.pick(CacheKey(0), &[], 6_000),
+            Some(0),
+            "a success resets the back-off"
+        );
+    }
+
+    #[test]
+    fn a_pool_with_every_host_down_fails_open_to_the_least_recently_failed() {
+        let pool = pool(Policy::RoundRobin, 2);
+        for _ in 0..3 {
+            pool.failed(1, 1_000);
+        }
+        for _ in 0..3 {
+            pool.failed(0, 1_100);
+        }
+        assert_eq!(pool.pick(CacheKey(0), &[], 1_200), Some(1));
+        assert_eq!(pool.pick(CacheKey(0), &[1], 1_200), Some(0));
+        assert_eq!(pool.pick(CacheKey(0), &[0, 1], 1_200), None);
+    }
+
+    #[test]
+    fn a_host_at_its_connection_limit_is_skipped() {
+        let pool = Pool::of_urls(
+            "limited",
+            Policy::Failover,
+            false,
+            [
+                ("http://127.0.0.1:1".parse().unwrap(), 1, 1),
+                ("http://127.0.0.1:2".parse().unwrap(), 1, 0),
+            ],
+        );
+        let first = pool.begin(0);
+        assert_eq!(pool.pick(CacheKey(0), &[], 0), Some(1));
+        drop(first);
+        assert_eq!(pool.pick(CacheKey(0), &[], 0), Some(0));
+    }
+}

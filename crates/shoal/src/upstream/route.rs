@@ -1,0 +1,159 @@
+//! Which pool a request goes to: routes by host and path prefix, first match wins, then the
+//! default pool.
+
+use std::sync::Arc;
+
+use super::Pool;
+use crate::config::Config;
+
+/// The pools and the routes to them.
+#[derive(Debug)]
+pub struct Routes {
+    pools: Vec<Arc<Pool>>,
+    routes: Vec<Route>,
+    default: usize,
+}
+
+#[derive(Debug)]
+struct Route {
+    /// Lowercase host, or `.example.com` for `*.example.com`.
+    host: Option<String>,
+    path_prefix: Option<String>,
+    pool: usize,
+}
+
+impl Route {
+    fn matches(&self, host: &str, path: &str) -> bool {
+        let host_matches = match &self.host {
+            None => true,
+            Some(suffix) if suffix.starts_with('.') => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+            Some(exact) => host == exact,
+        };
+        host_matches
+            && self
+                .path_prefix
+                .as_ref()
+                .is_none_or(|prefix| path.starts_with(prefix.as_str()))
+    }
+}
+
+impl Routes {
+    /// The pools and routes of `config` (checked: every route names a pool).
+    pub fn new(config: &Config) -> Routes {
+        let pools: Vec<Arc<Pool>> = config
+            .effective_pools()
+            .iter()
+            .map(|pool| Arc::new(Pool::new(pool)))
+            .collect();
+        let index_of = |name: &str| pools.iter().position(|pool| pool.name == name);
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|route| {
+                Some(Route {
+                    host: route.host.as_ref().map(|host| {
+                        let host = host.to_ascii_lowercase();
+                        host.strip_prefix('*').map_or(host.clone(), str::to_owned)
+                    }),
+                    path_prefix: route.path_prefix.clone(),
+                    pool: index_of(&route.pool)?,
+                })
+            })
+            .collect();
+        let default = index_of("origin").unwrap_or(0);
+        Routes {
+            pools,
+            routes,
+            default,
+        }
+    }
+
+    /// The pool for a request to `host` (with or without port) and `path`.
+    pub fn pool_for(&self, host: &str, path: &str) -> &Arc<Pool> {
+        let host = strip_port(host);
+        let index = self
+            .routes
+            .iter()
+            .find(|route| route.matches_ignoring_case(host, path))
+            .map_or(self.default, |route| route.pool);
+        &self.pools[index]
+    }
+
+    /// Every pool.
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
+    }
+}
+
+impl Route {
+    fn matches_ignoring_case(&self, host: &str, path: &str) -> bool {
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.matches(&host.to_ascii_lowercase(), path)
+        } else {
+            self.matches(host, path)
+        }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn routes(text: &str) -> Routes {
+        Routes::new(&Config::parse(text, std::path::Path::new("test.toml")).unwrap())
+    }
+
+    #[test]
+    fn the_first_matching_route_wins_and_the_rest_go_to_the_default() {
+        let routes = routes(
+            r#"
+            [origin]
+            urls = ["http://127.0.0.1:1"]
+            [[pools]]
+            name = "images"
+            hosts = [{ url = "http://127.0.0.1:2" }]
+            [[pools]]
+            name = "api"
+            hosts = [{ url = "http://127.0.0.1:3" }]
+            [[routes]]
+            host = "*.example.com"
+            path_prefix = "/img/"
+            pool = "images"
+            [[routes]]
+            host = "api.example.com"
+            pool = "api"
+            "#,
+        );
+        let pool = |host, path| routes.pool_for(host, path).name.clone();
+        assert_eq!(pool("cdn.example.com", "/img/a.png"), "images");
+        assert_eq!(pool("CDN.Example.com:8080", "/img/a.png"), "images");
+        assert_eq!(
+            pool("api.example.com", "/img/x"),
+            "images",
+            "first match wins"
+        );
+        assert_eq!(pool("api.example.com", "/v1"), "api");
+        assert_eq!(
+            pool("example.com", "/img/a.png"),
+            "origin",
+            "*. needs a subdomain"
+        );
+        assert_eq!(pool("other.test", "/"), "origin");
+    }
+}
