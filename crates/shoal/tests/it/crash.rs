@@ -2,8 +2,6 @@
 //! compare every object's SHA-256 with the origin's; stall the disk's reader thread and check
 //! that only disk hits notice.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +9,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::disk::TempDir;
+use crate::process::{free_port, Endpoint, Node};
 use crate::support::*;
 
 const OBJECTS: usize = 300;
@@ -32,106 +31,28 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// A node with a disk tier in `dir`, configured by `config`, in front of `origin`.
+async fn start(origin: &Origin, config: &std::path::Path, dir: &std::path::Path) -> Node {
+    let mut args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
+    for arg in [
+        "--origin",
+        &origin.url(),
+        "--cache-disk",
+        "64MiB",
+        "--cache-dir",
+    ] {
+        args.push(arg.into());
+    }
+    args.push(dir.into());
+    Node::start(&args, free_port(), |stats| {
+        stats["disk"]["dirs"][0]["state"] == "ready"
+    })
+    .await
 }
 
-/// A `shoal serve` process, killed (SIGKILL) when dropped.
-struct Node {
-    child: Child,
-    endpoint: Endpoint,
-}
-
-/// Where a node listens.
-#[derive(Clone, Copy)]
-struct Endpoint {
-    listen: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Node {
-    /// The process's threads named `name` (as the kernel shows it: 15 bytes at most).
-    fn threads(&self, name: &str) -> Vec<i32> {
-        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
-            .unwrap()
-            .filter_map(|task| {
-                let task = task.ok()?;
-                let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-                (comm.trim_end() == name).then(|| task.file_name().to_str()?.parse().ok())?
-            })
-            .collect()
-    }
-
-    async fn start(origin: &Origin, config: &std::path::Path, dir: &std::path::Path) -> Node {
-        let (listen, admin) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--admin",
-                &admin.to_string(),
-            ])
-            .args([
-                "--origin",
-                &origin.url(),
-                "--cache-disk",
-                "64MiB",
-                "--cache-dir",
-            ])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let node = Node {
-            child,
-            endpoint: Endpoint { listen, admin },
-        };
-        for _ in 0..250 {
-            if let Some(stats) = node.endpoint.stats().await {
-                if stats["disk"]["dirs"][0]["state"] == "ready" {
-                    return node;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the node did not become ready");
-    }
-}
-
-impl Endpoint {
-    async fn stats(&self) -> Option<serde_json::Value> {
-        let response = client()
-            .get(format!("http://{}/stats", self.admin))
-            .send()
-            .await
-            .ok()?;
-        serde_json::from_slice(&response.bytes().await.ok()?).ok()
-    }
-
-    async fn get(&self, n: usize) -> Option<(String, Vec<u8>)> {
-        let response = client()
-            .get(format!("http://{}/object/{n}", self.listen))
-            .header("host", "crash.test")
-            .send()
-            .await
-            .ok()?;
-        let status = cache_status(response.headers()).to_owned();
-        let body = response.bytes().await.ok()?;
-        Some((status, body.to_vec()))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// GET object `n` (the same `Host` as every request of these tests).
+async fn get(endpoint: &Endpoint, n: usize) -> Option<(String, Vec<u8>)> {
+    endpoint.get(&format!("/object/{n}"), "crash.test").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -155,7 +76,7 @@ async fn kill_9_under_load_loses_nothing_that_is_served_later() {
     .unwrap();
     let cache = dir.0.join("cache");
 
-    let node = Node::start(&origin, &config, &cache).await;
+    let node = start(&origin, &config, &cache).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for client_number in 0..8 {
@@ -164,8 +85,8 @@ async fn kill_9_under_load_loses_nothing_that_is_served_later() {
             let mut n = client_number * 37;
             while !stop.load(Ordering::Relaxed) {
                 // Each object twice, so that it is admitted to disk.
-                let _ = node.get(n % OBJECTS).await;
-                let _ = node.get(n % OBJECTS).await;
+                let _ = get(&node, n % OBJECTS).await;
+                let _ = get(&node, n % OBJECTS).await;
                 n += 11;
             }
         }));
@@ -191,7 +112,7 @@ async fn kill_9_under_load_loses_nothing_that_is_served_later() {
         let _ = client.await;
     }
 
-    let node = Node::start(&origin, &config, &cache).await;
+    let node = start(&origin, &config, &cache).await;
     let (_process, node) = (&node, node.endpoint);
     let recovered = node.stats().await.unwrap()["disk"]["entries"]
         .as_u64()
@@ -200,7 +121,7 @@ async fn kill_9_under_load_loses_nothing_that_is_served_later() {
     let mut mismatches = Vec::new();
     let mut hits = 0;
     for (n, expected) in bodies.iter().enumerate() {
-        let (status, body) = node.get(n).await.expect("the restarted node answers");
+        let (status, body) = get(&node, n).await.expect("the restarted node answers");
         if sha256(&body) != sha256(expected) {
             mismatches.push(n);
         }
@@ -272,9 +193,9 @@ async fn a_stalled_disk_delays_only_disk_hits_and_is_then_dropped() {
     )
     .unwrap();
     let cache = dir.0.join("cache");
-    let node = Node::start(&origin, &config, &cache).await;
+    let node = start(&origin, &config, &cache).await;
     for n in 0..4 {
-        node.endpoint.get(n).await.unwrap();
+        get(&node.endpoint, n).await.unwrap();
     }
     for _ in 0..250 {
         let stats = node.endpoint.stats().await.unwrap();
@@ -285,7 +206,7 @@ async fn a_stalled_disk_delays_only_disk_hits_and_is_then_dropped() {
     }
     drop(node);
     // After a restart the four objects are only on disk.
-    let node = Node::start(&origin, &config, &cache).await;
+    let node = start(&origin, &config, &cache).await;
     let readers = node.threads("shoal-disk0-rea");
     assert_eq!(readers.len(), 1, "one reader thread");
     let Some(frozen) = Frozen::thread(readers[0]) else {
@@ -293,11 +214,11 @@ async fn a_stalled_disk_delays_only_disk_hits_and_is_then_dropped() {
     };
 
     let endpoint = node.endpoint;
-    let disk_hit = tokio::spawn(async move { endpoint.get(0).await });
+    let disk_hit = tokio::spawn(async move { get(&endpoint, 0).await });
     // While that read hangs, a miss is served (and then a RAM hit).
-    let (status, body) = within(node.endpoint.get(100)).await.unwrap();
+    let (status, body) = within(get(&node.endpoint, 100)).await.unwrap();
     assert!(body.starts_with(b"body of /object/100"), "{status}");
-    let (status, _) = within(node.endpoint.get(100)).await.unwrap();
+    let (status, _) = within(get(&node.endpoint, 100)).await.unwrap();
     assert_eq!(status, "HIT");
     assert!(
         !disk_hit.is_finished(),
@@ -308,7 +229,7 @@ async fn a_stalled_disk_delays_only_disk_hits_and_is_then_dropped() {
     assert_eq!(status, "MISS");
     assert!(body.starts_with(b"body of /object/0"));
     for n in 1..3 {
-        within(node.endpoint.get(n)).await.unwrap();
+        within(get(&node.endpoint, n)).await.unwrap();
     }
     let stats = node.endpoint.stats().await.unwrap();
     assert_eq!(stats["disk"]["read_timeouts"], 3);
@@ -319,7 +240,7 @@ async fn a_stalled_disk_delays_only_disk_hits_and_is_then_dropped() {
         "{dir}"
     );
     // The directory is no longer used: the last object comes from the origin at once.
-    let (status, _) = node.endpoint.get(3).await.unwrap();
+    let (status, _) = get(&node.endpoint, 3).await.unwrap();
     assert_eq!(status, "MISS");
     drop(frozen);
 }

@@ -3,9 +3,11 @@
 
 mod basics;
 mod caching;
+mod cluster;
 mod collapsing;
 mod crash;
 mod disk;
+mod process;
 mod ranges;
 mod slices;
 mod strict;

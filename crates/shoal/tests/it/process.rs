@@ -1,0 +1,112 @@
+//! Nodes as real `shoal serve` processes, for tests that kill them, freeze their threads or run
+//! several of them together.
+
+use std::ffi::OsString;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::client;
+
+/// A free port on 127.0.0.1 (free when this returns; the node binds it right after).
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A `shoal serve` process, killed (SIGKILL) when dropped.
+pub struct Node {
+    child: Child,
+    pub endpoint: Endpoint,
+}
+
+/// Where a node listens.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Node {
+    /// Starts `shoal serve --listen LISTEN --admin (a free port) ARGS...` and waits until its
+    /// `/stats` satisfy `ready`.
+    pub async fn start(
+        args: &[OsString],
+        listen: SocketAddr,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> Node {
+        let admin = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("serve")
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--admin",
+                &admin.to_string(),
+            ])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let node = Node {
+            child,
+            endpoint: Endpoint { listen, admin },
+        };
+        for _ in 0..250 {
+            if let Some(stats) = node.endpoint.stats().await {
+                if ready(&stats) {
+                    return node;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the node did not become ready");
+    }
+
+    /// The process's threads named `name` (as the kernel shows it: 15 bytes at most).
+    pub fn threads(&self, name: &str) -> Vec<i32> {
+        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?;
+                let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                (comm.trim_end() == name).then(|| task.file_name().to_str()?.parse().ok())?
+            })
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Endpoint {
+    /// The admin API's `/stats`.
+    pub async fn stats(&self) -> Option<serde_json::Value> {
+        let response = client()
+            .get(format!("http://{}/stats", self.admin))
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_slice(&response.bytes().await.ok()?).ok()
+    }
+
+    /// GET `path` with `Host: host`: the cache status and the body (`None` if it failed).
+    pub async fn get(&self, path: &str, host: &str) -> Option<(String, Vec<u8>)> {
+        let response = client()
+            .get(format!("http://{}{path}", self.listen))
+            .header("host", host)
+            .send()
+            .await
+            .ok()?;
+        let status = crate::support::cache_status(response.headers()).to_owned();
+        let body = response.bytes().await.ok()?;
+        Some((status, body.to_vec()))
+    }
+}
