@@ -40,6 +40,7 @@ impl Node {
         let listeners = Listeners::bind(&config.server.listen, false)?;
         let listen = listeners.local_addrs();
         let proxy = Proxy::new(Arc::new(config), 1);
+        proxy.start_health_checks();
         let admin = start_admin(&proxy).await?;
         tokio::spawn(proxy::serve(listeners, Arc::clone(&proxy)));
         Ok(Node {
@@ -66,6 +67,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     control.block_on(async move {
         let (config, _demo) = with_demo_origin(config).await?;
         let proxy = Proxy::new(Arc::new(config), workers);
+        proxy.start_health_checks();
         start_admin(&proxy).await?;
         let (ready, mut bound) = tokio::sync::mpsc::channel(workers);
         for index in 0..workers {

@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 use crate::proxy::{now_millis, Proxy};
 use crate::store::disk::{DiskStats, VolumeState};
 use crate::store::Store;
+use crate::upstream::pool::{AdminState, CheckResult};
+use crate::upstream::Pool;
 
 /// Binds the admin API on `address`; returns the bound address.
 pub async fn start(address: SocketAddr, proxy: Arc<Proxy>) -> std::io::Result<SocketAddr> {
@@ -71,6 +73,8 @@ fn route<B>(proxy: &Proxy, request: &http::Request<B>) -> Response<Full<Bytes>> 
         (&Method::GET, "/stats") => json(&stats(proxy)),
         (&Method::GET, "/metrics") => text(StatusCode::OK, prometheus(&stats(proxy))),
         (&Method::GET, "/cache") => json(&cache_listing(proxy)),
+        (&Method::GET, "/upstreams") => json(&upstreams(proxy)),
+        (&Method::POST, "/upstreams/state") => set_host_state(proxy, query),
         (&Method::POST, "/purge") => {
             match parameter(query, "url").and_then(|url| url.parse::<http::Uri>().ok()) {
                 Some(uri) => {
@@ -87,7 +91,8 @@ fn route<B>(proxy: &Proxy, request: &http::Request<B>) -> Response<Full<Bytes>> 
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "unknown admin endpoint; try /health, /stats, /metrics, /cache, POST /purge?url=\n"
+            "unknown admin endpoint; try /health, /stats, /metrics, /cache, /upstreams, \
+             POST /purge?url=, POST /upstreams/state?pool=&host=&state=\n"
                 .into(),
         ),
     }
@@ -127,6 +132,124 @@ fn cache_listing(proxy: &Proxy) -> Vec<CachedObject> {
     }
     listing.sort_by(|a, b| a.url.cmp(&b.url));
     listing
+}
+
+#[derive(Serialize)]
+struct PoolView {
+    pool: String,
+    policy: crate::config::Policy,
+    parent: bool,
+    hosts: Vec<HostView>,
+}
+
+#[derive(Serialize)]
+struct HostView {
+    host: String,
+    weight: u32,
+    /// What requests see: up, down (set), drain (set), unhealthy (checks) or ejected (failures).
+    state: &'static str,
+    admin: AdminState,
+    healthy: bool,
+    ejected_for_ms: u64,
+    in_flight: u32,
+    last_check: Option<CheckResult>,
+    /// In the cluster's pool: whether this is the node itself.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    this_node: bool,
+}
+
+fn pool_view(pool: &Pool, me: Option<usize>) -> PoolView {
+    let now = now_millis();
+    PoolView {
+        pool: pool.name.clone(),
+        policy: pool.policy(),
+        parent: pool.parent,
+        hosts: pool
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(index, host)| HostView {
+                host: host.url.authority.clone(),
+                weight: host.weight,
+                state: match host.admin_state() {
+                    AdminState::Down => "down",
+                    AdminState::Drain => "drain",
+                    _ if host.is_available(now) => "up",
+                    _ if !host.is_healthy() => "unhealthy",
+                    _ => "ejected",
+                },
+                admin: host.admin_state(),
+                healthy: host.is_healthy(),
+                ejected_for_ms: host.ejected_until().saturating_sub(now),
+                in_flight: host.in_flight(),
+                last_check: host.last_check(),
+                this_node: me == Some(index),
+            })
+            .collect(),
+    }
+}
+
+fn upstreams(proxy: &Proxy) -> Vec<PoolView> {
+    let mut pools: Vec<PoolView> = proxy
+        .routes()
+        .pools()
+        .iter()
+        .map(|pool| pool_view(pool, None))
+        .collect();
+    if let Some(cluster) = proxy.cluster() {
+        pools.push(pool_view(&cluster.peers, Some(cluster.me)));
+    }
+    pools
+}
+
+/// `POST /upstreams/state?pool=NAME&host=HOST:PORT&state=up|down|drain|auto`.
+fn set_host_state(proxy: &Proxy, query: &str) -> Response<Full<Bytes>> {
+    let state = match parameter(query, "state") {
+        Some("up") => AdminState::Up,
+        Some("down") => AdminState::Down,
+        Some("drain") => AdminState::Drain,
+        Some("auto") => AdminState::Auto,
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected state=up, down, drain or auto\n".into(),
+            )
+        }
+    };
+    let (Some(pool_name), Some(host_name)) = (parameter(query, "pool"), parameter(query, "host"))
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected /upstreams/state?pool=NAME&host=HOST:PORT&state=STATE\n".into(),
+        );
+    };
+    let cluster = proxy.cluster().map(|cluster| &cluster.peers);
+    let pool = proxy
+        .routes()
+        .pools()
+        .iter()
+        .map(AsRef::as_ref)
+        .chain(cluster)
+        .find(|pool| pool.name == pool_name);
+    let Some(host) = pool.and_then(|pool| pool.hosts.iter().find(|h| h.url.authority == host_name))
+    else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no host {host_name} in pool {pool_name}\n"),
+        );
+    };
+    let previous = host.admin_state();
+    host.set_admin_state(state);
+    tracing::info!(
+        pool = pool_name,
+        host = host_name,
+        ?previous,
+        ?state,
+        "upstream host state set by the admin API"
+    );
+    json(
+        &serde_json::json!({ "pool": pool_name, "host": host_name, "state": state, "previous": previous }),
+    )
 }
 
 /// The Prometheus text exposition format: counters end in `_total`, gauges do not.

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use units::{ByteSize, Span};
-pub use upstream::{ClusterConfig, HostConfig, Policy, PoolConfig, RetryConfig, RouteConfig};
+pub use upstream::{
+    ClusterConfig, HealthConfig, HostConfig, Policy, PoolConfig, RetryConfig, RouteConfig,
+};
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -469,6 +471,7 @@ impl Config {
                         max_connections: 0,
                     })
                     .collect(),
+                health: None,
             });
         }
         pools
@@ -660,6 +663,29 @@ impl Config {
                 &["routes"],
                 format!("route to pool `{}`, which is not defined", route.pool),
             ));
+        }
+        for pool in &pools {
+            let Some(health) = &pool.health else {
+                continue;
+            };
+            if !["GET", "HEAD", "OPTIONS"].contains(&health.method.as_str()) {
+                return Err((
+                    &["pools"],
+                    format!(
+                        "pool `{}`: health.method must be GET, HEAD or OPTIONS",
+                        pool.name
+                    ),
+                ));
+            }
+            if !health.path.starts_with('/') || health.rise == 0 || health.fall == 0 {
+                return Err((
+                    &["pools"],
+                    format!(
+                        "pool `{}`: health.path must start with / and rise and fall be at least 1",
+                        pool.name
+                    ),
+                ));
+            }
         }
         if self.retries.tries == 0 {
             return Err((&["retries.tries"], "at least one try is needed".into()));

@@ -34,6 +34,43 @@ pub struct PoolConfig {
     pub parent: bool,
     /// The hosts.
     pub hosts: Vec<HostConfig>,
+    /// Active health checks of the hosts; none when unset (passive checks always run).
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+}
+
+/// An active health check: a request sent to every host of a pool at an interval.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// GET, HEAD or OPTIONS.
+    pub method: String,
+    /// The path requested.
+    pub path: String,
+    /// The status a healthy host answers with.
+    pub expect: u16,
+    /// Time between two checks of a host.
+    pub interval: Span,
+    /// Time a check may take.
+    pub timeout: Span,
+    /// Successes in a row that bring a host that is down back up.
+    pub rise: u32,
+    /// Failures in a row that take a host that is up down.
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            expect: 200,
+            interval: Span(std::time::Duration::from_secs(5)),
+            timeout: Span(std::time::Duration::from_secs(2)),
+            rise: 2,
+            fall: 3,
+        }
+    }
 }
 
 fn default_policy() -> Policy {

@@ -62,7 +62,10 @@ impl ProxyError {
     /// Whether sending the request again could succeed without side effects (nothing reached
     /// the origin).
     pub fn retry_safe(&self) -> bool {
-        matches!(self, ProxyError::Upstream(UpstreamError::Connect { .. }))
+        matches!(
+            self,
+            ProxyError::Upstream(UpstreamError::Connect { .. } | UpstreamError::Unavailable { .. })
+        )
     }
 
     /// The status code the client gets.
@@ -72,6 +75,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Unavailable { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TooLarge)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -89,6 +95,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method not allowed",
             ProxyError::NotCached => "not in cache (only-if-cached)",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "origin unreachable",
+            ProxyError::Upstream(UpstreamError::Unavailable { .. }) => {
+                "no origin server is reachable"
+            }
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "origin timed out",
             ProxyError::Upstream(UpstreamError::Protocol { .. }) => "origin failed",
             ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TooLarge)) => {
@@ -97,6 +106,9 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => "request body could not be read",
             ProxyError::FollowedFailure(status) if *status == StatusCode::GATEWAY_TIMEOUT => {
                 "origin timed out"
+            }
+            ProxyError::FollowedFailure(StatusCode::SERVICE_UNAVAILABLE) => {
+                "no origin server is reachable"
             }
             ProxyError::FollowedFailure(_) => "origin failed",
             ProxyError::Internal(_) => "internal error",

@@ -150,6 +150,7 @@ pub(super) async fn run(
             tracing::warn!(url = %plan.url, %error, "origin fetch failed");
             let status = match error {
                 UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             };
             flight.finish(FlightOutcome::Failed(status));

@@ -171,8 +171,25 @@ impl Proxy {
         }
         let host = request_host_of(request.headers(), request.uri()).to_owned();
         let path = request.uri().path().to_owned();
-        let pool = self.routes.pool_for(&host, &path);
-        self.upstream().send(pool, key, request).await
+        let destination = self.routes.destination(&host, &path);
+        self.upstream()
+            .send(destination.pool, key, request, destination.fallthrough_404)
+            .await
+    }
+
+    /// Starts the active health checks of the pools, on the current runtime.
+    pub fn start_health_checks(&self) {
+        crate::upstream::health::spawn(self.routes.pools());
+    }
+
+    /// The pools and routes.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// The cluster, if this node is in one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     /// The configuration in force.

@@ -5,6 +5,7 @@
 
 mod body;
 pub mod cluster;
+pub mod health;
 pub mod pool;
 pub mod route;
 pub mod select;
@@ -54,6 +55,14 @@ pub enum UpstreamError {
     /// The client's request body could not be read while forwarding it.
     #[error(transparent)]
     RequestBody(RequestBodyError),
+    /// Every host of the pool was tried and none could be reached.
+    #[error("no host of pool {pool} could be reached ({reason})")]
+    Unavailable {
+        /// The pool.
+        pool: String,
+        /// The last host's error.
+        reason: String,
+    },
 }
 
 /// One worker's HTTP client for every upstream host, with the retry rules.
@@ -92,14 +101,19 @@ impl Upstream {
     /// tried; timeouts, broken connections and the configured 5xx statuses are retried on the
     /// next host only for idempotent requests; all within `retries.tries` and
     /// `retries.deadline`. A request body that an attempt started to send is never resent.
+    /// With `fallthrough_404`, a 404 is tried on the next host too (every host of the pool
+    /// gets a chance), and only the last 404 is returned.
     pub async fn send(
         &self,
         pool: &Pool,
         key: CacheKey,
         request: Request<RequestBody>,
+        fallthrough_404: bool,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.send_with(pool, request, |tried, now| pool.pick(key, tried, now))
-            .await
+        self.send_with(pool, request, fallthrough_404, |tried, now| {
+            pool.pick(key, tried, now)
+        })
+        .await
     }
 
     /// Sends `request` to host `index` of `pool`, once.
@@ -109,8 +123,10 @@ impl Upstream {
         index: usize,
         request: Request<RequestBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.send_with(pool, request, |tried, _| tried.is_empty().then_some(index))
-            .await
+        self.send_with(pool, request, false, |tried, _| {
+            tried.is_empty().then_some(index)
+        })
+        .await
     }
 
     /// [`Upstream::send`] with the host of each attempt chosen by `pick` (given the hosts
@@ -119,6 +135,7 @@ impl Upstream {
         &self,
         pool: &Pool,
         request: Request<RequestBody>,
+        fallthrough_404: bool,
         pick: impl Fn(&[usize], u64) -> Option<usize>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let (mut parts, body) = request.into_parts();
@@ -127,7 +144,11 @@ impl Upstream {
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
         let mut last_response = None;
-        for attempt in 0..self.retries.tries as usize {
+        let tries = match fallthrough_404 {
+            true => (self.retries.tries as usize).max(pool.hosts.len()),
+            false => self.retries.tries as usize,
+        };
+        for attempt in 0..tries {
             if attempt > 0 && started.elapsed() >= self.retries.deadline.duration() {
                 break;
             }
@@ -169,12 +190,13 @@ impl Upstream {
                         pool.succeeded(index);
                     }
                     let retried = idempotent
-                        && self.retries.on_status.contains(&status.as_u16())
-                        && attempt + 1 < self.retries.tries as usize;
+                        && attempt + 1 < tries
+                        && (self.retries.on_status.contains(&status.as_u16())
+                            || (fallthrough_404 && status == http::StatusCode::NOT_FOUND));
                     if !retried {
                         return Ok(response);
                     }
-                    tracing::info!(pool = %pool.name, host = %host.url.authority, %status, "retrying on the next host");
+                    tracing::debug!(pool = %pool.name, host = %host.url.authority, %status, "trying the next host");
                     last_response = Some(response);
                 }
                 Ok(Err(error)) if error.is_connect() => {
@@ -202,6 +224,14 @@ impl Upstream {
         // The last real answer (a retried 5xx) beats an error of a later attempt.
         if let Some(response) = last_response {
             return Ok(response);
+        }
+        if let Some(UpstreamError::Connect { reason, .. }) = &last_error {
+            if tried.len() == pool.hosts.len() {
+                return Err(UpstreamError::Unavailable {
+                    pool: pool.name.clone(),
+                    reason: reason.clone(),
+                });
+            }
         }
         Err(last_error.unwrap_or_else(|| UpstreamError::Connect {
             origin: pool.name.clone(),

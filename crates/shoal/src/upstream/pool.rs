@@ -2,11 +2,48 @@
 //! fail several times in a row are ejected for a growing back-off) and in-flight counts, and
 //! the pool's picker.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 use super::select::{Candidate, Selector};
 use crate::cache::CacheKey;
-use crate::config::{OriginUrl, PoolConfig};
+use crate::config::{HealthConfig, OriginUrl, PoolConfig};
+
+/// A state an operator set for a host, overriding what the checks say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// Follow the health checks (the default).
+    Auto,
+    /// Take requests whatever the checks say.
+    Up,
+    /// Take no requests.
+    Down,
+    /// Take no new requests; those in flight finish.
+    Drain,
+}
+
+impl AdminState {
+    fn from_u8(value: u8) -> AdminState {
+        match value {
+            1 => AdminState::Up,
+            2 => AdminState::Down,
+            3 => AdminState::Drain,
+            _ => AdminState::Auto,
+        }
+    }
+}
+
+/// The latest active check of a host.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CheckResult {
+    /// When, in milliseconds since the epoch.
+    pub at: u64,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What happened (the status, or the error).
+    pub detail: String,
+}
 
 /// Failures in a row that eject a host.
 const FAILURES_TO_EJECT: u32 = 3;
@@ -29,6 +66,10 @@ pub struct Host {
     ejections_in_a_row: AtomicU32,
     ejected_until: AtomicU64,
     last_failure: AtomicU64,
+    admin: AtomicU8,
+    /// What the active checks say (up until they say otherwise).
+    healthy: AtomicBool,
+    last_check: Mutex<Option<CheckResult>>,
 }
 
 impl Host {
@@ -43,14 +84,70 @@ impl Host {
             ejections_in_a_row: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             last_failure: AtomicU64::new(0),
+            admin: AtomicU8::new(0),
+            healthy: AtomicBool::new(true),
+            last_check: Mutex::new(None),
         }
     }
 
-    /// Whether it takes new requests now.
+    /// Whether it takes new requests now: not set down or drained, and (unless set up)
+    /// healthy, not ejected and below its connection limit.
     pub fn is_available(&self, now: u64) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) <= now
-            && (self.max_connections == 0
-                || self.in_flight.load(Ordering::Relaxed) < self.max_connections)
+        match self.admin_state() {
+            AdminState::Down | AdminState::Drain => false,
+            AdminState::Up => true,
+            AdminState::Auto => {
+                self.healthy.load(Ordering::Relaxed)
+                    && self.ejected_until.load(Ordering::Relaxed) <= now
+                    && (self.max_connections == 0
+                        || self.in_flight.load(Ordering::Relaxed) < self.max_connections)
+            }
+        }
+    }
+
+    /// May it be tried when no host is available (failing open)? Not when an operator took
+    /// it out.
+    fn may_fail_open(&self) -> bool {
+        !matches!(self.admin_state(), AdminState::Down | AdminState::Drain)
+    }
+
+    /// The state an operator set.
+    pub fn admin_state(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    /// Sets the operator's state.
+    pub fn set_admin_state(&self, state: AdminState) {
+        self.admin.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// What the active checks say.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The latest active check.
+    pub fn last_check(&self) -> Option<CheckResult> {
+        self.last_check
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records an active check; returns whether the host's health changed.
+    pub fn record_check(&self, result: CheckResult, streak: u32, health: &HealthConfig) -> bool {
+        let was = self.is_healthy();
+        let now = if result.passed {
+            was || streak >= health.rise
+        } else {
+            was && streak < health.fall
+        };
+        *self
+            .last_check
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(result);
+        self.healthy.store(now, Ordering::Relaxed);
+        now != was
     }
 
     /// Requests in flight to it.
@@ -81,6 +178,8 @@ pub struct Pool {
     pub parent: bool,
     /// Its hosts, in configuration order.
     pub hosts: Vec<Host>,
+    /// Its active health check.
+    pub health: Option<HealthConfig>,
     selector: Selector,
 }
 
@@ -96,7 +195,7 @@ impl Drop for InFlight<'_> {
 impl Pool {
     /// A pool as configured.
     pub fn new(config: &PoolConfig) -> Pool {
-        Pool::of_urls(
+        let mut pool = Pool::of_urls(
             &config.name,
             config.policy,
             config.parent,
@@ -104,7 +203,14 @@ impl Pool {
                 .hosts
                 .iter()
                 .map(|host| (host.url.clone(), host.weight, host.max_connections)),
-        )
+        );
+        pool.health = config.health.clone();
+        pool
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> crate::config::Policy {
+        self.selector.policy()
     }
 
     /// A pool of `hosts` (URL, weight, connection limit).
@@ -123,6 +229,7 @@ impl Pool {
             parent,
             selector: Selector::new(policy, hosts.len()),
             hosts,
+            health: None,
         }
     }
 
@@ -134,7 +241,7 @@ impl Pool {
             self.hosts.iter().map(|host| host.candidate(now)).collect();
         self.selector.pick(&candidates, key, tried).or_else(|| {
             (0..self.hosts.len())
-                .filter(|index| !tried.contains(index))
+                .filter(|index| !tried.contains(index) && self.hosts[*index].may_fail_open())
                 .min_by_key(|&index| self.hosts[index].last_failure.load(Ordering::Relaxed))
         })
     }
@@ -251,6 +358,41 @@ mod tests {
         assert_eq!(pool.pick(CacheKey(0), &[], 1_200), Some(1));
         assert_eq!(pool.pick(CacheKey(0), &[1], 1_200), Some(0));
         assert_eq!(pool.pick(CacheKey(0), &[0, 1], 1_200), None);
+    }
+
+    #[test]
+    fn drained_and_downed_hosts_get_nothing_and_forced_up_ones_everything() {
+        let pool = pool(Policy::Failover, 2);
+        pool.hosts[0].set_admin_state(AdminState::Drain);
+        assert_eq!(pool.pick(CacheKey(0), &[], 0), Some(1));
+        pool.hosts[1].set_admin_state(AdminState::Down);
+        assert_eq!(
+            pool.pick(CacheKey(0), &[], 0),
+            None,
+            "no failing open to them"
+        );
+        pool.hosts[0].set_admin_state(AdminState::Up);
+        for _ in 0..3 {
+            pool.failed(0, 0);
+        }
+        assert_eq!(pool.pick(CacheKey(0), &[], 1), Some(0));
+    }
+
+    #[test]
+    fn checks_take_a_host_down_after_fall_and_up_after_rise() {
+        let pool = pool(Policy::Failover, 2);
+        let health = HealthConfig::default();
+        let check = |passed| CheckResult {
+            at: 0,
+            passed,
+            detail: String::new(),
+        };
+        assert!(!pool.hosts[0].record_check(check(false), 2, &health));
+        assert!(pool.hosts[0].record_check(check(false), 3, &health));
+        assert_eq!(pool.pick(CacheKey(0), &[], 0), Some(1));
+        assert!(!pool.hosts[0].record_check(check(true), 1, &health));
+        assert!(pool.hosts[0].record_check(check(true), 2, &health));
+        assert_eq!(pool.pick(CacheKey(0), &[], 0), Some(0));
     }
 
     #[test]

@@ -20,6 +20,16 @@ struct Route {
     host: Option<String>,
     path_prefix: Option<String>,
     pool: usize,
+    fallthrough_404: bool,
+}
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug)]
+pub struct Destination<'a> {
+    /// The pool.
+    pub pool: &'a Arc<Pool>,
+    /// Try the pool's next host when one answers 404.
+    pub fallthrough_404: bool,
 }
 
 impl Route {
@@ -59,6 +69,7 @@ impl Routes {
                     }),
                     path_prefix: route.path_prefix.clone(),
                     pool: index_of(&route.pool)?,
+                    fallthrough_404: route.fallthrough_404,
                 })
             })
             .collect();
@@ -70,30 +81,24 @@ impl Routes {
         }
     }
 
-    /// The pool for a request to `host` (with or without port) and `path`.
-    pub fn pool_for(&self, host: &str, path: &str) -> &Arc<Pool> {
-        let host = strip_port(host);
-        let index = self
-            .routes
-            .iter()
-            .find(|route| route.matches_ignoring_case(host, path))
-            .map_or(self.default, |route| route.pool);
-        &self.pools[index]
+    /// Where a request to `host` (with or without port) and `path` goes.
+    pub fn destination(&self, host: &str, path: &str) -> Destination<'_> {
+        let host = strip_port(host).to_ascii_lowercase();
+        match self.routes.iter().find(|route| route.matches(&host, path)) {
+            Some(route) => Destination {
+                pool: &self.pools[route.pool],
+                fallthrough_404: route.fallthrough_404,
+            },
+            None => Destination {
+                pool: &self.pools[self.default],
+                fallthrough_404: false,
+            },
+        }
     }
 
     /// Every pool.
     pub fn pools(&self) -> &[Arc<Pool>] {
         &self.pools
-    }
-}
-
-impl Route {
-    fn matches_ignoring_case(&self, host: &str, path: &str) -> bool {
-        if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.matches(&host.to_ascii_lowercase(), path)
-        } else {
-            self.matches(host, path)
-        }
     }
 }
 
@@ -140,7 +145,7 @@ mod tests {
             pool = "api"
             "#,
         );
-        let pool = |host, path| routes.pool_for(host, path).name.clone();
+        let pool = |host, path| routes.destination(host, path).pool.name.clone();
         assert_eq!(pool("cdn.example.com", "/img/a.png"), "images");
         assert_eq!(pool("CDN.Example.com:8080", "/img/a.png"), "images");
         assert_eq!(

@@ -223,7 +223,7 @@ async fn http2_prior_knowledge_is_served() {
 }
 
 #[tokio::test]
-async fn an_unreachable_origin_gives_502_and_a_slow_one_504() {
+async fn an_unreachable_origin_gives_503_and_a_slow_one_504() {
     let origin = Origin::fixed("x").await;
     let dead = origin.address;
     origin.stop();
@@ -232,11 +232,15 @@ async fn an_unreachable_origin_gives_502_and_a_slow_one_504() {
         config.origin.urls = vec![format!("http://{dead}").parse().unwrap()]
     })
     .await;
+    // Every host of the pool (here its only one) refused: 503.
     let (status, headers, body) = get(&node, "/x").await;
-    assert_eq!(status, 502);
+    assert_eq!(status, 503);
     assert_eq!(cache_status(&headers), "SYNTH");
     assert!(httpdate::parse_http_date(headers["date"].to_str().unwrap()).is_ok());
-    assert_eq!(&body[..], b"502 Bad Gateway: origin unreachable\n");
+    assert_eq!(
+        &body[..],
+        b"503 Service Unavailable: no origin server is reachable\n"
+    );
 
     let slow = Origin::start(|_| Reply::ok("late").delay(Duration::from_secs(3))).await;
     let node = node_with(&slow, |config| {

@@ -12,3 +12,4 @@ mod ranges;
 mod slices;
 mod strict;
 mod support;
+mod upstreams;

@@ -1,0 +1,88 @@
+//! Active health checks: every host of a pool with a `health` section gets a request at an
+//! interval; `rise` passes in a row bring a host that is down back, `fall` failures in a row take
+//! it down. Changes are logged; the last result of each host is kept for the admin API.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::pool::CheckResult;
+use super::Pool;
+use crate::config::HealthConfig;
+use crate::proxy::now_millis;
+
+/// Starts the checks of every pool that has them, on the current runtime.
+pub fn spawn(pools: &[Arc<Pool>]) {
+    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .set_host(false)
+        .build_http();
+    for pool in pools.iter().filter(|pool| pool.health.is_some()) {
+        for index in 0..pool.hosts.len() {
+            tokio::spawn(check_host(client.clone(), Arc::clone(pool), index));
+        }
+    }
+}
+
+async fn check_host(client: Client<HttpConnector, Empty<Bytes>>, pool: Arc<Pool>, index: usize) {
+    let Some(health) = pool.health.clone() else {
+        return;
+    };
+    let host = &pool.hosts[index];
+    let mut streak = (true, 0u32);
+    loop {
+        let result = check(&client, &host.url.authority, &health).await;
+        streak = match streak {
+            (passed, count) if passed == result.passed => (passed, count + 1),
+            _ => (result.passed, 1),
+        };
+        let detail = result.detail.clone();
+        if host.record_check(result, streak.1, &health) {
+            if host.is_healthy() {
+                tracing::info!(pool = %pool.name, host = %host.url.authority, %detail, "upstream host is up (health check)");
+            } else {
+                tracing::warn!(pool = %pool.name, host = %host.url.authority, %detail, "upstream host is down (health check)");
+            }
+        }
+        tokio::time::sleep(health.interval.duration()).await;
+    }
+}
+
+async fn check(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    authority: &str,
+    health: &HealthConfig,
+) -> CheckResult {
+    let request = http::Request::builder()
+        .method(health.method.as_str())
+        .uri(format!("http://{authority}{}", health.path))
+        .header(http::header::HOST, authority)
+        .header(http::header::USER_AGENT, "shoal-health-check")
+        .body(Empty::new());
+    let outcome = match request {
+        Ok(request) => {
+            match tokio::time::timeout(health.timeout.duration(), client.request(request)).await {
+                Ok(Ok(response)) if response.status().as_u16() == health.expect => {
+                    Ok(response.status())
+                }
+                Ok(Ok(response)) => Err(format!("status {}", response.status().as_u16())),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {:?}", health.timeout.duration())),
+            }
+        }
+        Err(error) => Err(error.to_string()),
+    };
+    CheckResult {
+        at: now_millis(),
+        passed: outcome.is_ok(),
+        detail: match outcome {
+            Ok(status) => format!("status {}", status.as_u16()),
+            Err(reason) => reason,
+        },
+    }
+}
