@@ -884,6 +884,13 @@ mod tests {
             "first_byte_timeout",
             "remember_uncacheable",
             "root",
+            "slice_size",
+            "promote_after_hits",
+            "read_timeout",
+            "on_status",
+            "peers",
+            "fallthrough_404",
+            "expect",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),
