@@ -169,9 +169,10 @@ impl Proxy {
                 }
             }
         }
-        let host = request_host_of(request.headers(), request.uri()).to_owned();
-        let path = request.uri().path().to_owned();
-        let destination = self.routes.destination(&host, &path);
+        let destination = self.routes.destination(
+            request_host_of(request.headers(), request.uri()),
+            request.uri().path(),
+        );
         self.upstream()
             .send(destination.pool, key, request, destination.fallthrough_404)
             .await

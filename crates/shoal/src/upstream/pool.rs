@@ -237,9 +237,11 @@ impl Pool {
     /// pool's policy, or, when none is available, the one that failed longest ago (failing
     /// open: a pool whose hosts all look down still gets a chance to answer).
     pub fn pick(&self, key: CacheKey, tried: &[usize], now: u64) -> Option<usize> {
-        let candidates: Vec<Candidate> =
-            self.hosts.iter().map(|host| host.candidate(now)).collect();
-        self.selector.pick(&candidates, key, tried).or_else(|| {
+        let candidate = |index: usize| self.hosts[index].candidate(now);
+        let picked = self
+            .selector
+            .pick_with(self.hosts.len(), candidate, key, tried);
+        picked.or_else(|| {
             (0..self.hosts.len())
                 .filter(|index| !tried.contains(index) && self.hosts[*index].may_fail_open())
                 .min_by_key(|&index| self.hosts[index].last_failure.load(Ordering::Relaxed))

@@ -83,8 +83,21 @@ impl Routes {
 
     /// Where a request to `host` (with or without port) and `path` goes.
     pub fn destination(&self, host: &str, path: &str) -> Destination<'_> {
-        let host = strip_port(host).to_ascii_lowercase();
-        match self.routes.iter().find(|route| route.matches(&host, path)) {
+        if self.routes.is_empty() {
+            return Destination {
+                pool: &self.pools[self.default],
+                fallthrough_404: false,
+            };
+        }
+        let host = strip_port(host);
+        let lowercase;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowercase = host.to_ascii_lowercase();
+            lowercase.as_str()
+        } else {
+            host
+        };
+        match self.routes.iter().find(|route| route.matches(host, path)) {
             Some(route) => Destination {
                 pool: &self.pools[route.pool],
                 fallthrough_404: route.fallthrough_404,

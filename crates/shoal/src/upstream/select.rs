@@ -53,13 +53,24 @@ impl Selector {
     /// The host for a request with cache key `key`, among the available hosts not in `tried`
     /// (the hosts an earlier attempt of the same request used). `None` when none is left.
     pub fn pick(&self, hosts: &[Candidate], key: CacheKey, tried: &[usize]) -> Option<usize> {
-        let eligible = |index: usize| hosts[index].available && !tried.contains(&index);
+        self.pick_with(hosts.len(), |index| hosts[index], key, tried)
+    }
+
+    /// [`Selector::pick`] over `count` hosts described by `host`, without a list of them.
+    pub fn pick_with(
+        &self,
+        count: usize,
+        host: impl Fn(usize) -> Candidate,
+        key: CacheKey,
+        tried: &[usize],
+    ) -> Option<usize> {
+        let eligible = |index: usize| host(index).available && !tried.contains(&index);
         match self.policy {
-            Policy::Failover => (0..hosts.len()).find(|&index| eligible(index)),
+            Policy::Failover => (0..count).find(|&index| eligible(index)),
             Policy::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..hosts.len())
-                    .map(|offset| (start + offset) % hosts.len())
+                (0..count)
+                    .map(|offset| (start + offset) % count)
                     .find(|&index| eligible(index))
             }
             Policy::Weighted => {
@@ -67,11 +78,11 @@ impl Selector {
                     .current
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                current.resize(hosts.len(), 0);
+                current.resize(count, 0);
                 let mut total = 0i64;
                 let mut best: Option<usize> = None;
-                for index in (0..hosts.len()).filter(|&index| eligible(index)) {
-                    let weight = i64::from(hosts[index].weight.max(1));
+                for index in (0..count).filter(|&index| eligible(index)) {
+                    let weight = i64::from(host(index).weight.max(1));
                     current[index] += weight;
                     total += weight;
                     if best.is_none_or(|best| current[index] > current[best]) {
@@ -83,7 +94,11 @@ impl Selector {
                 }
                 best
             }
-            Policy::Hash => rendezvous(hosts, key, eligible),
+            Policy::Hash => (0..count)
+                .filter(|&index| eligible(index))
+                .map(|index| (index, score(key, &host(index))))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(index, _)| index),
         }
     }
 }
