@@ -222,14 +222,15 @@ async fn health_checks_take_a_host_out_and_back_and_traffic_follows() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(state_of_a(&view), "up");
-    let answers: Vec<_> = futures_join(&node, 10).await;
+    let answers: Vec<_> = get_many(&node, 10).await;
     assert!(
         answers.iter().any(|body| body == "a"),
         "traffic returns to a: {answers:?}"
     );
 }
 
-async fn futures_join(node: &shoal::Node, count: usize) -> Vec<String> {
+/// The bodies of `count` requests for new URLs, one after the other.
+async fn get_many(node: &shoal::Node, count: usize) -> Vec<String> {
     let mut answers = Vec::new();
     for n in 0..count {
         let (_, _, body) = get(node, &format!("/back/{n}")).await;
