@@ -2,12 +2,13 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the map of this crate. In short: `config`
 //! reads the configuration, `proxy` runs the request path and owns the client connections,
-//! `cache` holds the HTTP caching rules, `store` holds the bytes, `upstream` talks to origins
-//! and `admin` serves the operator API.
+//! `cache` holds the HTTP caching rules, `store` holds the bytes, `upstream` talks to origins,
+//! `admin` serves the operator API and `ctl` is its command-line client.
 
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod proxy;
 pub mod store;
@@ -155,7 +156,25 @@ async fn start_admin(proxy: &Arc<Proxy>) -> anyhow::Result<Option<SocketAddr>> {
     let Some(address) = proxy.config().admin.listen else {
         return Ok(None);
     };
-    let bound = admin::start(address, Arc::clone(proxy))
+    let admin = &proxy.config().admin;
+    let token = match (&admin.token, &admin.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file).map_err(|error| {
+                anyhow::anyhow!("cannot read admin.token_file {}: {error}", file.display())
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_owned();
+            if token.len() < 16 {
+                anyhow::bail!(
+                    "admin.token_file {}: expected a token of at least 16 characters on its first line",
+                    file.display()
+                );
+            }
+            Some(token)
+        }
+        (None, None) => None,
+    };
+    let bound = admin::start(address, Arc::clone(proxy), token)
         .await
         .map_err(|error| anyhow::anyhow!("cannot start the admin API on {address}: {error}"))?;
     tracing::info!(address = %bound, "admin API");

@@ -1,4 +1,4 @@
-//! The `shoal` binary: `shoal serve` runs an edge cache node.
+//! The `shoal` binary: `shoal serve` runs an edge cache node; `shoal ctl` talks to one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +48,8 @@ enum Command {
         #[arg(long)]
         peer: Vec<String>,
     },
+    /// Operate a running node through its admin API.
+    Ctl(shoal::ctl::CtlArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +61,13 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Ctl(args) => match shoal::ctl::run(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(reason) => {
+                eprintln!("shoal ctl: {reason}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Serve {
             config,
             listen,

@@ -1,6 +1,7 @@
-//! The admin API, on its own listener: health, counters (JSON and Prometheus text), the cache's
-//! contents, and purge. It receives handles to the proxy's state and never touches the request
-//! path. `shoal ctl` (a later issue) talks to this API only.
+//! The admin API, on its own listener: health, status, counters (JSON and Prometheus text),
+//! the cache's contents and entries, purge, upstreams. It receives handles to the proxy's state
+//! and never touches the request path. `shoal ctl` talks to this API only; every endpoint is
+//! documented in `docs/admin-api.md`. With a token configured, every request must carry it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,21 +19,39 @@ use crate::store::Store;
 use crate::upstream::pool::{AdminState, CheckResult};
 use crate::upstream::Pool;
 
-/// Binds the admin API on `address`; returns the bound address.
-pub async fn start(address: SocketAddr, proxy: Arc<Proxy>) -> std::io::Result<SocketAddr> {
+/// Binds the admin API on `address`, requiring `token` (if any) on every request; returns the
+/// bound address.
+pub async fn start(
+    address: SocketAddr,
+    proxy: Arc<Proxy>,
+    token: Option<String>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
+    let token: Option<Arc<str>> = token.map(Into::into);
+    let started = std::time::Instant::now();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 continue;
             };
             let proxy = Arc::clone(&proxy);
+            let token = token.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |request: http::Request<hyper::body::Incoming>| {
                         let proxy = Arc::clone(&proxy);
-                        async move { Ok::<_, std::convert::Infallible>(route(&proxy, &request)) }
+                        let token = token.clone();
+                        async move {
+                            let response = match authorized(&request, token.as_deref()) {
+                                true => route(&proxy, &request, started).await,
+                                false => {
+                                    tracing::warn!(%peer, path = request.uri().path(), "admin request without a valid token");
+                                    unauthorized()
+                                }
+                            };
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
                     },
                 );
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -66,35 +85,248 @@ struct CachedObject {
     state: &'static str,
 }
 
-fn route<B>(proxy: &Proxy, request: &http::Request<B>) -> Response<Full<Bytes>> {
+/// Whether `request` carries the token (always true without one).
+fn authorized<B>(request: &http::Request<B>, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let presented = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compared in time independent of where they differ.
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = text(
+        StatusCode::UNAUTHORIZED,
+        "a valid admin token is needed: Authorization: Bearer TOKEN\n".into(),
+    );
+    response.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer realm=\"shoal admin\""),
+    );
+    response
+}
+
+async fn route<B>(
+    proxy: &Proxy,
+    request: &http::Request<B>,
+    started: std::time::Instant,
+) -> Response<Full<Bytes>> {
     let query = request.uri().query().unwrap_or("");
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".into()),
+        (&Method::GET, "/status") => json(&status(proxy, started)),
+        (&Method::GET, "/fetches") => json(
+            &proxy
+                .fetch_keys()
+                .iter()
+                .map(|key| key.to_hex())
+                .collect::<Vec<_>>(),
+        ),
+        (&Method::GET, "/cache/inspect") => {
+            match parameter(query, "url").as_deref().and_then(parse_url) {
+                Some((host, target)) => json(&inspect(proxy, &host, &target).await),
+                None => text(
+                    StatusCode::BAD_REQUEST,
+                    "expected /cache/inspect?url=http://host/path\n".into(),
+                ),
+            }
+        }
         (&Method::GET, "/stats") => json(&stats(proxy)),
         (&Method::GET, "/metrics") => text(StatusCode::OK, prometheus(&stats(proxy))),
         (&Method::GET, "/cache") => json(&cache_listing(proxy)),
         (&Method::GET, "/upstreams") => json(&upstreams(proxy)),
         (&Method::POST, "/upstreams/state") => set_host_state(proxy, query),
-        (&Method::POST, "/purge") => {
-            match parameter(query, "url").and_then(|url| url.parse::<http::Uri>().ok()) {
-                Some(uri) => {
-                    let host = uri.authority().map_or("", |a| a.as_str());
-                    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-                    let purged = proxy.purge(proxy.key_of(host, target));
-                    json(&serde_json::json!({ "purged": purged }))
-                }
-                None => text(
-                    StatusCode::BAD_REQUEST,
-                    "expected /purge?url=http://host/path\n".into(),
-                ),
+        (&Method::POST, "/purge") => match parameter(query, "url").as_deref().and_then(parse_url) {
+            Some((host, target)) => {
+                let purged = proxy.purge(proxy.key_of(&host, &target));
+                json(&serde_json::json!({ "purged": purged }))
             }
-        }
+            None => text(
+                StatusCode::BAD_REQUEST,
+                "expected /purge?url=http://host/path\n".into(),
+            ),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
-            "unknown admin endpoint; try /health, /stats, /metrics, /cache, /upstreams, \
-             POST /purge?url=, POST /upstreams/state?pool=&host=&state=\n"
+            "unknown admin endpoint; see docs/admin-api.md: /health, /status, /stats, /metrics, \
+             /cache, /cache/inspect?url=, /fetches, /upstreams, POST /purge?url=, \
+             POST /upstreams/state?pool=&host=&state=\n"
                 .into(),
         ),
+    }
+}
+
+/// `http://host/path?query` as host and target.
+fn parse_url(url: &str) -> Option<(String, String)> {
+    let uri = url.parse::<http::Uri>().ok()?;
+    let host = uri.authority()?.as_str().to_owned();
+    let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    Some((host, target))
+}
+
+/// Decodes `%XX` escapes (the admin API's query parameters are URLs themselves).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[index], hex(index + 1), hex(index + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                index += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Serialize)]
+struct Status {
+    version: &'static str,
+    uptime_seconds: u64,
+    listen: Vec<SocketAddr>,
+    workers: usize,
+    cluster: Option<ClusterStatus>,
+    requests: u64,
+    fetches_in_flight: usize,
+}
+
+#[derive(Serialize)]
+struct ClusterStatus {
+    this_node: String,
+    peers: usize,
+}
+
+fn status(proxy: &Proxy, started: std::time::Instant) -> Status {
+    let config = proxy.config();
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: started.elapsed().as_secs(),
+        listen: config.server.listen.clone(),
+        workers: config.server.workers,
+        cluster: proxy.cluster().map(|cluster| ClusterStatus {
+            this_node: cluster.peers.hosts[cluster.me].url.authority.clone(),
+            peers: cluster.peers.hosts.len(),
+        }),
+        requests: proxy.metrics().get(crate::proxy::Counter::Requests),
+        fetches_in_flight: proxy.fetches_in_flight(),
+    }
+}
+
+#[derive(Serialize)]
+struct Inspection {
+    url: String,
+    key: String,
+    fetch_in_flight: bool,
+    variants: Vec<VariantView>,
+}
+
+#[derive(Serialize)]
+struct VariantView {
+    /// Where it is: "ram", "disk", or both.
+    tiers: Vec<&'static str>,
+    status: u16,
+    /// The request values it was stored for, per field named in `Vary`.
+    vary: Vec<(String, Option<String>)>,
+    headers: Vec<(String, String)>,
+    age_seconds: u64,
+    /// Negative when stale.
+    fresh_for_seconds: i64,
+    bytes: u64,
+    state: &'static str,
+    /// For a large object stored in slices: the slice size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slice_size: Option<u32>,
+}
+
+fn variant_view(object: &crate::store::Object, tiers: Vec<&'static str>) -> VariantView {
+    let meta = object.meta();
+    let age = meta.timing.current_age(now_millis());
+    VariantView {
+        tiers,
+        status: meta.status.as_u16(),
+        vary: meta.variant.clone(),
+        headers: meta
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        age_seconds: age / 1000,
+        fresh_for_seconds: (meta.freshness.lifetime as i64 - age as i64) / 1000,
+        bytes: match meta.slice_size {
+            0 => object.length(),
+            _ => meta.content_length.unwrap_or(0),
+        },
+        state: match object.state() {
+            crate::store::FillState::Filling => "filling",
+            crate::store::FillState::Complete => "complete",
+            crate::store::FillState::Aborted => "aborted",
+        },
+        slice_size: (meta.slice_size > 0).then_some(meta.slice_size),
+    }
+}
+
+async fn inspect(proxy: &Proxy, host: &str, target: &str) -> Inspection {
+    let key = proxy.key_of(host, target);
+    let mut variants: Vec<(Arc<crate::store::Object>, Vec<&'static str>)> = proxy
+        .store()
+        .peek(key)
+        .map(|entry| {
+            entry
+                .variants
+                .iter()
+                .map(|object| {
+                    let tiers = match object.is_on_disk() {
+                        true => vec!["ram", "disk"],
+                        false => vec!["ram"],
+                    };
+                    (Arc::clone(object), tiers)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(disk) = proxy.disk() {
+        for location in disk.peek(key) {
+            let Ok(object) = disk.read(key, location).await else {
+                continue;
+            };
+            let known = variants
+                .iter()
+                .any(|(other, _)| other.meta().variant == object.meta().variant);
+            if !known {
+                variants.push((object, vec!["disk"]));
+            }
+        }
+    }
+    Inspection {
+        url: format!("http://{host}{target}"),
+        key: key.to_hex(),
+        fetch_in_flight: proxy.fetch_keys().contains(&key),
+        variants: variants
+            .into_iter()
+            .map(|(object, tiers)| variant_view(&object, tiers))
+            .collect(),
     }
 }
 
@@ -204,7 +436,7 @@ fn upstreams(proxy: &Proxy) -> Vec<PoolView> {
 
 /// `POST /upstreams/state?pool=NAME&host=HOST:PORT&state=up|down|drain|auto`.
 fn set_host_state(proxy: &Proxy, query: &str) -> Response<Full<Bytes>> {
-    let state = match parameter(query, "state") {
+    let state = match parameter(query, "state").as_deref() {
         Some("up") => AdminState::Up,
         Some("down") => AdminState::Down,
         Some("drain") => AdminState::Drain,
@@ -296,10 +528,12 @@ fn prometheus(stats: &Stats) -> String {
     out
 }
 
-fn parameter<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+/// The value of query parameter `name`, percent-decoded.
+fn parameter(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         pair.strip_prefix(name)
             .and_then(|rest| rest.strip_prefix('='))
+            .map(percent_decode)
     })
 }
 

@@ -123,6 +123,11 @@ impl Collapser {
     pub fn flights(&self) -> usize {
         lock(&self.flights).len()
     }
+
+    /// The keys of the fetches under way, for the admin API.
+    pub fn flight_keys(&self) -> Vec<CacheKey> {
+        lock(&self.flights).keys().copied().collect()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

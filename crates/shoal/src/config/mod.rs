@@ -399,12 +399,19 @@ impl Default for DiskConfig {
 pub struct AdminConfig {
     /// Address of the admin API; keep it on loopback or a management network.
     pub listen: Option<SocketAddr>,
+    /// Bearer token every request must carry (`Authorization: Bearer TOKEN`). Required when
+    /// `listen` is not a loopback address.
+    pub token: Option<String>,
+    /// A file holding the token (its first line), instead of `token`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            token: None,
+            token_file: None,
         }
     }
 }
@@ -645,6 +652,30 @@ impl Config {
                 ));
             }
         }
+        if let Some(listen) = self.admin.listen {
+            if !listen.ip().is_loopback()
+                && self.admin.token.is_none()
+                && self.admin.token_file.is_none()
+            {
+                return Err((
+                    &["admin.listen", "admin.token"],
+                    format!(
+                        "{listen} is not a loopback address: set admin.token or admin.token_file"
+                    ),
+                ));
+            }
+        }
+        if self
+            .admin
+            .token
+            .as_ref()
+            .is_some_and(|token| token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err((
+                &["admin.token"],
+                "expected at least 16 printable characters without spaces".into(),
+            ));
+        }
         let pools = self.effective_pools();
         for (index, pool) in pools.iter().enumerate() {
             if pool.hosts.is_empty() {
@@ -848,6 +879,14 @@ mod tests {
         check(
             "[disk]\ndirs = [{ path = \"/c\" }]\n",
             "shoal.toml:2: key `disk.dirs`: missing field `size`",
+        );
+        check(
+            "[admin]\nlisten = \"0.0.0.0:9090\"\n",
+            "shoal.toml:2: key `admin.listen`: 0.0.0.0:9090 is not a loopback address: set admin.token",
+        );
+        check(
+            "[admin]\ntoken = \"short\"\n",
+            "shoal.toml:2: key `admin.token`: expected at least 16 printable characters",
         );
         check(
             "[disk]\nadmission = \"sometimes\"\n",

@@ -235,6 +235,11 @@ impl Proxy {
         }
     }
 
+    /// The keys of the fetches in flight now.
+    pub fn fetch_keys(&self) -> Vec<CacheKey> {
+        self.collapser.flight_keys()
+    }
+
     /// Fetches in flight now.
     pub fn fetches_in_flight(&self) -> usize {
         self.collapser.flights()

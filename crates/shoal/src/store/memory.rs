@@ -31,6 +31,11 @@ impl MemoryStore {
         &self.shards[(key.0 >> 64) as usize % SHARDS]
     }
 
+    /// The entry of `key` without counting an access, for the admin API.
+    pub fn peek(&self, key: CacheKey) -> Option<Arc<Entry>> {
+        read(self.shard(key)).get(&key).cloned()
+    }
+
     /// Every entry, for the admin API's listing.
     pub fn entries(&self) -> Vec<Arc<Entry>> {
         self.shards

@@ -6,6 +6,7 @@ mod caching;
 mod cluster;
 mod collapsing;
 mod crash;
+mod ctl;
 mod disk;
 mod process;
 mod ranges;

@@ -156,6 +156,13 @@ impl Index {
         slot.locations().to_vec()
     }
 
+    /// The key's locations, without counting a hit.
+    pub fn peek(&self, key: CacheKey) -> Vec<Location> {
+        self.shard(key)
+            .get(&key)
+            .map_or_else(Vec::new, |slot| slot.locations().to_vec())
+    }
+
     /// Removes every variant of `key`; returns whether there was one.
     pub fn remove(&self, key: CacheKey) -> bool {
         self.shard(key).remove(&key).is_some()

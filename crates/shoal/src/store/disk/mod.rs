@@ -181,6 +181,15 @@ impl DiskStore {
         locations
     }
 
+    /// Where `key`'s variants are on disk, without counting a disk hit (for the admin API).
+    pub fn peek(&self, key: CacheKey) -> Vec<Location> {
+        let mut locations = self.index.peek(key);
+        locations.retain(|location| {
+            self.volumes[location.volume as usize].state() == VolumeState::Ready
+        });
+        locations
+    }
+
     /// Reads the object at `location`, verified. A record that fails its checksum is dropped
     /// from the index (and logged), so the object is fetched again; a read error disables the
     /// directory.

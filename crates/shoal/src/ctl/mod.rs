@@ -1,0 +1,467 @@
+//! `shoal ctl`: the operator's command line, a client of a node's admin API (and of nothing
+//! else). Tables for people by default, the API's JSON with `--json`; a failure exits non-zero
+//! with one line saying why.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// Options of every `shoal ctl` command.
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// The node's admin API.
+    #[arg(long, default_value = "http://127.0.0.1:9090", env = "SHOAL_ADMIN")]
+    pub admin: String,
+    /// The admin API's bearer token.
+    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `shoal ctl` commands.
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Version, uptime, listeners and cluster of the node.
+    Status,
+    /// Counters; with --watch, a live view refreshed every few seconds, with rates.
+    Stats {
+        /// Refresh every SECONDS (like varnishstat); Ctrl-C to stop.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<f64>,
+    },
+    /// Pools, hosts and their health.
+    Upstreams,
+    /// Sets an upstream host's state: up, down, drain or auto (follow the health checks).
+    Upstream {
+        /// What to do with the host.
+        #[command(subcommand)]
+        action: UpstreamAction,
+    },
+    /// What the cache holds for a URL: variants, headers, age, freshness, size, tiers.
+    Inspect {
+        /// The URL, such as http://example.com/path.
+        url: String,
+    },
+    /// Removes a URL from the cache (RAM and disk).
+    Purge {
+        /// The URL, such as http://example.com/path.
+        url: String,
+    },
+}
+
+/// `shoal ctl upstream ...`
+#[derive(Subcommand, Debug)]
+pub enum UpstreamAction {
+    /// Sets the state of HOST (host:port) in POOL.
+    Set {
+        /// The pool's name (`cluster` for the cluster's peers).
+        pool: String,
+        /// The host, as host:port.
+        host: String,
+        /// up, down, drain or auto.
+        state: String,
+    },
+}
+
+/// Runs a `shoal ctl` command; the error is the one line to print.
+pub fn run(args: CtlArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?;
+    runtime.block_on(execute(args))
+}
+
+async fn execute(args: CtlArgs) -> Result<(), String> {
+    let api = Api::new(&args.admin, args.token.clone())?;
+    match &args.command {
+        CtlCommand::Status => show(args.json, api.get("/status").await?, status_table),
+        CtlCommand::Stats { watch: None } => show(args.json, api.get("/stats").await?, stats_table),
+        CtlCommand::Stats {
+            watch: Some(seconds),
+        } => watch(&api, *seconds).await,
+        CtlCommand::Upstreams => show(args.json, api.get("/upstreams").await?, upstreams_table),
+        CtlCommand::Upstream {
+            action: UpstreamAction::Set { pool, host, state },
+        } => {
+            let path = format!(
+                "/upstreams/state?pool={}&host={}&state={}",
+                encode(pool),
+                encode(host),
+                encode(state)
+            );
+            let answer = api.post(&path).await?;
+            show(args.json, answer, |answer| {
+                format!(
+                    "{} in {}: {} (was {})\n",
+                    answer["host"].as_str().unwrap_or(""),
+                    answer["pool"].as_str().unwrap_or(""),
+                    answer["state"].as_str().unwrap_or(""),
+                    answer["previous"].as_str().unwrap_or("")
+                )
+            })
+        }
+        CtlCommand::Inspect { url } => {
+            let answer = api
+                .get(&format!("/cache/inspect?url={}", encode(url)))
+                .await?;
+            show(args.json, answer, inspect_table)
+        }
+        CtlCommand::Purge { url } => {
+            let answer = api.post(&format!("/purge?url={}", encode(url))).await?;
+            show(args.json, answer, |answer| {
+                match answer["purged"].as_bool() {
+                    Some(true) => format!("purged {url}\n"),
+                    _ => format!("{url} was not cached\n"),
+                }
+            })
+        }
+    }
+}
+
+fn show(json: bool, value: Value, table: impl Fn(&Value) -> String) -> Result<(), String> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        print!("{}", table(&value));
+    }
+    Ok(())
+}
+
+/// The admin API of one node.
+struct Api {
+    base: String,
+    token: Option<String>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Api {
+    fn new(base: &str, token: Option<String>) -> Result<Api, String> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") {
+            return Err(format!(
+                "--admin {base}: expected a URL such as http://127.0.0.1:9090"
+            ));
+        }
+        Ok(Api {
+            base,
+            token,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, String> {
+        self.call(http::Method::GET, path).await
+    }
+
+    async fn post(&self, path: &str) -> Result<Value, String> {
+        self.call(http::Method::POST, path).await
+    }
+
+    async fn call(&self, method: http::Method, path: &str) -> Result<Value, String> {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|error| format!("bad request: {error}"))?;
+        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+            .await
+            .map_err(|_| format!("the admin API at {} did not answer within 10 s", self.base))?
+            .map_err(|error| {
+                format!(
+                    "cannot reach the admin API at {}: {}",
+                    self.base,
+                    root(&error)
+                )
+            })?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| format!("reading the answer: {error}"))?
+            .to_bytes();
+        match status {
+            http::StatusCode::UNAUTHORIZED => {
+                Err("unauthorized: give the admin token with --token or SHOAL_ADMIN_TOKEN".into())
+            }
+            status if !status.is_success() => Err(format!(
+                "{}: {}",
+                status,
+                String::from_utf8_lossy(&body).trim()
+            )),
+            _ => serde_json::from_slice(&body)
+                .map_err(|error| format!("the admin API sent something that is not JSON: {error}")),
+        }
+    }
+}
+
+fn root(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Percent-encodes a query parameter value.
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// Lines of columns padded to the widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn status_table(status: &Value) -> String {
+    let mut rows = vec![
+        vec!["version".into(), cell(&status["version"])],
+        vec![
+            "uptime".into(),
+            format!("{} s", cell(&status["uptime_seconds"])),
+        ],
+        vec!["listen".into(), cell(&status["listen"])],
+        vec!["requests".into(), cell(&status["requests"])],
+        vec![
+            "fetches in flight".into(),
+            cell(&status["fetches_in_flight"]),
+        ],
+    ];
+    if let Some(cluster) = status["cluster"].as_object() {
+        rows.push(vec![
+            "cluster".into(),
+            format!(
+                "this node {} of {} peers",
+                cell(&cluster["this_node"]),
+                cell(&cluster["peers"])
+            ),
+        ]);
+    }
+    let mut text = table(&["", ""], &rows);
+    // No header line for a list of fields.
+    text.drain(..text.find('\n').map_or(0, |end| end + 1));
+    text
+}
+
+fn stats_table(stats: &Value) -> String {
+    let mut rows: Vec<Vec<String>> = stats["counters"]
+        .as_object()
+        .map(|counters| {
+            counters
+                .iter()
+                .map(|(name, value)| vec![name.clone(), cell(value)])
+                .collect()
+        })
+        .unwrap_or_default();
+    for (section, fields) in [
+        ("store", &["entries", "bytes", "capacity", "evictions"][..]),
+        (
+            "disk",
+            &[
+                "entries",
+                "bytes",
+                "capacity",
+                "hits",
+                "objects_written",
+                "corrupt",
+                "read_timeouts",
+            ][..],
+        ),
+    ] {
+        if stats[section].is_object() {
+            for field in fields {
+                rows.push(vec![
+                    format!("{section}.{field}"),
+                    cell(&stats[section][*field]),
+                ]);
+            }
+        }
+    }
+    let (hits, requests) = (
+        stats["counters"]["hits"].as_f64().unwrap_or(0.0),
+        stats["counters"]["requests"].as_f64().unwrap_or(0.0),
+    );
+    if requests > 0.0 {
+        rows.push(vec![
+            "hit ratio".into(),
+            format!("{:.1}%", hits / requests * 100.0),
+        ]);
+    }
+    table(&["counter", "value"], &rows)
+}
+
+/// A varnishstat-like view: every counter with its rate over the last interval.
+async fn watch(api: &Api, seconds: f64) -> Result<(), String> {
+    let interval = Duration::from_secs_f64(seconds.max(0.2));
+    let mut previous: Option<Value> = None;
+    loop {
+        let stats = api.get("/stats").await?;
+        let mut rows = Vec::new();
+        if let Some(counters) = stats["counters"].as_object() {
+            for (name, value) in counters {
+                let now = value.as_u64().unwrap_or(0);
+                let before = previous
+                    .as_ref()
+                    .and_then(|previous| previous["counters"][name].as_u64())
+                    .unwrap_or(now);
+                let rate = now.saturating_sub(before) as f64 / interval.as_secs_f64();
+                rows.push(vec![name.clone(), now.to_string(), format!("{rate:.1}/s")]);
+            }
+        }
+        // Clear the screen and draw the table again.
+        print!(
+            "\x1b[2J\x1b[H{}",
+            table(&["counter", "value", "rate"], &rows)
+        );
+        previous = Some(stats);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+fn upstreams_table(pools: &Value) -> String {
+    let mut rows = Vec::new();
+    for pool in pools.as_array().into_iter().flatten() {
+        for host in pool["hosts"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                cell(&pool["pool"]),
+                cell(&pool["policy"]),
+                cell(&host["host"]),
+                cell(&host["state"]),
+                cell(&host["admin"]),
+                cell(&host["in_flight"]),
+                host["last_check"]["detail"]
+                    .as_str()
+                    .map_or_else(|| "-".into(), str::to_owned),
+            ]);
+        }
+    }
+    table(
+        &[
+            "pool",
+            "policy",
+            "host",
+            "state",
+            "set",
+            "in flight",
+            "last check",
+        ],
+        &rows,
+    )
+}
+
+fn inspect_table(inspection: &Value) -> String {
+    let mut out = format!(
+        "{}  key {}{}\n",
+        cell(&inspection["url"]),
+        cell(&inspection["key"]),
+        match inspection["fetch_in_flight"].as_bool() {
+            Some(true) => "  (fetch in flight)",
+            _ => "",
+        }
+    );
+    let variants = inspection["variants"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if variants.is_empty() {
+        out.push_str("not cached\n");
+    }
+    for variant in variants {
+        let _ = writeln!(
+            out,
+            "\n{} in {}: {} bytes, age {} s, fresh for {} s, {}",
+            cell(&variant["status"]),
+            variant["tiers"]
+                .as_array()
+                .map(|tiers| tiers.iter().map(cell).collect::<Vec<_>>().join("+"))
+                .unwrap_or_default(),
+            cell(&variant["bytes"]),
+            cell(&variant["age_seconds"]),
+            cell(&variant["fresh_for_seconds"]),
+            cell(&variant["state"])
+        );
+        for pair in variant["headers"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "  {}: {}", cell(&pair[0]), cell(&pair[1]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let text = table(
+            &["a", "long header"],
+            &[
+                vec!["wide cell".into(), "x".into()],
+                vec!["b".into(), "y".into()],
+            ],
+        );
+        assert_eq!(text, "a          long header\nwide cell  x\nb          y\n");
+    }
+
+    #[test]
+    fn urls_are_encoded_as_query_values() {
+        assert_eq!(
+            encode("http://a.test/x?y=1&z"),
+            "http%3A%2F%2Fa.test%2Fx%3Fy%3D1%26z"
+        );
+    }
+}

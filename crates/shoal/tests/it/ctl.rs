@@ -1,0 +1,161 @@
+//! The admin API's token and new endpoints, and `shoal ctl` (the real binary) against a node.
+
+use std::process::Output;
+
+use crate::support::*;
+
+const TOKEN: &str = "a-test-token-of-some-length";
+
+/// Runs `shoal ctl ARGS` against `node`'s admin API.
+async fn ctl(node: &shoal::Node, args: &[&str]) -> Output {
+    let admin = format!("http://{}", node.admin.unwrap());
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["ctl", "--admin", &admin])
+            .args(&args)
+            .env_remove("SHOAL_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn ctl_shows_status_stats_upstreams_and_inspects_and_purges() {
+    let origin = Origin::fixed("hello").await;
+    let node = node(&origin).await;
+    get(&node, "/page").await;
+    get(&node, "/page").await;
+
+    let status = ctl(&node, &["status"]).await;
+    assert!(status.status.success());
+    assert!(stdout(&status).contains("version"), "{}", stdout(&status));
+
+    let stats = ctl(&node, &["stats"]).await;
+    assert!(stdout(&stats).contains("hit ratio"), "{}", stdout(&stats));
+    let json = ctl(&node, &["--json", "stats"]).await;
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed["counters"]["hits"], 1);
+
+    let upstreams = ctl(&node, &["upstreams"]).await;
+    assert!(stdout(&upstreams).contains(&origin.address.to_string()));
+    let host = origin.address.to_string();
+    let set = ctl(&node, &["upstream", "set", "origin", &host, "drain"]).await;
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(stdout(&ctl(&node, &["upstreams"]).await).contains("drain"));
+
+    let url = format!("http://{}/page", node.listen[0]);
+    let inspect = ctl(&node, &["inspect", &url]).await;
+    let text = stdout(&inspect);
+    assert!(
+        text.contains("200 in ram") && text.contains("cache-control: max-age=60"),
+        "{text}"
+    );
+    let json = ctl(&node, &["--json", "inspect", &url]).await;
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed["variants"][0]["bytes"], 5);
+    assert_eq!(parsed["variants"][0]["tiers"][0], "ram");
+
+    let purge = ctl(&node, &["purge", &url]).await;
+    assert_eq!(stdout(&purge), format!("purged {url}\n"));
+    assert!(stdout(&ctl(&node, &["inspect", &url]).await).contains("not cached"));
+}
+
+#[tokio::test]
+async fn ctl_failures_exit_non_zero_with_one_line() {
+    let origin = Origin::fixed("x").await;
+    let node = node(&origin).await;
+    let bad = ctl(&node, &["upstream", "set", "origin", "nowhere:1", "down"]).await;
+    assert!(!bad.status.success());
+    let error = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.starts_with("shoal ctl: 404"), "{error}");
+
+    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["ctl", "--admin", "http://127.0.0.1:1", "status"])
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the admin API"));
+}
+
+#[tokio::test]
+async fn a_token_guards_every_admin_endpoint() {
+    let origin = Origin::fixed("x").await;
+    let node = node_with(&origin, |config| config.admin.token = Some(TOKEN.into())).await;
+    let admin = format!("http://{}", node.admin.unwrap());
+    for path in ["/health", "/stats", "/status", "/upstreams"] {
+        let response = client().get(format!("{admin}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        assert!(response.headers().contains_key("www-authenticate"));
+        let wrong = client()
+            .get(format!("{admin}{path}"))
+            .bearer_auth("a-test-token-of-some-lengtX")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        let right = client()
+            .get(format!("{admin}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(right.status(), 200, "{path}");
+    }
+    let refused = ctl(&node, &["status"]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unauthorized"));
+    let allowed = ctl(&node, &["--token", TOKEN, "status"]).await;
+    assert!(allowed.status.success());
+}
+
+#[tokio::test]
+async fn fetches_in_flight_are_listed() {
+    let (release, gate) = tokio::sync::mpsc::channel(1);
+    let gate = std::sync::Mutex::new(Some(gate));
+    let origin = Origin::start(move |_| {
+        Reply::ok("")
+            .header("cache-control", "max-age=60")
+            .header("content-length", "4")
+            .body(Body::Gated(gate.lock().unwrap().take().unwrap()))
+    })
+    .await;
+    let node = node(&origin).await;
+    let url = format!("{}/slow", base(&node));
+    let pending =
+        tokio::spawn(async move { client().get(url).send().await.unwrap().bytes().await });
+    let admin = format!("http://{}", node.admin.unwrap());
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..100 {
+        let body = client()
+            .get(format!("{admin}/fetches"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        listed = serde_json::from_slice(&body).unwrap();
+        if listed.as_array().is_some_and(|keys| !keys.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    release
+        .send(bytes::Bytes::from_static(b"done"))
+        .await
+        .unwrap();
+    assert_eq!(&pending.await.unwrap().unwrap()[..], b"done");
+}
