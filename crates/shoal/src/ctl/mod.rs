@@ -50,12 +50,12 @@ pub enum CtlCommand {
     },
     /// What the cache holds for a URL: variants, headers, age, freshness, size, tiers.
     Inspect {
-        /// The URL, such as http://example.com/path.
+        /// The URL, such as `http://example.com/path`.
         url: String,
     },
     /// Removes a URL from the cache (RAM and disk).
     Purge {
-        /// The URL, such as http://example.com/path.
+        /// The URL, such as `http://example.com/path`.
         url: String,
     },
 }
