@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+use crate::cache::ban::Matcher;
 use crate::proxy::{now_millis, Proxy};
 use crate::store::disk::{DiskStats, VolumeState};
 use crate::store::Store;
@@ -146,6 +147,27 @@ async fn route<B>(
         (&Method::GET, "/metrics") => text(StatusCode::OK, prometheus(&stats(proxy))),
         (&Method::GET, "/cache") => json(&cache_listing(proxy)),
         (&Method::GET, "/upstreams") => json(&upstreams(proxy)),
+        (&Method::POST, "/ban") => ban(proxy, query),
+        (&Method::POST, "/purge-tag") => match parameter(query, "tag") {
+            Some(tag) if !tag.is_empty() && !tag.contains([' ', ',']) => {
+                let created = proxy.ban(Matcher::Tag(tag.clone()));
+                json(&serde_json::json!({ "banned": { "tag": tag }, "created": created }))
+            }
+            _ => text(
+                StatusCode::BAD_REQUEST,
+                "expected /purge-tag?tag=TAG (one tag, without spaces or commas)\n".into(),
+            ),
+        },
+        (&Method::GET, "/bans") => json(
+            &proxy
+                .bans()
+                .iter()
+                .map(|ban| {
+                    let (kind, value) = ban.matcher.describe();
+                    serde_json::json!({ "created": ban.created, "kind": kind, "value": value })
+                })
+                .collect::<Vec<_>>(),
+        ),
         (&Method::POST, "/upstreams/state") => set_host_state(proxy, query),
         (&Method::POST, "/purge") => match parameter(query, "url").as_deref().and_then(parse_url) {
             Some((host, target)) => {
@@ -160,11 +182,40 @@ async fn route<B>(
         _ => text(
             StatusCode::NOT_FOUND,
             "unknown admin endpoint; see docs/admin-api.md: /health, /status, /stats, /metrics, \
-             /cache, /cache/inspect?url=, /fetches, /upstreams, POST /purge?url=, \
+             /cache, /cache/inspect?url=, /fetches, /upstreams, /bans, POST /purge?url=, \
+             POST /ban?prefix= or ?regex=, POST /purge-tag?tag=, \
              POST /upstreams/state?pool=&host=&state=\n"
                 .into(),
         ),
     }
+}
+
+/// `POST /ban?prefix=URL-PREFIX` or `POST /ban?regex=EXPRESSION`.
+fn ban(proxy: &Proxy, query: &str) -> Response<Full<Bytes>> {
+    let matcher = match (parameter(query, "prefix"), parameter(query, "regex")) {
+        (Some(prefix), None) if prefix.starts_with("http://") || prefix.starts_with("https://") => {
+            Matcher::Prefix(prefix)
+        }
+        (None, Some(expression)) => match regex::Regex::new(&expression) {
+            Ok(regex) => Matcher::Regex(regex),
+            Err(error) => {
+                return text(StatusCode::BAD_REQUEST, format!("bad regex: {error}\n"));
+            }
+        },
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected /ban?prefix=http://host/path or /ban?regex=EXPRESSION (matched against \
+                 http://host/path?query)\n"
+                    .into(),
+            )
+        }
+    };
+    let (kind, value) = matcher.describe();
+    let described = serde_json::json!({ kind: value });
+    let created = proxy.ban(matcher);
+    tracing::info!(%described, "ban added through the admin API");
+    json(&serde_json::json!({ "banned": described, "created": created }))
 }
 
 /// `http://host/path?query` as host and target.

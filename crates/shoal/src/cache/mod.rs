@@ -3,6 +3,7 @@
 //! collapsing of concurrent misses. Pure functions over headers and times, plus the in-flight
 //! table; no sockets and no files.
 
+pub mod ban;
 pub mod collapse;
 pub mod conditional;
 pub mod control;

@@ -296,6 +296,9 @@ pub struct CacheConfig {
     pub slice_size: ByteSize,
     /// How long a URL found uncacheable is sent straight to the origin without collapsing.
     pub remember_uncacheable: Span,
+    /// Response header whose tags (separated by spaces or commas) purge-by-tag matches, such as
+    /// `Surrogate-Key` or `Cache-Tag`.
+    pub tag_header: String,
 }
 
 impl Default for CacheConfig {
@@ -314,6 +317,7 @@ impl Default for CacheConfig {
             ignore_query_params: Vec::new(),
             slice_size: ByteSize(1 << 20),
             remember_uncacheable: Span(std::time::Duration::from_secs(10)),
+            tag_header: "Surrogate-Key".to_owned(),
         }
     }
 }
@@ -748,6 +752,9 @@ impl Config {
             && http::HeaderName::from_bytes(self.cache.status_header.as_bytes()).is_err()
         {
             return Err((&["cache.status_header"], "not a valid header name".into()));
+        }
+        if http::HeaderName::from_bytes(self.cache.tag_header.as_bytes()).is_err() {
+            return Err((&["cache.tag_header"], "not a valid header name".into()));
         }
         if http::HeaderValue::from_str(&self.server.via).is_err() || self.server.via.contains(' ') {
             return Err((

@@ -58,6 +58,21 @@ pub enum CtlCommand {
         /// The URL, such as `http://example.com/path`.
         url: String,
     },
+    /// Makes every cached URL starting with PREFIX (or, with --regex, matching it) absent.
+    Ban {
+        /// A URL prefix such as `http://example.com/images/`, or a regular expression.
+        pattern: String,
+        /// PATTERN is a regular expression matched against `http://host/path?query`.
+        #[arg(long)]
+        regex: bool,
+    },
+    /// Makes every cached object tagged TAG (in its tag header, such as Surrogate-Key) absent.
+    PurgeTag {
+        /// The tag.
+        tag: String,
+    },
+    /// The bans in force.
+    Bans,
 }
 
 /// `shoal ctl upstream ...`
@@ -118,6 +133,32 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
                 .await?;
             show(args.json, answer, inspect_table)
         }
+        CtlCommand::Ban { pattern, regex } => {
+            let kind = if *regex { "regex" } else { "prefix" };
+            let answer = api
+                .post(&format!("/ban?{kind}={}", encode(pattern)))
+                .await?;
+            show(args.json, answer, |_| format!("banned {kind} {pattern}\n"))
+        }
+        CtlCommand::PurgeTag { tag } => {
+            let answer = api.post(&format!("/purge-tag?tag={}", encode(tag))).await?;
+            show(args.json, answer, |_| format!("purged tag {tag}\n"))
+        }
+        CtlCommand::Bans => show(args.json, api.get("/bans").await?, |bans| {
+            let rows: Vec<Vec<String>> = bans
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|ban| {
+                    vec![
+                        cell(&ban["created"]),
+                        cell(&ban["kind"]),
+                        cell(&ban["value"]),
+                    ]
+                })
+                .collect();
+            table(&["created (ms)", "kind", "value"], &rows)
+        }),
         CtlCommand::Purge { url } => {
             let answer = api.post(&format!("/purge?url={}", encode(url))).await?;
             show(args.json, answer, |answer| {

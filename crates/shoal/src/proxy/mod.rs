@@ -29,6 +29,7 @@ pub use listener::{serve, Listeners};
 pub use metrics::{Counter, Metrics};
 pub use response::{BodyError, ProxyResponse, ResponseBody, ResponseHeaders};
 
+use crate::cache::ban::{Ban, Bans, Matcher};
 use crate::cache::policy::{self, Reuse};
 use crate::cache::{CacheControl, CacheKey, CacheStatus, Collapser, FlightOutcome, Role};
 use crate::config::Config;
@@ -64,6 +65,10 @@ pub struct Proxy {
     routes: Routes,
     /// The peer caches, if this node is in a cluster.
     cluster: Option<Cluster>,
+    /// Bans (by prefix, regex or tag), tested lazily at lookup.
+    bans: Bans,
+    /// The tag header's name, for tag bans.
+    tag_header: HeaderName,
     metrics: Arc<Metrics>,
     /// `1.1 <name>`, appended to `Via` on responses and on HTTP/1.1 requests.
     via: HeaderValue,
@@ -116,6 +121,9 @@ impl Proxy {
                 .collect(),
             routes: Routes::new(&config),
             cluster: Cluster::new(&config),
+            bans: load_bans(&config),
+            tag_header: HeaderName::from_bytes(config.cache.tag_header.as_bytes())
+                .unwrap_or(HeaderName::from_static("surrogate-key")),
             metrics: Arc::new(Metrics::new(workers)),
             via,
             via_http10,
@@ -211,6 +219,54 @@ impl Proxy {
     /// The disk tier, if configured.
     pub fn disk(&self) -> Option<&Arc<DiskStore>> {
         self.disk.as_ref()
+    }
+
+    /// Whether a ban newer than `object` matches it; a banned object is purged. Costs one
+    /// comparison while no ban is newer than the object.
+    fn banned(&self, key: CacheKey, object: &Object) -> bool {
+        let stored = object.meta().timing.response_time;
+        if !self.bans.newer_than(object.ban_tested(), stored) {
+            return false;
+        }
+        let meta = object.meta();
+        let tags = meta
+            .headers
+            .get(&self.tag_header)
+            .map(HeaderValue::as_bytes);
+        let (banned, tested) = self.bans.test(&meta.url, tags, stored, object.ban_tested());
+        object.set_ban_tested(tested);
+        if banned {
+            self.purge(key);
+        }
+        banned
+    }
+
+    /// Adds a ban; it is written next to the disk tier so that it outlives a restart.
+    pub fn ban(&self, matcher: Matcher) -> u64 {
+        let created = self.bans.add(matcher, now_millis());
+        if let Some(path) = bans_file(&self.config) {
+            let text: String = self
+                .bans
+                .list()
+                .iter()
+                .map(|ban| {
+                    let (kind, value) = ban.matcher.describe();
+                    format!("{} {kind} {value}\n", ban.created)
+                })
+                .collect();
+            let temporary = path.with_extension("tmp");
+            let written =
+                std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &path));
+            if let Err(error) = written {
+                tracing::warn!(file = %path.display(), %error, "cannot save the bans; they hold until a restart");
+            }
+        }
+        created
+    }
+
+    /// Every ban, oldest first.
+    pub fn bans(&self) -> Vec<Ban> {
+        self.bans.list()
     }
 
     /// Removes every variant of `key` from every tier; returns whether there was one.
@@ -319,6 +375,7 @@ impl Proxy {
                 None => None,
             },
         };
+        let stored = stored.filter(|object| !self.banned(key, object));
         let Some(object) = stored else {
             if request_cc.only_if_cached {
                 return Err(ProxyError::NotCached);
@@ -577,6 +634,39 @@ impl Proxy {
             close: false,
         }
     }
+}
+
+/// Where bans are kept across restarts: beside the first cache directory's segments.
+fn bans_file(config: &Config) -> Option<std::path::PathBuf> {
+    config.disk.dirs.first().map(|dir| dir.path.join("bans"))
+}
+
+/// The bans saved by a previous run (`created kind value` lines); unreadable lines are skipped.
+fn load_bans(config: &Config) -> Bans {
+    let bans = Bans::default();
+    let Some(text) = bans_file(config).and_then(|path| std::fs::read_to_string(path).ok()) else {
+        return bans;
+    };
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(created), Some(kind), Some(value)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let matcher = match kind {
+            "prefix" => Matcher::Prefix(value.to_owned()),
+            "tag" => Matcher::Tag(value.to_owned()),
+            "regex" => match regex::Regex::new(value) {
+                Ok(regex) => Matcher::Regex(regex),
+                Err(_) => continue,
+            },
+            _ => continue,
+        };
+        if let Ok(created) = created.parse() {
+            bans.add(matcher, created);
+        }
+    }
+    bans
 }
 
 /// A stored object that needs revalidation, kept as the fallback if the origin fails.

@@ -100,6 +100,8 @@ pub struct Object {
     removed: AtomicBool,
     /// Set once the object is on disk or queued for it, so it is written once.
     on_disk: AtomicBool,
+    /// The time of the newest ban it was tested against (see `cache::ban`).
+    ban_tested: AtomicU64,
 }
 
 impl std::fmt::Debug for Object {
@@ -135,7 +137,18 @@ impl Object {
             progress: watch::Sender::new(0),
             removed: AtomicBool::new(false),
             on_disk: AtomicBool::new(false),
+            ban_tested: AtomicU64::new(0),
         })
+    }
+
+    /// The time of the newest ban the object was tested against.
+    pub fn ban_tested(&self) -> u64 {
+        self.ban_tested.load(Ordering::Relaxed)
+    }
+
+    /// Records that the object passed the bans up to `time`.
+    pub fn set_ban_tested(&self, time: u64) {
+        self.ban_tested.store(time, Ordering::Relaxed);
     }
 
     /// A complete object with `body` (read back from disk).

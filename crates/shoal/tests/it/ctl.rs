@@ -159,3 +159,66 @@ async fn fetches_in_flight_are_listed() {
         .unwrap();
     assert_eq!(&pending.await.unwrap().unwrap()[..], b"done");
 }
+
+#[tokio::test]
+async fn bans_by_prefix_regex_and_tag_make_matching_objects_absent() {
+    let origin = Origin::start(|seen| {
+        let tags = match seen.target.as_str() {
+            "/p/1" => "product-1 shop",
+            "/p/2" => "shop, product-2",
+            _ => "",
+        };
+        Reply::ok(format!("body of {}", seen.target))
+            .header("cache-control", "max-age=600")
+            .header("surrogate-key", tags)
+    })
+    .await;
+    let node = node(&origin).await;
+    let paths = [
+        "/img/a.png",
+        "/img/b.png",
+        "/css/c.css",
+        "/js/d.js",
+        "/p/1",
+        "/p/2",
+    ];
+    for path in paths {
+        get(&node, path).await;
+    }
+    let status = |path: &'static str| {
+        let node = &node;
+        async move { cache_status(&get(node, path).await.1).to_owned() }
+    };
+    let prefix = format!("http://{}/img/", node.listen[0]);
+    let banned = ctl(&node, &["ban", &prefix]).await;
+    assert!(
+        banned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&banned.stderr)
+    );
+    assert_eq!(status("/img/a.png").await, "MISS");
+    assert_eq!(status("/img/b.png").await, "MISS");
+    assert_eq!(status("/css/c.css").await, "HIT");
+    // Fetched again after the ban: not banned again.
+    assert_eq!(status("/img/a.png").await, "HIT");
+
+    ctl(&node, &["ban", "--regex", r"\.(css|js)$"]).await;
+    assert_eq!(status("/css/c.css").await, "MISS");
+    assert_eq!(status("/js/d.js").await, "MISS");
+
+    ctl(&node, &["purge-tag", "product-1"]).await;
+    assert_eq!(status("/p/1").await, "MISS");
+    assert_eq!(status("/p/2").await, "HIT");
+    ctl(&node, &["purge-tag", "shop"]).await;
+    assert_eq!(status("/p/1").await, "MISS");
+    assert_eq!(status("/p/2").await, "MISS");
+
+    let bans = stdout(&ctl(&node, &["bans"]).await);
+    assert!(
+        bans.contains("prefix") && bans.contains("regex") && bans.contains("product-1"),
+        "{bans}"
+    );
+    assert_eq!(origin.count("/img/a.png"), 2);
+    let bad = ctl(&node, &["ban", "--regex", "("]).await;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad regex"));
+}

@@ -403,3 +403,36 @@ async fn a_sliced_object_comes_back_from_disk_after_a_restart() {
     assert!(body[..] == big[200_000..200_100]);
     assert_eq!(origin.seen().len(), before, "all of it from disk");
 }
+
+#[tokio::test]
+async fn a_ban_outlives_a_restart() {
+    let origin = origin().await;
+    let dir = TempDir::new("ban");
+    let first = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&first).await;
+    for path in ["/old/x", "/old/x", "/kept", "/kept"] {
+        fetch(&first, path).await;
+    }
+    assert!(eventually(|| disk_stats(&first).objects_written == 2).await);
+    let ban = client()
+        .post(format!(
+            "http://{}/ban?prefix=http://disk.test/old/",
+            first.admin.unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ban.status(), 200);
+    shut_down(&first);
+
+    let second = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&second).await;
+    let (_, headers, _) = fetch(&second, "/old/x").await;
+    assert_eq!(
+        cache_status(&headers),
+        "MISS",
+        "the ban still holds for what was on disk"
+    );
+    let (_, headers, _) = fetch(&second, "/kept").await;
+    assert_eq!(cache_status(&headers), "HIT");
+}
