@@ -86,7 +86,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!(%address, workers, "serving");
         }
         shutdown_signal().await?;
-        tracing::info!("shutting down");
+        // Graceful: stop accepting, let responses in flight finish (connections close after
+        // them), then go, at the latest after server.shutdown_grace.
+        let grace = proxy.config().server.shutdown_grace.duration();
+        tracing::info!(?grace, "shutting down: finishing the responses in flight");
+        proxy.drain();
+        let deadline = tokio::time::Instant::now() + grace;
+        while proxy.metrics().get(proxy::Counter::OpenConnections) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tracing::info!(
+            still_open = proxy.metrics().get(proxy::Counter::OpenConnections),
+            "shutting down"
+        );
         if let Some(disk) = proxy.disk() {
             // Write what is queued for the disk, so a clean restart finds all of it.
             let disk = Arc::clone(disk);

@@ -98,6 +98,9 @@ pub struct ServerConfig {
     pub max_request_body: ByteSize,
     /// Name this node gives itself in the `Via` header.
     pub via: String,
+    /// On SIGTERM or Ctrl-C, how long in-flight responses may take to finish before the
+    /// process exits.
+    pub shutdown_grace: Span,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +118,7 @@ impl Default for ServerConfig {
             max_headers: 128,
             max_request_body: ByteSize(100 << 20),
             via: "shoal".to_owned(),
+            shutdown_grace: Span(std::time::Duration::from_secs(10)),
         }
     }
 }

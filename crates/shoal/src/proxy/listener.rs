@@ -59,7 +59,8 @@ fn bind_one(address: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts and serves connections on every listener until the process ends.
+/// Accepts and serves connections on every listener until the node shuts down, then keeps
+/// serving the connections that are open until the process ends.
 pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
     let settings = Settings::from_config(&proxy.config.server);
     let mut tasks = Vec::new();
@@ -73,12 +74,20 @@ pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
     for task in tasks {
         let _ = task.await;
     }
+    // The listeners are closed (the node is shutting down); the connections still finishing
+    // their responses run on this runtime, which must stay up until the process exits.
+    std::future::pending::<()>().await;
 }
 
 async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, settings: Settings) {
     let max = proxy.config.server.max_connections as u64;
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Shutting down: stop accepting (the listening socket closes when this returns).
+            () = proxy.drained() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and similar: wait a moment rather than spin.

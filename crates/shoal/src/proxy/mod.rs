@@ -67,6 +67,11 @@ pub struct Proxy {
     cluster: Option<Cluster>,
     /// Bans (by prefix, regex or tag), tested lazily at lookup.
     bans: Bans,
+    /// Set when the node shuts down: listeners stop accepting and connections close after
+    /// their current response.
+    draining: std::sync::atomic::AtomicBool,
+    /// Wakes idle connections when the node starts shutting down.
+    drain_started: tokio::sync::Notify,
     /// The tag header's name, for tag bans.
     tag_header: HeaderName,
     metrics: Arc<Metrics>,
@@ -122,6 +127,8 @@ impl Proxy {
             routes: Routes::new(&config),
             cluster: Cluster::new(&config),
             bans: load_bans(&config),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            drain_started: tokio::sync::Notify::new(),
             tag_header: HeaderName::from_bytes(config.cache.tag_header.as_bytes())
                 .unwrap_or(HeaderName::from_static("surrogate-key")),
             metrics: Arc::new(Metrics::new(workers)),
@@ -184,6 +191,37 @@ impl Proxy {
         self.upstream()
             .send(destination.pool, key, request, destination.fallthrough_404)
             .await
+    }
+
+    /// Starts a graceful shutdown: no new connections, and every connection closes after its
+    /// current response (idle ones at once).
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.drain_started.notify_waiters();
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Completes when the node starts shutting down, if it was not when this was called: check
+    /// [`Proxy::is_draining`] after calling it, and the start cannot be missed in between.
+    pub fn drain_started(&self) -> tokio::sync::futures::Notified<'_> {
+        self.drain_started.notified()
+    }
+
+    /// Completes when the node starts shutting down (at once if it has).
+    pub fn drained(&self) -> impl std::future::Future<Output = ()> + '_ {
+        // Created before the check, the notification cannot slip between the two.
+        let notified = self.drain_started.notified();
+        let draining = self.is_draining();
+        async move {
+            if !draining {
+                notified.await;
+            }
+        }
     }
 
     /// Starts the active health checks of the pools, on the current runtime.

@@ -219,12 +219,20 @@ impl Connection {
                 }
                 self.input = BytesMut::new();
                 self.output = Vec::new();
-                match tokio::time::timeout(self.settings.keepalive_timeout, self.stream.readable())
-                    .await
-                {
-                    Err(_) => return Err(ConnectionError::Timeout { started: false }),
-                    Ok(Err(_)) => return Err(ConnectionError::Io),
-                    Ok(Ok(())) => {}
+                // Shutting down: an idle connection closes at once.
+                let shutdown = self.proxy.drain_started();
+                if self.proxy.is_draining() {
+                    return Ok(NextRequest::Closed);
+                }
+                let idle =
+                    tokio::time::timeout(self.settings.keepalive_timeout, self.stream.readable());
+                tokio::select! {
+                    waited = idle => match waited {
+                        Err(_) => return Err(ConnectionError::Timeout { started: false }),
+                        Ok(Err(_)) => return Err(ConnectionError::Io),
+                        Ok(Ok(())) => {}
+                    },
+                    () = shutdown => return Ok(NextRequest::Closed),
                 }
                 self.input.reserve(4096);
                 match self.stream.try_read_buf(&mut self.input) {
@@ -346,6 +354,8 @@ impl Connection {
                 response.body = super::ResponseBody::Omitted(length);
             }
         }
+        // A node shutting down closes each connection after its current response.
+        let keep_alive = keep_alive && !self.proxy.is_draining();
         self.respond(response, http10, keep_alive).await
     }
 
