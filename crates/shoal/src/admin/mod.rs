@@ -3,6 +3,7 @@
 //! and never touches the request path. `shoal ctl` talks to this API only; every endpoint is
 //! documented in `docs/admin-api.md`. With a token configured, every request must carry it.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -144,7 +145,7 @@ async fn route<B>(
             }
         }
         (&Method::GET, "/stats") => json(&stats(proxy)),
-        (&Method::GET, "/metrics") => text(StatusCode::OK, prometheus(&stats(proxy))),
+        (&Method::GET, "/metrics") => text(StatusCode::OK, prometheus(proxy, &stats(proxy))),
         (&Method::GET, "/cache") => json(&cache_listing(proxy)),
         (&Method::GET, "/upstreams") => json(&upstreams(proxy)),
         (&Method::POST, "/ban") => ban(proxy, query),
@@ -536,50 +537,167 @@ fn set_host_state(proxy: &Proxy, query: &str) -> Response<Full<Bytes>> {
 }
 
 /// The Prometheus text exposition format: counters end in `_total`, gauges do not.
-fn prometheus(stats: &Stats) -> String {
-    use std::fmt::Write;
+fn prometheus(proxy: &Proxy, stats: &Stats) -> String {
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, value: u64| {
+    let metric = |out: &mut String, name: &str, kind: &str, value: u64| {
         let _ = writeln!(out, "# TYPE shoal_{name} {kind}\nshoal_{name} {value}");
     };
     for (name, value) in &stats.counters {
         if *name == "open_connections" {
-            metric(name, "gauge", *value);
+            metric(&mut out, name, "gauge", *value);
         } else {
-            metric(&format!("{name}_total"), "counter", *value);
+            metric(&mut out, &format!("{name}_total"), "counter", *value);
         }
     }
-    metric("store_entries", "gauge", stats.store.entries);
-    metric("store_bytes", "gauge", stats.store.bytes);
-    metric("store_capacity_bytes", "gauge", stats.store.capacity);
-    metric("store_evictions_total", "counter", stats.store.evictions);
-    metric("fetches_in_flight", "gauge", stats.fetches_in_flight as u64);
+    metric(&mut out, "store_entries", "gauge", stats.store.entries);
+    metric(&mut out, "store_bytes", "gauge", stats.store.bytes);
+    metric(
+        &mut out,
+        "store_capacity_bytes",
+        "gauge",
+        stats.store.capacity,
+    );
+    metric(
+        &mut out,
+        "store_evictions_total",
+        "counter",
+        stats.store.evictions,
+    );
+    metric(
+        &mut out,
+        "fetches_in_flight",
+        "gauge",
+        stats.fetches_in_flight as u64,
+    );
+    histogram(
+        &mut out,
+        "request_duration_seconds",
+        "time to answer a request (until its response head is ready), by cache status",
+        proxy
+            .metrics()
+            .latency()
+            .into_iter()
+            .map(|(status, histogram)| (format!("cache=\"{}\"", status.as_str()), histogram)),
+    );
+    let pools = upstream_pools(proxy);
+    histogram(
+        &mut out,
+        "origin_first_byte_seconds",
+        "time from sending a request upstream to its response head, by pool",
+        pools.iter().map(|pool| {
+            (
+                format!("pool=\"{}\"", pool.name),
+                pool.first_byte.snapshot(),
+            )
+        }),
+    );
+    let _ = writeln!(out, "# TYPE shoal_upstream_retries_total counter");
+    for pool in &pools {
+        let retries = pool.retries.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "shoal_upstream_retries_total{{pool=\"{}\"}} {retries}",
+            pool.name
+        );
+    }
+    let _ = writeln!(out, "# TYPE shoal_upstream_up gauge");
+    let now = now_millis();
+    for pool in &pools {
+        for host in &pool.hosts {
+            let up = u8::from(host.is_available(now));
+            let _ = writeln!(
+                out,
+                "shoal_upstream_up{{pool=\"{}\",host=\"{}\"}} {up}",
+                pool.name, host.url.authority
+            );
+        }
+    }
     if let Some(disk) = &stats.disk {
-        metric("disk_entries", "gauge", disk.entries);
-        metric("disk_bytes", "gauge", disk.bytes);
-        metric("disk_capacity_bytes", "gauge", disk.capacity);
-        metric("disk_hits_total", "counter", disk.hits);
+        metric(&mut out, "disk_entries", "gauge", disk.entries);
+        metric(&mut out, "disk_bytes", "gauge", disk.bytes);
+        metric(&mut out, "disk_capacity_bytes", "gauge", disk.capacity);
+        metric(&mut out, "disk_hits_total", "counter", disk.hits);
         metric(
+            &mut out,
             "disk_objects_written_total",
             "counter",
             disk.objects_written,
         );
-        metric("disk_bytes_written_total", "counter", disk.bytes_written);
-        metric("disk_writes_dropped_total", "counter", disk.writes_dropped);
-        metric("disk_evictions_total", "counter", disk.evictions);
-        metric("disk_corrupt_records_total", "counter", disk.corrupt);
-        metric("disk_read_timeouts_total", "counter", disk.read_timeouts);
+        metric(
+            &mut out,
+            "disk_bytes_written_total",
+            "counter",
+            disk.bytes_written,
+        );
+        metric(
+            &mut out,
+            "disk_writes_dropped_total",
+            "counter",
+            disk.writes_dropped,
+        );
+        metric(&mut out, "disk_evictions_total", "counter", disk.evictions);
+        metric(
+            &mut out,
+            "disk_corrupt_records_total",
+            "counter",
+            disk.corrupt,
+        );
+        metric(
+            &mut out,
+            "disk_read_timeouts_total",
+            "counter",
+            disk.read_timeouts,
+        );
         let failed = disk
             .dirs
             .iter()
             .filter(|dir| dir.state == VolumeState::Failed)
             .count();
-        metric("disk_dirs_failed", "gauge", failed as u64);
+        metric(&mut out, "disk_dirs_failed", "gauge", failed as u64);
     }
     out
 }
 
 /// The value of query parameter `name`, percent-decoded.
+/// Every pool, the cluster's included (labels are bounded by the configuration).
+fn upstream_pools(proxy: &Proxy) -> Vec<&Pool> {
+    let mut pools: Vec<&Pool> = proxy.routes().pools().iter().map(AsRef::as_ref).collect();
+    pools.extend(proxy.cluster().map(|cluster| &cluster.peers));
+    pools
+}
+
+/// Writes a histogram family in the Prometheus text format (cumulative `_bucket`s in seconds).
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (String, crate::proxy::HistogramSnapshot)>,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP shoal_{name} {help}\n# TYPE shoal_{name} histogram"
+    );
+    for (labels, histogram) in series {
+        let mut cumulative = 0;
+        for (index, count) in histogram.buckets.iter().enumerate() {
+            cumulative += count;
+            let bound = match crate::proxy::LATENCY_BUCKETS_MICROS.get(index) {
+                Some(micros) => format!("{}", *micros as f64 / 1e6),
+                None => "+Inf".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "shoal_{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "shoal_{name}_sum{{{labels}}} {}\nshoal_{name}_count{{{labels}}} {cumulative}",
+            histogram.sum_micros as f64 / 1e6
+        );
+    }
+}
+
 fn parameter(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         pair.strip_prefix(name)

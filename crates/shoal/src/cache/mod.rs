@@ -33,6 +33,16 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [CacheStatus; 6] = [
+        CacheStatus::Hit,
+        CacheStatus::Miss,
+        CacheStatus::Stale,
+        CacheStatus::Revalidated,
+        CacheStatus::Pass,
+        CacheStatus::Synthetic,
+    ];
+
     /// The name used in the status header and logs.
     pub fn as_str(self) -> &'static str {
         match self {

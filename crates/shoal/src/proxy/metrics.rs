@@ -38,10 +38,12 @@ pub enum Counter {
     RefusedConnections,
     /// Body bytes sent to clients over HTTP/1.
     BytesSent,
+    /// Misses that joined a fetch already under way instead of making their own.
+    Collapsed,
 }
 
 impl Counter {
-    const ALL: [Counter; 14] = [
+    const ALL: [Counter; 15] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -56,6 +58,7 @@ impl Counter {
         Counter::OpenConnections,
         Counter::RefusedConnections,
         Counter::BytesSent,
+        Counter::Collapsed,
     ];
 
     /// The name used by the admin API.
@@ -75,6 +78,7 @@ impl Counter {
             Counter::OpenConnections => "open_connections",
             Counter::RefusedConnections => "refused_connections",
             Counter::BytesSent => "bytes_sent",
+            Counter::Collapsed => "collapsed",
         }
     }
 }
@@ -83,9 +87,69 @@ impl Counter {
 #[repr(align(128))]
 struct Shard([AtomicU64; Counter::ALL.len()]);
 
-/// The node's request counters.
+/// Upper bounds of the latency buckets, in microseconds (and `+Inf` after them).
+pub const LATENCY_BUCKETS_MICROS: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+/// A latency histogram with fixed buckets, updated without locks.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (the last one is `+Inf`), not cumulative.
+    buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let micros = elapsed.as_micros() as u64;
+        let bucket = LATENCY_BUCKETS_MICROS.partition_point(|&bound| bound < micros);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Adds this histogram's counts to `into` (per bucket, not cumulative) and its sum.
+    pub fn add_to(&self, into: &mut HistogramSnapshot) {
+        for (total, bucket) in into.buckets.iter_mut().zip(&self.buckets) {
+            *total += bucket.load(Ordering::Relaxed);
+        }
+        into.sum_micros += self.sum_micros.load(Ordering::Relaxed);
+    }
+
+    /// A copy of the counts.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut snapshot = HistogramSnapshot::default();
+        self.add_to(&mut snapshot);
+        snapshot
+    }
+}
+
+/// A histogram's counts at one moment.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct HistogramSnapshot {
+    /// Observations per bucket, not cumulative (the last is above every bound).
+    pub buckets: [u64; LATENCY_BUCKETS_MICROS.len() + 1],
+    /// Sum of all observations, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl HistogramSnapshot {
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// One worker's latency histograms, one per cache status.
+#[repr(align(128))]
+struct LatencyShard([Histogram; CacheStatus::ALL.len()]);
+
+/// The node's request counters and latency histograms.
 pub struct Metrics {
     shards: Box<[Shard]>,
+    latency: Box<[LatencyShard]>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +164,9 @@ impl Metrics {
         Metrics {
             shards: (0..workers.max(1))
                 .map(|_| Shard(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+            latency: (0..workers.max(1))
+                .map(|_| LatencyShard(std::array::from_fn(|_| Histogram::default())))
                 .collect(),
         }
     }
@@ -124,6 +191,26 @@ impl Metrics {
         self.shards.iter().fold(0u64, |sum, shard| {
             sum.wrapping_add(shard.0[counter as usize].load(Ordering::Relaxed))
         })
+    }
+
+    /// Records the time to answer a request (until its response head was ready).
+    pub fn observe_latency(&self, status: CacheStatus, elapsed: std::time::Duration) {
+        let shard = &self.latency[super::worker_index() % self.latency.len()];
+        shard.0[status as usize].observe(elapsed);
+    }
+
+    /// The request latency histograms by cache status, summed over the workers.
+    pub fn latency(&self) -> Vec<(CacheStatus, HistogramSnapshot)> {
+        CacheStatus::ALL
+            .iter()
+            .map(|&status| {
+                let mut total = HistogramSnapshot::default();
+                for shard in self.latency.iter() {
+                    shard.0[status as usize].add_to(&mut total);
+                }
+                (status, total)
+            })
+            .collect()
     }
 
     /// Counts one answered request by its cache status.
@@ -162,5 +249,18 @@ mod tests {
         assert_eq!(metrics.get(Counter::Hits), 3);
         assert_eq!(metrics.get(Counter::OpenConnections), 0);
         assert!(metrics.snapshot().contains(&("hits", 3)));
+    }
+
+    #[test]
+    fn histograms_put_observations_in_their_buckets() {
+        let histogram = Histogram::default();
+        histogram.observe(std::time::Duration::from_micros(100));
+        histogram.observe(std::time::Duration::from_micros(101));
+        histogram.observe(std::time::Duration::from_secs(60));
+        let snapshot = histogram.snapshot();
+        assert_eq!(snapshot.buckets[0], 1, "bounds are inclusive");
+        assert_eq!(snapshot.buckets[1], 1);
+        assert_eq!(snapshot.buckets[LATENCY_BUCKETS_MICROS.len()], 1);
+        assert_eq!((snapshot.count(), snapshot.sum_micros), (3, 60_000_201));
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 pub use error::{error_response, ProxyError, Side};
 pub use listener::{serve, Listeners};
-pub use metrics::{Counter, Metrics};
+pub use metrics::{Counter, Histogram, HistogramSnapshot, Metrics, LATENCY_BUCKETS_MICROS};
 pub use response::{BodyError, ProxyResponse, ResponseBody, ResponseHeaders};
 
 use crate::cache::ban::{Ban, Bans, Matcher};
@@ -346,6 +346,7 @@ impl Proxy {
 
     /// Answers one request. Never fails: errors become responses here.
     pub async fn handle(self: &Arc<Self>, request: ClientRequest) -> ProxyResponse {
+        let started = std::time::Instant::now();
         self.metrics.add(Counter::Requests, 1);
         let response = match self.route(request).await {
             Ok(response) => response,
@@ -358,6 +359,8 @@ impl Proxy {
             }
         };
         self.metrics.record(response.cache_status);
+        self.metrics
+            .observe_latency(response.cache_status, started.elapsed());
         response
     }
 
@@ -480,6 +483,7 @@ impl Proxy {
         let guard = match self.collapser.join(key) {
             Role::Leader(guard) => guard,
             Role::Follower(follower) => {
+                self.metrics.add(Counter::Collapsed, 1);
                 return match follower.outcome().await {
                     FlightOutcome::Object(object)
                         if deliver::variant_matches(&object, &request.head.headers) =>

@@ -155,6 +155,10 @@ impl Upstream {
             let Some(index) = pick(&tried, now_millis()) else {
                 break;
             };
+            if attempt > 0 {
+                pool.retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             tried.push(index);
             let host = &pool.hosts[index];
             parts.uri = absolute_uri(&host.url, &parts.uri);
@@ -169,6 +173,7 @@ impl Upstream {
             };
             let request = Request::from_parts(parts.clone(), attempt_body);
             let _in_flight = pool.begin(index);
+            let sent = Instant::now();
             let origin = || host.url.authority.clone();
             match tokio::time::timeout(self.first_byte_timeout, self.client.request(request)).await
             {
@@ -183,6 +188,7 @@ impl Upstream {
                     }
                 }
                 Ok(Ok(response)) => {
+                    pool.first_byte.observe(sent.elapsed());
                     let status = response.status();
                     if status.is_server_error() {
                         pool.failed(index, now_millis());

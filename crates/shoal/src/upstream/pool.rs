@@ -180,6 +180,10 @@ pub struct Pool {
     pub hosts: Vec<Host>,
     /// Its active health check.
     pub health: Option<HealthConfig>,
+    /// Time from sending a request to one of its hosts to the response head.
+    pub first_byte: crate::proxy::Histogram,
+    /// Attempts made after a first one failed (retries and fallthrough).
+    pub retries: AtomicU64,
     selector: Selector,
 }
 
@@ -230,6 +234,8 @@ impl Pool {
             selector: Selector::new(policy, hosts.len()),
             hosts,
             health: None,
+            first_byte: crate::proxy::Histogram::default(),
+            retries: AtomicU64::new(0),
         }
     }
 

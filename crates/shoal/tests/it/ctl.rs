@@ -222,3 +222,54 @@ async fn bans_by_prefix_regex_and_tag_make_matching_objects_absent() {
     let bad = ctl(&node, &["ban", "--regex", "("]).await;
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad regex"));
 }
+
+#[tokio::test]
+async fn metrics_have_latency_histograms_and_upstream_gauges() {
+    let origin = Origin::fixed("x").await;
+    let node = node(&origin).await;
+    for _ in 0..3 {
+        get(&node, "/m").await;
+    }
+    let text = client()
+        .get(format!("http://{}/metrics", node.admin.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(text.contains("# TYPE shoal_request_duration_seconds histogram"));
+    assert_eq!(
+        line("shoal_request_duration_seconds_count{cache=\"HIT\"}"),
+        "2"
+    );
+    assert_eq!(
+        line("shoal_request_duration_seconds_bucket{cache=\"HIT\",le=\"+Inf\"}"),
+        "2"
+    );
+    assert_eq!(
+        line("shoal_request_duration_seconds_count{cache=\"MISS\"}"),
+        "1"
+    );
+    assert_eq!(
+        line("shoal_origin_first_byte_seconds_count{pool=\"origin\"}"),
+        "1"
+    );
+    let host = origin.address.to_string();
+    assert_eq!(
+        line(&format!(
+            "shoal_upstream_up{{pool=\"origin\",host=\"{host}\"}}"
+        )),
+        "1"
+    );
+    assert_eq!(line("shoal_collapsed_total"), "0");
+}
