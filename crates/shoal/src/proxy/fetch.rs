@@ -211,6 +211,16 @@ pub(super) async fn run(
         declared_length = Some(total);
         base = first;
     }
+    if plan.probe.is_some() && parts.status == StatusCode::RANGE_NOT_SATISFIABLE {
+        // About the slice asked for, not the URL: never stored; the client's own range goes
+        // to the origin.
+        flight.finish(FlightOutcome::Pass);
+        send_reply(
+            &mut reply,
+            FetchResult::NotStored(Response::from_parts(parts, incoming)),
+        );
+        return;
+    }
     let sliced = slices::sliceable(parts.status, &parts.headers, declared_length, slice_size);
     let timing = Timing::of_response(&parts.headers, request_time, response_time);
     headers::forward_response(&mut parts.headers, response_time);

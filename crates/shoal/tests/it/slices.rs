@@ -54,6 +54,9 @@ impl RangeOrigin {
                     (first, last)
                 });
             let reply = match range {
+                Some((first, _)) if first >= size => {
+                    Reply::status(416).header("content-range", &format!("bytes */{size}"))
+                }
                 Some((first, last)) => {
                     counted.fetch_add(last + 1 - first, Ordering::SeqCst);
                     Reply {
@@ -329,4 +332,18 @@ async fn a_range_at_the_start_stores_only_the_first_slice() {
     assert!(body == content(0, size, 1));
     assert_eq!(origin.sent(), size);
     assert_eq!(origin.requests(), 4);
+}
+
+#[tokio::test]
+async fn a_range_past_the_end_gets_416_and_the_url_stays_cacheable() {
+    let size = 2 * MIB;
+    let origin = RangeOrigin::start(size, true).await;
+    let node = node(&origin.origin).await;
+    let (status, _, _) = range(&node, 5 * MIB, 5 * MIB + 10).await;
+    assert_eq!(status, 416);
+    let (status, headers, body) = get(&node, "/big").await;
+    assert_eq!((status, cache_status(&headers)), (200, "MISS"));
+    assert!(body == content(0, size, 1));
+    let (_, headers, _) = get(&node, "/big").await;
+    assert_eq!(cache_status(&headers), "HIT");
 }
