@@ -80,36 +80,46 @@ pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
 }
 
 async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, settings: Settings) {
-    let max = proxy.config.server.max_connections as u64;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            // Shutting down: stop accepting (the listening socket closes when this returns).
-            () = proxy.drained() => return,
+            () = proxy.drained() => {
+                // Shutting down: serve the connections already queued (they would be reset
+                // when the socket closes), then stop accepting.
+                use futures_util::FutureExt;
+                while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
+                    start(stream, peer, &proxy, settings);
+                }
+                return;
+            }
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+        match accepted {
+            Ok((stream, peer)) => start(stream, peer, &proxy, settings),
             Err(error) => {
                 // Out of file descriptors and similar: wait a moment rather than spin.
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let metrics = Arc::clone(&proxy.metrics);
-        if metrics.get(Counter::OpenConnections) >= max {
-            metrics.add(Counter::RefusedConnections, 1);
-            drop(stream);
-            continue;
         }
-        metrics.add(Counter::Connections, 1);
-        metrics.add(Counter::OpenConnections, 1);
-        let proxy = Arc::clone(&proxy);
-        tokio::spawn(async move {
-            serve_stream(stream, peer, proxy, settings).await;
-            metrics.decrement(Counter::OpenConnections);
-        });
     }
+}
+
+/// Serves an accepted connection in a task of its own, unless the node is at
+/// `server.max_connections`.
+fn start(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, settings: Settings) {
+    let metrics = Arc::clone(&proxy.metrics);
+    if metrics.get(Counter::OpenConnections) >= proxy.config.server.max_connections as u64 {
+        metrics.add(Counter::RefusedConnections, 1);
+        drop(stream);
+        return;
+    }
+    metrics.add(Counter::Connections, 1);
+    metrics.add(Counter::OpenConnections, 1);
+    let proxy = Arc::clone(proxy);
+    tokio::spawn(async move {
+        serve_stream(stream, peer, proxy, settings).await;
+        metrics.decrement(Counter::OpenConnections);
+    });
 }
 
 async fn serve_stream(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, settings: Settings) {

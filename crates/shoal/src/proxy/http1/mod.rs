@@ -34,6 +34,8 @@ const COALESCE_BELOW: usize = 16 * 1024;
 /// How long, and how much, a lingering close reads and discards before closing.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
+/// How long an idle connection stays open once the node is shutting down.
+const DRAIN_IDLE_LINGER: Duration = Duration::from_millis(1000);
 /// Most body bytes gathered for one vectored write.
 const WRITE_BATCH: u64 = 512 * 1024;
 
@@ -219,20 +221,25 @@ impl Connection {
                 }
                 self.input = BytesMut::new();
                 self.output = Vec::new();
-                // Shutting down: an idle connection closes at once.
+                // Shutting down: an idle connection gets a moment for a request already on its
+                // way (answered with `Connection: close`), then closes; closing it at once
+                // would fail a request the client sent in that instant.
                 let shutdown = self.proxy.drain_started();
-                if self.proxy.is_draining() {
-                    return Ok(NextRequest::Closed);
-                }
-                let idle =
-                    tokio::time::timeout(self.settings.keepalive_timeout, self.stream.readable());
-                tokio::select! {
-                    waited = idle => match waited {
-                        Err(_) => return Err(ConnectionError::Timeout { started: false }),
-                        Ok(Err(_)) => return Err(ConnectionError::Io),
-                        Ok(Ok(())) => {}
-                    },
-                    () = shutdown => return Ok(NextRequest::Closed),
+                let draining = self.proxy.is_draining();
+                let wait = match draining {
+                    true => DRAIN_IDLE_LINGER,
+                    false => self.settings.keepalive_timeout,
+                };
+                let idle = tokio::time::timeout(wait, self.stream.readable());
+                let waited = tokio::select! {
+                    waited = idle => waited,
+                    () = shutdown, if !draining => continue,
+                };
+                match waited {
+                    Err(_) if draining => return Ok(NextRequest::Closed),
+                    Err(_) => return Err(ConnectionError::Timeout { started: false }),
+                    Ok(Err(_)) => return Err(ConnectionError::Io),
+                    Ok(Ok(())) => {}
                 }
                 self.input.reserve(4096);
                 match self.stream.try_read_buf(&mut self.input) {
