@@ -5,6 +5,7 @@
 //! `cache` holds the HTTP caching rules, `store` holds the bytes, `upstream` talks to origins,
 //! `admin` serves the operator API and `ctl` is its command-line client.
 
+pub mod accesslog;
 pub mod admin;
 pub mod cache;
 pub mod config;
@@ -85,6 +86,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         for address in &proxy.config().server.listen {
             tracing::info!(%address, workers, "serving");
         }
+        let rotation = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            let Ok(mut hangups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            else {
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening the access log");
+                rotation.reopen_access_log();
+            }
+        });
         shutdown_signal().await?;
         // Graceful: stop accepting, let responses in flight finish (connections close after
         // them), then go, at the latest after server.shutdown_grace.

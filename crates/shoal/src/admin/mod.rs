@@ -73,6 +73,15 @@ struct Stats {
     #[serde(skip_serializing_if = "Option::is_none")]
     disk: Option<DiskStats>,
     fetches_in_flight: usize,
+    /// The access log's lines written and dropped, when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_log: Option<AccessLogStats>,
+}
+
+#[derive(Serialize)]
+struct AccessLogStats {
+    written: u64,
+    dropped: u64,
 }
 
 #[derive(Serialize)]
@@ -387,6 +396,10 @@ fn stats(proxy: &Proxy) -> Stats {
         counters: proxy.metrics().snapshot().into_iter().collect(),
         store: proxy.store().stats(),
         disk: proxy.disk().map(|disk| disk.stats()),
+        access_log: proxy.access_log().map(|log| AccessLogStats {
+            written: log.written(),
+            dropped: log.dropped(),
+        }),
         fetches_in_flight: proxy.fetches_in_flight(),
     }
 }
@@ -611,6 +624,10 @@ fn prometheus(proxy: &Proxy, stats: &Stats) -> String {
                 pool.name, host.url.authority
             );
         }
+    }
+    if let Some(log) = &stats.access_log {
+        metric(&mut out, "access_log_lines_total", "counter", log.written);
+        metric(&mut out, "access_log_dropped_total", "counter", log.dropped);
     }
     if let Some(disk) = &stats.disk {
         metric(&mut out, "disk_entries", "gauge", disk.entries);

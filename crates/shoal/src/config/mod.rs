@@ -66,6 +66,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Retries of failed upstream requests.
     pub retries: RetryConfig,
+    /// The access log.
+    pub log: LogConfig,
     /// The built-in demo origin, used when no origin is configured.
     pub demo: DemoConfig,
 }
@@ -397,6 +399,39 @@ impl Default for DiskConfig {
             io_threads: 4,
             read_timeout: Span(std::time::Duration::from_secs(2)),
             max_object_size: ByteSize(1 << 20),
+        }
+    }
+}
+
+/// The access log.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// File the access log is appended to; unset for none. Reopened on SIGUSR1.
+    pub access: Option<PathBuf>,
+    /// `json` (one object per line) or `combined` (the Apache/nginx combined format).
+    pub format: LogFormat,
+    /// Lines waiting for the writer; when it is that far behind, lines are dropped (and
+    /// counted) rather than slowing requests down.
+    pub queue: usize,
+}
+
+/// The access log's format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines.
+    Json,
+    /// The combined log format.
+    Combined,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access: None,
+            format: LogFormat::Json,
+            queue: 65_536,
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct Proxy {
     drain_started: tokio::sync::Notify,
     /// The tag header's name, for tag bans.
     tag_header: HeaderName,
+    /// The access log, if configured.
+    access_log: Option<crate::accesslog::AccessLog>,
     metrics: Arc<Metrics>,
     /// `1.1 <name>`, appended to `Via` on responses and on HTTP/1.1 requests.
     via: HeaderValue,
@@ -127,6 +129,10 @@ impl Proxy {
             routes: Routes::new(&config),
             cluster: Cluster::new(&config),
             bans: load_bans(&config),
+            access_log: crate::accesslog::AccessLog::open(&config.log).unwrap_or_else(|error| {
+                tracing::error!(%error, "running without an access log");
+                None
+            }),
             draining: std::sync::atomic::AtomicBool::new(false),
             drain_started: tokio::sync::Notify::new(),
             tag_header: HeaderName::from_bytes(config.cache.tag_header.as_bytes())
@@ -191,6 +197,18 @@ impl Proxy {
         self.upstream()
             .send(destination.pool, key, request, destination.fallthrough_404)
             .await
+    }
+
+    /// The access log, if configured.
+    pub fn access_log(&self) -> Option<&crate::accesslog::AccessLog> {
+        self.access_log.as_ref()
+    }
+
+    /// Reopens the access log file (after rotation).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
     }
 
     /// Starts a graceful shutdown: no new connections, and every connection closes after its

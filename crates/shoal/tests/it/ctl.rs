@@ -273,3 +273,54 @@ async fn metrics_have_latency_histograms_and_upstream_gauges() {
     );
     assert_eq!(line("shoal_collapsed_total"), "0");
 }
+
+#[tokio::test]
+async fn the_access_log_has_a_line_per_request_and_reopens_after_rotation() {
+    use shoal::config::LogFormat;
+    let origin = Origin::fixed("logged").await;
+    let dir = crate::disk::TempDir::new("log");
+    let path = dir.0.join("access.log");
+    let json = path.clone();
+    let node = node_with(&origin, |config| config.log.access = Some(json)).await;
+    get(&node, "/one").await;
+    get_with(&node, "/one", &[("user-agent", "tester/1")]).await;
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        eventually(|| read(&path).lines().count() == 2).await,
+        "{}",
+        read(&path)
+    );
+    let lines: Vec<serde_json::Value> = read(&path)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["cache"], "MISS");
+    assert_eq!(lines[1]["cache"], "HIT");
+    assert_eq!(lines[1]["target"], "/one");
+    assert_eq!(lines[1]["status"], 200);
+    assert_eq!(lines[1]["bytes"], 6);
+    assert_eq!(lines[1]["client"], "127.0.0.1");
+
+    // Rotation: the file is moved away, the node told to reopen, and a new file starts.
+    std::fs::rename(&path, dir.0.join("access.log.1")).unwrap();
+    node.proxy.reopen_access_log();
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    get(&node, "/two").await;
+    assert!(eventually(|| read(&path).contains("/two")).await);
+    assert!(!read(&dir.0.join("access.log.1")).contains("/two"));
+
+    let combined = dir.0.join("combined.log");
+    let file = combined.clone();
+    let node = node_with(&origin, move |config| {
+        config.log.access = Some(file);
+        config.log.format = LogFormat::Combined;
+    })
+    .await;
+    get_with(&node, "/c", &[("user-agent", "tester/2")]).await;
+    assert!(
+        eventually(|| read(&combined).contains("\"GET /c HTTP/1.1\" 200 6 \"-\" \"tester/2\""))
+            .await,
+        "{}",
+        read(&combined)
+    );
+}

@@ -34,6 +34,62 @@ const COALESCE_BELOW: usize = 16 * 1024;
 /// How long, and how much, a lingering close reads and discards before closing.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
+/// What the access log needs of a request, taken before the request is handed over.
+struct LoggedRequest {
+    time: u64,
+    started: std::time::Instant,
+    method: Method,
+    host: String,
+    target: String,
+    version: Version,
+    user_agent: Option<String>,
+    referer: Option<String>,
+}
+
+impl LoggedRequest {
+    fn of(parts: &http::request::Parts) -> LoggedRequest {
+        let header = |name: http::header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        };
+        LoggedRequest {
+            time: super::now_millis(),
+            started: std::time::Instant::now(),
+            method: parts.method.clone(),
+            host: super::request_host(parts).to_owned(),
+            target: super::target(parts).to_owned(),
+            version: parts.version,
+            user_agent: header(http::header::USER_AGENT),
+            referer: header(http::header::REFERER),
+        }
+    }
+
+    fn entry(
+        self,
+        client: std::net::IpAddr,
+        status: u16,
+        bytes: u64,
+        cache: crate::cache::CacheStatus,
+    ) -> crate::accesslog::Entry {
+        crate::accesslog::Entry {
+            time: self.time,
+            client,
+            method: self.method,
+            host: self.host,
+            target: self.target,
+            version: self.version,
+            status,
+            bytes,
+            cache,
+            micros: self.started.elapsed().as_micros() as u64,
+            user_agent: self.user_agent,
+            referer: self.referer,
+        }
+    }
+}
+
 /// How long an idle connection stays open once the node is shutting down.
 const DRAIN_IDLE_LINGER: Duration = Duration::from_millis(1000);
 /// Most body bytes gathered for one vectored write.
@@ -296,6 +352,7 @@ impl Connection {
             return Ok(false);
         }
         let mut keep_alive = keep_alive;
+        let logged = proxy.access_log().map(|_| LoggedRequest::of(&parts));
         let response = if framing == Framing::None {
             let request = ClientRequest {
                 head: parts,
@@ -363,7 +420,12 @@ impl Connection {
         }
         // A node shutting down closes each connection after its current response.
         let keep_alive = keep_alive && !self.proxy.is_draining();
-        self.respond(response, http10, keep_alive).await
+        let (status, cache) = (response.status.as_u16(), response.cache_status);
+        let (keep, sent) = self.respond(response, http10, keep_alive).await?;
+        if let (Some(logged), Some(log)) = (logged, proxy.access_log()) {
+            log.record(logged.entry(self.peer.ip(), status, sent, cache));
+        }
+        Ok(keep)
     }
 
     async fn reply_and_close(&mut self, response: ProxyResponse) {
@@ -400,7 +462,7 @@ impl Connection {
         mut response: ProxyResponse,
         http10: bool,
         keep_alive: bool,
-    ) -> std::io::Result<bool> {
+    ) -> std::io::Result<(bool, u64)> {
         let proxy = Arc::clone(&self.proxy);
         let mut context = WriteContext {
             http10,
@@ -414,7 +476,7 @@ impl Connection {
         let keep_alive = context.keep_alive;
         if framing == BodyFraming::None {
             self.flush_output().await?;
-            return Ok(keep_alive);
+            return Ok((keep_alive, 0));
         }
         let mut sent: u64 = 0;
         let mut previous_batch: u64 = 0;
@@ -432,7 +494,7 @@ impl Connection {
                     Ok(None) => break,
                     Err(error) => {
                         tracing::warn!(peer = %self.peer, %error, "response truncated");
-                        return Ok(false);
+                        return Ok((false, sent));
                     }
                 }
             }
@@ -457,10 +519,10 @@ impl Connection {
         if let BodyFraming::Length(length) = framing {
             if sent != length {
                 tracing::warn!(peer = %self.peer, sent, length, "response body ended early; closing");
-                return Ok(false);
+                return Ok((false, sent));
             }
         }
-        Ok(keep_alive && framing != BodyFraming::Close)
+        Ok((keep_alive && framing != BodyFraming::Close, sent))
     }
 
     /// Writes buffered head bytes (if any) and a batch of body chunks, framed.
