@@ -1,15 +1,18 @@
-//! The access log: one line per request, in JSON lines or the combined log format. Requests
-//! only queue a small record (never blocking: when the bounded queue is full the line is dropped
-//! and counted); a writer thread formats and writes, flushing when the queue goes quiet, and
-//! reopens the file after SIGUSR1 (log rotation).
+//! The access log and the traffic report: one line per request, in JSON lines or the combined
+//! log format, and requests and bytes per client country and AS number (from MaxMind
+//! databases). Requests only queue a small record (never blocking: when the bounded queue is
+//! full the record is dropped and counted); a writer thread looks the client up, counts,
+//! formats and writes, flushing when the queue goes quiet, and reopens the file after SIGUSR1
+//! (log rotation).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cache::CacheStatus;
@@ -42,33 +45,121 @@ pub struct Entry {
     pub user_agent: Option<String>,
     /// `Referer`, for the combined format.
     pub referer: Option<String>,
+    /// The client's country (ISO code), filled in by the writer.
+    pub country: Option<String>,
+    /// The client's AS number, filled in by the writer.
+    pub asn: Option<u32>,
 }
 
-/// The access log.
+/// Most distinct countries or AS numbers counted; the rest are counted as "other".
+const MAX_REPORT_KEYS: usize = 4096;
+
+/// Requests and bytes per client country and per AS number.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// ISO country code (or "unknown", "other") → (requests, bytes).
+    pub countries: HashMap<String, (u64, u64)>,
+    /// "AS<number>" (or "unknown", "other") → (requests, bytes).
+    pub asns: HashMap<String, (u64, u64)>,
+}
+
+fn count(table: &mut HashMap<String, (u64, u64)>, key: String, bytes: u64) {
+    let key = if table.len() >= MAX_REPORT_KEYS && !table.contains_key(&key) {
+        "other".to_owned()
+    } else {
+        key
+    };
+    let counts = table.entry(key).or_default();
+    counts.0 += 1;
+    counts.1 += bytes;
+}
+
+/// The MaxMind databases, if configured.
+struct Geo {
+    country: Option<maxminddb::Reader<Vec<u8>>>,
+    asn: Option<maxminddb::Reader<Vec<u8>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct CountryRecord<'a> {
+    #[serde(borrow)]
+    country: Option<IsoCode<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct IsoCode<'a> {
+    iso_code: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize)]
+struct AsnRecord {
+    autonomous_system_number: Option<u32>,
+}
+
+impl Geo {
+    fn open(config: &LogConfig) -> std::io::Result<Geo> {
+        let open = |path: &Option<PathBuf>| -> std::io::Result<_> {
+            path.as_ref()
+                .map(|path| {
+                    maxminddb::Reader::open_readfile(path).map_err(|error| {
+                        std::io::Error::other(format!(
+                            "cannot read the MaxMind database {}: {error}",
+                            path.display()
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Geo {
+            country: open(&config.geoip_country)?,
+            asn: open(&config.geoip_asn)?,
+        })
+    }
+
+    fn country(&self, ip: IpAddr) -> Option<String> {
+        let record: CountryRecord<'_> = self.country.as_ref()?.lookup(ip).ok()?;
+        record.country?.iso_code.map(str::to_owned)
+    }
+
+    fn asn(&self, ip: IpAddr) -> Option<u32> {
+        let record: AsnRecord = self.asn.as_ref()?.lookup(ip).ok()?;
+        record.autonomous_system_number
+    }
+}
+
+/// The access log and traffic report.
 pub struct AccessLog {
     queue: SyncSender<Entry>,
     dropped: AtomicU64,
     written: Arc<AtomicU64>,
     reopen: Arc<AtomicBool>,
+    traffic: Arc<Mutex<Traffic>>,
 }
 
 impl AccessLog {
     /// Opens the configured log file and starts its writer; `None` when logging is off. A file
     /// that cannot be opened is an error at start.
     pub fn open(config: &LogConfig) -> std::io::Result<Option<AccessLog>> {
-        let Some(path) = config.access.clone() else {
+        let geo = Geo::open(config)?;
+        if config.access.is_none() && geo.country.is_none() && geo.asn.is_none() {
             return Ok(None);
+        }
+        let file = match &config.access {
+            Some(path) => Some(BufWriter::with_capacity(64 << 10, open_file(path)?)),
+            None => None,
         };
-        let file = open_file(&path)?;
         let (queue, entries) = mpsc::sync_channel(config.queue.max(1));
         let written = Arc::new(AtomicU64::new(0));
         let reopen = Arc::new(AtomicBool::new(false));
+        let traffic = Arc::new(Mutex::new(Traffic::default()));
         let writer = Writer {
-            path,
-            file: BufWriter::with_capacity(64 << 10, file),
+            path: config.access.clone(),
+            file,
             format: config.format,
             written: Arc::clone(&written),
             reopen: Arc::clone(&reopen),
+            geo,
+            traffic: Arc::clone(&traffic),
         };
         std::thread::Builder::new()
             .name("shoal-access-log".into())
@@ -78,7 +169,25 @@ impl AccessLog {
             dropped: AtomicU64::new(0),
             written,
             reopen,
+            traffic,
         }))
+    }
+
+    /// The `top` countries or AS numbers by bytes: (key, requests, bytes).
+    pub fn report(&self, by_asn: bool, top: usize) -> Vec<(String, u64, u64)> {
+        let traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
+        let table = if by_asn {
+            &traffic.asns
+        } else {
+            &traffic.countries
+        };
+        let mut rows: Vec<(String, u64, u64)> = table
+            .iter()
+            .map(|(key, (requests, bytes))| (key.clone(), *requests, *bytes))
+            .collect();
+        rows.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)).then(a.0.cmp(&b.0)));
+        rows.truncate(top);
+        rows
     }
 
     /// Queues a line; drops it (and counts it) when the writer is behind.
@@ -106,7 +215,7 @@ impl AccessLog {
     }
 }
 
-fn open_file(path: &PathBuf) -> std::io::Result<File> {
+fn open_file(path: &std::path::Path) -> std::io::Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -120,11 +229,13 @@ fn open_file(path: &PathBuf) -> std::io::Result<File> {
 }
 
 struct Writer {
-    path: PathBuf,
-    file: BufWriter<File>,
+    path: Option<PathBuf>,
+    file: Option<BufWriter<File>>,
     format: LogFormat,
     written: Arc<AtomicU64>,
     reopen: Arc<AtomicBool>,
+    geo: Geo,
+    traffic: Arc<Mutex<Traffic>>,
 }
 
 impl Writer {
@@ -132,27 +243,46 @@ impl Writer {
         let mut line = String::with_capacity(512);
         loop {
             match entries.recv_timeout(Duration::from_millis(100)) {
-                Ok(entry) => {
-                    line.clear();
-                    format_entry(&mut line, &entry, self.format);
-                    if self.file.write_all(line.as_bytes()).is_ok() {
-                        self.written.fetch_add(1, Ordering::Relaxed);
+                Ok(mut entry) => {
+                    entry.country = self.geo.country(entry.client);
+                    entry.asn = self.geo.asn(entry.client);
+                    {
+                        let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
+                        let country = entry.country.clone().unwrap_or_else(|| "unknown".into());
+                        count(&mut traffic.countries, country, entry.bytes);
+                        let asn = entry
+                            .asn
+                            .map_or_else(|| "unknown".into(), |asn| format!("AS{asn}"));
+                        count(&mut traffic.asns, asn, entry.bytes);
+                    }
+                    if let Some(file) = &mut self.file {
+                        line.clear();
+                        format_entry(&mut line, &entry, self.format);
+                        if file.write_all(line.as_bytes()).is_ok() {
+                            self.written.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.file.flush();
+                    if let Some(file) = &mut self.file {
+                        let _ = file.flush();
+                    }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.file.flush();
+                    if let Some(file) = &mut self.file {
+                        let _ = file.flush();
+                    }
                     return;
                 }
             }
             if self.reopen.swap(false, Ordering::AcqRel) {
-                let _ = self.file.flush();
-                match open_file(&self.path) {
-                    Ok(file) => self.file = BufWriter::with_capacity(64 << 10, file),
-                    Err(error) => {
-                        tracing::error!(%error, "cannot reopen the access log; still writing to the old file")
+                if let (Some(file), Some(path)) = (&mut self.file, &self.path) {
+                    let _ = file.flush();
+                    match open_file(path) {
+                        Ok(reopened) => *file = BufWriter::with_capacity(64 << 10, reopened),
+                        Err(error) => {
+                            tracing::error!(%error, "cannot reopen the access log; still writing to the old file")
+                        }
                     }
                 }
             }
@@ -181,6 +311,8 @@ pub fn format_entry(out: &mut String, entry: &Entry, format: LogFormat) {
                 "bytes": entry.bytes,
                 "cache": entry.cache.as_str(),
                 "duration_ms": entry.micros as f64 / 1000.0,
+                "country": entry.country,
+                "asn": entry.asn,
             });
             let _ = writeln!(out, "{line}");
         }
@@ -250,6 +382,8 @@ mod tests {
             micros: 1500,
             user_agent: Some("curl/8".into()),
             referer: None,
+            country: Some("GB".into()),
+            asn: None,
         }
     }
 
@@ -272,5 +406,67 @@ mod tests {
         assert_eq!(value["bytes"], 1234);
         assert_eq!(value["duration_ms"], 1.5);
         assert_eq!(value["time"], "Tue, 10 Oct 2000 13:55:36 GMT");
+        assert_eq!(value["country"], "GB");
+    }
+
+    fn geoip_dir() -> PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/geoip")
+    }
+
+    #[test]
+    fn the_report_counts_requests_and_bytes_by_country_and_network() {
+        let dir = geoip_dir();
+        let log = AccessLog::open(&LogConfig {
+            geoip_country: Some(dir.join("GeoIP2-Country-Test.mmdb")),
+            geoip_asn: Some(dir.join("GeoLite2-ASN-Test.mmdb")),
+            ..LogConfig::default()
+        })
+        .unwrap()
+        .expect("on with a database");
+        for (client, bytes) in [
+            ("81.2.69.142", 100),
+            ("81.2.69.150", 50),
+            ("89.160.20.130", 400),
+        ] {
+            log.record(Entry {
+                client: client.parse().unwrap(),
+                bytes,
+                ..entry()
+            });
+        }
+        let mut report = Vec::new();
+        for _ in 0..100 {
+            report = log.report(false, 10);
+            if report.iter().map(|row| row.1).sum::<u64>() == 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            report,
+            [("SE".to_owned(), 1, 400), ("GB".to_owned(), 2, 150)]
+        );
+        assert_eq!(
+            log.report(true, 1),
+            [("AS29518".to_owned(), 1, 400)],
+            "the top one"
+        );
+    }
+
+    #[test]
+    fn the_test_databases_resolve_countries_and_networks() {
+        let dir = geoip_dir();
+        let geo = Geo::open(&LogConfig {
+            geoip_country: Some(dir.join("GeoIP2-Country-Test.mmdb")),
+            geoip_asn: Some(dir.join("GeoLite2-ASN-Test.mmdb")),
+            ..LogConfig::default()
+        })
+        .unwrap();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(geo.country(ip("81.2.69.142")).as_deref(), Some("GB"));
+        assert_eq!(geo.country(ip("89.160.20.130")).as_deref(), Some("SE"));
+        assert_eq!(geo.asn(ip("89.160.20.130")), Some(29518));
+        assert_eq!(geo.asn(ip("81.2.69.142")), None);
+        assert_eq!(geo.country(ip("127.0.0.1")), None);
     }
 }

@@ -168,6 +168,33 @@ async fn route<B>(
                 "expected /purge-tag?tag=TAG (one tag, without spaces or commas)\n".into(),
             ),
         },
+        (&Method::GET, "/report") => {
+            let by_asn = match parameter(query, "by").as_deref() {
+                Some("asn") => true,
+                Some("country") | None => false,
+                Some(_) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "expected by=country or by=asn\n".into(),
+                    )
+                }
+            };
+            let top = parameter(query, "top")
+                .and_then(|top| top.parse().ok())
+                .unwrap_or(20usize);
+            let rows = proxy
+                .access_log()
+                .map(|log| log.report(by_asn, top))
+                .unwrap_or_default();
+            json(
+                &rows
+                    .iter()
+                    .map(|(key, requests, bytes)| {
+                        serde_json::json!({ "key": key, "requests": requests, "bytes": bytes })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
         (&Method::GET, "/bans") => json(
             &proxy
                 .bans()

@@ -414,6 +414,12 @@ pub struct LogConfig {
     /// Lines waiting for the writer; when it is that far behind, lines are dropped (and
     /// counted) rather than slowing requests down.
     pub queue: usize,
+    /// A MaxMind country (or city) database: each client's country goes into the access log
+    /// and the traffic report.
+    pub geoip_country: Option<PathBuf>,
+    /// A MaxMind ASN database: each client's AS number goes into the access log and the
+    /// traffic report.
+    pub geoip_asn: Option<PathBuf>,
 }
 
 /// The access log's format.
@@ -432,6 +438,8 @@ impl Default for LogConfig {
             access: None,
             format: LogFormat::Json,
             queue: 65_536,
+            geoip_country: None,
+            geoip_asn: None,
         }
     }
 }

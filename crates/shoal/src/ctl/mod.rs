@@ -73,6 +73,14 @@ pub enum CtlCommand {
     },
     /// The bans in force.
     Bans,
+    /// Traffic by client country or AS number (needs the MaxMind databases in `[log]`).
+    Report {
+        /// `country` or `asn`.
+        by: String,
+        /// How many rows.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
 }
 
 /// `shoal ctl upstream ...`
@@ -159,6 +167,26 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
                 .collect();
             table(&["created (ms)", "kind", "value"], &rows)
         }),
+        CtlCommand::Report { by, top } => {
+            let answer = api
+                .get(&format!("/report?by={}&top={top}", encode(by)))
+                .await?;
+            show(args.json, answer, |rows| {
+                let rows: Vec<Vec<String>> = rows
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|row| {
+                        vec![
+                            cell(&row["key"]),
+                            cell(&row["requests"]),
+                            cell(&row["bytes"]),
+                        ]
+                    })
+                    .collect();
+                table(&[by.as_str(), "requests", "bytes"], &rows)
+            })
+        }
         CtlCommand::Purge { url } => {
             let answer = api.post(&format!("/purge?url={}", encode(url))).await?;
             show(args.json, answer, |answer| {

@@ -324,3 +324,32 @@ async fn the_access_log_has_a_line_per_request_and_reopens_after_rotation() {
         read(&combined)
     );
 }
+
+#[tokio::test]
+async fn the_traffic_report_counts_clients_by_country_and_network() {
+    let origin = Origin::fixed("12345").await;
+    let geoip =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/geoip");
+    let node = node_with(&origin, |config| {
+        config.log.geoip_country = Some(geoip.join("GeoLite2-Country-Test.mmdb"));
+        config.log.geoip_asn = Some(geoip.join("GeoLite2-ASN-Test.mmdb"));
+    })
+    .await;
+    get(&node, "/a").await;
+    get(&node, "/a").await;
+    // Loopback clients are in no database.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = stdout(&ctl(&node, &["report", "country"]).await);
+        if text.contains("unknown  2") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(text.starts_with("country  requests  bytes"), "{text}");
+    assert!(text.contains("unknown  2         10"), "{text}");
+    let json = ctl(&node, &["--json", "report", "asn", "--top", "5"]).await;
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows[0]["key"], "unknown");
+    assert_eq!(rows[0]["bytes"], 10);
+}

@@ -86,6 +86,8 @@ impl LoggedRequest {
             micros: self.started.elapsed().as_micros() as u64,
             user_agent: self.user_agent,
             referer: self.referer,
+            country: None,
+            asn: None,
         }
     }
 }
