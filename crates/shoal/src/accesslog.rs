@@ -59,7 +59,7 @@ const MAX_REPORT_KEYS: usize = 4096;
 pub struct Traffic {
     /// ISO country code (or "unknown", "other") → (requests, bytes).
     pub countries: HashMap<String, (u64, u64)>,
-    /// "AS<number>" (or "unknown", "other") → (requests, bytes).
+    /// `AS` and the number (or "unknown", "other") → (requests, bytes).
     pub asns: HashMap<String, (u64, u64)>,
 }
 
