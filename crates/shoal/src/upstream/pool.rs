@@ -269,8 +269,14 @@ impl Pool {
     /// Host `index` answered: its failure streak ends.
     pub fn succeeded(&self, index: usize) {
         let host = &self.hosts[index];
-        host.failures_in_a_row.store(0, Ordering::Relaxed);
-        host.ejections_in_a_row.store(0, Ordering::Relaxed);
+        // Read first: on the common path nothing changes, and a store would pull the line
+        // away from the other workers' cores.
+        if host.failures_in_a_row.load(Ordering::Relaxed) != 0 {
+            host.failures_in_a_row.store(0, Ordering::Relaxed);
+        }
+        if host.ejections_in_a_row.load(Ordering::Relaxed) != 0 {
+            host.ejections_in_a_row.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Host `index` failed (connection, timeout or 5xx); after a few in a row it is ejected.
