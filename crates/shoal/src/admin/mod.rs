@@ -137,6 +137,7 @@ async fn route<B>(
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/status") => json(&status(proxy, started)),
+        (&Method::GET, "/config") => json(proxy.config()),
         (&Method::GET, "/fetches") => json(
             &proxy
                 .fetch_keys()
@@ -219,7 +220,7 @@ async fn route<B>(
         _ => text(
             StatusCode::NOT_FOUND,
             "unknown admin endpoint; see docs/admin-api.md: /health, /status, /stats, /metrics, \
-             /cache, /cache/inspect?url=, /fetches, /upstreams, /bans, POST /purge?url=, \
+             /config, /cache, /cache/inspect?url=, /fetches, /upstreams, /bans, POST /purge?url=, \
              POST /ban?prefix= or ?regex=, POST /purge-tag?tag=, \
              POST /upstreams/state?pool=&host=&state=\n"
                 .into(),

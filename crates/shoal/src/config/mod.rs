@@ -11,7 +11,7 @@ mod upstream;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use units::{ByteSize, Span};
 pub use upstream::{
@@ -44,7 +44,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration of a node.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Client-facing listeners and their limits.
@@ -73,7 +73,7 @@ pub struct Config {
 }
 
 /// Client-facing listeners and limits.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Addresses to accept HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on.
@@ -208,6 +208,33 @@ impl std::str::FromStr for OriginUrl {
     }
 }
 
+impl Serialize for OriginUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("http://{}", self.authority))
+    }
+}
+
+impl Serialize for HostHeader {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(match self {
+            HostHeader::Preserve => "preserve",
+            HostHeader::Origin => "origin",
+            HostHeader::Fixed(name) => name,
+        })
+    }
+}
+
+/// Shows whether a secret is set, never the secret.
+fn redacted<S: serde::Serializer>(
+    value: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_str("(set)"),
+        None => serializer.serialize_none(),
+    }
+}
+
 impl<'de> Deserialize<'de> for OriginUrl {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer)?
@@ -217,7 +244,7 @@ impl<'de> Deserialize<'de> for OriginUrl {
 }
 
 /// The origins and how to talk to them.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OriginConfig {
     /// Origin servers, tried in turn; empty means the built-in demo origin.
@@ -258,7 +285,7 @@ impl Default for OriginConfig {
 }
 
 /// How query strings take part in the cache key.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueryKey {
     /// Use the query string as sent.
@@ -271,7 +298,7 @@ pub enum QueryKey {
 }
 
 /// HTTP caching policy and the RAM store.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Bytes of object bodies and headers kept in RAM.
@@ -329,7 +356,7 @@ impl Default for CacheConfig {
 }
 
 /// The disk tier: persistent storage behind the RAM tier, one directory per disk.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiskConfig {
     /// Cache directories, one per disk; none disables the disk tier.
@@ -354,7 +381,7 @@ pub struct DiskConfig {
 }
 
 /// One cache directory and the space it may use.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskDir {
     /// The directory (created if missing).
@@ -364,7 +391,7 @@ pub struct DiskDir {
 }
 
 /// The disk tier's admission policy.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Admission {
     /// Written once requested a second time (remembered for about as many objects as the
@@ -404,7 +431,7 @@ impl Default for DiskConfig {
 }
 
 /// The access log.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// File the access log is appended to; unset for none. Reopened on SIGUSR1.
@@ -423,7 +450,7 @@ pub struct LogConfig {
 }
 
 /// The access log's format.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// JSON lines.
@@ -445,13 +472,14 @@ impl Default for LogConfig {
 }
 
 /// The admin API.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address of the admin API; keep it on loopback or a management network.
     pub listen: Option<SocketAddr>,
     /// Bearer token every request must carry (`Authorization: Bearer TOKEN`). Required when
-    /// `listen` is not a loopback address.
+    /// `listen` is not a loopback address. Never shown by `GET /config`.
+    #[serde(serialize_with = "redacted")]
     pub token: Option<String>,
     /// A file holding the token (its first line), instead of `token`.
     pub token_file: Option<PathBuf>,
@@ -469,7 +497,7 @@ impl Default for AdminConfig {
 
 /// The built-in demo origin: a static-file server started when no origin is configured, so
 /// that a node run with no arguments serves something real.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
     /// Address of the demo origin.

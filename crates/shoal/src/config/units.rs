@@ -134,6 +134,33 @@ impl std::str::FromStr for Span {
     }
 }
 
+impl serde::Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        match (millis % 1000, millis / 1000) {
+            (0, seconds) if seconds > 0 && seconds % 86_400 == 0 => {
+                write!(f, "{}d", seconds / 86_400)
+            }
+            (0, seconds) if seconds > 0 && seconds % 3600 == 0 => write!(f, "{}h", seconds / 3600),
+            (0, seconds) if seconds > 0 && seconds % 60 == 0 => write!(f, "{}m", seconds / 60),
+            (0, seconds) => write!(f, "{seconds}s"),
+            _ => write!(f, "{millis}ms"),
+        }
+    }
+}
+
+impl serde::Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct SpanVisitor;
@@ -197,6 +224,14 @@ mod tests {
     fn size_display_round_trips() {
         for text in ["512MiB", "64KiB", "3GiB", "1000B"] {
             assert_eq!(text.parse::<ByteSize>().unwrap().to_string(), text);
+        }
+    }
+
+    #[test]
+    fn spans_print_as_they_are_written() {
+        for text in ["500ms", "30s", "5m", "2h", "1d", "90s", "1500ms", "0s"] {
+            let span: Span = text.parse().unwrap();
+            assert_eq!(span.to_string(), text);
         }
     }
 }

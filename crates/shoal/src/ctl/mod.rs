@@ -73,6 +73,8 @@ pub enum CtlCommand {
     },
     /// The bans in force.
     Bans,
+    /// The configuration in force, as JSON (secrets hidden).
+    Config,
     /// Traffic by client country or AS number (needs the MaxMind databases in `[log]`).
     Report {
         /// `country` or `asn`.
@@ -167,6 +169,7 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
                 .collect();
             table(&["created (ms)", "kind", "value"], &rows)
         }),
+        CtlCommand::Config => show(true, api.get("/config").await?, |_| String::new()),
         CtlCommand::Report { by, top } => {
             let answer = api
                 .get(&format!("/report?by={}&top={top}", encode(by)))

@@ -353,3 +353,18 @@ async fn the_traffic_report_counts_clients_by_country_and_network() {
     assert_eq!(rows[0]["key"], "unknown");
     assert_eq!(rows[0]["bytes"], 10);
 }
+
+#[tokio::test]
+async fn the_config_in_force_is_shown_without_secrets() {
+    let origin = Origin::fixed("x").await;
+    let node = node_with(&origin, |config| config.admin.token = Some(TOKEN.into())).await;
+    let shown = ctl(&node, &["--token", TOKEN, "config"]).await;
+    assert!(shown.status.success());
+    let config: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(config["admin"]["token"], "(set)");
+    assert!(!stdout(&shown).contains(TOKEN));
+    assert_eq!(config["cache"]["memory"], "256MiB");
+    assert_eq!(config["server"]["keepalive_timeout"], "75s");
+    assert_eq!(config["origin"]["urls"][0], origin.url());
+    assert_eq!(config["cache"]["slice_size"], "1MiB");
+}
