@@ -87,7 +87,21 @@ pub async fn serve(stream: TcpStream, prefix: Bytes, peer: SocketAddr, proxy: Ar
                 client: peer,
             };
             let is_head = request.head.method == http::Method::HEAD;
+            let logged = proxy
+                .access_log()
+                .map(|_| super::http1::LoggedRequest::of(&request.head));
             let response = proxy.handle(request).await;
+            if let (Some(logged), Some(log)) = (logged, proxy.access_log()) {
+                // The body is still to stream: HTTP/2 lines carry its declared length and the
+                // time to the response head.
+                let bytes = if is_head {
+                    0
+                } else {
+                    response.body.length().unwrap_or(0)
+                };
+                let status = response.status.as_u16();
+                log.record(logged.entry(peer.ip(), status, bytes, response.cache_status));
+            }
             Ok::<_, Infallible>(into_h2_response(&proxy, response, is_head))
         }
     });

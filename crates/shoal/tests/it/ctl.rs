@@ -368,3 +368,29 @@ async fn the_config_in_force_is_shown_without_secrets() {
     assert_eq!(config["origin"]["urls"][0], origin.url());
     assert_eq!(config["cache"]["slice_size"], "1MiB");
 }
+
+#[tokio::test]
+async fn http2_requests_are_logged_too() {
+    let origin = Origin::fixed("h2 body").await;
+    let dir = crate::disk::TempDir::new("h2log");
+    let path = dir.0.join("access.log");
+    let file = path.clone();
+    let node = node_with(&origin, |config| config.log.access = Some(file)).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2.get(format!("{}/h2", base(&node))).send().await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(&response.bytes().await.unwrap()[..], b"h2 body");
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        eventually(|| read().contains("\"/h2\"")).await,
+        "{}",
+        read()
+    );
+    let line: serde_json::Value = serde_json::from_str(read().lines().next().unwrap()).unwrap();
+    assert_eq!(line["protocol"], "HTTP/2.0");
+    assert_eq!(line["bytes"], 7);
+    assert_eq!(line["cache"], "MISS");
+}

@@ -35,7 +35,7 @@ const COALESCE_BELOW: usize = 16 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 /// What the access log needs of a request, taken before the request is handed over.
-struct LoggedRequest {
+pub(super) struct LoggedRequest {
     time: u64,
     started: std::time::Instant,
     method: Method,
@@ -47,7 +47,7 @@ struct LoggedRequest {
 }
 
 impl LoggedRequest {
-    fn of(parts: &http::request::Parts) -> LoggedRequest {
+    pub(super) fn of(parts: &http::request::Parts) -> LoggedRequest {
         let header = |name: http::header::HeaderName| {
             parts
                 .headers
@@ -66,7 +66,7 @@ impl LoggedRequest {
         }
     }
 
-    fn entry(
+    pub(super) fn entry(
         self,
         client: std::net::IpAddr,
         status: u16,
