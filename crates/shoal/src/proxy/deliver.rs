@@ -10,7 +10,7 @@ use http::header::{
 };
 use http::{HeaderMap, Method, StatusCode};
 
-use super::response::{Multipart, Source};
+use super::response::{Multipart, Reader, Source};
 use super::slices::SlicedBody;
 use super::{
     error_response, fetch, now_millis, request_host, target, ClientRequest, Proxy, ProxyError,
@@ -70,13 +70,14 @@ impl Proxy {
         cache_status: CacheStatus,
     ) -> Option<ProxyResponse> {
         let meta = object.meta_full();
-        let source = match meta.slice_size {
-            0 => Source::Object(Arc::clone(object)),
+        // The head of a sliced object reads its body from the slices.
+        let sliced = match meta.slice_size {
+            0 => None,
             _ => {
                 let key = self.key_of(request_host(&request.head), target(&request.head));
                 let forwarded = fetch::forwarded_request(self, request);
                 match SlicedBody::new(self, key, object, forwarded) {
-                    Some(body) => Source::Slices(body),
+                    Some(body) => Some(body),
                     None => {
                         return Some(error_response(&ProxyError::Internal(
                             "a sliced object without a version",
@@ -133,8 +134,8 @@ impl Proxy {
             meta.status,
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
         ) || meta.status.is_informational();
-        let known_length = match (&source, object.state()) {
-            (Source::Slices(body), _) => Some(body.length()),
+        let known_length = match (&sliced, object.state()) {
+            (Some(body), _) => Some(body.length()),
             (_, FillState::Complete) => Some(object.length()),
             _ => meta.content_length,
         };
@@ -180,7 +181,7 @@ impl Proxy {
                         content_range(Some((part.start, part.end)), length),
                     );
                     let body = ResponseBody::Object {
-                        reader: source.reader(part.start, Some(part.end)),
+                        reader: Reader::of(object, sliced.as_ref(), part.start, Some(part.end)),
                         length: Some(part.end - part.start),
                     };
                     return response(
@@ -201,6 +202,10 @@ impl Proxy {
                     {
                         fields.insert(CONTENT_TYPE, value);
                     }
+                    let source = match sliced {
+                        Some(body) => Source::Slices(body),
+                        None => Source::Object(Arc::clone(object)),
+                    };
                     let multipart = Multipart::new(
                         source,
                         &parts,
@@ -218,7 +223,7 @@ impl Proxy {
         }
 
         let body = ResponseBody::Object {
-            reader: source.reader(0, None),
+            reader: Reader::of(object, sliced.as_ref(), 0, None),
             length: known_length,
         };
         response(meta.status, ResponseHeaders::Stored(meta), body)

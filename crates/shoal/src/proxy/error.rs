@@ -59,15 +59,6 @@ impl ProxyError {
         }
     }
 
-    /// Whether sending the request again could succeed without side effects (nothing reached
-    /// the origin).
-    pub fn retry_safe(&self) -> bool {
-        matches!(
-            self,
-            ProxyError::Upstream(UpstreamError::Connect { .. } | UpstreamError::Unavailable { .. })
-        )
-    }
-
     /// The status code the client gets.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -184,42 +184,32 @@ pub(super) async fn run(
     let slice_size = proxy.config.cache.slice_size.bytes();
     // A range miss asked for one slice. The answer is a part of the object to store, as if it
     // were the whole 200, or (when the origin ignores ranges) the whole object itself.
-    let mut base = 0;
-    let probed = plan.probe.is_some() && parts.status == StatusCode::PARTIAL_CONTENT;
-    if let (Some(index), StatusCode::PARTIAL_CONTENT) = (plan.probe, parts.status) {
-        let whole = match slices::content_range(&parts.headers) {
-            Some((first, _, Some(total))) if first == index * slice_size => {
-                let small = first == 0 && total <= slice_size;
-                (small
-                    || slices::sliceable(StatusCode::OK, &parts.headers, Some(total), slice_size))
-                .then_some((first, total))
-            }
-            _ => None,
-        };
-        let Some((first, total)) = whole else {
-            // Not a part this cache can combine with others: the client's own range request
-            // goes to the origin instead.
+    let (mut base, mut probed) = (0, false);
+    let probe_answer = match (plan.probe, parts.status) {
+        (Some(index), StatusCode::PARTIAL_CONTENT) => {
+            Some(storable_part(&parts.headers, index, slice_size))
+        }
+        // About the slice asked for, not the URL.
+        (Some(_), StatusCode::RANGE_NOT_SATISFIABLE) => Some(None),
+        _ => None,
+    };
+    match probe_answer {
+        Some(None) => {
+            // Not a part this cache can store: the client's own range goes to the origin.
             flight.finish(FlightOutcome::Pass);
             send_reply(
                 &mut reply,
                 FetchResult::NotStored(Response::from_parts(parts, incoming)),
             );
             return;
-        };
-        parts.status = StatusCode::OK;
-        parts.headers.remove(CONTENT_RANGE);
-        declared_length = Some(total);
-        base = first;
-    }
-    if plan.probe.is_some() && parts.status == StatusCode::RANGE_NOT_SATISFIABLE {
-        // About the slice asked for, not the URL: never stored; the client's own range goes
-        // to the origin.
-        flight.finish(FlightOutcome::Pass);
-        send_reply(
-            &mut reply,
-            FetchResult::NotStored(Response::from_parts(parts, incoming)),
-        );
-        return;
+        }
+        Some(Some((first, total))) => {
+            parts.status = StatusCode::OK;
+            parts.headers.remove(CONTENT_RANGE);
+            declared_length = Some(total);
+            (base, probed) = (first, true);
+        }
+        None => {}
     }
     let sliced = slices::sliceable(parts.status, &parts.headers, declared_length, slice_size);
     let timing = Timing::of_response(&parts.headers, request_time, response_time);
@@ -305,6 +295,17 @@ pub(super) async fn run(
     flight.publish(Arc::clone(&object));
     send_reply(&mut reply, FetchResult::Stored(Arc::clone(&object)));
     fill(&proxy, &plan, flight, object, incoming, declared_length).await;
+}
+
+/// The part a probe for slice `index` got, as `(first byte, object length)`, when it can be
+/// stored: the slice asked for, of an object within one slice (stored whole) or sliceable.
+fn storable_part(headers: &HeaderMap, index: u64, slice_size: u64) -> Option<(u64, u64)> {
+    let (first, _, total) = slices::content_range(headers)?;
+    let total = total?;
+    let small = first == 0 && total <= slice_size;
+    (first == index * slice_size
+        && (small || slices::sliceable(StatusCode::OK, headers, Some(total), slice_size)))
+    .then_some((first, total))
 }
 
 /// An origin body to store in slices: from byte `base` of the object, and either the whole rest

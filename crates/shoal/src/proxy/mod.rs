@@ -232,8 +232,7 @@ impl Proxy {
 
     /// Completes when the node starts shutting down (at once if it has).
     pub fn drained(&self) -> impl std::future::Future<Output = ()> + '_ {
-        // Created before the check, the notification cannot slip between the two.
-        let notified = self.drain_started.notified();
+        let notified = self.drain_started();
         let draining = self.is_draining();
         async move {
             if !draining {
@@ -280,8 +279,8 @@ impl Proxy {
     /// Whether a ban newer than `object` matches it; a banned object is purged. Costs one
     /// comparison while no ban is newer than the object.
     fn banned(&self, key: CacheKey, object: &Object) -> bool {
-        let stored = object.meta().timing.response_time;
-        if !self.bans.newer_than(object.ban_tested(), stored) {
+        let tested = object.ban_tested();
+        if !self.bans.newer_than(tested) {
             return false;
         }
         let meta = object.meta();
@@ -289,7 +288,7 @@ impl Proxy {
             .headers
             .get(&self.tag_header)
             .map(HeaderValue::as_bytes);
-        let (banned, tested) = self.bans.test(&meta.url, tags, stored, object.ban_tested());
+        let (banned, tested) = self.bans.test(&meta.url, tags, tested);
         object.set_ban_tested(tested);
         if banned {
             self.purge(key);

@@ -28,8 +28,8 @@ impl Source {
     /// A reader of bytes `[start, end)` (`end` = `None` for everything).
     pub fn reader(&self, start: u64, end: Option<u64>) -> Reader {
         match self {
-            Source::Object(object) => Reader::Object(object.reader(start, end)),
-            Source::Slices(body) => Reader::Slices(Box::new(body.reader(start, end))),
+            Source::Object(object) => Reader::of(object, None, start, end),
+            Source::Slices(body) => Reader::of_slices(body, start, end),
         }
     }
 }
@@ -43,6 +43,24 @@ pub enum Reader {
 }
 
 impl Reader {
+    /// A reader of bytes `[start, end)` of `object`'s body, or of its slices when it is the
+    /// head of a sliced object.
+    pub fn of(
+        object: &Arc<Object>,
+        sliced: Option<&Arc<SlicedBody>>,
+        start: u64,
+        end: Option<u64>,
+    ) -> Reader {
+        match sliced {
+            Some(body) => Reader::of_slices(body, start, end),
+            None => Reader::Object(object.reader(start, end)),
+        }
+    }
+
+    fn of_slices(body: &Arc<SlicedBody>, start: u64, end: Option<u64>) -> Reader {
+        Reader::Slices(Box::new(body.reader(start, end)))
+    }
+
     /// The next piece; `Ok(None)` at the end of the range.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
         match self {

@@ -100,7 +100,8 @@ pub struct Object {
     removed: AtomicBool,
     /// Set once the object is on disk or queued for it, so it is written once.
     on_disk: AtomicBool,
-    /// The time of the newest ban it was tested against (see `cache::ban`).
+    /// Bans made up to this time no longer concern it: those before it arrived, and those it
+    /// was tested against (see `cache::ban`).
     ban_tested: AtomicU64,
 }
 
@@ -122,6 +123,8 @@ pub struct Truncated;
 impl Object {
     /// A new, empty object in the filling state.
     pub fn filling(meta: ObjectMeta) -> Arc<Object> {
+        // Bans made before the response arrived are the only ones that can cover it.
+        let stored = meta.timing.response_time;
         Arc::new(Object {
             meta: ArcSwap::from_pointee(meta),
             body: RwLock::new(Body {
@@ -137,11 +140,11 @@ impl Object {
             progress: watch::Sender::new(0),
             removed: AtomicBool::new(false),
             on_disk: AtomicBool::new(false),
-            ban_tested: AtomicU64::new(0),
+            ban_tested: AtomicU64::new(stored),
         })
     }
 
-    /// The time of the newest ban the object was tested against.
+    /// The time up to which bans have been tested against the object (its arrival at first).
     pub fn ban_tested(&self) -> u64 {
         self.ban_tested.load(Ordering::Relaxed)
     }

@@ -61,9 +61,9 @@ impl Cluster {
 
     /// The peer that owns `key` among those up and not `tried`; `None` when it is this node.
     pub fn owner(&self, key: CacheKey, tried: &[usize], now: u64) -> Option<usize> {
-        let candidates = self.peers.candidates(now);
-        let owner = rendezvous(&candidates, key, |index| {
-            (index == self.me || candidates[index].available) && !tried.contains(&index)
+        let peer = |index: usize| self.peers.candidate(index, now);
+        let owner = rendezvous(self.peers.hosts.len(), peer, key, |index| {
+            (index == self.me || peer(index).available) && !tried.contains(&index)
         })?;
         (owner != self.me).then_some(owner)
     }

@@ -243,7 +243,7 @@ impl Pool {
     /// pool's policy, or, when none is available, the one that failed longest ago (failing
     /// open: a pool whose hosts all look down still gets a chance to answer).
     pub fn pick(&self, key: CacheKey, tried: &[usize], now: u64) -> Option<usize> {
-        let candidate = |index: usize| self.hosts[index].candidate(now);
+        let candidate = |index: usize| self.candidate(index, now);
         let picked = self
             .selector
             .pick_with(self.hosts.len(), candidate, key, tried);
@@ -254,9 +254,9 @@ impl Pool {
         })
     }
 
-    /// The hosts as the picker sees them now.
-    pub fn candidates(&self, now: u64) -> Vec<Candidate> {
-        self.hosts.iter().map(|host| host.candidate(now)).collect()
+    /// Host `index` as the picker sees it now.
+    pub fn candidate(&self, index: usize, now: u64) -> Candidate {
+        self.hosts[index].candidate(now)
     }
 
     /// Counts a request in flight to host `index`.

@@ -94,24 +94,22 @@ impl Selector {
                 }
                 best
             }
-            Policy::Hash => (0..count)
-                .filter(|&index| eligible(index))
-                .map(|index| (index, score(key, &host(index))))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(index, _)| index),
+            Policy::Hash => rendezvous(count, &host, key, eligible),
         }
     }
 }
 
-/// The host with the highest weighted rendezvous score for `key` among those `eligible`.
+/// The host with the highest weighted rendezvous score for `key` among the `count` hosts
+/// (described by `host`) that are `eligible`.
 pub fn rendezvous(
-    hosts: &[Candidate],
+    count: usize,
+    host: impl Fn(usize) -> Candidate,
     key: CacheKey,
     eligible: impl Fn(usize) -> bool,
 ) -> Option<usize> {
-    (0..hosts.len())
+    (0..count)
         .filter(|&index| eligible(index))
-        .map(|index| (index, score(key, &hosts[index])))
+        .map(|index| (index, score(key, &host(index))))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(index, _)| index)
 }

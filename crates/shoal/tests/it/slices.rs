@@ -32,11 +32,15 @@ struct RangeOrigin {
     origin: Origin,
     sent: Arc<AtomicU64>,
     version: Arc<AtomicU8>,
+    /// Milliseconds every answer waits before its head is sent.
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl RangeOrigin {
     async fn start(size: u64, honors_ranges: bool) -> RangeOrigin {
         let sent = Arc::new(AtomicU64::new(0));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = Arc::clone(&delay_ms);
         let version = Arc::new(AtomicU8::new(1));
         let (counted, current) = (Arc::clone(&sent), Arc::clone(&version));
         let origin = Origin::start(move |seen| {
@@ -74,12 +78,14 @@ impl RangeOrigin {
                 .header("cache-control", "max-age=600")
                 .header("etag", &format!("\"v{version}\""))
                 .header("accept-ranges", "bytes")
+                .delay(Duration::from_millis(delay.load(Ordering::SeqCst)))
         })
         .await;
         RangeOrigin {
             origin,
             sent,
             version,
+            delay_ms,
         }
     }
 
@@ -227,6 +233,8 @@ async fn concurrent_requests_for_a_missing_slice_make_one_origin_request() {
     let node = node(&origin.origin).await;
     range(&node, 0, 0).await;
     assert_eq!(origin.requests(), 1);
+    // A slow origin, so that all eight requests arrive while the slice is being fetched.
+    origin.delay_ms.store(300, Ordering::SeqCst);
     let node = Arc::new(node);
     let requests: Vec<_> = (0..8)
         .map(|_| {
