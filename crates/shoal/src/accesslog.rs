@@ -138,8 +138,12 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Opens the configured log file and starts its writer; `None` when logging is off. A file
-    /// that cannot be opened is an error at start.
-    pub fn open(config: &LogConfig) -> std::io::Result<Option<AccessLog>> {
+    /// that cannot be opened is an error. The traffic report of `previous` (the log a reload
+    /// replaces) carries on.
+    pub fn open(
+        config: &LogConfig,
+        previous: Option<&AccessLog>,
+    ) -> std::io::Result<Option<AccessLog>> {
         let geo = Geo::open(config)?;
         if config.access.is_none() && geo.country.is_none() && geo.asn.is_none() {
             return Ok(None);
@@ -151,7 +155,10 @@ impl AccessLog {
         let (queue, entries) = mpsc::sync_channel(config.queue.max(1));
         let written = Arc::new(AtomicU64::new(0));
         let reopen = Arc::new(AtomicBool::new(false));
-        let traffic = Arc::new(Mutex::new(Traffic::default()));
+        let traffic = previous.map_or_else(
+            || Arc::new(Mutex::new(Traffic::default())),
+            |previous| Arc::clone(&previous.traffic),
+        );
         let writer = Writer {
             path: config.access.clone(),
             file,
@@ -416,11 +423,14 @@ mod tests {
     #[test]
     fn the_report_counts_requests_and_bytes_by_country_and_network() {
         let dir = geoip_dir();
-        let log = AccessLog::open(&LogConfig {
-            geoip_country: Some(dir.join("GeoIP2-Country-Test.mmdb")),
-            geoip_asn: Some(dir.join("GeoLite2-ASN-Test.mmdb")),
-            ..LogConfig::default()
-        })
+        let log = AccessLog::open(
+            &LogConfig {
+                geoip_country: Some(dir.join("GeoIP2-Country-Test.mmdb")),
+                geoip_asn: Some(dir.join("GeoLite2-ASN-Test.mmdb")),
+                ..LogConfig::default()
+            },
+            None,
+        )
         .unwrap()
         .expect("on with a database");
         for (client, bytes) in [

@@ -18,8 +18,9 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use config::{Config, OriginUrl};
+use config::{Config, ConfigSource, OriginUrl};
 use proxy::{Listeners, Proxy};
+use tokio::signal::unix::{signal, SignalKind};
 
 /// A running edge node: its proxy state and where it listens.
 pub struct Node {
@@ -58,7 +59,7 @@ impl Node {
 /// single-threaded runtime and its own SO_REUSEPORT listening sockets, so that a connection is
 /// served start to end on one core without cross-thread wake-ups. The admin API and the demo
 /// origin run on the main thread's runtime.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -67,8 +68,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     control.block_on(async move {
-        let (config, _demo) = with_demo_origin(config).await?;
+        let (config, demo) = with_demo_origin(config).await?;
         let proxy = Proxy::new(Arc::new(config), workers);
+        let demo = demo.and_then(|address| format!("http://{address}").parse().ok());
+        proxy.set_config_source(source, demo);
         proxy.start_health_checks();
         start_admin(&proxy).await?;
         let (ready, mut bound) = tokio::sync::mpsc::channel(workers);
@@ -87,15 +90,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!(%address, workers, "serving");
         }
         let rotation = Arc::clone(&proxy);
+        let mut rotations = signal(SignalKind::user_defined1())?;
         tokio::spawn(async move {
-            let Ok(mut hangups) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-            else {
-                return;
-            };
-            while hangups.recv().await.is_some() {
+            while rotations.recv().await.is_some() {
                 tracing::info!("SIGUSR1: reopening the access log");
                 rotation.reopen_access_log();
+            }
+        });
+        let reloading = Arc::clone(&proxy);
+        let mut hangups = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // The outcome is logged, and shown by the status endpoint.
+                let _ = reloading.reload_from_source();
             }
         });
         shutdown_signal().await?;
@@ -125,7 +133,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 /// Waits for Ctrl-C or SIGTERM (what service managers send).
 async fn shutdown_signal() -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result,
         _ = terminate.recv() => Ok(()),

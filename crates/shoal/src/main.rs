@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use shoal::config::{Config, Overrides};
+use shoal::config::{ConfigSource, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -87,14 +87,18 @@ fn main() -> std::process::ExitCode {
                 cache_disk,
                 peers: peer,
             };
-            let config = match Config::load(config.as_deref(), &overrides) {
+            let source = ConfigSource {
+                file: config,
+                overrides,
+            };
+            let config = match source.load() {
                 Ok(config) => config,
                 Err(error) => {
                     eprintln!("shoal: {error}");
                     return std::process::ExitCode::from(2);
                 }
             };
-            match serve(config) {
+            match shoal::run(config, source) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("shoal: {error:#}");
@@ -103,8 +107,4 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
-}
-
-fn serve(config: Config) -> anyhow::Result<()> {
-    shoal::run(config)
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::cache::ban::Matcher;
+use crate::proxy::Generation;
 use crate::proxy::{now_millis, Proxy};
 use crate::store::disk::{DiskStats, VolumeState};
 use crate::store::Store;
@@ -137,7 +138,14 @@ async fn route<B>(
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/status") => json(&status(proxy, started)),
-        (&Method::GET, "/config") => json(proxy.config()),
+        (&Method::GET, "/config") => json(&*proxy.config()),
+        (&Method::POST, "/reload") => match proxy.reload_from_source() {
+            Ok(report) => json(&report),
+            Err(reason) => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("configuration refused, the running one stays: {reason}\n"),
+            ),
+        },
         (&Method::GET, "/fetches") => json(
             &proxy
                 .fetch_keys()
@@ -220,7 +228,8 @@ async fn route<B>(
         _ => text(
             StatusCode::NOT_FOUND,
             "unknown admin endpoint; see docs/admin-api.md: /health, /status, /stats, /metrics, \
-             /config, /cache, /cache/inspect?url=, /fetches, /upstreams, /bans, POST /purge?url=, \
+             /config, /cache, /cache/inspect?url=, /fetches, /upstreams, /bans, POST /reload, \
+             POST /purge?url=, \
              POST /ban?prefix= or ?regex=, POST /purge-tag?tag=, \
              POST /upstreams/state?pool=&host=&state=\n"
                 .into(),
@@ -294,6 +303,12 @@ struct Status {
     cluster: Option<ClusterStatus>,
     requests: u64,
     fetches_in_flight: usize,
+    /// 1 at start, one more per configuration reload.
+    config_generation: u64,
+    /// When the configuration in force was loaded (ms since the Unix epoch).
+    config_loaded_at: u64,
+    /// The last reload asked for, applied or refused.
+    last_reload: Option<crate::proxy::ReloadOutcome>,
 }
 
 #[derive(Serialize)]
@@ -303,18 +318,22 @@ struct ClusterStatus {
 }
 
 fn status(proxy: &Proxy, started: std::time::Instant) -> Status {
-    let config = proxy.config();
+    let live = proxy.live();
+    let config = &live.config;
     Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: started.elapsed().as_secs(),
         listen: config.server.listen.clone(),
         workers: config.server.workers,
-        cluster: proxy.cluster().map(|cluster| ClusterStatus {
+        cluster: live.cluster().map(|cluster| ClusterStatus {
             this_node: cluster.peers.hosts[cluster.me].url.authority.clone(),
             peers: cluster.peers.hosts.len(),
         }),
         requests: proxy.metrics().get(crate::proxy::Counter::Requests),
         fetches_in_flight: proxy.fetches_in_flight(),
+        config_generation: live.number,
+        config_loaded_at: live.loaded_at,
+        last_reload: proxy.last_reload(),
     }
 }
 
@@ -515,13 +534,14 @@ fn pool_view(pool: &Pool, me: Option<usize>) -> PoolView {
 }
 
 fn upstreams(proxy: &Proxy) -> Vec<PoolView> {
-    let mut pools: Vec<PoolView> = proxy
+    let live = proxy.live();
+    let mut pools: Vec<PoolView> = live
         .routes()
         .pools()
         .iter()
         .map(|pool| pool_view(pool, None))
         .collect();
-    if let Some(cluster) = proxy.cluster() {
+    if let Some(cluster) = live.cluster() {
         pools.push(pool_view(&cluster.peers, Some(cluster.me)));
     }
     pools
@@ -548,8 +568,9 @@ fn set_host_state(proxy: &Proxy, query: &str) -> Response<Full<Bytes>> {
             "expected /upstreams/state?pool=NAME&host=HOST:PORT&state=STATE\n".into(),
         );
     };
-    let cluster = proxy.cluster().map(|cluster| &cluster.peers);
-    let pool = proxy
+    let live = proxy.live();
+    let cluster = live.cluster().map(|cluster| &cluster.peers);
+    let pool = live
         .routes()
         .pools()
         .iter()
@@ -620,7 +641,8 @@ fn prometheus(proxy: &Proxy, stats: &Stats) -> String {
             .into_iter()
             .map(|(status, histogram)| (format!("cache=\"{}\"", status.as_str()), histogram)),
     );
-    let pools = upstream_pools(proxy);
+    let live = proxy.live();
+    let pools = upstream_pools(&live);
     histogram(
         &mut out,
         "origin_first_byte_seconds",
@@ -705,9 +727,9 @@ fn prometheus(proxy: &Proxy, stats: &Stats) -> String {
 
 /// The value of query parameter `name`, percent-decoded.
 /// Every pool, the cluster's included (labels are bounded by the configuration).
-fn upstream_pools(proxy: &Proxy) -> Vec<&Pool> {
-    let mut pools: Vec<&Pool> = proxy.routes().pools().iter().map(AsRef::as_ref).collect();
-    pools.extend(proxy.cluster().map(|cluster| &cluster.peers));
+fn upstream_pools(live: &Generation) -> Vec<&Pool> {
+    let mut pools: Vec<&Pool> = live.routes().pools().iter().map(AsRef::as_ref).collect();
+    pools.extend(live.cluster().map(|cluster| &cluster.peers));
     pools
 }
 

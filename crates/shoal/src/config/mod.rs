@@ -44,7 +44,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration of a node.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Client-facing listeners and their limits.
@@ -73,7 +73,7 @@ pub struct Config {
 }
 
 /// Client-facing listeners and limits.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Addresses to accept HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on.
@@ -244,7 +244,7 @@ impl<'de> Deserialize<'de> for OriginUrl {
 }
 
 /// The origins and how to talk to them.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OriginConfig {
     /// Origin servers, tried in turn; empty means the built-in demo origin.
@@ -298,7 +298,7 @@ pub enum QueryKey {
 }
 
 /// HTTP caching policy and the RAM store.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Bytes of object bodies and headers kept in RAM.
@@ -356,7 +356,7 @@ impl Default for CacheConfig {
 }
 
 /// The disk tier: persistent storage behind the RAM tier, one directory per disk.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiskConfig {
     /// Cache directories, one per disk; none disables the disk tier.
@@ -381,7 +381,7 @@ pub struct DiskConfig {
 }
 
 /// One cache directory and the space it may use.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskDir {
     /// The directory (created if missing).
@@ -431,7 +431,7 @@ impl Default for DiskConfig {
 }
 
 /// The access log.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// File the access log is appended to; unset for none. Reopened on SIGUSR1.
@@ -472,7 +472,7 @@ impl Default for LogConfig {
 }
 
 /// The admin API.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address of the admin API; keep it on loopback or a management network.
@@ -497,7 +497,7 @@ impl Default for AdminConfig {
 
 /// The built-in demo origin: a static-file server started when no origin is configured, so
 /// that a node run with no arguments serves something real.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
     /// Address of the demo origin.
@@ -532,6 +532,22 @@ pub struct Overrides {
     pub cache_disk: Option<String>,
     /// `--peer`, repeatable: replaces `cluster.peers`.
     pub peers: Vec<String>,
+}
+
+/// Where a node's configuration comes from: kept so that a reload reads it the same way.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource {
+    /// The file, if any.
+    pub file: Option<PathBuf>,
+    /// The command-line values that take precedence over it.
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    /// Loads and checks the configuration.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.file.as_deref(), &self.overrides)
+    }
 }
 
 /// Size of a directory given with `--cache-dir` but no `--cache-disk`.

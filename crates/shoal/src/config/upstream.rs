@@ -20,7 +20,7 @@ pub enum Policy {
 }
 
 /// A named group of interchangeable upstream hosts (origins, or a tier of parent caches).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// The name routes refer to.
@@ -40,7 +40,7 @@ pub struct PoolConfig {
 }
 
 /// An active health check: a request sent to every host of a pool at an interval.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// GET, HEAD or OPTIONS.
@@ -78,7 +78,7 @@ fn default_policy() -> Policy {
 }
 
 /// One host of a pool.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// Its URL, such as `http://10.0.0.1:8080`.
@@ -96,7 +96,7 @@ fn default_weight() -> u32 {
 }
 
 /// Maps requests to a pool: the first route whose host and path prefix match wins.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// The request's host (without port), exactly or as `*.example.com`; unset matches any.
@@ -113,7 +113,7 @@ pub struct RouteConfig {
 }
 
 /// The peer caches this node shares its objects with.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Every node of the cluster, this one included, the same list on every node. Each object
@@ -126,7 +126,7 @@ pub struct ClusterConfig {
 }
 
 /// Retrying a failed upstream request on the next host.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Most attempts per request, the first included.

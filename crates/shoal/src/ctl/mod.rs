@@ -75,6 +75,9 @@ pub enum CtlCommand {
     Bans,
     /// The configuration in force, as JSON (secrets hidden).
     Config,
+    /// Reads the node's config file again and puts it in force (like SIGHUP); a bad file is
+    /// refused and the running configuration stays.
+    Reload,
     /// Traffic by client country or AS number (needs the MaxMind databases in `[log]`).
     Report {
         /// `country` or `asn`.
@@ -170,6 +173,7 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
             table(&["created (ms)", "kind", "value"], &rows)
         }),
         CtlCommand::Config => show(true, api.get("/config").await?, |_| String::new()),
+        CtlCommand::Reload => show(args.json, api.post("/reload").await?, reload_summary),
         CtlCommand::Report { by, top } => {
             let answer = api
                 .get(&format!("/report?by={}&top={top}", encode(by)))
@@ -339,6 +343,35 @@ fn cell(value: &Value) -> String {
     }
 }
 
+fn reload_summary(report: &Value) -> String {
+    let list = |field: &str| {
+        let names: Vec<&str> = report[field]
+            .as_array()
+            .map(|names| names.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if names.is_empty() {
+            "nothing".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    let mut text = format!(
+        "reloaded: configuration generation {}; changed: {}\n",
+        cell(&report["generation"]),
+        list("changed")
+    );
+    if report["needs_restart"]
+        .as_array()
+        .is_some_and(|names| !names.is_empty())
+    {
+        text.push_str(&format!(
+            "not applied until a restart: {}\n",
+            list("needs_restart")
+        ));
+    }
+    text
+}
+
 fn status_table(status: &Value) -> String {
     let mut rows = vec![
         vec!["version".into(), cell(&status["version"])],
@@ -352,7 +385,14 @@ fn status_table(status: &Value) -> String {
             "fetches in flight".into(),
             cell(&status["fetches_in_flight"]),
         ],
+        vec![
+            "config generation".into(),
+            cell(&status["config_generation"]),
+        ],
     ];
+    if let Some(error) = status["last_reload"]["error"].as_str() {
+        rows.push(vec!["last reload".into(), format!("refused: {error}")]);
+    }
     if let Some(cluster) = status["cluster"].as_object() {
         rows.push(vec![
             "cluster".into(),

@@ -58,7 +58,7 @@ impl FetchPlan {
         stale: Option<Arc<Object>>,
     ) -> FetchPlan {
         let mut head = forwarded_request(proxy, request);
-        let slice_size = proxy.config.cache.slice_size.bytes();
+        let slice_size = proxy.live().config.cache.slice_size.bytes();
         let probe = match (&stale, request.head.headers.get(RANGE)) {
             (None, Some(range)) => {
                 let index = first_byte(range).unwrap_or(0) / slice_size;
@@ -181,7 +181,7 @@ pub(super) async fn run(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let slice_size = proxy.config.cache.slice_size.bytes();
+    let slice_size = proxy.live().config.cache.slice_size.bytes();
     // A range miss asked for one slice. The answer is a part of the object to store, as if it
     // were the whole 200, or (when the origin ignores ranges) the whole object itself.
     let (mut base, mut probed) = (0, false);
@@ -215,7 +215,8 @@ pub(super) async fn run(
     let timing = Timing::of_response(&parts.headers, request_time, response_time);
     headers::forward_response(&mut parts.headers, response_time);
     let response_cc = CacheControl::parse(&parts.headers);
-    let config = &proxy.config.cache;
+    let live = proxy.live();
+    let config = &live.config.cache;
     let verdict = policy::storability(
         &Method::GET,
         // The forwarded request: what the origin saw (Authorization included).
@@ -330,7 +331,7 @@ async fn store_sliced(
         whole,
     }: SliceBody,
 ) {
-    let slice_size = proxy.config.cache.slice_size.bytes();
+    let slice_size = proxy.live().config.cache.slice_size.bytes();
     meta.slice_size = slice_size as u32;
     meta.slice_set = slices::new_slice_set(plan.key);
     let length = meta.content_length.unwrap_or(0);
@@ -382,8 +383,8 @@ async fn fill(
     mut incoming: Incoming,
     declared_length: Option<u64>,
 ) {
-    let max = proxy.config.cache.max_object_size.bytes();
-    let timeout = proxy.config.origin.body_timeout.duration();
+    let max = proxy.live().config.cache.max_object_size.bytes();
+    let timeout = proxy.live().config.origin.body_timeout.duration();
     let mut flight = Some(flight);
     let mut received: u64 = 0;
     loop {
@@ -405,7 +406,7 @@ async fn fill(
                             flight.finish(FlightOutcome::Pending);
                             proxy.collapser.mark_uncacheable(
                                 plan.key,
-                                proxy.config.cache.remember_uncacheable.duration(),
+                                proxy.live().config.cache.remember_uncacheable.duration(),
                             );
                             tracing::debug!(url = %plan.url, "larger than cache.max_object_size; passing through");
                         }
@@ -460,7 +461,7 @@ fn refresh(
         &meta.headers,
         &cc,
         &timing,
-        &proxy.config.cache,
+        &proxy.live().config.cache,
     );
     meta.timing = timing;
     meta.etag = meta.headers.get(ETAG).cloned();

@@ -79,7 +79,7 @@ pub async fn serve(stream: TcpStream, prefix: Bytes, peer: SocketAddr, proxy: Ar
         async move {
             let (head, body) = request.into_parts();
             let has_body = !http_body::Body::is_end_stream(&body);
-            let limit = proxy.config.server.max_request_body.bytes();
+            let limit = proxy.live().config.server.max_request_body.bytes();
             let request = ClientRequest {
                 head,
                 body: RequestBody::stream(body, limit),
@@ -131,13 +131,14 @@ fn into_h2_response(
     if let Some(age) = age {
         map.insert(AGE, HeaderValue::from(age));
     }
-    if let Some(name) = &proxy.status_header {
+    let live = proxy.live();
+    if let Some(name) = &live.status_header {
         map.insert(
             name.clone(),
             HeaderValue::from_static(cache_status.as_str()),
         );
     }
-    map.append(VIA, proxy.via.clone());
+    map.append(VIA, live.via.clone());
     let length = body.length();
     if let (Some(length), true) = (
         length,

@@ -62,14 +62,9 @@ fn bind_one(address: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
 /// Accepts and serves connections on every listener until the node shuts down, then keeps
 /// serving the connections that are open until the process ends.
 pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
-    let settings = Settings::from_config(&proxy.config.server);
     let mut tasks = Vec::new();
     for listener in listeners.listeners {
-        tasks.push(tokio::spawn(accept_loop(
-            listener,
-            Arc::clone(&proxy),
-            settings,
-        )));
+        tasks.push(tokio::spawn(accept_loop(listener, Arc::clone(&proxy))));
     }
     for task in tasks {
         let _ = task.await;
@@ -79,7 +74,7 @@ pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
     std::future::pending::<()>().await;
 }
 
-async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, settings: Settings) {
+async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -88,13 +83,13 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, settings: Setting
                 // when the socket closes), then stop accepting.
                 use futures_util::FutureExt;
                 while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
-                    start(stream, peer, &proxy, settings);
+                    start(stream, peer, &proxy);
                 }
                 return;
             }
         };
         match accepted {
-            Ok((stream, peer)) => start(stream, peer, &proxy, settings),
+            Ok((stream, peer)) => start(stream, peer, &proxy),
             Err(error) => {
                 // Out of file descriptors and similar: wait a moment rather than spin.
                 tracing::warn!(%error, "accept failed");
@@ -105,10 +100,13 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, settings: Setting
 }
 
 /// Serves an accepted connection in a task of its own, unless the node is at
-/// `server.max_connections`.
-fn start(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, settings: Settings) {
+/// `server.max_connections`. The connection keeps the limits and timeouts in force when it was
+/// accepted.
+fn start(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>) {
     let metrics = Arc::clone(&proxy.metrics);
-    if metrics.get(Counter::OpenConnections) >= proxy.config.server.max_connections as u64 {
+    let live = proxy.live();
+    let settings: Settings = live.connection;
+    if metrics.get(Counter::OpenConnections) >= live.config.server.max_connections as u64 {
         metrics.add(Counter::RefusedConnections, 1);
         drop(stream);
         return;

@@ -8,6 +8,7 @@
 mod deliver;
 mod error;
 mod fetch;
+mod generation;
 mod h2;
 mod headers;
 pub mod http1;
@@ -20,11 +21,13 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{HeaderName, HeaderValue, CONTENT_LOCATION, HOST, LOCATION, RANGE};
+use arc_swap::ArcSwap;
+use http::header::{HeaderValue, CONTENT_LOCATION, HOST, LOCATION, RANGE};
 use http::{Method, StatusCode};
 use tokio::sync::oneshot;
 
 pub use error::{error_response, ProxyError, Side};
+pub use generation::{Generation, ReloadReport};
 pub use listener::{serve, Listeners};
 pub use metrics::{Counter, Histogram, HistogramSnapshot, Metrics, LATENCY_BUCKETS_MICROS};
 pub use response::{BodyError, ProxyResponse, ResponseBody, ResponseHeaders};
@@ -32,11 +35,10 @@ pub use response::{BodyError, ProxyResponse, ResponseBody, ResponseHeaders};
 use crate::cache::ban::{Ban, Bans, Matcher};
 use crate::cache::policy::{self, Reuse};
 use crate::cache::{CacheControl, CacheKey, CacheStatus, Collapser, FlightOutcome, Role};
-use crate::config::Config;
+use crate::config::{Config, ConfigSource, OriginUrl};
 use crate::store::{DiskStore, MemoryStore, Object, Store};
-use crate::upstream::cluster::{Cluster, PEER_HEADER};
-use crate::upstream::route::Routes;
-use crate::upstream::{RequestBody, Upstream, UpstreamError};
+use crate::upstream::cluster::PEER_HEADER;
+use crate::upstream::{RequestBody, UpstreamError};
 use fetch::{FetchPlan, FetchResult};
 
 /// A request as the pipeline sees it, whatever the client's HTTP version.
@@ -53,18 +55,16 @@ pub struct ClientRequest {
 
 /// The edge node's request pipeline and the state it shares across connections.
 pub struct Proxy {
-    config: Arc<Config>,
+    /// The configuration in force and what was built from it; a reload swaps it.
+    live: ArcSwap<Generation>,
+    /// How to read the configuration again, and the last reload's outcome.
+    reloads: std::sync::Mutex<Reloads>,
+    /// Worker threads, each with its own origin client.
+    workers: usize,
     store: Arc<MemoryStore>,
     /// The disk tier, when cache directories are configured.
     disk: Option<Arc<DiskStore>>,
     collapser: Arc<Collapser>,
-    /// One upstream client per worker thread, so that pooled connections stay on the thread
-    /// (and runtime) that uses them.
-    upstreams: Vec<Upstream>,
-    /// The pools, shared by the workers, and the routes to them.
-    routes: Routes,
-    /// The peer caches, if this node is in a cluster.
-    cluster: Option<Cluster>,
     /// Bans (by prefix, regex or tag), tested lazily at lookup.
     bans: Bans,
     /// Set when the node shuts down: listeners stop accepting and connections close after
@@ -72,18 +72,29 @@ pub struct Proxy {
     draining: std::sync::atomic::AtomicBool,
     /// Wakes idle connections when the node starts shutting down.
     drain_started: tokio::sync::Notify,
-    /// The tag header's name, for tag bans.
-    tag_header: HeaderName,
-    /// The access log, if configured.
-    access_log: Option<crate::accesslog::AccessLog>,
     metrics: Arc<Metrics>,
-    /// `1.1 <name>`, appended to `Via` on responses and on HTTP/1.1 requests.
-    via: HeaderValue,
-    /// `1.0 <name>` and `2 <name>`: `Via` names the protocol a request was received with.
-    via_http10: HeaderValue,
-    via_http2: HeaderValue,
-    /// The cache status header, if enabled.
-    status_header: Option<HeaderName>,
+}
+
+/// Where the configuration is read from on reload, and how the last reload went.
+#[derive(Default)]
+struct Reloads {
+    source: Option<ConfigSource>,
+    /// The built-in demo origin, when the node started one: a reloaded file without origins
+    /// keeps fronting it.
+    demo: Option<OriginUrl>,
+    last: Option<ReloadOutcome>,
+}
+
+/// The outcome of the last reload, for the status endpoint.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReloadOutcome {
+    /// When it was asked for, in milliseconds since the Unix epoch.
+    pub at: u64,
+    /// What it changed, if it was applied.
+    #[serde(flatten)]
+    pub report: Option<ReloadReport>,
+    /// Why it was refused, if it was.
+    pub error: Option<String>,
 }
 
 thread_local! {
@@ -111,44 +122,119 @@ impl Proxy {
     /// A pipeline for `config`, fetching from `config.origin.urls`, for `workers` worker
     /// threads (see [`set_worker`]).
     pub fn new(config: Arc<Config>, workers: usize) -> Arc<Proxy> {
-        let via_as = |protocol: &str| {
-            HeaderValue::from_str(&format!("{protocol} {}", config.server.via))
-                .unwrap_or_else(|_| HeaderValue::from_static("1.1 shoal"))
-        };
-        let (via, via_http10, via_http2) = (via_as("1.1"), via_as("1.0"), via_as("2"));
-        let status_header = (!config.cache.status_header.is_empty())
-            .then(|| HeaderName::from_bytes(config.cache.status_header.as_bytes()).ok())
-            .flatten();
+        let config = Arc::unwrap_or_clone(config);
         Arc::new(Proxy {
             store: Arc::new(MemoryStore::new(config.cache.memory.bytes())),
             disk: (!config.disk.dirs.is_empty()).then(|| Arc::new(DiskStore::open(&config.disk))),
             collapser: Arc::new(Collapser::default()),
-            upstreams: (0..workers.max(1))
-                .map(|_| Upstream::new(&config.origin, &config.retries))
-                .collect(),
-            routes: Routes::new(&config),
-            cluster: Cluster::new(&config),
             bans: load_bans(&config),
-            access_log: crate::accesslog::AccessLog::open(&config.log).unwrap_or_else(|error| {
-                tracing::error!(%error, "running without an access log");
-                None
-            }),
             draining: std::sync::atomic::AtomicBool::new(false),
             drain_started: tokio::sync::Notify::new(),
-            tag_header: HeaderName::from_bytes(config.cache.tag_header.as_bytes())
-                .unwrap_or(HeaderName::from_static("surrogate-key")),
             metrics: Arc::new(Metrics::new(workers)),
-            via,
-            via_http10,
-            via_http2,
-            status_header,
-            config,
+            reloads: std::sync::Mutex::new(Reloads::default()),
+            workers,
+            live: ArcSwap::from_pointee(Generation::first(config, workers)),
         })
     }
 
-    /// The origin client of the calling worker thread.
-    fn upstream(&self) -> &Upstream {
-        &self.upstreams[WORKER.with(Cell::get) % self.upstreams.len()]
+    /// The configuration in force and what was built from it. Cheap; hold it briefly (load
+    /// [`Proxy::generation`] to keep it across awaits).
+    pub fn live(&self) -> arc_swap::Guard<Arc<Generation>> {
+        self.live.load()
+    }
+
+    /// The generation in force, to keep.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.live.load_full()
+    }
+
+    /// Remembers where the configuration came from, so that [`Proxy::reload_from_source`] can
+    /// read it again; `demo` is the demo origin the node started, if any.
+    pub fn set_config_source(&self, source: ConfigSource, demo: Option<OriginUrl>) {
+        let mut reloads = self.reloads();
+        reloads.source = Some(source);
+        reloads.demo = demo;
+    }
+
+    fn reloads(&self) -> std::sync::MutexGuard<'_, Reloads> {
+        self.reloads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the configuration again from where it came from (file and command line) and puts
+    /// it in force; see [`Proxy::reload`].
+    pub fn reload_from_source(&self) -> Result<ReloadReport, String> {
+        let (source, demo) = {
+            let reloads = self.reloads();
+            (reloads.source.clone(), reloads.demo.clone())
+        };
+        let Some(source) = source else {
+            return self.record_reload(Err("this node was not started from a config file".into()));
+        };
+        let mut config = match source.load() {
+            Ok(config) => config,
+            Err(error) => return self.record_reload(Err(error.to_string())),
+        };
+        if config.origin.urls.is_empty() && config.pools.is_empty() {
+            match demo {
+                Some(demo) => config.origin.urls.push(demo),
+                None => {
+                    return self.record_reload(Err(
+                        "no origin configured (the demo origin only starts with the node)".into(),
+                    ))
+                }
+            }
+        }
+        self.reload(config)
+    }
+
+    /// Puts `config` in force for every request from now on: requests in flight finish with
+    /// the generation they started with; cached content stays. Settings that only apply at
+    /// start keep their running value and are named in the report. Refused (and nothing
+    /// changes) when part of the new configuration cannot be set up, such as a log file that
+    /// cannot be opened. Must be called within the tokio runtime (health checks of new pools
+    /// start on it).
+    pub fn reload(&self, config: Config) -> Result<ReloadReport, String> {
+        // One reload at a time: two at once could each build on the same generation.
+        let mut reloads = self.reloads();
+        let running = self.live.load_full();
+        let result = running
+            .next(config, self.workers)
+            .map(|(next, report, new_pools)| {
+                if next.config.cache.memory != running.config.cache.memory {
+                    self.store.resize(next.config.cache.memory.bytes());
+                }
+                self.live.store(Arc::new(next));
+                crate::upstream::health::spawn(&new_pools);
+                report
+            });
+        match &result {
+            Ok(report) => tracing::info!(
+                generation = report.generation,
+                changed = ?report.changed,
+                needs_restart = ?report.needs_restart,
+                "configuration reloaded"
+            ),
+            Err(error) => {
+                tracing::error!(%error, "configuration reload refused; the running configuration stays")
+            }
+        }
+        reloads.last = Some(outcome(&result));
+        result
+    }
+
+    fn record_reload(&self, result: Result<ReloadReport, String>) -> Result<ReloadReport, String> {
+        if let Err(error) = &result {
+            tracing::error!(%error, "configuration reload refused; the running configuration stays");
+        }
+        self.reloads().last = Some(outcome(&result));
+        result
+    }
+
+    /// The last reload's outcome, if there was one.
+    pub fn last_reload(&self) -> Option<ReloadOutcome> {
+        self.reloads().last.clone()
     }
 
     /// Sends a request upstream: to the peer that owns `key` when `shared` (a cache fetch) and
@@ -160,8 +246,9 @@ impl Proxy {
         mut request: http::Request<RequestBody>,
         shared: bool,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let live = self.generation();
         let from_peer = request.headers_mut().remove(PEER_HEADER).is_some();
-        if let (Some(cluster), true, false) = (&self.cluster, shared, from_peer) {
+        if let (Some(cluster), true, false) = (live.cluster(), shared, from_peer) {
             let mut tried = Vec::new();
             while let Some(owner) = cluster.owner(key, &tried, now_millis()) {
                 tried.push(owner);
@@ -172,13 +259,13 @@ impl Proxy {
                 to_peer
                     .headers_mut()
                     .insert(PEER_HEADER, cluster.id.clone());
-                match self
+                match live
                     .upstream()
                     .send_to(&cluster.peers, owner, to_peer)
                     .await
                 {
                     Ok(mut response) => {
-                        if let Some(name) = &self.status_header {
+                        if let Some(name) = &live.status_header {
                             response.headers_mut().remove(name);
                         }
                         return Ok(response);
@@ -190,23 +277,23 @@ impl Proxy {
                 }
             }
         }
-        let destination = self.routes.destination(
+        let destination = live.routes.destination(
             request_host_of(request.headers(), request.uri()),
             request.uri().path(),
         );
-        self.upstream()
+        live.upstream()
             .send(destination.pool, key, request, destination.fallthrough_404)
             .await
     }
 
     /// The access log, if configured.
-    pub fn access_log(&self) -> Option<&crate::accesslog::AccessLog> {
-        self.access_log.as_ref()
+    pub fn access_log(&self) -> Option<Arc<crate::accesslog::AccessLog>> {
+        self.live().access_log.clone()
     }
 
     /// Reopens the access log file (after rotation).
     pub fn reopen_access_log(&self) {
-        if let Some(log) = &self.access_log {
+        if let Some(log) = self.live().access_log() {
             log.reopen();
         }
     }
@@ -243,22 +330,12 @@ impl Proxy {
 
     /// Starts the active health checks of the pools, on the current runtime.
     pub fn start_health_checks(&self) {
-        crate::upstream::health::spawn(self.routes.pools());
-    }
-
-    /// The pools and routes.
-    pub fn routes(&self) -> &Routes {
-        &self.routes
-    }
-
-    /// The cluster, if this node is in one.
-    pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
+        crate::upstream::health::spawn(self.live().routes.pools());
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.live().config)
     }
 
     /// The request counters.
@@ -286,7 +363,7 @@ impl Proxy {
         let meta = object.meta();
         let tags = meta
             .headers
-            .get(&self.tag_header)
+            .get(&self.live().tag_header)
             .map(HeaderValue::as_bytes);
         let (banned, tested) = self.bans.test(&meta.url, tags, tested);
         object.set_ban_tested(tested);
@@ -299,7 +376,7 @@ impl Proxy {
     /// Adds a ban; it is written next to the disk tier so that it outlives a restart.
     pub fn ban(&self, matcher: Matcher) -> u64 {
         let created = self.bans.add(matcher, now_millis());
-        if let Some(path) = bans_file(&self.config) {
+        if let Some(path) = bans_file(&self.live().config) {
             let text: String = self
                 .bans
                 .list()
@@ -358,7 +435,7 @@ impl Proxy {
 
     /// The key of `target` on `host`, as the cache computes it.
     pub fn key_of(&self, host: &str, target: &str) -> CacheKey {
-        CacheKey::new("http", host, target, &self.config.cache)
+        CacheKey::new("http", host, target, &self.live().config.cache)
     }
 
     /// Answers one request. Never fails: errors become responses here.
@@ -389,7 +466,7 @@ impl Proxy {
         }
         if request
             .body
-            .declared_over(self.config.server.max_request_body.bytes())
+            .declared_over(self.live().config.server.max_request_body.bytes())
         {
             return Err(ProxyError::BadRequest {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -478,7 +555,7 @@ impl Proxy {
                 continue;
             };
             if deliver::variant_matches(&object, headers) {
-                if location.hits >= self.config.disk.promote_after_hits {
+                if location.hits >= self.live().config.disk.promote_after_hits {
                     self.store.insert(key, Arc::clone(&object));
                 }
                 return Some(object);
@@ -635,17 +712,18 @@ impl Proxy {
     /// Rewrites a request head for the origin.
     fn forward_headers(&self, head: &mut http::request::Parts, client: SocketAddr) {
         let host = request_host(head).to_owned();
+        let live = self.live();
         let via = match head.version {
-            http::Version::HTTP_10 => &self.via_http10,
-            http::Version::HTTP_2 => &self.via_http2,
-            _ => &self.via,
+            http::Version::HTTP_10 => &live.via_http10,
+            http::Version::HTTP_2 => &live.via_http2,
+            _ => &live.via,
         };
         headers::forward_request(
             &mut head.headers,
             client,
             (!host.is_empty()).then_some(host.as_str()),
             via,
-            &self.config.origin,
+            &live.config.origin,
         );
         // Origins are spoken to in HTTP/1.1 whatever the client used.
         head.version = http::Version::HTTP_11;
@@ -681,7 +759,7 @@ impl Proxy {
         } else {
             ResponseBody::Upstream {
                 incoming,
-                timeout: self.config.origin.body_timeout.duration(),
+                timeout: self.live().config.origin.body_timeout.duration(),
             }
         };
         ProxyResponse {
@@ -692,6 +770,14 @@ impl Proxy {
             body,
             close: false,
         }
+    }
+}
+
+fn outcome(result: &Result<ReloadReport, String>) -> ReloadOutcome {
+    ReloadOutcome {
+        at: now_millis(),
+        report: result.as_ref().ok().cloned(),
+        error: result.as_ref().err().cloned(),
     }
 }
 

@@ -368,7 +368,7 @@ pub(super) async fn fill_slices(
     reply: &mut Option<oneshot::Sender<Result<Arc<Object>, BodyError>>>,
 ) {
     let proxy = &body.proxy;
-    let timeout = proxy.config.origin.body_timeout.duration();
+    let timeout = proxy.live().config.origin.body_timeout.duration();
     // Slices follow their head to disk; otherwise they go on their own second request.
     let to_disk = body.head_on_disk;
     let last_end = slices

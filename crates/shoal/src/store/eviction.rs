@@ -82,6 +82,16 @@ impl<T: Resident> S3Fifo<T> {
             self.small_bytes += weight;
             self.small.push_back(item);
         }
+        self.evict_to_capacity()
+    }
+
+    /// Changes the byte budget; returns the items evicted to fit a smaller one.
+    pub fn resize(&mut self, capacity: u64) -> Vec<Arc<T>> {
+        self.capacity = capacity;
+        self.evict_to_capacity()
+    }
+
+    fn evict_to_capacity(&mut self) -> Vec<Arc<T>> {
         let mut evicted = Vec::new();
         while self.bytes() > self.capacity {
             match self.evict_one() {

@@ -36,6 +36,32 @@ impl MemoryStore {
         read(self.shard(key)).get(&key).cloned()
     }
 
+    /// Changes the byte budget (on reload); a smaller one evicts at once.
+    pub fn resize(&self, capacity: u64) {
+        let evicted = self
+            .policy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .resize(capacity);
+        self.drop_evicted(evicted);
+    }
+
+    /// Removes what the eviction policy let go of from the map (unless it was replaced).
+    fn drop_evicted(&self, evicted: Vec<Arc<Entry>>) {
+        for victim in evicted {
+            let mut shard = write(self.shard(victim.key));
+            if shard
+                .get(&victim.key)
+                .is_some_and(|current| Arc::ptr_eq(current, &victim))
+            {
+                shard.remove(&victim.key);
+            }
+            drop(shard);
+            victim.retire(&[]);
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Every entry, for the admin API's listing.
     pub fn entries(&self) -> Vec<Arc<Entry>> {
         self.shards
@@ -87,18 +113,7 @@ impl Store for MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .admit(entry);
-        for victim in evicted {
-            let mut shard = write(self.shard(victim.key));
-            if shard
-                .get(&victim.key)
-                .is_some_and(|current| Arc::ptr_eq(current, &victim))
-            {
-                shard.remove(&victim.key);
-            }
-            drop(shard);
-            victim.retire(&[]);
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-        }
+        self.drop_evicted(evicted);
     }
 
     fn remove(&self, key: CacheKey) -> bool {

@@ -2,7 +2,7 @@
 //! interval; `rise` passes in a row bring a host that is down back, `fall` failures in a row take
 //! it down. Changes are logged; the last result of each host is kept for the admin API.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -15,7 +15,8 @@ use super::Pool;
 use crate::config::HealthConfig;
 use crate::proxy::now_millis;
 
-/// Starts the checks of every pool that has them, on the current runtime.
+/// Starts the checks of every pool that has them, on the current runtime. A pool's checks end
+/// when the pool is gone (a reload removed or replaced it).
 pub fn spawn(pools: &[Arc<Pool>]) {
     let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
@@ -24,18 +25,21 @@ pub fn spawn(pools: &[Arc<Pool>]) {
         .build_http();
     for pool in pools.iter().filter(|pool| pool.health.is_some()) {
         for index in 0..pool.hosts.len() {
-            tokio::spawn(check_host(client.clone(), Arc::clone(pool), index));
+            tokio::spawn(check_host(client.clone(), Arc::downgrade(pool), index));
         }
     }
 }
 
-async fn check_host(client: Client<HttpConnector, Empty<Bytes>>, pool: Arc<Pool>, index: usize) {
-    let Some(health) = pool.health.clone() else {
-        return;
-    };
-    let host = &pool.hosts[index];
+async fn check_host(client: Client<HttpConnector, Empty<Bytes>>, pool: Weak<Pool>, index: usize) {
     let mut streak = (true, 0u32);
     loop {
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let Some(health) = pool.health.clone() else {
+            return;
+        };
+        let host = &pool.hosts[index];
         let result = check(&client, &host.url.authority, &health).await;
         streak = match streak {
             (passed, count) if passed == result.passed => (passed, count + 1),
@@ -49,6 +53,7 @@ async fn check_host(client: Client<HttpConnector, Empty<Bytes>>, pool: Arc<Pool>
                 tracing::warn!(pool = %pool.name, host = %host.url.authority, %detail, "upstream host is down (health check)");
             }
         }
+        drop(pool);
         tokio::time::sleep(health.interval.duration()).await;
     }
 }

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use super::Pool;
-use crate::config::Config;
+use crate::config::{Config, PoolConfig};
 
 /// The pools and the routes to them.
 #[derive(Debug)]
 pub struct Routes {
     pools: Vec<Arc<Pool>>,
+    /// What each pool was built from, to carry it over a reload that leaves it unchanged.
+    configs: Vec<PoolConfig>,
     routes: Vec<Route>,
     default: usize,
 }
@@ -50,12 +52,20 @@ impl Route {
 }
 
 impl Routes {
-    /// The pools and routes of `config` (checked: every route names a pool).
-    pub fn new(config: &Config) -> Routes {
-        let pools: Vec<Arc<Pool>> = config
-            .effective_pools()
+    /// The pools and routes of `config` (checked: every route names a pool). A pool of
+    /// `previous` whose settings are the same is kept, with its connections' state, health and
+    /// counters.
+    pub fn new(config: &Config, previous: Option<&Routes>) -> Routes {
+        let configs = config.effective_pools();
+        let pools: Vec<Arc<Pool>> = configs
             .iter()
-            .map(|pool| Arc::new(Pool::new(pool)))
+            .map(|pool| {
+                let kept = previous.and_then(|previous| {
+                    let index = previous.configs.iter().position(|old| old == pool)?;
+                    Some(Arc::clone(&previous.pools[index]))
+                });
+                kept.unwrap_or_else(|| Arc::new(Pool::new(pool)))
+            })
             .collect();
         let index_of = |name: &str| pools.iter().position(|pool| pool.name == name);
         let routes = config
@@ -76,6 +86,7 @@ impl Routes {
         let default = index_of("origin").unwrap_or(0);
         Routes {
             pools,
+            configs,
             routes,
             default,
         }
@@ -134,7 +145,10 @@ mod tests {
     use crate::config::Config;
 
     fn routes(text: &str) -> Routes {
-        Routes::new(&Config::parse(text, std::path::Path::new("test.toml")).unwrap())
+        Routes::new(
+            &Config::parse(text, std::path::Path::new("test.toml")).unwrap(),
+            None,
+        )
     }
 
     #[test]
@@ -173,5 +187,27 @@ mod tests {
             "*. needs a subdomain"
         );
         assert_eq!(pool("other.test", "/"), "origin");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_pools_whose_settings_did_not_change() {
+        let text = |api_port: u16| {
+            format!(
+                "[[pools]]\nname = \"origin\"\nhosts = [{{ url = \"http://127.0.0.1:1\" }}]\n\
+                 [[pools]]\nname = \"api\"\nhosts = [{{ url = \"http://127.0.0.1:{api_port}\" }}]\n"
+            )
+        };
+        let before = routes(&text(2));
+        let parse = |text: &str| Config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let after = Routes::new(&parse(&text(3)), Some(&before));
+        assert!(
+            Arc::ptr_eq(&before.pools()[0], &after.pools()[0]),
+            "unchanged: kept"
+        );
+        assert!(
+            !Arc::ptr_eq(&before.pools()[1], &after.pools()[1]),
+            "changed: new"
+        );
+        assert_eq!(after.pools()[1].hosts[0].url.authority, "127.0.0.1:3");
     }
 }

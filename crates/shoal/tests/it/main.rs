@@ -10,6 +10,7 @@ mod ctl;
 mod disk;
 mod process;
 mod ranges;
+mod reload;
 mod shutdown;
 mod slices;
 mod strict;

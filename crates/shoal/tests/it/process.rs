@@ -82,8 +82,13 @@ impl Node {
 impl Node {
     /// Sends SIGTERM (a service manager's stop).
     pub fn terminate(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(pid, signal).unwrap();
     }
 
     /// Waits up to `limit` for the process to exit; its status, if it did.
@@ -107,6 +112,16 @@ impl Drop for Node {
 }
 
 impl Endpoint {
+    /// The admin API's `/status`.
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        let response = client()
+            .get(format!("http://{}/status", self.admin))
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_slice(&response.bytes().await.ok()?).ok()
+    }
+
     /// The admin API's `/stats`.
     pub async fn stats(&self) -> Option<serde_json::Value> {
         let response = client()

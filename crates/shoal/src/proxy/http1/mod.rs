@@ -465,17 +465,18 @@ impl Connection {
         http10: bool,
         keep_alive: bool,
     ) -> std::io::Result<(bool, u64)> {
-        let proxy = Arc::clone(&self.proxy);
+        let live = self.proxy.live();
         let mut context = WriteContext {
             http10,
             keep_alive,
-            status_header: proxy.status_header.as_ref(),
-            via: &proxy.via,
+            status_header: live.status_header.as_ref(),
+            via: &live.via,
         };
         self.output.clear();
         self.output.reserve(2048);
         let framing = write_head(&mut self.output, &response, &mut context);
         let keep_alive = context.keep_alive;
+        drop(live);
         if framing == BodyFraming::None {
             self.flush_output().await?;
             return Ok((keep_alive, 0));

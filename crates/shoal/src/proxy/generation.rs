@@ -1,0 +1,212 @@
+//! What a configuration reload replaces: the configuration in force and everything built from
+//! it (pools and routes, the cluster, the origin clients, the access log, header values,
+//! connection limits). Requests read the current generation with one atomic load; a reload
+//! builds the next generation beside it and swaps it in, so that no request sees half a change.
+//! Pools, origin clients, the cluster and the access log whose settings did not change are
+//! carried over with their connections, health state and counters.
+//!
+//! Some settings are fixed for the life of the process (sockets bound, files opened at start);
+//! a reload that changes them keeps the running values and says which ones need a restart.
+
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+use serde::Serialize;
+
+use super::http1::Settings;
+use crate::accesslog::AccessLog;
+use crate::config::Config;
+use crate::upstream::cluster::Cluster;
+use crate::upstream::route::Routes;
+use crate::upstream::{Pool, Upstream};
+
+/// The configuration in force and what was built from it.
+pub struct Generation {
+    /// The configuration, as loaded (restart-only settings as the process started).
+    pub config: Arc<Config>,
+    /// 1 at start, one more per successful reload.
+    pub number: u64,
+    /// When it was loaded, in milliseconds since the Unix epoch.
+    pub loaded_at: u64,
+    /// One origin client per worker thread, so that pooled connections stay on the thread (and
+    /// runtime) that uses them.
+    pub(super) upstreams: Arc<[Upstream]>,
+    /// The pools and the routes to them.
+    pub(super) routes: Routes,
+    /// The peer caches, if this node is in a cluster.
+    pub(super) cluster: Option<Arc<Cluster>>,
+    /// The access log, if configured.
+    pub(super) access_log: Option<Arc<AccessLog>>,
+    /// Client connection limits and timeouts.
+    pub(super) connection: Settings,
+    /// `1.1 <name>`, appended to `Via` on responses and on HTTP/1.1 requests.
+    pub(super) via: HeaderValue,
+    /// `1.0 <name>` and `2 <name>`: `Via` names the protocol a request was received with.
+    pub(super) via_http10: HeaderValue,
+    pub(super) via_http2: HeaderValue,
+    /// The cache status header, if enabled.
+    pub(super) status_header: Option<HeaderName>,
+    /// The tag header's name, for tag bans.
+    pub(super) tag_header: HeaderName,
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadReport {
+    /// The generation now in force.
+    pub generation: u64,
+    /// The sections whose settings changed (and are in force now).
+    pub changed: Vec<&'static str>,
+    /// Settings that changed in the file but keep their running value until a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Generation {
+    /// The first generation of a node with `workers` worker threads.
+    pub(super) fn first(config: Config, workers: usize) -> Generation {
+        let access_log = AccessLog::open(&config.log, None).unwrap_or_else(|error| {
+            tracing::error!(%error, "running without an access log");
+            None
+        });
+        Generation::build(config, 1, workers, None, access_log.map(Arc::new))
+    }
+
+    /// The generation after `self` for `config`, or why `config` cannot be put in force.
+    /// Returns the report and the pools that are new (their health checks must start).
+    pub(super) fn next(
+        &self,
+        mut config: Config,
+        workers: usize,
+    ) -> Result<(Generation, ReloadReport, Vec<Arc<Pool>>), String> {
+        let needs_restart = keep_restart_only(&self.config, &mut config);
+        let running = &self.config;
+        let sections: [(&'static str, bool); 8] = [
+            ("server", config.server != running.server),
+            ("origin", config.origin != running.origin),
+            ("cache", config.cache != running.cache),
+            ("pools", config.pools != running.pools),
+            ("routes", config.routes != running.routes),
+            ("cluster", config.cluster != running.cluster),
+            ("retries", config.retries != running.retries),
+            ("log", config.log != running.log),
+        ];
+        let changed = sections
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(name, _)| *name)
+            .collect();
+        let access_log = if config.log == running.log {
+            self.access_log.clone()
+        } else {
+            AccessLog::open(&config.log, self.access_log.as_deref())
+                .map_err(|error| error.to_string())?
+                .map(Arc::new)
+        };
+        let next = Generation::build(config, self.number + 1, workers, Some(self), access_log);
+        let new_pools = next
+            .routes
+            .pools()
+            .iter()
+            .filter(|pool| !self.routes.pools().iter().any(|old| Arc::ptr_eq(old, pool)))
+            .cloned()
+            .collect();
+        let report = ReloadReport {
+            generation: next.number,
+            changed,
+            needs_restart,
+        };
+        Ok((next, report, new_pools))
+    }
+
+    fn build(
+        config: Config,
+        number: u64,
+        workers: usize,
+        previous: Option<&Generation>,
+        access_log: Option<Arc<AccessLog>>,
+    ) -> Generation {
+        let via_as = |protocol: &str| {
+            HeaderValue::from_str(&format!("{protocol} {}", config.server.via))
+                .unwrap_or_else(|_| HeaderValue::from_static("1.1 shoal"))
+        };
+        let status_header = (!config.cache.status_header.is_empty())
+            .then(|| HeaderName::from_bytes(config.cache.status_header.as_bytes()).ok())
+            .flatten();
+        let upstreams = match previous {
+            Some(previous)
+                if previous.config.origin == config.origin
+                    && previous.config.retries == config.retries =>
+            {
+                Arc::clone(&previous.upstreams)
+            }
+            _ => (0..workers.max(1))
+                .map(|_| Upstream::new(&config.origin, &config.retries))
+                .collect(),
+        };
+        let cluster = match previous {
+            Some(previous) if previous.config.cluster == config.cluster => previous.cluster.clone(),
+            _ => Cluster::new(&config).map(Arc::new),
+        };
+        Generation {
+            number,
+            loaded_at: super::now_millis(),
+            upstreams,
+            routes: Routes::new(&config, previous.map(|previous| &previous.routes)),
+            cluster,
+            access_log,
+            connection: Settings::from_config(&config.server),
+            via: via_as("1.1"),
+            via_http10: via_as("1.0"),
+            via_http2: via_as("2"),
+            status_header,
+            tag_header: HeaderName::from_bytes(config.cache.tag_header.as_bytes())
+                .unwrap_or(HeaderName::from_static("surrogate-key")),
+            config: Arc::new(config),
+        }
+    }
+
+    /// The origin client of the calling worker thread.
+    pub(super) fn upstream(&self) -> &Upstream {
+        &self.upstreams[super::worker_index() % self.upstreams.len()]
+    }
+
+    /// The pools and routes.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// The cluster, if this node is in one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_deref()
+    }
+
+    /// The access log, if configured.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_deref()
+    }
+}
+
+/// Puts the running value back into `new` for every setting that only takes effect at start,
+/// and names those that differed.
+fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut kept = Vec::new();
+    let mut keep = |name: &'static str, differs: bool| {
+        if differs {
+            kept.push(name);
+        }
+    };
+    keep("server.listen", new.server.listen != running.server.listen);
+    new.server.listen.clone_from(&running.server.listen);
+    keep(
+        "server.workers",
+        new.server.workers != running.server.workers,
+    );
+    new.server.workers = running.server.workers;
+    keep("admin", new.admin != running.admin);
+    new.admin = running.admin.clone();
+    keep("disk", new.disk != running.disk);
+    new.disk = running.disk.clone();
+    keep("demo", new.demo != running.demo);
+    new.demo = running.demo.clone();
+    kept
+}
