@@ -41,6 +41,10 @@ pub struct Entry {
     pub cache: CacheStatus,
     /// Time from the request head to the end of the response, in microseconds.
     pub micros: u64,
+    /// The upstream host (`host:port`) that answered this request's origin fetch, if any.
+    pub upstream: Option<String>,
+    /// That fetch's time from sending the request to the response head, in microseconds.
+    pub origin_micros: Option<u64>,
     /// `User-Agent`, for the combined format.
     pub user_agent: Option<String>,
     /// `Referer`, for the combined format.
@@ -318,6 +322,8 @@ pub fn format_entry(out: &mut String, entry: &Entry, format: LogFormat) {
                 "bytes": entry.bytes,
                 "cache": entry.cache.as_str(),
                 "duration_ms": entry.micros as f64 / 1000.0,
+                "upstream": entry.upstream,
+                "origin_ms": entry.origin_micros.map(|micros| micros as f64 / 1000.0),
                 "country": entry.country,
                 "asn": entry.asn,
             });
@@ -330,7 +336,7 @@ pub fn format_entry(out: &mut String, entry: &Entry, format: LogFormat) {
                     .as_deref()
                     .map_or_else(|| "-".to_owned(), |v| v.replace('"', "\\\""))
             };
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "{} - - [{time}] \"{} {} {version}\" {} {} \"{}\" \"{}\"",
                 entry.client,
@@ -340,6 +346,29 @@ pub fn format_entry(out: &mut String, entry: &Entry, format: LogFormat) {
                 entry.bytes,
                 quoted(&entry.referer),
                 quoted(&entry.user_agent),
+            );
+            // Shoal's fields follow the standard ones as key=value pairs, which log tools that
+            // read the combined format skip and others can split on spaces.
+            let _ = write!(
+                out,
+                " cache={} total_ms={:.3}",
+                entry.cache.as_str(),
+                entry.micros as f64 / 1000.0
+            );
+            if let (Some(upstream), Some(micros)) = (&entry.upstream, entry.origin_micros) {
+                let _ = write!(
+                    out,
+                    " upstream={upstream} origin_ms={:.3}",
+                    micros as f64 / 1000.0
+                );
+            }
+            let _ = writeln!(
+                out,
+                " country={} asn={}",
+                entry.country.as_deref().unwrap_or("-"),
+                entry
+                    .asn
+                    .map_or_else(|| "-".to_owned(), |asn| asn.to_string())
             );
         }
     }
@@ -387,6 +416,8 @@ mod tests {
             bytes: 1234,
             cache: CacheStatus::Hit,
             micros: 1500,
+            upstream: Some("127.0.0.1:8081".into()),
+            origin_micros: Some(1250),
             user_agent: Some("curl/8".into()),
             referer: None,
             country: Some("GB".into()),
@@ -400,7 +431,8 @@ mod tests {
         format_entry(&mut line, &entry(), LogFormat::Combined);
         assert_eq!(
             line,
-            "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"GET /a?b=1 HTTP/1.1\" 200 1234 \"-\" \"curl/8\"\n"
+            "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"GET /a?b=1 HTTP/1.1\" 200 1234 \"-\" \"curl/8\" \
+             cache=HIT total_ms=1.500 upstream=127.0.0.1:8081 origin_ms=1.250 country=GB asn=-\n"
         );
     }
 
@@ -414,6 +446,8 @@ mod tests {
         assert_eq!(value["duration_ms"], 1.5);
         assert_eq!(value["time"], "Tue, 10 Oct 2000 13:55:36 GMT");
         assert_eq!(value["country"], "GB");
+        assert_eq!(value["upstream"], "127.0.0.1:8081");
+        assert_eq!(value["origin_ms"], 1.25);
     }
 
     fn geoip_dir() -> PathBuf {

@@ -96,6 +96,7 @@ impl Proxy {
                 cache_status,
                 body,
                 close: false,
+                origin: None,
             })
         };
 

@@ -142,5 +142,6 @@ pub fn error_response(error: &ProxyError) -> ProxyResponse {
         cache_status: CacheStatus::Synthetic,
         body: ResponseBody::Full(Bytes::from(body)),
         close: error.side() == Side::Client && status != StatusCode::GATEWAY_TIMEOUT,
+        origin: None,
     }
 }

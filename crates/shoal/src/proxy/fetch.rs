@@ -21,7 +21,7 @@ use crate::cache::key::normalized_header;
 use crate::cache::policy::{self, NotStorable, Timing};
 use crate::cache::{CacheControl, CacheKey, FlightGuard, FlightOutcome, Role};
 use crate::store::{Object, ObjectMeta, Store};
-use crate::upstream::{RequestBody, UpstreamError};
+use crate::upstream::{RequestBody, Trace, UpstreamError};
 
 /// What the leader of a fetch learns once the response head is in.
 pub(super) enum FetchResult {
@@ -125,10 +125,47 @@ fn first_byte(range: &HeaderValue) -> Option<u64> {
     first.trim().parse().ok()
 }
 
-fn send_reply(reply: &mut Option<oneshot::Sender<FetchResult>>, result: FetchResult) {
-    if let Some(reply) = reply.take() {
-        // The client may have gone; the fetch goes on for the others regardless.
-        let _ = reply.send(result);
+/// What the leading client of a fetch receives.
+pub(super) struct Fetched {
+    pub(super) result: FetchResult,
+    /// The upstream host that answered, for the leader's access log line.
+    pub(super) origin: Option<Box<Trace>>,
+}
+
+/// The client whose miss started a fetch, if any (a background refresh has none).
+pub(super) struct Leader {
+    sender: Option<oneshot::Sender<Fetched>>,
+    origin: Option<Box<Trace>>,
+}
+
+impl Leader {
+    /// A leader and where it receives the result.
+    pub(super) fn new() -> (Leader, oneshot::Receiver<Fetched>) {
+        let (sender, receiver) = oneshot::channel();
+        let leader = Leader {
+            sender: Some(sender),
+            origin: None,
+        };
+        (leader, receiver)
+    }
+
+    /// No client waits: the fetch refreshes the cache in the background.
+    pub(super) fn none() -> Leader {
+        Leader {
+            sender: None,
+            origin: None,
+        }
+    }
+
+    /// Tells the leader (once; later calls do nothing).
+    fn send(&mut self, result: FetchResult) {
+        if let Some(sender) = self.sender.take() {
+            // The client may have gone; the fetch goes on for the others regardless.
+            let _ = sender.send(Fetched {
+                result,
+                origin: self.origin.take(),
+            });
+        }
     }
 }
 
@@ -138,13 +175,16 @@ pub(super) async fn run(
     proxy: Arc<Proxy>,
     plan: FetchPlan,
     flight: FlightGuard,
-    mut reply: Option<oneshot::Sender<FetchResult>>,
+    mut reply: Leader,
 ) {
     let request_time = now_millis();
     proxy.metrics.add(Counter::OriginRequests, 1);
     let request = http::Request::from_parts(plan.request.clone(), RequestBody::empty());
     let response = match proxy.forward(plan.key, request, true).await {
-        Ok(response) => response,
+        Ok(mut response) => {
+            reply.origin = response.extensions_mut().remove::<Trace>().map(Box::new);
+            response
+        }
         Err(error) => {
             proxy.metrics.add(Counter::OriginErrors, 1);
             tracing::warn!(url = %plan.url, %error, "origin fetch failed");
@@ -154,7 +194,7 @@ pub(super) async fn run(
                 _ => StatusCode::BAD_GATEWAY,
             };
             flight.finish(FlightOutcome::Failed(status));
-            send_reply(&mut reply, FetchResult::Failed(error.into()));
+            reply.send(FetchResult::Failed(error.into()));
             return;
         }
     };
@@ -171,7 +211,7 @@ pub(super) async fn run(
                 }
             }
             flight.finish(FlightOutcome::Object(Arc::clone(stale)));
-            send_reply(&mut reply, FetchResult::Refreshed(Arc::clone(stale)));
+            reply.send(FetchResult::Refreshed(Arc::clone(stale)));
             return;
         }
     }
@@ -197,10 +237,9 @@ pub(super) async fn run(
         Some(None) => {
             // Not a part this cache can store: the client's own range goes to the origin.
             flight.finish(FlightOutcome::Pass);
-            send_reply(
-                &mut reply,
-                FetchResult::NotStored(Response::from_parts(parts, incoming)),
-            );
+            reply.send(FetchResult::NotStored(Response::from_parts(
+                parts, incoming,
+            )));
             return;
         }
         Some(Some((first, total))) => {
@@ -250,10 +289,9 @@ pub(super) async fn run(
             }
             flight.finish(FlightOutcome::Pass);
         }
-        send_reply(
-            &mut reply,
-            FetchResult::NotStored(Response::from_parts(parts, incoming)),
-        );
+        reply.send(FetchResult::NotStored(Response::from_parts(
+            parts, incoming,
+        )));
         return;
     }
 
@@ -294,7 +332,7 @@ pub(super) async fn run(
     let object = Object::filling(meta);
     let mut flight = flight;
     flight.publish(Arc::clone(&object));
-    send_reply(&mut reply, FetchResult::Stored(Arc::clone(&object)));
+    reply.send(FetchResult::Stored(Arc::clone(&object)));
     fill(&proxy, &plan, flight, object, incoming, declared_length).await;
 }
 
@@ -323,7 +361,7 @@ async fn store_sliced(
     proxy: &Arc<Proxy>,
     plan: &FetchPlan,
     flight: FlightGuard,
-    mut reply: Option<oneshot::Sender<FetchResult>>,
+    mut reply: Leader,
     mut meta: ObjectMeta,
     SliceBody {
         incoming,
@@ -345,10 +383,9 @@ async fn store_sliced(
     request.headers.remove(RANGE);
     let Some(body) = slices::SlicedBody::new(proxy, plan.key, &head, request) else {
         flight.finish(FlightOutcome::Failed(StatusCode::BAD_GATEWAY));
-        send_reply(
-            &mut reply,
-            FetchResult::Failed(ProxyError::Internal("sliced head without a version")),
-        );
+        reply.send(FetchResult::Failed(ProxyError::Internal(
+            "sliced head without a version",
+        )));
         return;
     };
     // Every slice this body will bring is claimed before the head is published, so that
@@ -366,7 +403,7 @@ async fn store_sliced(
         })
         .collect();
     flight.finish(FlightOutcome::Object(Arc::clone(&head)));
-    send_reply(&mut reply, FetchResult::Stored(head));
+    reply.send(FetchResult::Stored(head));
     slices::fill_slices(&body, incoming, base, claimed, &mut None).await;
 }
 

@@ -90,7 +90,7 @@ pub async fn serve(stream: TcpStream, prefix: Bytes, peer: SocketAddr, proxy: Ar
             let logged = proxy
                 .access_log()
                 .map(|_| super::http1::LoggedRequest::of(&request.head));
-            let response = proxy.handle(request).await;
+            let mut response = proxy.handle(request).await;
             if let (Some(logged), Some(log)) = (logged, proxy.access_log()) {
                 // The body is still to stream: HTTP/2 lines carry its declared length and the
                 // time to the response head.
@@ -100,7 +100,8 @@ pub async fn serve(stream: TcpStream, prefix: Bytes, peer: SocketAddr, proxy: Ar
                     response.body.length().unwrap_or(0)
                 };
                 let status = response.status.as_u16();
-                log.record(logged.entry(peer.ip(), status, bytes, response.cache_status));
+                let origin = response.origin.take();
+                log.record(logged.entry(peer.ip(), status, bytes, response.cache_status, origin));
             }
             Ok::<_, Infallible>(into_h2_response(&proxy, response, is_head))
         }

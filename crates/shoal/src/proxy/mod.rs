@@ -24,7 +24,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, CONTENT_LOCATION, HOST, LOCATION, RANGE};
 use http::{Method, StatusCode};
-use tokio::sync::oneshot;
 
 pub use error::{error_response, ProxyError, Side};
 pub use generation::{Generation, ReloadReport};
@@ -38,7 +37,7 @@ use crate::cache::{CacheControl, CacheKey, CacheStatus, Collapser, FlightOutcome
 use crate::config::{Config, ConfigSource, OriginUrl};
 use crate::store::{DiskStore, MemoryStore, Object, Store};
 use crate::upstream::cluster::PEER_HEADER;
-use crate::upstream::{RequestBody, UpstreamError};
+use crate::upstream::{RequestBody, Trace, UpstreamError};
 use fetch::{FetchPlan, FetchResult};
 
 /// A request as the pipeline sees it, whatever the client's HTTP version.
@@ -601,16 +600,33 @@ impl Proxy {
             &request,
             stale.as_ref().map(|s| Arc::clone(&s.object)),
         );
-        let (reply, result) = oneshot::channel();
-        tokio::spawn(fetch::run(Arc::clone(self), plan, guard, Some(reply)));
-        match result.await {
-            Ok(FetchResult::Stored(object)) => {
+        let (leader, fetched) = fetch::Leader::new();
+        tokio::spawn(fetch::run(Arc::clone(self), plan, guard, leader));
+        let Ok(fetched) = fetched.await else {
+            return Err(ProxyError::Internal("fetch task ended without a result"));
+        };
+        let mut response = self.answer_miss(fetched.result, request, stale).await?;
+        if response.origin.is_none() {
+            response.origin = fetched.origin;
+        }
+        Ok(response)
+    }
+
+    /// miss, continued: the response to the leading client, from what its fetch got.
+    async fn answer_miss(
+        self: &Arc<Self>,
+        result: FetchResult,
+        request: ClientRequest,
+        stale: Option<Stale>,
+    ) -> Result<ProxyResponse, ProxyError> {
+        match result {
+            FetchResult::Stored(object) => {
                 Ok(self.deliver(&object, &request, CacheStatus::Miss).await)
             }
-            Ok(FetchResult::Refreshed(object)) => Ok(self
+            FetchResult::Refreshed(object) => Ok(self
                 .deliver(&object, &request, CacheStatus::Revalidated)
                 .await),
-            Ok(FetchResult::NotStored(response)) => {
+            FetchResult::NotStored(response) => {
                 if response.status().is_server_error() {
                     if let Some(stale) = stale.filter(|s| s.usable_on_error) {
                         return Ok(self
@@ -626,13 +642,12 @@ impl Proxy {
                 }
                 Ok(self.relay(response, &request, CacheStatus::Pass))
             }
-            Ok(FetchResult::Failed(error)) => match stale {
+            FetchResult::Failed(error) => match stale {
                 Some(stale) if stale.usable_on_error => Ok(self
                     .deliver(&stale.object, &request, CacheStatus::Stale)
                     .await),
                 _ => Err(error),
             },
-            Err(_) => Err(ProxyError::Internal("fetch task ended without a result")),
         }
     }
 
@@ -648,7 +663,12 @@ impl Proxy {
         }
         if let Role::Leader(guard) = self.collapser.join(key) {
             let plan = FetchPlan::new(self, key, request, Some(Arc::clone(object)));
-            tokio::spawn(fetch::run(Arc::clone(self), plan, guard, None));
+            tokio::spawn(fetch::run(
+                Arc::clone(self),
+                plan,
+                guard,
+                fetch::Leader::none(),
+            ));
         }
     }
 
@@ -741,6 +761,7 @@ impl Proxy {
         cache_status: CacheStatus,
     ) -> ProxyResponse {
         let (mut parts, incoming) = response.into_parts();
+        let origin = parts.extensions.remove::<Trace>().map(Box::new);
         let length = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -769,6 +790,7 @@ impl Proxy {
             cache_status,
             body,
             close: false,
+            origin,
         }
     }
 }

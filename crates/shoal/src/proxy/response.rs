@@ -14,6 +14,7 @@ use super::slices::{SliceReader, SlicedBody};
 use crate::cache::range::ByteRange;
 use crate::cache::CacheStatus;
 use crate::store::{BodyReader, Object, ObjectMeta};
+use crate::upstream::Trace;
 
 /// Where a cached body's bytes come from: one object, or the slices of a sliced object.
 #[derive(Clone)]
@@ -95,6 +96,9 @@ pub struct ProxyResponse {
     pub body: ResponseBody,
     /// Close the connection after this response (errors, truncated framing).
     pub close: bool,
+    /// The upstream host that answered this request's origin fetch, if there was one (boxed:
+    /// most responses have none, and every request's future holds one of these).
+    pub origin: Option<Box<Trace>>,
 }
 
 /// Header fields of a response.

@@ -65,6 +65,16 @@ pub enum UpstreamError {
     },
 }
 
+/// Which host answered and how fast: put in the extensions of every response `Upstream`
+/// returns, for the access log.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    /// The host's `host:port`.
+    pub host: String,
+    /// From sending the request to its response head.
+    pub first_byte: Duration,
+}
+
 /// One worker's HTTP client for every upstream host, with the retry rules.
 pub struct Upstream {
     client: Client<HttpConnector, RequestBody>,
@@ -187,8 +197,13 @@ impl Upstream {
                         break;
                     }
                 }
-                Ok(Ok(response)) => {
-                    pool.first_byte.observe(sent.elapsed());
+                Ok(Ok(mut response)) => {
+                    let first_byte = sent.elapsed();
+                    pool.first_byte.observe(first_byte);
+                    response.extensions_mut().insert(Trace {
+                        host: origin(),
+                        first_byte,
+                    });
                     let status = response.status();
                     if status.is_server_error() {
                         pool.failed(index, now_millis());

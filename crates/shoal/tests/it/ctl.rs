@@ -300,6 +300,11 @@ async fn the_access_log_has_a_line_per_request_and_reopens_after_rotation() {
     assert_eq!(lines[1]["status"], 200);
     assert_eq!(lines[1]["bytes"], 6);
     assert_eq!(lines[1]["client"], "127.0.0.1");
+    // The miss names the origin host that answered and its time; the hit has none.
+    assert_eq!(lines[0]["upstream"], origin.address.to_string());
+    let origin_ms = lines[0]["origin_ms"].as_f64().unwrap();
+    assert!(origin_ms > 0.0 && origin_ms <= lines[0]["duration_ms"].as_f64().unwrap());
+    assert!(lines[1]["upstream"].is_null() && lines[1]["origin_ms"].is_null());
 
     // Rotation: the file is moved away, the node told to reopen, and a new file starts.
     std::fs::rename(&path, dir.0.join("access.log.1")).unwrap();
@@ -322,6 +327,13 @@ async fn the_access_log_has_a_line_per_request_and_reopens_after_rotation() {
             .await,
         "{}",
         read(&combined)
+    );
+    let line = read(&combined);
+    assert!(
+        line.contains(" cache=MISS total_ms=")
+            && line.contains(&format!(" upstream={} origin_ms=", origin.address))
+            && line.ends_with(" country=- asn=-\n"),
+        "{line}"
     );
 }
 

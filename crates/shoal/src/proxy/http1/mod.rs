@@ -72,7 +72,12 @@ impl LoggedRequest {
         status: u16,
         bytes: u64,
         cache: crate::cache::CacheStatus,
+        origin: Option<Box<crate::upstream::Trace>>,
     ) -> crate::accesslog::Entry {
+        let (upstream, origin_micros) = match origin {
+            Some(trace) => (Some(trace.host), Some(trace.first_byte.as_micros() as u64)),
+            None => (None, None),
+        };
         crate::accesslog::Entry {
             time: self.time,
             client,
@@ -84,6 +89,8 @@ impl LoggedRequest {
             bytes,
             cache,
             micros: self.started.elapsed().as_micros() as u64,
+            upstream,
+            origin_micros,
             user_agent: self.user_agent,
             referer: self.referer,
             country: None,
@@ -423,9 +430,10 @@ impl Connection {
         // A node shutting down closes each connection after its current response.
         let keep_alive = keep_alive && !self.proxy.is_draining();
         let (status, cache) = (response.status.as_u16(), response.cache_status);
+        let origin = response.origin.take();
         let (keep, sent) = self.respond(response, http10, keep_alive).await?;
         if let (Some(logged), Some(log)) = (logged, proxy.access_log()) {
-            log.record(logged.entry(self.peer.ip(), status, sent, cache));
+            log.record(logged.entry(self.peer.ip(), status, sent, cache, origin));
         }
         Ok(keep)
     }
