@@ -47,6 +47,10 @@ enum Command {
         /// (repeatable); overrides cluster.peers.
         #[arg(long)]
         peer: Vec<String>,
+        /// The admin API of each --peer, in the same order, such as http://127.0.0.1:9001
+        /// (repeatable): where cluster-wide purges and bans go; overrides cluster.admin.
+        #[arg(long = "peer-admin")]
+        peer_admin: Vec<String>,
     },
     /// Operate a running node through its admin API.
     Ctl(shoal::ctl::CtlArgs),
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
             cache_dir,
             cache_disk,
             peer,
+            peer_admin,
         } => {
             let overrides = Overrides {
                 listen,
@@ -86,6 +91,7 @@ fn main() -> std::process::ExitCode {
                 cache_dirs: cache_dir,
                 cache_disk,
                 peers: peer,
+                peer_admins: peer_admin,
             };
             let source = ConfigSource {
                 file: config,

@@ -14,6 +14,8 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+mod fanout;
+
 use crate::cache::ban::Matcher;
 use crate::proxy::Generation;
 use crate::proxy::{now_millis, Proxy};
@@ -47,7 +49,7 @@ pub async fn start(
                         let token = token.clone();
                         async move {
                             let response = match authorized(&request, token.as_deref()) {
-                                true => route(&proxy, &request, started).await,
+                                true => route(&proxy, &request, started, token.as_deref()).await,
                                 false => {
                                     tracing::warn!(%peer, path = request.uri().path(), "admin request without a valid token");
                                     unauthorized()
@@ -133,9 +135,20 @@ async fn route<B>(
     proxy: &Proxy,
     request: &http::Request<B>,
     started: std::time::Instant,
+    token: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let query = request.uri().query().unwrap_or("");
     match (request.method(), request.uri().path()) {
+        (&Method::POST, path @ ("/purge" | "/ban" | "/purge-tag")) => {
+            let done = match invalidate(proxy, path, query) {
+                Ok(done) => done,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, format!("{reason}\n")),
+            };
+            match fanout::wanted(query) {
+                true => fanout::to_peers(proxy, path, query, token, done).await,
+                false => json(&done),
+            }
+        }
         (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/status") => json(&status(proxy, started)),
         (&Method::GET, "/config") => json(&*proxy.config()),
@@ -166,17 +179,6 @@ async fn route<B>(
         (&Method::GET, "/metrics") => text(StatusCode::OK, prometheus(proxy, &stats(proxy))),
         (&Method::GET, "/cache") => json(&cache_listing(proxy)),
         (&Method::GET, "/upstreams") => json(&upstreams(proxy)),
-        (&Method::POST, "/ban") => ban(proxy, query),
-        (&Method::POST, "/purge-tag") => match parameter(query, "tag") {
-            Some(tag) if !tag.is_empty() && !tag.contains([' ', ',']) => {
-                let created = proxy.ban(Matcher::Tag(tag.clone()));
-                json(&serde_json::json!({ "banned": { "tag": tag }, "created": created }))
-            }
-            _ => text(
-                StatusCode::BAD_REQUEST,
-                "expected /purge-tag?tag=TAG (one tag, without spaces or commas)\n".into(),
-            ),
-        },
         (&Method::GET, "/report") => {
             let by_asn = match parameter(query, "by").as_deref() {
                 Some("asn") => true,
@@ -215,16 +217,6 @@ async fn route<B>(
                 .collect::<Vec<_>>(),
         ),
         (&Method::POST, "/upstreams/state") => set_host_state(proxy, query),
-        (&Method::POST, "/purge") => match parameter(query, "url").as_deref().and_then(parse_url) {
-            Some((host, target)) => {
-                let purged = proxy.purge(proxy.key_of(&host, &target));
-                json(&serde_json::json!({ "purged": purged }))
-            }
-            None => text(
-                StatusCode::BAD_REQUEST,
-                "expected /purge?url=http://host/path\n".into(),
-            ),
-        },
         _ => text(
             StatusCode::NOT_FOUND,
             "unknown admin endpoint; see docs/admin-api.md: /health, /status, /stats, /metrics, \
@@ -238,31 +230,46 @@ async fn route<B>(
 }
 
 /// `POST /ban?prefix=URL-PREFIX` or `POST /ban?regex=EXPRESSION`.
-fn ban(proxy: &Proxy, query: &str) -> Response<Full<Bytes>> {
-    let matcher = match (parameter(query, "prefix"), parameter(query, "regex")) {
-        (Some(prefix), None) if prefix.starts_with("http://") || prefix.starts_with("https://") => {
-            Matcher::Prefix(prefix)
+/// `POST /purge?url=`, `/ban?prefix=|regex=` and `/purge-tag?tag=` on this node: what was
+/// done, as JSON, or why the request is refused.
+fn invalidate(proxy: &Proxy, path: &str, query: &str) -> Result<serde_json::Value, String> {
+    let refuse = |message: &str| Err(message.to_owned());
+    let matcher = match path {
+        "/purge" => {
+            let Some((host, target)) = parameter(query, "url").as_deref().and_then(parse_url)
+            else {
+                return refuse("expected /purge?url=http://host/path");
+            };
+            let purged = proxy.purge(proxy.key_of(&host, &target));
+            return Ok(serde_json::json!({ "purged": purged }));
         }
-        (None, Some(expression)) => match regex::Regex::new(&expression) {
-            Ok(regex) => Matcher::Regex(regex),
-            Err(error) => {
-                return text(StatusCode::BAD_REQUEST, format!("bad regex: {error}\n"));
+        "/purge-tag" => match parameter(query, "tag") {
+            Some(tag) if !tag.is_empty() && !tag.contains([' ', ',']) => Matcher::Tag(tag),
+            _ => return refuse("expected /purge-tag?tag=TAG (one tag, without spaces or commas)"),
+        },
+        _ => match (parameter(query, "prefix"), parameter(query, "regex")) {
+            (Some(prefix), None)
+                if prefix.starts_with("http://") || prefix.starts_with("https://") =>
+            {
+                Matcher::Prefix(prefix)
+            }
+            (None, Some(expression)) => match regex::Regex::new(&expression) {
+                Ok(regex) => Matcher::Regex(regex),
+                Err(error) => return refuse(&format!("bad regex: {error}")),
+            },
+            _ => {
+                return refuse(
+                    "expected /ban?prefix=http://host/path or /ban?regex=EXPRESSION (matched \
+                     against http://host/path?query)",
+                )
             }
         },
-        _ => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "expected /ban?prefix=http://host/path or /ban?regex=EXPRESSION (matched against \
-                 http://host/path?query)\n"
-                    .into(),
-            )
-        }
     };
     let (kind, value) = matcher.describe();
     let described = serde_json::json!({ kind: value });
     let created = proxy.ban(matcher);
     tracing::info!(%described, "ban added through the admin API");
-    json(&serde_json::json!({ "banned": described, "created": created }))
+    Ok(serde_json::json!({ "banned": described, "created": created }))
 }
 
 /// `http://host/path?query` as host and target.

@@ -532,6 +532,8 @@ pub struct Overrides {
     pub cache_disk: Option<String>,
     /// `--peer`, repeatable: replaces `cluster.peers`.
     pub peers: Vec<String>,
+    /// `--peer-admin`, repeatable: replaces `cluster.admin`.
+    pub peer_admins: Vec<String>,
 }
 
 /// Where a node's configuration comes from: kept so that a reload reads it the same way.
@@ -656,6 +658,13 @@ impl Config {
                 .map(|text| text.parse().map_err(|e| flag_error("--peer", e)))
                 .collect::<Result<_, _>>()?;
         }
+        if !overrides.peer_admins.is_empty() {
+            self.cluster.admin = overrides
+                .peer_admins
+                .iter()
+                .map(|text| text.parse().map_err(|e| flag_error("--peer-admin", e)))
+                .collect::<Result<_, _>>()?;
+        }
         let disk_size = match &overrides.cache_disk {
             Some(size) => Some(
                 size.parse::<ByteSize>()
@@ -769,6 +778,16 @@ impl Config {
             return Err((
                 &["admin.token"],
                 "expected at least 16 printable characters without spaces".into(),
+            ));
+        }
+        if !self.cluster.admin.is_empty() && self.cluster.admin.len() != self.cluster.peers.len() {
+            return Err((
+                &["cluster.admin", "cluster.peers"],
+                format!(
+                    "expected one admin address per peer, in the order of cluster.peers ({} peers, {} admin addresses)",
+                    self.cluster.peers.len(),
+                    self.cluster.admin.len()
+                ),
             ));
         }
         let pools = self.effective_pools();

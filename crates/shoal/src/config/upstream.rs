@@ -123,6 +123,11 @@ pub struct ClusterConfig {
     /// Which peer this node is (`host:port` as in `peers`); unset: the peer whose address is
     /// one of `server.listen`.
     pub node_id: Option<String>,
+    /// The admin API of each peer, in the order of `peers` (this node's included), such as
+    /// `http://10.0.0.2:9090`: where purges and bans asked for the whole cluster
+    /// (`?cluster=1`, `shoal ctl purge --all`) are sent. The peers must share this node's admin
+    /// token. Empty: purges and bans stay on the node they are sent to.
+    pub admin: Vec<OriginUrl>,
 }
 
 /// Retrying a failed upstream request on the next host.

@@ -57,6 +57,9 @@ pub enum CtlCommand {
     Purge {
         /// The URL, such as `http://example.com/path`.
         url: String,
+        /// On every node of the cluster (the node forwards it to its peers' admin APIs).
+        #[arg(long)]
+        all: bool,
     },
     /// Makes every cached URL starting with PREFIX (or, with --regex, matching it) absent.
     Ban {
@@ -65,11 +68,17 @@ pub enum CtlCommand {
         /// PATTERN is a regular expression matched against `http://host/path?query`.
         #[arg(long)]
         regex: bool,
+        /// On every node of the cluster.
+        #[arg(long)]
+        all: bool,
     },
     /// Makes every cached object tagged TAG (in its tag header, such as Surrogate-Key) absent.
     PurgeTag {
         /// The tag.
         tag: String,
+        /// On every node of the cluster.
+        #[arg(long)]
+        all: bool,
     },
     /// The bans in force.
     Bans,
@@ -146,16 +155,20 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
                 .await?;
             show(args.json, answer, inspect_table)
         }
-        CtlCommand::Ban { pattern, regex } => {
+        CtlCommand::Ban {
+            pattern,
+            regex,
+            all,
+        } => {
             let kind = if *regex { "regex" } else { "prefix" };
-            let answer = api
-                .post(&format!("/ban?{kind}={}", encode(pattern)))
-                .await?;
-            show(args.json, answer, |_| format!("banned {kind} {pattern}\n"))
+            let path = format!("/ban?{kind}={}", encode(pattern));
+            let answer = api.post(&cluster_wide(path, *all)).await?;
+            show_cluster(args.json, answer, |_| format!("banned {kind} {pattern}"))
         }
-        CtlCommand::PurgeTag { tag } => {
-            let answer = api.post(&format!("/purge-tag?tag={}", encode(tag))).await?;
-            show(args.json, answer, |_| format!("purged tag {tag}\n"))
+        CtlCommand::PurgeTag { tag, all } => {
+            let path = format!("/purge-tag?tag={}", encode(tag));
+            let answer = api.post(&cluster_wide(path, *all)).await?;
+            show_cluster(args.json, answer, |_| format!("purged tag {tag}"))
         }
         CtlCommand::Bans => show(args.json, api.get("/bans").await?, |bans| {
             let rows: Vec<Vec<String>> = bans
@@ -194,15 +207,58 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
                 table(&[by.as_str(), "requests", "bytes"], &rows)
             })
         }
-        CtlCommand::Purge { url } => {
-            let answer = api.post(&format!("/purge?url={}", encode(url))).await?;
-            show(args.json, answer, |answer| {
+        CtlCommand::Purge { url, all } => {
+            let path = format!("/purge?url={}", encode(url));
+            let answer = api.post(&cluster_wide(path, *all)).await?;
+            show_cluster(args.json, answer, |answer| {
                 match answer["purged"].as_bool() {
-                    Some(true) => format!("purged {url}\n"),
-                    _ => format!("{url} was not cached\n"),
+                    Some(true) => format!("purged {url}"),
+                    _ => format!("{url} was not cached"),
                 }
             })
         }
+    }
+}
+
+/// `path` for the whole cluster when `all`.
+fn cluster_wide(path: String, all: bool) -> String {
+    if all {
+        format!("{path}&cluster=1")
+    } else {
+        path
+    }
+}
+
+/// Shows the answer to a purge or ban: one line for this node (`line`), and with `--all` one
+/// per peer; fails (after showing it) when a peer failed.
+fn show_cluster(json: bool, answer: Value, line: impl Fn(&Value) -> String) -> Result<(), String> {
+    let Some(peers) = answer["peers"].as_array() else {
+        return show(json, answer, |answer| format!("{}\n", line(answer)));
+    };
+    let failures: Vec<String> = peers
+        .iter()
+        .filter(|peer| peer["ok"] != Value::Bool(true))
+        .map(|peer| format!("{}: {}", cell(&peer["admin"]), cell(&peer["error"])))
+        .collect();
+    show(json, answer.clone(), |answer| {
+        let mut text = format!("this node: {}\n", line(&answer["this_node"]));
+        for peer in peers {
+            let outcome = match peer["ok"].as_bool() {
+                Some(true) => line(&peer["result"]),
+                _ => format!("FAILED: {}", cell(&peer["error"])),
+            };
+            text.push_str(&format!("{}: {outcome}\n", cell(&peer["admin"])));
+        }
+        text
+    })?;
+    match failures.is_empty() {
+        true => Ok(()),
+        false => Err(format!(
+            "{} of {} peers failed: {}",
+            failures.len(),
+            peers.len(),
+            failures.join("; ")
+        )),
     }
 }
 
@@ -265,7 +321,7 @@ impl Api {
                 format!(
                     "cannot reach the admin API at {}: {}",
                     self.base,
-                    root(&error)
+                    crate::upstream::root_cause(&error)
                 )
             })?;
         let status = response.status();
@@ -288,14 +344,6 @@ impl Api {
                 .map_err(|error| format!("the admin API sent something that is not JSON: {error}")),
         }
     }
-}
-
-fn root(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 /// Percent-encodes a query parameter value.

@@ -285,13 +285,12 @@ fn request_body_error<'a>(
     None
 }
 
-/// The innermost error message, which is the one that says what happened.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+/// The innermost error message, which is the one that says what happened (such as
+/// "Connection refused").
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: &dyn std::error::Error = error;
-    let mut text = cause.to_string();
     while let Some(next) = cause.source() {
         cause = next;
-        text = cause.to_string();
     }
-    text
+    cause.to_string()
 }

@@ -150,3 +150,143 @@ async fn a_dead_peer_costs_only_the_requests_in_flight_to_it() {
         "traffic returns to the peer once it is back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_and_bans_reach_every_peer_and_name_the_ones_that_failed() {
+    const TOKEN: &str = "a-cluster-wide-admin-token";
+    let origin = origin().await;
+    let listens: [SocketAddr; 4] = std::array::from_fn(|_| free_port());
+    let admins: [SocketAddr; 4] = std::array::from_fn(|_| free_port());
+    let urls = |addresses: &[SocketAddr]| -> Vec<shoal::config::OriginUrl> {
+        addresses
+            .iter()
+            .map(|address| format!("http://{address}").parse().unwrap())
+            .collect()
+    };
+    // Three nodes run; the fourth peer never starts, so its admin API cannot be reached.
+    let mut nodes = Vec::new();
+    for index in 0..3 {
+        let mut config = shoal::config::Config::default();
+        config.server.listen = vec![listens[index]];
+        config.admin.listen = Some(admins[index]);
+        config.admin.token = Some(TOKEN.into());
+        config.origin.urls = vec![origin.url().parse().unwrap()];
+        config.cluster.peers = urls(&listens);
+        config.cluster.admin = urls(&admins);
+        nodes.push(shoal::Node::start(config).await.unwrap());
+    }
+    let admin_get = move |index: usize, path: String| async move {
+        let response = client()
+            .get(format!("http://{}{path}", admins[index]))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&response.bytes().await.unwrap()).unwrap()
+    };
+    let cached_at =
+        move |index: usize| admin_get(index, format!("/cache/inspect?url=http://{HOST}/p"));
+    for node in &nodes {
+        let endpoint = Endpoint {
+            listen: node.listen[0],
+            admin: node.admin.unwrap(),
+        };
+        endpoint.get("/p", HOST).await.unwrap();
+    }
+    for index in 0..3 {
+        let inspection = cached_at(index).await;
+        assert!(
+            !inspection["variants"].as_array().unwrap().is_empty(),
+            "{inspection}"
+        );
+    }
+
+    let ctl = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+                .args([
+                    "ctl",
+                    "--admin",
+                    &format!("http://{}", admins[0]),
+                    "--token",
+                    TOKEN,
+                ])
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+    };
+    let purge = ctl(vec![
+        "purge".into(),
+        "--all".into(),
+        format!("http://{HOST}/p"),
+    ])
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&purge.stdout),
+        String::from_utf8_lossy(&purge.stderr),
+    );
+    assert!(!purge.status.success(), "a peer failed: {stdout}");
+    assert!(
+        stderr.contains("1 of 3 peers failed")
+            && stderr.contains(&admins[3].to_string())
+            && stderr.contains("refused"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.starts_with(&format!("this node: purged http://{HOST}/p\n")),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches(": purged").count(), 3, "{stdout}");
+    for index in 0..3 {
+        let inspection = cached_at(index).await;
+        assert!(
+            inspection["variants"].as_array().unwrap().is_empty(),
+            "{inspection}"
+        );
+    }
+
+    let ban = ctl(vec![
+        "--json".into(),
+        "ban".into(),
+        "--all".into(),
+        format!("http://{HOST}/b/"),
+    ])
+    .await
+    .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&ban.stdout).unwrap();
+    assert_eq!(answer["failed"], 1, "{answer}");
+    for index in 0..3 {
+        let bans = admin_get(index, "/bans".into()).await;
+        assert_eq!(bans[0]["value"], format!("http://{HOST}/b/"), "{bans}");
+    }
+
+    // Without --all, a ban stays on the node it was sent to.
+    let local = ctl(vec!["purge-tag".into(), "t1".into()]).await.unwrap();
+    assert!(local.status.success());
+    assert_eq!(
+        admin_get(0, "/bans".into()).await.as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(
+        admin_get(1, "/bans".into()).await.as_array().unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_wide_purge_needs_the_peers_admin_addresses() {
+    let origin = origin().await;
+    let node = node(&origin).await;
+    let response = client()
+        .post(format!(
+            "http://{}/purge?url=http://{HOST}/p&cluster=1",
+            node.admin.unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("cluster"));
+}
