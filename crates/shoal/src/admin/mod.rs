@@ -48,6 +48,11 @@ pub async fn start(
                         let proxy = Arc::clone(&proxy);
                         let token = token.clone();
                         async move {
+                            if request.method() == Method::GET {
+                                if let Some(page) = dashboard_file(request.uri().path()) {
+                                    return Ok::<_, std::convert::Infallible>(page);
+                                }
+                            }
                             let response = match authorized(&request, token.as_deref()) {
                                 true => route(&proxy, &request, started, token.as_deref()).await,
                                 false => {
@@ -70,6 +75,8 @@ pub async fn start(
 
 #[derive(Serialize)]
 struct Stats {
+    /// When these numbers were read (ms since the Unix epoch): the clock to compute rates by.
+    time_ms: u64,
     counters: std::collections::BTreeMap<&'static str, u64>,
     store: crate::store::StoreStats,
     /// The disk tier, when configured.
@@ -79,6 +86,19 @@ struct Stats {
     /// The access log's lines written and dropped, when it is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     access_log: Option<AccessLogStats>,
+    /// Latency histograms (per-bucket counts and sums since start), for rates and quantiles
+    /// between two reads.
+    latency: LatencyStats,
+}
+
+#[derive(Serialize)]
+struct LatencyStats {
+    /// The buckets' upper bounds; each histogram has one more bucket, above the last bound.
+    bounds_micros: &'static [u64],
+    /// Request latency (to the end of the handler: response head ready) by cache status.
+    requests: std::collections::BTreeMap<&'static str, crate::proxy::HistogramSnapshot>,
+    /// Origin first-byte latency, every pool's together.
+    origin_first_byte: crate::proxy::HistogramSnapshot,
 }
 
 #[derive(Serialize)]
@@ -97,6 +117,38 @@ struct CachedObject {
     age_seconds: u64,
     fresh_for_seconds: i64,
     state: &'static str,
+}
+
+/// The dashboard's files, compiled in: they hold no data (the page reads the API with the
+/// token the operator gives it), so they are served without the token.
+fn dashboard_file(path: &str) -> Option<Response<Full<Bytes>>> {
+    let (content, content_type) = match path {
+        "/" | "/index.html" => (
+            include_str!("dashboard/index.html"),
+            "text/html; charset=utf-8",
+        ),
+        "/dashboard.js" => (
+            include_str!("dashboard/dashboard.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "/dashboard.css" => (
+            include_str!("dashboard/dashboard.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => return None,
+    };
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        // Nothing from elsewhere, ever: the dashboard works offline and cannot leak the token.
+        .header(
+            http::header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+             img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        )
+        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(Full::new(Bytes::from_static(content.as_bytes())))
+        .ok()
 }
 
 /// Whether `request` carries the token (always true without one).
@@ -179,6 +231,12 @@ async fn route<B>(
         (&Method::GET, "/metrics") => text(StatusCode::OK, prometheus(proxy, &stats(proxy))),
         (&Method::GET, "/cache") => json(&cache_listing(proxy)),
         (&Method::GET, "/upstreams") => json(&upstreams(proxy)),
+        (&Method::GET, "/top-urls") => {
+            let top = parameter(query, "top")
+                .and_then(|top| top.parse().ok())
+                .unwrap_or(20usize);
+            json(&proxy.top_urls().top(top))
+        }
         (&Method::GET, "/report") => {
             let by_asn = match parameter(query, "by").as_deref() {
                 Some("asn") => true,
@@ -447,6 +505,7 @@ async fn inspect(proxy: &Proxy, host: &str, target: &str) -> Inspection {
 
 fn stats(proxy: &Proxy) -> Stats {
     Stats {
+        time_ms: now_millis(),
         counters: proxy.metrics().snapshot().into_iter().collect(),
         store: proxy.store().stats(),
         disk: proxy.disk().map(|disk| disk.stats()),
@@ -455,6 +514,23 @@ fn stats(proxy: &Proxy) -> Stats {
             dropped: log.dropped(),
         }),
         fetches_in_flight: proxy.fetches_in_flight(),
+        latency: LatencyStats {
+            bounds_micros: &crate::proxy::LATENCY_BUCKETS_MICROS,
+            requests: proxy
+                .metrics()
+                .latency()
+                .into_iter()
+                .map(|(status, histogram)| (status.as_str(), histogram))
+                .collect(),
+            origin_first_byte: {
+                let live = proxy.live();
+                let mut total = crate::proxy::HistogramSnapshot::default();
+                for pool in upstream_pools(&live) {
+                    pool.first_byte.add_to(&mut total);
+                }
+                total
+            },
+        },
     }
 }
 
@@ -795,4 +871,23 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dashboard must work offline and never send the token elsewhere: no file names
+    /// another site.
+    #[test]
+    fn the_dashboard_loads_nothing_from_elsewhere() {
+        for path in ["/", "/dashboard.js", "/dashboard.css"] {
+            let page = dashboard_file(path).expect("served");
+            let text = format!("{:?}", page.body());
+            for scheme in ["http:", "https:", "//cdn", "@import"] {
+                assert!(!text.contains(scheme), "{path} mentions {scheme}");
+            }
+        }
+        assert!(dashboard_file("/secret").is_none());
+    }
 }

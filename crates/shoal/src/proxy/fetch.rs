@@ -435,6 +435,7 @@ async fn fill(
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
                     received += data.len() as u64;
+                    proxy.metrics.add(Counter::OriginBytes, data.len() as u64);
                     object.append(&data, declared_length);
                     if received > max {
                         // Too large to keep: stop offering it to new requests and pass it

@@ -40,10 +40,12 @@ pub enum Counter {
     BytesSent,
     /// Misses that joined a fetch already under way instead of making their own.
     Collapsed,
+    /// Body bytes received from origins (and peers and parents).
+    OriginBytes,
 }
 
 impl Counter {
-    const ALL: [Counter; 15] = [
+    const ALL: [Counter; 16] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -59,6 +61,7 @@ impl Counter {
         Counter::RefusedConnections,
         Counter::BytesSent,
         Counter::Collapsed,
+        Counter::OriginBytes,
     ];
 
     /// The name used by the admin API.
@@ -79,6 +82,7 @@ impl Counter {
             Counter::RefusedConnections => "refused_connections",
             Counter::BytesSent => "bytes_sent",
             Counter::Collapsed => "collapsed",
+            Counter::OriginBytes => "origin_bytes",
         }
     }
 }

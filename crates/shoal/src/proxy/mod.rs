@@ -16,6 +16,7 @@ mod listener;
 mod metrics;
 mod response;
 mod slices;
+mod top_urls;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub use generation::{Generation, ReloadReport};
 pub use listener::{serve, Listeners};
 pub use metrics::{Counter, Histogram, HistogramSnapshot, Metrics, LATENCY_BUCKETS_MICROS};
 pub use response::{BodyError, ProxyResponse, ResponseBody, ResponseHeaders};
+pub use top_urls::{TopUrl, TopUrls};
 
 use crate::cache::ban::{Ban, Bans, Matcher};
 use crate::cache::policy::{self, Reuse};
@@ -72,6 +74,8 @@ pub struct Proxy {
     /// Wakes idle connections when the node starts shutting down.
     drain_started: tokio::sync::Notify,
     metrics: Arc<Metrics>,
+    /// The most requested URLs.
+    top_urls: TopUrls,
 }
 
 /// Where the configuration is read from on reload, and how the last reload went.
@@ -130,6 +134,7 @@ impl Proxy {
             draining: std::sync::atomic::AtomicBool::new(false),
             drain_started: tokio::sync::Notify::new(),
             metrics: Arc::new(Metrics::new(workers)),
+            top_urls: TopUrls::new(workers),
             reloads: std::sync::Mutex::new(Reloads::default()),
             workers,
             live: ArcSwap::from_pointee(Generation::first(config, workers)),
@@ -342,6 +347,11 @@ impl Proxy {
         &self.metrics
     }
 
+    /// The most requested URLs.
+    pub fn top_urls(&self) -> &TopUrls {
+        &self.top_urls
+    }
+
     /// The RAM store.
     pub fn store(&self) -> &Arc<MemoryStore> {
         &self.store
@@ -480,8 +490,20 @@ impl Proxy {
             return pass.await;
         }
         let key = self.key_of(request_host(&request.head), target(&request.head));
+        self.top_urls.record(key, || {
+            format!(
+                "http://{}{}",
+                request_host(&request.head),
+                target(&request.head)
+            )
+        });
         let request_cc = CacheControl::parse(&request.head.headers);
-        self.lookup(key, request, request_cc).await
+        let response = self.lookup(key, request, request_cc).await;
+        if let Ok(response) = &response {
+            self.top_urls
+                .add_bytes(key, response.body.length().unwrap_or(0));
+        }
+        response
     }
 
     /// lookup: a stored variant decides between hit, stale and revalidation; none is a miss.
@@ -781,6 +803,7 @@ impl Proxy {
             ResponseBody::Upstream {
                 incoming,
                 timeout: self.live().config.origin.body_timeout.duration(),
+                metrics: Arc::clone(&self.metrics),
             }
         };
         ProxyResponse {

@@ -153,6 +153,8 @@ pub enum ResponseBody {
         incoming: Incoming,
         /// Longest wait for the next piece.
         timeout: Duration,
+        /// Where the bytes received are counted.
+        metrics: Arc<super::Metrics>,
     },
 }
 
@@ -247,7 +249,11 @@ impl ResponseBody {
                     }
                 }
             },
-            ResponseBody::Upstream { incoming, timeout } => loop {
+            ResponseBody::Upstream {
+                incoming,
+                timeout,
+                metrics,
+            } => loop {
                 let frame =
                     tokio::time::timeout(*timeout, http_body_util::BodyExt::frame(incoming))
                         .await
@@ -258,6 +264,7 @@ impl ResponseBody {
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
                             if !data.is_empty() {
+                                metrics.add(super::Counter::OriginBytes, data.len() as u64);
                                 return Ok(Some(data));
                             }
                         }

@@ -380,7 +380,10 @@ pub(super) async fn fill_slices(
     while position < last_end {
         let mut data = match tokio::time::timeout(timeout, incoming.frame()).await {
             Ok(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => data,
+                Ok(data) => {
+                    proxy.metrics.add(Counter::OriginBytes, data.len() as u64);
+                    data
+                }
                 Err(_) => continue,
             },
             outcome => {

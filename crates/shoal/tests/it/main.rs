@@ -7,6 +7,7 @@ mod cluster;
 mod collapsing;
 mod crash;
 mod ctl;
+mod dashboard;
 mod disk;
 mod process;
 mod ranges;
