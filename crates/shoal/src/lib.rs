@@ -39,9 +39,11 @@ impl Node {
     /// the listeners and the admin API. Returns once everything is bound. Used by tests and
     /// embedders; the `shoal` binary uses [`run`], which adds one runtime per core.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
-        let (config, demo) = with_demo_origin(config).await?;
+        let (mut config, demo) = with_demo_origin(config).await?;
         let listeners = Listeners::bind(&config.server.listen, false)?;
         let listen = listeners.local_addrs();
+        // The real ports where port 0 was asked for, for the status endpoint.
+        config.server.listen.clone_from(&listen);
         let proxy = Proxy::new(Arc::new(config), 1);
         proxy.start_health_checks();
         let admin = start_admin(&proxy).await?;

@@ -84,6 +84,12 @@ pub enum CtlCommand {
     Bans,
     /// The configuration in force, as JSON (secrets hidden).
     Config,
+    /// The most requested URLs (requests and bytes).
+    TopUrls {
+        /// How many rows.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
     /// Reads the node's config file again and puts it in force (like SIGHUP); a bad file is
     /// refused and the running configuration stays.
     Reload,
@@ -192,19 +198,13 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
                 .get(&format!("/report?by={}&top={top}", encode(by)))
                 .await?;
             show(args.json, answer, |rows| {
-                let rows: Vec<Vec<String>> = rows
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|row| {
-                        vec![
-                            cell(&row["key"]),
-                            cell(&row["requests"]),
-                            cell(&row["bytes"]),
-                        ]
-                    })
-                    .collect();
-                table(&[by.as_str(), "requests", "bytes"], &rows)
+                ranking(rows, "key", &[by.as_str(), "requests", "bytes"])
+            })
+        }
+        CtlCommand::TopUrls { top } => {
+            let answer = api.get(&format!("/top-urls?top={top}")).await?;
+            show(args.json, answer, |rows| {
+                ranking(rows, "url", &["url", "requests", "bytes"])
             })
         }
         CtlCommand::Purge { url, all } => {
@@ -218,6 +218,23 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
             })
         }
     }
+}
+
+/// A table of `[{ key_field, requests, bytes }]` rows.
+fn ranking(rows: &Value, key_field: &str, header: &[&str]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            vec![
+                cell(&row[key_field]),
+                cell(&row["requests"]),
+                cell(&row["bytes"]),
+            ]
+        })
+        .collect();
+    table(header, &rows)
 }
 
 /// `path` for the whole cluster when `all`.

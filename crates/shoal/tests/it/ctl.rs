@@ -37,6 +37,10 @@ async fn ctl_shows_status_stats_upstreams_and_inspects_and_purges() {
     assert!(status.status.success());
     assert!(stdout(&status).contains("version"), "{}", stdout(&status));
 
+    let top = stdout(&ctl(&node, &["top-urls", "--top", "3"]).await);
+    assert!(top.starts_with("url "), "{top}");
+    assert!(top.contains("/page  2 "), "{top}");
+
     let stats = ctl(&node, &["stats"]).await;
     assert!(stdout(&stats).contains("hit ratio"), "{}", stdout(&stats));
     let json = ctl(&node, &["--json", "stats"]).await;
