@@ -4,6 +4,8 @@
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::client;
@@ -114,18 +116,17 @@ impl Drop for Node {
 impl Endpoint {
     /// The admin API's `/status`.
     pub async fn status(&self) -> Option<serde_json::Value> {
-        let response = client()
-            .get(format!("http://{}/status", self.admin))
-            .send()
-            .await
-            .ok()?;
-        serde_json::from_slice(&response.bytes().await.ok()?).ok()
+        self.admin_json("/status").await
     }
 
     /// The admin API's `/stats`.
     pub async fn stats(&self) -> Option<serde_json::Value> {
+        self.admin_json("/stats").await
+    }
+
+    async fn admin_json(&self, path: &str) -> Option<serde_json::Value> {
         let response = client()
-            .get(format!("http://{}/stats", self.admin))
+            .get(format!("http://{}{path}", self.admin))
             .send()
             .await
             .ok()?;
@@ -143,5 +144,80 @@ impl Endpoint {
         let status = crate::support::cache_status(response.headers()).to_owned();
         let body = response.bytes().await.ok()?;
         Some((status, body.to_vec()))
+    }
+}
+
+/// Clients requesting from `listen` in a loop until stopped, half of them keeping their
+/// connections alive and half opening one per request; an answer counts as good when it is a
+/// 200 whose body is `answer for PATH`.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `clients` clients; client `c` asks for `path(c, n)` on its `n`th request.
+    pub fn start(
+        listen: SocketAddr,
+        clients: usize,
+        path: impl Fn(usize, u64) -> String + Send + Sync + 'static,
+    ) -> Load {
+        let path = Arc::new(path);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let clients = (0..clients)
+            .map(|index| {
+                let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+                let path = Arc::clone(&path);
+                tokio::spawn(async move {
+                    let keep_alive = reqwest::Client::new();
+                    let fresh = client();
+                    let http = if index % 2 == 0 { &keep_alive } else { &fresh };
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let path = path(index, n);
+                        let answer = match http.get(format!("http://{listen}{path}")).send().await {
+                            Ok(response) if response.status() == 200 => response.bytes().await.ok(),
+                            _ => None,
+                        };
+                        match answer {
+                            Some(body) if body == format!("answer for {path}") => {
+                                ok.fetch_add(1, Ordering::Relaxed)
+                            }
+                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            clients,
+        }
+    }
+
+    /// Waits until `more` requests more have been answered well.
+    pub async fn wait_for(&self, more: usize) {
+        let target = self.ok.load(Ordering::Relaxed) + more;
+        while self.ok.load(Ordering::Relaxed) < target {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops the clients; the requests answered well and those that failed.
+    pub async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            client.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }

@@ -4,14 +4,12 @@
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use crate::disk::TempDir;
-use crate::process::{free_port, Node};
+use crate::process::{free_port, Load, Node};
 use crate::support::*;
 
 /// A config file whose only origin is `origin`, plus `extra` lines.
@@ -147,34 +145,8 @@ async fn no_request_fails_across_reloads_under_load() {
     let node = Node::start(&args, free_port(), |_| true).await;
     let listen = node.endpoint.listen;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut load = Vec::new();
-    for worker in 0..4 {
-        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
-        load.push(tokio::spawn(async move {
-            // Half the clients keep their connections alive, half open one per request; the
-            // paths change so that misses (origin fetches) run through the reloads too.
-            let keep_alive = reqwest::Client::new();
-            let fresh = client();
-            let http = if worker % 2 == 0 { &keep_alive } else { &fresh };
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let path = format!("/w{worker}/{n}");
-                let answer = match http.get(format!("http://{listen}{path}")).send().await {
-                    Ok(response) if response.status() == 200 => response.bytes().await.ok(),
-                    _ => None,
-                };
-                match answer {
-                    Some(body) if body == format!("answer for {path}") => {
-                        ok.fetch_add(1, Ordering::Relaxed)
-                    }
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-                n += 1;
-            }
-        }));
-    }
+    // The paths change so that misses (origin fetches) run through the reloads too.
+    let load = Load::start(listen, 4, |client, n| format!("/w{client}/{n}"));
     for generation in 2..=11 {
         let origin = if generation % 2 == 0 { &second } else { &first };
         write_config(
@@ -184,21 +156,11 @@ async fn no_request_fails_across_reloads_under_load() {
         );
         node.signal(Signal::SIGHUP);
         wait_for_generation(&node, generation).await;
-        let before = ok.load(Ordering::Relaxed);
-        while ok.load(Ordering::Relaxed) < before + 50 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        load.wait_for(50).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed across reloads"
-    );
-    assert!(ok.load(Ordering::Relaxed) >= 500);
+    let (ok, failed) = load.stop().await;
+    assert_eq!(failed, 0, "requests failed across reloads");
+    assert!(ok >= 500);
     assert!(
         first.seen().len() > 100 && second.seen().len() > 100,
         "both origins served: {} and {}",

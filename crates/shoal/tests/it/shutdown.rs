@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::process::{free_port, Node};
+use crate::process::{free_port, Load, Node};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,9 +63,6 @@ async fn sigterm_finishes_responses_in_flight_then_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_process_takes_over_without_a_failed_request() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Arc;
-
     let origin = Origin::start(|seen| {
         Reply::ok(format!("answer for {}", seen.target)).header("cache-control", "max-age=60")
     })
@@ -77,63 +74,20 @@ async fn a_new_process_takes_over_without_a_failed_request() {
     let listen = free_port();
     let mut old = Node::start(&args, listen, |_| true).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut load = Vec::new();
-    for worker in 0..4 {
-        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
-        load.push(tokio::spawn(async move {
-            // Half the clients keep their connections alive, half open one per request.
-            let keep_alive = reqwest::Client::new();
-            let fresh = client();
-            let http = if worker % 2 == 0 { &keep_alive } else { &fresh };
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let path = format!("/t/{}", n % 50);
-                let answer = match http.get(format!("http://{listen}{path}")).send().await {
-                    Ok(response) => response.bytes().await.ok(),
-                    Err(_) => None,
-                };
-                match answer {
-                    Some(body) if body == format!("answer for {path}") => {
-                        ok.fetch_add(1, Ordering::Relaxed)
-                    }
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-                n += 1;
-            }
-        }));
-    }
-    let wait_for = |count: usize| {
-        let ok = Arc::clone(&ok);
-        async move {
-            while ok.load(Ordering::Relaxed) < count {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
-    wait_for(300).await;
+    let load = Load::start(listen, 4, |_, n| format!("/t/{}", n % 50));
+    load.wait_for(300).await;
     // The new process binds the same address (SO_REUSEPORT) while the old one serves.
     let new = Node::start(&args, listen, |_| true).await;
-    let before = ok.load(Ordering::Relaxed);
-    wait_for(before + 300).await;
+    load.wait_for(300).await;
     old.terminate();
     assert!(old
         .exited(Duration::from_secs(10))
         .await
         .expect("the old node exits")
         .success());
-    let after = ok.load(Ordering::Relaxed);
-    wait_for(after + 300).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during the takeover"
-    );
+    load.wait_for(300).await;
+    let (_, failed) = load.stop().await;
+    assert_eq!(failed, 0, "requests failed during the takeover");
     let served = new.endpoint.stats().await.unwrap()["counters"]["requests"]
         .as_u64()
         .unwrap();
