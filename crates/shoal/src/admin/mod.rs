@@ -78,6 +78,9 @@ struct Stats {
     /// When these numbers were read (ms since the Unix epoch): the clock to compute rates by.
     time_ms: u64,
     counters: std::collections::BTreeMap<&'static str, u64>,
+    /// Requests answered from the cache (fresh, stale or after a 304) over the requests that
+    /// looked in it (passes left out), since start; null before the first.
+    hit_ratio: Option<f64>,
     store: crate::store::StoreStats,
     /// The disk tier, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -504,9 +507,15 @@ async fn inspect(proxy: &Proxy, host: &str, target: &str) -> Inspection {
 }
 
 fn stats(proxy: &Proxy) -> Stats {
+    let counters: std::collections::BTreeMap<&'static str, u64> =
+        proxy.metrics().snapshot().into_iter().collect();
+    let count = |name: &str| counters.get(name).copied().unwrap_or(0) as f64;
+    let from_cache = count("hits") + count("stale") + count("revalidated");
+    let looked_up = from_cache + count("misses");
     Stats {
         time_ms: now_millis(),
-        counters: proxy.metrics().snapshot().into_iter().collect(),
+        hit_ratio: (looked_up > 0.0).then(|| from_cache / looked_up),
+        counters,
         store: proxy.store().stats(),
         disk: proxy.disk().map(|disk| disk.stats()),
         access_log: proxy.access_log().map(|log| AccessLogStats {

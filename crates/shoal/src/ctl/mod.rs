@@ -508,15 +508,8 @@ fn stats_table(stats: &Value) -> String {
             }
         }
     }
-    let (hits, requests) = (
-        stats["counters"]["hits"].as_f64().unwrap_or(0.0),
-        stats["counters"]["requests"].as_f64().unwrap_or(0.0),
-    );
-    if requests > 0.0 {
-        rows.push(vec![
-            "hit ratio".into(),
-            format!("{:.1}%", hits / requests * 100.0),
-        ]);
+    if let Some(ratio) = stats["hit_ratio"].as_f64() {
+        rows.push(vec!["hit ratio".into(), format!("{:.1}%", ratio * 100.0)]);
     }
     table(&["counter", "value"], &rows)
 }

@@ -186,7 +186,7 @@ pub(super) async fn run(
             response
         }
         Err(error) => {
-            proxy.metrics.add(Counter::OriginErrors, 1);
+            proxy.metrics.origin_failure(&error);
             tracing::warn!(url = %plan.url, %error, "origin fetch failed");
             let status = match error {
                 UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -275,7 +275,7 @@ pub(super) async fn run(
     if let Err(reason) = verdict {
         tracing::debug!(url = %plan.url, reason = reason.as_str(), status = parts.status.as_u16(), "not storable");
         if reason == NotStorable::ServerError {
-            proxy.metrics.add(Counter::OriginErrors, 1);
+            proxy.metrics.origin_error(Counter::OriginServerErrors);
             flight.finish(FlightOutcome::Failed(parts.status));
         } else {
             // Remember only what the response says about the URL, not what this one request
@@ -426,9 +426,12 @@ async fn fill(
     let mut received: u64 = 0;
     loop {
         let frame = match tokio::time::timeout(timeout, incoming.frame()).await {
-            Err(_) => Err(format!("no body data for {timeout:?}")),
+            Err(_) => Err((
+                Counter::OriginTimeouts,
+                format!("no body data for {timeout:?}"),
+            )),
             Ok(None) => break,
-            Ok(Some(Err(error))) => Err(error.to_string()),
+            Ok(Some(Err(error))) => Err((Counter::OriginBroken, error.to_string())),
             Ok(Some(Ok(frame))) => Ok(frame),
         };
         match frame {
@@ -456,8 +459,8 @@ async fn fill(
                     }
                 }
             }
-            Err(reason) => {
-                proxy.metrics.add(Counter::OriginErrors, 1);
+            Err((kind, reason)) => {
+                proxy.metrics.origin_error(kind);
                 tracing::warn!(url = %plan.url, received, %reason, "origin body cut short; not stored");
                 object.abort();
                 return;

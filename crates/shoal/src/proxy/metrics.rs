@@ -26,8 +26,17 @@ pub enum Counter {
     Synthetic,
     /// Requests sent to origins.
     OriginRequests,
-    /// Origin requests that failed (connect, timeout, protocol, 5xx, cut-short bodies).
+    /// Origin requests that failed (connect, timeout, protocol, 5xx, cut-short bodies); the
+    /// four counters after it split them by kind.
     OriginErrors,
+    /// No host of the pool accepted a connection.
+    OriginConnectErrors,
+    /// No response head within the first-byte timeout, or a body that stalled.
+    OriginTimeouts,
+    /// Invalid HTTP, or a connection or body broken before its end.
+    OriginBroken,
+    /// 5xx answers from the origin.
+    OriginServerErrors,
     /// Requests rejected as malformed.
     ClientErrors,
     /// Client connections accepted.
@@ -45,7 +54,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    const ALL: [Counter; 16] = [
+    const ALL: [Counter; 20] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -55,6 +64,10 @@ impl Counter {
         Counter::Synthetic,
         Counter::OriginRequests,
         Counter::OriginErrors,
+        Counter::OriginConnectErrors,
+        Counter::OriginTimeouts,
+        Counter::OriginBroken,
+        Counter::OriginServerErrors,
         Counter::ClientErrors,
         Counter::Connections,
         Counter::OpenConnections,
@@ -76,6 +89,10 @@ impl Counter {
             Counter::Synthetic => "synthetic",
             Counter::OriginRequests => "origin_requests",
             Counter::OriginErrors => "origin_errors",
+            Counter::OriginConnectErrors => "origin_connect_errors",
+            Counter::OriginTimeouts => "origin_timeouts",
+            Counter::OriginBroken => "origin_broken",
+            Counter::OriginServerErrors => "origin_server_errors",
             Counter::ClientErrors => "client_errors",
             Counter::Connections => "connections",
             Counter::OpenConnections => "open_connections",
@@ -177,6 +194,24 @@ impl Metrics {
 
     fn shard(&self) -> &Shard {
         &self.shards[super::worker_index() % self.shards.len()]
+    }
+
+    /// Counts a failed origin request, in all and by `kind` (one of the `Origin*` counters).
+    pub fn origin_error(&self, kind: Counter) {
+        self.add(Counter::OriginErrors, 1);
+        self.add(kind, 1);
+    }
+
+    /// Counts a failed origin request by what `error` says.
+    pub fn origin_failure(&self, error: &crate::upstream::UpstreamError) {
+        use crate::upstream::UpstreamError;
+        self.origin_error(match error {
+            UpstreamError::Connect { .. } | UpstreamError::Unavailable { .. } => {
+                Counter::OriginConnectErrors
+            }
+            UpstreamError::Timeout { .. } => Counter::OriginTimeouts,
+            UpstreamError::Protocol { .. } | UpstreamError::RequestBody(_) => Counter::OriginBroken,
+        });
     }
 
     /// Adds `amount` to `counter`.

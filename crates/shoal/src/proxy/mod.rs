@@ -710,7 +710,7 @@ impl Proxy {
         {
             Ok(response) => response,
             Err(error) => {
-                self.metrics.add(Counter::OriginErrors, 1);
+                self.metrics.origin_failure(&error);
                 return Err(error.into());
             }
         };

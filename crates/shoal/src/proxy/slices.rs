@@ -293,7 +293,7 @@ async fn fetch_slices(
     {
         Ok(response) => response,
         Err(error) => {
-            proxy.metrics.add(Counter::OriginErrors, 1);
+            proxy.metrics.origin_failure(&error);
             return fail(
                 guard,
                 &mut reply,
@@ -315,9 +315,9 @@ async fn fetch_slices(
         },
         StatusCode::OK if declared.is_none_or(|length| length == body.length) => 0,
         status => {
-            proxy
-                .metrics
-                .add(Counter::OriginErrors, u64::from(status.is_server_error()));
+            if status.is_server_error() {
+                proxy.metrics.origin_error(Counter::OriginServerErrors);
+            }
             let status = if status.is_server_error() {
                 status
             } else {
@@ -387,12 +387,15 @@ pub(super) async fn fill_slices(
                 Err(_) => continue,
             },
             outcome => {
-                let reason = match outcome {
-                    Ok(Some(Err(error))) => error.to_string(),
-                    Err(_) => format!("no body data for {timeout:?}"),
-                    _ => "the body ended early".to_owned(),
+                let (kind, reason) = match outcome {
+                    Ok(Some(Err(error))) => (Counter::OriginBroken, error.to_string()),
+                    Err(_) => (
+                        Counter::OriginTimeouts,
+                        format!("no body data for {timeout:?}"),
+                    ),
+                    _ => (Counter::OriginBroken, "the body ended early".to_owned()),
                 };
-                proxy.metrics.add(Counter::OriginErrors, 1);
+                proxy.metrics.origin_error(kind);
                 tracing::warn!(url = %body.head.url, position, %reason, "slice fetch cut short");
                 if let Some((_, object, guard)) = current.take() {
                     object.abort();
