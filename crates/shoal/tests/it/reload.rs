@@ -159,6 +159,7 @@ async fn no_request_fails_across_reloads_under_load() {
         load.wait_for(50).await;
     }
     let (ok, failed) = load.stop().await;
+    eprintln!("{ok} requests answered across 10 reloads, {failed} failed");
     assert_eq!(failed, 0, "requests failed across reloads");
     assert!(ok >= 500);
     assert!(

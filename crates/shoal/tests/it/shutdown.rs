@@ -86,7 +86,8 @@ async fn a_new_process_takes_over_without_a_failed_request() {
         .expect("the old node exits")
         .success());
     load.wait_for(300).await;
-    let (_, failed) = load.stop().await;
+    let (ok, failed) = load.stop().await;
+    eprintln!("{ok} requests answered across the takeover, {failed} failed");
     assert_eq!(failed, 0, "requests failed during the takeover");
     let served = new.endpoint.stats().await.unwrap()["counters"]["requests"]
         .as_u64()
