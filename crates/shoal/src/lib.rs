@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod demo;
 pub mod proxy;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub struct Node {
     pub proxy: Arc<Proxy>,
     /// The client-facing addresses.
     pub listen: Vec<SocketAddr>,
+    /// The client-facing TLS addresses.
+    pub listen_tls: Vec<SocketAddr>,
     /// The admin API's address, if enabled.
     pub admin: Option<SocketAddr>,
     /// The demo origin's address, when it was started.
@@ -39,18 +42,24 @@ impl Node {
     /// the listeners and the admin API. Returns once everything is bound. Used by tests and
     /// embedders; the `shoal` binary uses [`run`], which adds one runtime per core.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
-        let (mut config, demo) = with_demo_origin(config).await?;
-        let listeners = Listeners::bind(&config.server.listen, false)?;
-        let listen = listeners.local_addrs();
-        // The real ports where port 0 was asked for, for the status endpoint.
-        config.server.listen.clone_from(&listen);
-        let proxy = Proxy::new(Arc::new(config), 1);
+        let (config, demo) = with_demo_origin(config).await?;
+        let proxy = Proxy::new(Arc::new(config), 1).map_err(anyhow::Error::msg)?;
+        proxy.start_certificate_watch();
+        let server = &proxy.config().server;
+        let listeners = Listeners::bind(
+            &server.listen,
+            &server.listen_tls,
+            proxy.tls_server_config(),
+            false,
+        )?;
+        let (listen, listen_tls) = listeners.local_addrs();
         proxy.start_health_checks();
         let admin = start_admin(&proxy).await?;
         tokio::spawn(proxy::serve(listeners, Arc::clone(&proxy)));
         Ok(Node {
             proxy,
             listen,
+            listen_tls,
             admin,
             demo,
         })
@@ -71,9 +80,10 @@ pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         .build()?;
     control.block_on(async move {
         let (config, demo) = with_demo_origin(config).await?;
-        let proxy = Proxy::new(Arc::new(config), workers);
+        let proxy = Proxy::new(Arc::new(config), workers).map_err(anyhow::Error::msg)?;
         let demo = demo.and_then(|address| format!("http://{address}").parse().ok());
         proxy.set_config_source(source, demo);
+        proxy.start_certificate_watch();
         proxy.start_health_checks();
         start_admin(&proxy).await?;
         let (ready, mut bound) = tokio::sync::mpsc::channel(workers);
@@ -155,7 +165,14 @@ fn worker(index: usize, proxy: Arc<Proxy>, ready: tokio::sync::mpsc::Sender<anyh
         }
     };
     runtime.block_on(async move {
-        match Listeners::bind(&proxy.config().server.listen, true) {
+        let server = &proxy.config().server;
+        let bound = Listeners::bind(
+            &server.listen,
+            &server.listen_tls,
+            proxy.tls_server_config(),
+            true,
+        );
+        match bound {
             Ok(listeners) => {
                 let _ = ready.send(Ok(())).await;
                 drop(ready);

@@ -43,6 +43,17 @@ enum Command {
         /// Disk space of each cache directory such as 100GiB (default 1GiB).
         #[arg(long = "cache-disk")]
         cache_disk: Option<String>,
+        /// Address to accept TLS on (repeatable), with the certificate of --tls-cert;
+        /// overrides server.listen_tls.
+        #[arg(long = "listen-tls")]
+        listen_tls: Vec<SocketAddr>,
+        /// PEM certificate chain for the TLS listeners (with --tls-key); replaces
+        /// tls.certificates.
+        #[arg(long = "tls-cert")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long = "tls-key")]
+        tls_key: Option<PathBuf>,
         /// A node of this node's cluster, itself included, such as http://127.0.0.1:8001
         /// (repeatable); overrides cluster.peers.
         #[arg(long)]
@@ -82,6 +93,9 @@ fn main() -> std::process::ExitCode {
             cache_disk,
             peer,
             peer_admin,
+            listen_tls,
+            tls_cert,
+            tls_key,
         } => {
             let overrides = Overrides {
                 listen,
@@ -92,6 +106,9 @@ fn main() -> std::process::ExitCode {
                 cache_disk,
                 peers: peer,
                 peer_admins: peer_admin,
+                listen_tls,
+                tls_cert,
+                tls_key,
             };
             let source = ConfigSource {
                 file: config,

@@ -222,8 +222,11 @@ async fn route<B>(
                 .collect::<Vec<_>>(),
         ),
         (&Method::GET, "/cache/inspect") => {
-            match parameter(query, "url").as_deref().and_then(parse_url) {
-                Some((host, target)) => json(&inspect(proxy, &host, &target).await),
+            let url = parameter(query, "url").unwrap_or_default();
+            match parse_url(&url) {
+                Some((host, target)) => {
+                    json(&inspect(proxy, scheme_of(&url), &host, &target).await)
+                }
                 None => text(
                     StatusCode::BAD_REQUEST,
                     "expected /cache/inspect?url=http://host/path\n".into(),
@@ -301,7 +304,7 @@ fn invalidate(proxy: &Proxy, path: &str, query: &str) -> Result<serde_json::Valu
             else {
                 return refuse("expected /purge?url=http://host/path");
             };
-            let purged = proxy.purge(proxy.key_of(&host, &target));
+            let purged = proxy.purge_url(&host, &target);
             return Ok(serde_json::json!({ "purged": purged }));
         }
         "/purge-tag" => match parameter(query, "tag") {
@@ -339,6 +342,11 @@ fn parse_url(url: &str) -> Option<(String, String)> {
     let host = uri.authority()?.as_str().to_owned();
     let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     Some((host, target))
+}
+
+/// `https` for an `https://` URL, else `http`.
+fn scheme_of(url: &str) -> &'static str {
+    crate::proxy::scheme(url.starts_with("https://"))
 }
 
 /// Decodes `%XX` escapes (the admin API's query parameters are URLs themselves).
@@ -463,8 +471,8 @@ fn variant_view(object: &crate::store::Object, tiers: Vec<&'static str>) -> Vari
     }
 }
 
-async fn inspect(proxy: &Proxy, host: &str, target: &str) -> Inspection {
-    let key = proxy.key_of(host, target);
+async fn inspect(proxy: &Proxy, scheme: &str, host: &str, target: &str) -> Inspection {
+    let key = proxy.key_of(scheme, host, target);
     let mut variants: Vec<(Arc<crate::store::Object>, Vec<&'static str>)> = proxy
         .store()
         .peek(key)

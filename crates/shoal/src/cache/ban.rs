@@ -27,7 +27,9 @@ impl Matcher {
     /// Whether an object with this URL and tag header value matches.
     fn matches(&self, url: &str, tags: Option<&[u8]>) -> bool {
         match self {
-            Matcher::Prefix(prefix) => url.starts_with(prefix.as_str()),
+            // The scheme aside: a ban of `http://host/a/` covers what was fetched for https
+            // clients too.
+            Matcher::Prefix(prefix) => without_scheme(url).starts_with(without_scheme(prefix)),
             Matcher::Regex(regex) => regex.is_match(url),
             Matcher::Tag(tag) => tags.is_some_and(|tags| {
                 tags.split(|b| *b == b',' || b.is_ascii_whitespace())
@@ -44,6 +46,12 @@ impl Matcher {
             Matcher::Tag(tag) => ("tag", tag),
         }
     }
+}
+
+fn without_scheme(url: &str) -> &str {
+    url.strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url)
 }
 
 /// One ban.

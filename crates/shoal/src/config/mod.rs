@@ -66,6 +66,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Retries of failed upstream requests.
     pub retries: RetryConfig,
+    /// Certificates for `server.listen_tls`.
+    pub tls: TlsConfig,
     /// The access log.
     pub log: LogConfig,
     /// The built-in demo origin, used when no origin is configured.
@@ -78,6 +80,15 @@ pub struct Config {
 pub struct ServerConfig {
     /// Addresses to accept HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on.
     pub listen: Vec<SocketAddr>,
+    /// Addresses to accept TLS on (HTTP/2 and HTTP/1.1 by ALPN), with the certificates of
+    /// `[tls]`.
+    pub listen_tls: Vec<SocketAddr>,
+    /// On the plain listeners, answer every request with a redirect (308) to the same URL over
+    /// HTTPS (on the first `listen_tls` port), instead of serving it.
+    pub redirect_to_https: bool,
+    /// `Strict-Transport-Security` value added to every response sent over TLS, such as
+    /// "max-age=31536000; includeSubDomains"; empty: none.
+    pub hsts: String,
     /// Worker threads; 0 means one per CPU core.
     pub workers: usize,
     /// Open client connections above which new ones are refused (closed at once).
@@ -109,6 +120,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            listen_tls: Vec::new(),
+            redirect_to_https: false,
+            hsts: String::new(),
             workers: 0,
             max_connections: 16_384,
             header_read_timeout: Span(std::time::Duration::from_secs(10)),
@@ -123,6 +137,41 @@ impl Default for ServerConfig {
             shutdown_grace: Span(std::time::Duration::from_secs(10)),
         }
     }
+}
+
+/// Certificates served on the TLS listeners.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificates, chosen by the name the client asks for (SNI); the first one is the
+    /// default, for clients that send no name or one no certificate is for.
+    pub certificates: Vec<CertificateConfig>,
+    /// How often the certificate and key files are checked for changes; a changed pair is
+    /// loaded without a restart (and without dropping a connection).
+    pub watch_interval: Span,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            certificates: Vec::new(),
+            watch_interval: Span(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+/// One certificate and its key.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file with the certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// PEM file with its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Names this certificate is served for, such as "example.com" or "*.example.com";
+    /// empty: the names the certificate is valid for.
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// How the `Host` header sent to the origin is chosen.
@@ -161,6 +210,8 @@ impl<'de> Deserialize<'de> for HostHeader {
 /// One origin server, from a URL such as `http://127.0.0.1:8081`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginUrl {
+    /// `https://`: spoken to over TLS.
+    pub tls: bool,
     /// Host name or IP address, without brackets.
     pub host: String,
     /// TCP port.
@@ -176,11 +227,12 @@ impl std::str::FromStr for OriginUrl {
         let uri: http::Uri = text
             .parse()
             .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(other) => {
                 return Err(format!(
-                    "`{text}`: scheme `{other}` is not supported for origins yet (only http)"
+                    "`{text}`: scheme `{other}` is not supported (http or https)"
                 ))
             }
             None => {
@@ -188,7 +240,7 @@ impl std::str::FromStr for OriginUrl {
                     "`{text}`: expected a URL such as http://127.0.0.1:8081"
                 ))
             }
-        }
+        };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("`{text}`: an origin URL has no path or query"));
         }
@@ -199,8 +251,9 @@ impl std::str::FromStr for OriginUrl {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(OriginUrl {
+            tls,
             host: host.to_owned(),
             port,
             authority: authority.as_str().to_owned(),
@@ -210,7 +263,8 @@ impl std::str::FromStr for OriginUrl {
 
 impl Serialize for OriginUrl {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format!("http://{}", self.authority))
+        let scheme = if self.tls { "https" } else { "http" };
+        serializer.serialize_str(&format!("{scheme}://{}", self.authority))
     }
 }
 
@@ -266,6 +320,11 @@ pub struct OriginConfig {
     pub x_forwarded_for: bool,
     /// Append a `Forwarded` element (RFC 7239) with the client address and protocol.
     pub forwarded: bool,
+    /// For `https://` origins: a PEM file of CA certificates trusted besides the system's.
+    pub tls_ca: Option<PathBuf>,
+    /// For `https://` origins: accept any certificate, unverified. For tests against
+    /// self-signed origins only; never in production.
+    pub danger_accept_invalid_certs_for_testing: bool,
 }
 
 impl Default for OriginConfig {
@@ -280,6 +339,8 @@ impl Default for OriginConfig {
             max_idle_per_origin: 256,
             x_forwarded_for: true,
             forwarded: true,
+            tls_ca: None,
+            danger_accept_invalid_certs_for_testing: false,
         }
     }
 }
@@ -534,6 +595,12 @@ pub struct Overrides {
     pub peers: Vec<String>,
     /// `--peer-admin`, repeatable: replaces `cluster.admin`.
     pub peer_admins: Vec<String>,
+    /// `--listen-tls`, repeatable: replaces `server.listen_tls`.
+    pub listen_tls: Vec<SocketAddr>,
+    /// `--tls-cert` and `--tls-key`: replace `tls.certificates` with this one pair.
+    pub tls_cert: Option<PathBuf>,
+    /// See `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Where a node's configuration comes from: kept so that a reload reads it the same way.
@@ -576,6 +643,10 @@ impl Config {
                     })
                     .collect(),
                 health: None,
+                tls_ca: self.origin.tls_ca.clone(),
+                danger_accept_invalid_certs_for_testing: self
+                    .origin
+                    .danger_accept_invalid_certs_for_testing,
             });
         }
         pools
@@ -645,6 +716,25 @@ impl Config {
                 .map(|text| text.parse().map_err(|e| flag_error("--origin", e)))
                 .collect::<Result<_, _>>()?;
         }
+        if !overrides.listen_tls.is_empty() {
+            self.server.listen_tls = overrides.listen_tls.clone();
+        }
+        match (&overrides.tls_cert, &overrides.tls_key) {
+            (Some(cert), Some(key)) => {
+                self.tls.certificates = vec![CertificateConfig {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    names: Vec::new(),
+                }];
+            }
+            (None, None) => {}
+            _ => {
+                return Err(flag_error(
+                    "--tls-cert",
+                    "--tls-cert and --tls-key go together".into(),
+                ))
+            }
+        }
         if let Some(admin) = overrides.admin {
             self.admin.listen = Some(admin);
         }
@@ -699,8 +789,29 @@ impl Config {
     /// Rules that involve more than one value; on failure, the keys involved (the first one set
     /// in the file is blamed) and what is wrong.
     fn check(&self) -> Result<(), (&'static [&'static str], String)> {
-        if self.server.listen.is_empty() {
-            return Err((&["server.listen"], "at least one address is needed".into()));
+        if self.server.listen.is_empty() && self.server.listen_tls.is_empty() {
+            return Err((
+                &["server.listen", "server.listen_tls"],
+                "at least one address is needed".into(),
+            ));
+        }
+        if !self.server.listen_tls.is_empty() && self.tls.certificates.is_empty() {
+            return Err((
+                &["server.listen_tls", "tls.certificates"],
+                "TLS listeners need a certificate: add [[tls.certificates]] (cert and key)".into(),
+            ));
+        }
+        if self.server.redirect_to_https && self.server.listen_tls.is_empty() {
+            return Err((
+                &["server.redirect_to_https", "server.listen_tls"],
+                "redirecting to HTTPS needs a TLS listener (server.listen_tls)".into(),
+            ));
+        }
+        if http::HeaderValue::from_str(&self.server.hsts).is_err() {
+            return Err((
+                &["server.hsts"],
+                "expected a header value such as \"max-age=31536000\"".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.cache.heuristic_fraction) {
             return Err((
@@ -974,8 +1085,8 @@ mod tests {
             "shoal.toml:2: key `server.listen`:",
         );
         check(
-            "[origin]\nurls = [\"https://x\"]\n",
-            "shoal.toml:2: key `origin.urls`: `https://x`: scheme",
+            "[origin]\nurls = [\"ftp://x\"]\n",
+            "shoal.toml:2: key `origin.urls`: `ftp://x`: scheme",
         );
         check(
             "[bogus]\n",

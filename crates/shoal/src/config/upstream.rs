@@ -37,6 +37,13 @@ pub struct PoolConfig {
     /// Active health checks of the hosts; none when unset (passive checks always run).
     #[serde(default)]
     pub health: Option<HealthConfig>,
+    /// For `https://` hosts: a PEM file of CA certificates trusted besides the system's.
+    #[serde(default)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// For `https://` hosts: accept any certificate, unverified. For tests against
+    /// self-signed origins only; never in production.
+    #[serde(default)]
+    pub danger_accept_invalid_certs_for_testing: bool,
 }
 
 /// An active health check: a request sent to every host of a pool at an interval.

@@ -74,7 +74,11 @@ impl Proxy {
         let sliced = match meta.slice_size {
             0 => None,
             _ => {
-                let key = self.key_of(request_host(&request.head), target(&request.head));
+                let key = self.key_of(
+                    request.scheme(),
+                    request_host(&request.head),
+                    target(&request.head),
+                );
                 let forwarded = fetch::forwarded_request(self, request);
                 match SlicedBody::new(self, key, object, forwarded) {
                     Some(body) => Some(body),

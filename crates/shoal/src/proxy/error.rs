@@ -1,7 +1,7 @@
 //! Errors on the request path and the one function that turns them into responses.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, DATE};
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, DATE, LOCATION};
 use http::{HeaderMap, StatusCode};
 
 use super::response::{ProxyResponse, ResponseBody, ResponseHeaders};
@@ -110,6 +110,30 @@ impl ProxyError {
 /// Turns an error into the response the client gets. The only place this happens.
 pub fn error_response(error: &ProxyError) -> ProxyResponse {
     let status = error.status();
+    let mut response = synthetic(status, error.public_text());
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        if let ResponseHeaders::Map(headers) = &mut response.headers {
+            headers.insert(
+                ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+            );
+        }
+    }
+    response.close = error.side() == Side::Client && status != StatusCode::GATEWAY_TIMEOUT;
+    response
+}
+
+/// A permanent redirect (308, which keeps the method and body) to `location`.
+pub fn redirect_response(location: HeaderValue) -> ProxyResponse {
+    let mut response = synthetic(StatusCode::PERMANENT_REDIRECT, "use HTTPS");
+    if let ResponseHeaders::Map(headers) = &mut response.headers {
+        headers.insert(LOCATION, location);
+    }
+    response
+}
+
+/// A short plain-text answer of the node's own: `STATUS REASON: text`, not to be stored.
+fn synthetic(status: StatusCode, text: &str) -> ProxyResponse {
     let mut headers = HeaderMap::new();
     headers.insert(
         CONTENT_TYPE,
@@ -121,13 +145,6 @@ pub fn error_response(error: &ProxyError) -> ProxyResponse {
     {
         headers.insert(DATE, date);
     }
-    if status == StatusCode::METHOD_NOT_ALLOWED {
-        headers.insert(
-            ALLOW,
-            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
-        );
-    }
-    let text = error.public_text();
     let mut body = Vec::with_capacity(text.len() + 24);
     body.extend_from_slice(status.as_str().as_bytes());
     body.push(b' ');
@@ -141,7 +158,7 @@ pub fn error_response(error: &ProxyError) -> ProxyResponse {
         age: None,
         cache_status: CacheStatus::Synthetic,
         body: ResponseBody::Full(Bytes::from(body)),
-        close: error.side() == Side::Client && status != StatusCode::GATEWAY_TIMEOUT,
+        close: false,
         origin: None,
     }
 }

@@ -82,7 +82,8 @@ impl FetchPlan {
             }
         }
         let url = format!(
-            "http://{}{}",
+            "{}://{}{}",
+            request.scheme(),
             request_host(&request.head),
             target(&request.head)
         );
@@ -114,7 +115,7 @@ pub(super) fn forwarded_request(proxy: &Proxy, request: &ClientRequest) -> http:
         head.headers.remove(name);
     }
     head.headers.remove(CONTENT_LENGTH);
-    proxy.forward_headers(&mut head, request.client);
+    proxy.forward_headers(&mut head, request.client, request.tls);
     head
 }
 

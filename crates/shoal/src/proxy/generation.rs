@@ -48,6 +48,8 @@ pub struct Generation {
     pub(super) status_header: Option<HeaderName>,
     /// The tag header's name, for tag bans.
     pub(super) tag_header: HeaderName,
+    /// `Strict-Transport-Security` for responses over TLS, if configured.
+    pub(super) hsts: Option<HeaderValue>,
 }
 
 /// What a reload did.
@@ -63,7 +65,7 @@ pub struct ReloadReport {
 
 impl Generation {
     /// The first generation of a node with `workers` worker threads.
-    pub(super) fn first(config: Config, workers: usize) -> Generation {
+    pub(super) fn first(config: Config, workers: usize) -> Result<Generation, String> {
         let access_log = AccessLog::open(&config.log, None).unwrap_or_else(|error| {
             tracing::error!(%error, "running without an access log");
             None
@@ -102,7 +104,7 @@ impl Generation {
                 .map_err(|error| error.to_string())?
                 .map(Arc::new)
         };
-        let next = Generation::build(config, self.number + 1, workers, Some(self), access_log);
+        let next = Generation::build(config, self.number + 1, workers, Some(self), access_log)?;
         let new_pools = next
             .routes
             .pools()
@@ -124,7 +126,7 @@ impl Generation {
         workers: usize,
         previous: Option<&Generation>,
         access_log: Option<Arc<AccessLog>>,
-    ) -> Generation {
+    ) -> Result<Generation, String> {
         let via_as = |protocol: &str| {
             HeaderValue::from_str(&format!("{protocol} {}", config.server.via))
                 .unwrap_or_else(|_| HeaderValue::from_static("1.1 shoal"))
@@ -135,19 +137,20 @@ impl Generation {
         let upstreams = match previous {
             Some(previous)
                 if previous.config.origin == config.origin
-                    && previous.config.retries == config.retries =>
+                    && previous.config.retries == config.retries
+                    && previous.config.pools == config.pools =>
             {
                 Arc::clone(&previous.upstreams)
             }
             _ => (0..workers.max(1))
-                .map(|_| Upstream::new(&config.origin, &config.retries))
-                .collect(),
+                .map(|_| Upstream::new(&config))
+                .collect::<Result<_, _>>()?,
         };
         let cluster = match previous {
             Some(previous) if previous.config.cluster == config.cluster => previous.cluster.clone(),
             _ => Cluster::new(&config).map(Arc::new),
         };
-        Generation {
+        Ok(Generation {
             number,
             loaded_at: super::now_millis(),
             upstreams,
@@ -161,8 +164,11 @@ impl Generation {
             status_header,
             tag_header: HeaderName::from_bytes(config.cache.tag_header.as_bytes())
                 .unwrap_or(HeaderName::from_static("surrogate-key")),
+            hsts: (!config.server.hsts.is_empty())
+                .then(|| HeaderValue::from_str(&config.server.hsts).ok())
+                .flatten(),
             config: Arc::new(config),
-        }
+        })
     }
 
     /// The origin client of the calling worker thread.
@@ -197,6 +203,11 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     };
     keep("server.listen", new.server.listen != running.server.listen);
     new.server.listen.clone_from(&running.server.listen);
+    keep(
+        "server.listen_tls",
+        new.server.listen_tls != running.server.listen_tls,
+    );
+    new.server.listen_tls.clone_from(&running.server.listen_tls);
     keep(
         "server.workers",
         new.server.workers != running.server.workers,

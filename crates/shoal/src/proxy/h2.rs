@@ -16,15 +16,15 @@ use http_body_util::{combinators::BoxBody, BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
+use super::stream::ClientStream;
 use super::{BodyError, ClientRequest, Proxy, ProxyResponse};
 use crate::upstream::RequestBody;
 
 /// A socket whose first bytes were already read: they are replayed before the socket's own.
 struct Rewind {
     prefix: Bytes,
-    stream: TcpStream,
+    stream: ClientStream,
 }
 
 impl AsyncRead for Rewind {
@@ -72,7 +72,8 @@ impl AsyncWrite for Rewind {
 type H2Body = BoxBody<Bytes, BodyError>;
 
 /// Serves an HTTP/2 connection whose first bytes (`prefix`) were already read.
-pub async fn serve(stream: TcpStream, prefix: Bytes, peer: SocketAddr, proxy: Arc<Proxy>) {
+pub async fn serve(stream: ClientStream, prefix: Bytes, peer: SocketAddr, proxy: Arc<Proxy>) {
+    let tls = stream.is_tls();
     let io = TokioIo::new(Rewind { prefix, stream });
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let proxy = Arc::clone(&proxy);
@@ -85,6 +86,7 @@ pub async fn serve(stream: TcpStream, prefix: Bytes, peer: SocketAddr, proxy: Ar
                 body: RequestBody::stream(body, limit),
                 has_body,
                 client: peer,
+                tls,
             };
             let is_head = request.head.method == http::Method::HEAD;
             let logged = proxy
@@ -103,7 +105,7 @@ pub async fn serve(stream: TcpStream, prefix: Bytes, peer: SocketAddr, proxy: Ar
                 let origin = response.origin.take();
                 log.record(logged.entry(peer.ip(), status, bytes, response.cache_status, origin));
             }
-            Ok::<_, Infallible>(into_h2_response(&proxy, response, is_head))
+            Ok::<_, Infallible>(into_h2_response(&proxy, response, is_head, tls))
         }
     });
     let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -119,6 +121,7 @@ fn into_h2_response(
     proxy: &Proxy,
     response: ProxyResponse,
     is_head: bool,
+    tls: bool,
 ) -> http::Response<H2Body> {
     let ProxyResponse {
         status,
@@ -140,6 +143,9 @@ fn into_h2_response(
         );
     }
     map.append(VIA, live.via.clone());
+    if let (true, Some(hsts)) = (tls, &live.hsts) {
+        map.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     let length = body.length();
     if let (Some(length), true) = (
         length,

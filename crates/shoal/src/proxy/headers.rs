@@ -49,6 +49,7 @@ pub fn forward_request(
     client: SocketAddr,
     host: Option<&str>,
     via: &HeaderValue,
+    scheme: &str,
     config: &OriginConfig,
 ) {
     remove_hop_by_hop(headers);
@@ -77,12 +78,20 @@ pub fn forward_request(
             headers.insert(&X_FORWARDED_FOR, value);
         }
     }
+    if config.x_forwarded_for {
+        // The de facto companion of X-Forwarded-For: origins that redirect HTTP to HTTPS
+        // read it to tell the two apart behind a proxy.
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+        );
+    }
     if config.forwarded {
         let node = match ip {
             std::net::IpAddr::V4(v4) => v4.to_string(),
             std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
-        let mut element = format!("for={node};proto=http");
+        let mut element = format!("for={node};proto={scheme}");
         if let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
             element.push_str(";host=\"");
             element.push_str(host);
@@ -162,6 +171,7 @@ mod tests {
     fn forwarding_headers_are_appended() {
         let mut headers = map(&[
             ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
             ("via", "1.0 other"),
             ("host", "a.example"),
         ]);
@@ -172,8 +182,11 @@ mod tests {
             client,
             Some("a.example"),
             &HeaderValue::from_static("1.1 shoal"),
+            "http",
             &config,
         );
+        // The client's claim is replaced by what the node saw.
+        assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
         let via: Vec<_> = headers.get_all("via").iter().collect();
         assert_eq!(via, ["1.0 other", "1.1 shoal"]);
@@ -194,15 +207,17 @@ mod tests {
             v6,
             Some("a.example"),
             &HeaderValue::from_static("2 shoal"),
+            "https",
             &config,
         );
+        assert_eq!(headers["x-forwarded-proto"], "https");
         // The origin's own host is set by `Upstream::send`, per attempt.
         assert_eq!(headers["host"], "a.example");
         assert_eq!(headers["via"], "2 shoal");
         assert!(headers["forwarded"]
             .to_str()
             .unwrap()
-            .starts_with("for=\"[::1]\""));
+            .starts_with("for=\"[::1]\";proto=https"));
     }
 
     #[test]

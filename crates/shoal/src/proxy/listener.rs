@@ -1,45 +1,72 @@
 //! Listening sockets and the accept loops: each accepted connection becomes a task running the
-//! HTTP/1 connection (which hands over to HTTP/2 when it sees the preface). Connections beyond
+//! HTTP/1 connection (which hands over to HTTP/2 when it sees the preface); on TLS listeners,
+//! after the handshake, HTTP/2 when the client chose it by ALPN. Connections beyond
 //! `server.max_connections` are closed at once, so a flood cannot exhaust the node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use super::http1::{self, Settings};
+use super::stream::ClientStream;
 use super::{Counter, Proxy};
 
 /// Bound listening sockets, ready to serve.
 pub struct Listeners {
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
+}
+
+struct Listener {
+    socket: TcpListener,
+    /// For TLS listeners.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Listeners {
-    /// Binds every address; fails with the address that could not be bound. With `shared`, the
-    /// sockets use SO_REUSEPORT so that every worker thread can bind its own and the kernel
-    /// spreads connections across them.
-    pub fn bind(addresses: &[SocketAddr], shared: bool) -> Result<Listeners, std::io::Error> {
-        let listeners = addresses
+    /// Binds every address of `plain` and, with `tls` (the certificates' configuration), of
+    /// `secure`; fails with the address that could not be bound. With `shared`, the sockets use
+    /// SO_REUSEPORT so that every worker thread can bind its own and the kernel spreads
+    /// connections across them.
+    pub fn bind(
+        plain: &[SocketAddr],
+        secure: &[SocketAddr],
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shared: bool,
+    ) -> Result<Listeners, std::io::Error> {
+        let acceptor = tls.map(TlsAcceptor::from);
+        let plain = plain.iter().map(|address| (address, None));
+        let secure = secure
             .iter()
-            .map(|address| {
-                bind_one(*address, shared).map_err(|error| {
+            .filter(|_| acceptor.is_some())
+            .map(|address| (address, acceptor.clone()));
+        let listeners = plain
+            .chain(secure)
+            .map(|(address, tls)| {
+                let socket = bind_one(*address, shared).map_err(|error| {
                     std::io::Error::new(
                         error.kind(),
                         format!("cannot listen on {address}: {error}"),
                     )
-                })
+                })?;
+                Ok(Listener { socket, tls })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, std::io::Error>>()?;
         Ok(Listeners { listeners })
     }
 
-    /// The bound addresses (with the real ports when port 0 was asked for).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|listener| listener.local_addr().ok())
-            .collect()
+    /// The bound addresses of the plain listeners and of the TLS ones (with the real ports
+    /// when port 0 was asked for).
+    pub fn local_addrs(&self) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        let of = |tls: bool| {
+            self.listeners
+                .iter()
+                .filter(|listener| listener.tls.is_some() == tls)
+                .filter_map(|listener| listener.socket.local_addr().ok())
+                .collect()
+        };
+        (of(false), of(true))
     }
 }
 
@@ -64,7 +91,11 @@ fn bind_one(address: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
 pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
     let mut tasks = Vec::new();
     for listener in listeners.listeners {
-        tasks.push(tokio::spawn(accept_loop(listener, Arc::clone(&proxy))));
+        tasks.push(tokio::spawn(accept_loop(
+            listener.socket,
+            listener.tls,
+            Arc::clone(&proxy),
+        )));
     }
     for task in tasks {
         let _ = task.await;
@@ -74,7 +105,7 @@ pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
     std::future::pending::<()>().await;
 }
 
-async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy>) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -83,13 +114,13 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
                 // when the socket closes), then stop accepting.
                 use futures_util::FutureExt;
                 while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
-                    start(stream, peer, &proxy);
+                    start(stream, peer, tls.as_ref(), &proxy);
                 }
                 return;
             }
         };
         match accepted {
-            Ok((stream, peer)) => start(stream, peer, &proxy),
+            Ok((stream, peer)) => start(stream, peer, tls.as_ref(), &proxy),
             Err(error) => {
                 // Out of file descriptors and similar: wait a moment rather than spin.
                 tracing::warn!(%error, "accept failed");
@@ -102,7 +133,7 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
 /// Serves an accepted connection in a task of its own, unless the node is at
 /// `server.max_connections`. The connection keeps the limits and timeouts in force when it was
 /// accepted.
-fn start(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>) {
+fn start(stream: TcpStream, peer: SocketAddr, tls: Option<&TlsAcceptor>, proxy: &Arc<Proxy>) {
     let metrics = Arc::clone(&proxy.metrics);
     let live = proxy.live();
     let settings: Settings = live.connection;
@@ -114,13 +145,51 @@ fn start(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>) {
     metrics.add(Counter::Connections, 1);
     metrics.add(Counter::OpenConnections, 1);
     let proxy = Arc::clone(proxy);
+    let tls = tls.cloned();
     tokio::spawn(async move {
-        serve_stream(stream, peer, proxy, settings).await;
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => {
+                let stream = ClientStream::Plain(stream);
+                http1::serve_connection(stream, peer, proxy, settings).await;
+            }
+            Some(acceptor) => {
+                // Boxed: only TLS connections carry the handshake's state.
+                Box::pin(serve_tls(stream, peer, acceptor, proxy, settings)).await;
+            }
+        }
         metrics.decrement(Counter::OpenConnections);
     });
 }
 
-async fn serve_stream(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, settings: Settings) {
-    let _ = stream.set_nodelay(true);
-    http1::serve_connection(stream, peer, proxy, settings).await;
+/// The TLS handshake (within the head timeout: a client that never finishes it must not hold
+/// the connection), then HTTP/2 if the client chose it by ALPN, else HTTP/1.1.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    proxy: Arc<Proxy>,
+    settings: Settings,
+) {
+    let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            proxy.metrics.add(Counter::TlsHandshakeErrors, 1);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            proxy.metrics.add(Counter::TlsHandshakeErrors, 1);
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
+    let stream = ClientStream::Tls(Box::new(stream));
+    if h2 {
+        super::h2::serve(stream, bytes::Bytes::new(), peer, proxy).await;
+    } else {
+        http1::serve_connection(stream, peer, proxy, settings).await;
+    }
 }

@@ -51,10 +51,12 @@ pub enum Counter {
     Collapsed,
     /// Body bytes received from origins (and peers and parents).
     OriginBytes,
+    /// TLS handshakes that failed or timed out.
+    TlsHandshakeErrors,
 }
 
 impl Counter {
-    const ALL: [Counter; 20] = [
+    const ALL: [Counter; 21] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -75,6 +77,7 @@ impl Counter {
         Counter::BytesSent,
         Counter::Collapsed,
         Counter::OriginBytes,
+        Counter::TlsHandshakeErrors,
     ];
 
     /// The name used by the admin API.
@@ -100,6 +103,7 @@ impl Counter {
             Counter::BytesSent => "bytes_sent",
             Counter::Collapsed => "collapsed",
             Counter::OriginBytes => "origin_bytes",
+            Counter::TlsHandshakeErrors => "tls_handshake_errors",
         }
     }
 }

@@ -16,6 +16,7 @@ mod listener;
 mod metrics;
 mod response;
 mod slices;
+mod stream;
 mod top_urls;
 
 use std::cell::Cell;
@@ -38,6 +39,7 @@ use crate::cache::policy::{self, Reuse};
 use crate::cache::{CacheControl, CacheKey, CacheStatus, Collapser, FlightOutcome, Role};
 use crate::config::{Config, ConfigSource, OriginUrl};
 use crate::store::{DiskStore, MemoryStore, Object, Store};
+use crate::tls::{CertResolver, Certificates};
 use crate::upstream::cluster::PEER_HEADER;
 use crate::upstream::{RequestBody, Trace, UpstreamError};
 use fetch::{FetchPlan, FetchResult};
@@ -50,6 +52,8 @@ pub struct ClientRequest {
     pub body: RequestBody,
     /// Whether there is a body at all.
     pub has_body: bool,
+    /// Whether it came over TLS (`https`).
+    pub tls: bool,
     /// The client's address.
     pub client: SocketAddr,
 }
@@ -76,6 +80,9 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// The most requested URLs.
     top_urls: TopUrls,
+    /// The certificates of the TLS listeners and their rustls configuration, when there are
+    /// TLS listeners.
+    tls: Option<(Arc<CertResolver>, Arc<rustls::ServerConfig>)>,
 }
 
 /// Where the configuration is read from on reload, and how the last reload went.
@@ -123,10 +130,19 @@ pub fn now_millis() -> u64 {
 
 impl Proxy {
     /// A pipeline for `config`, fetching from `config.origin.urls`, for `workers` worker
-    /// threads (see [`set_worker`]).
-    pub fn new(config: Arc<Config>, workers: usize) -> Arc<Proxy> {
+    /// threads (see [`set_worker`]). Fails when the TLS listeners' certificates do not load.
+    pub fn new(config: Arc<Config>, workers: usize) -> Result<Arc<Proxy>, String> {
         let config = Arc::unwrap_or_clone(config);
-        Arc::new(Proxy {
+        let tls = match config.server.listen_tls.is_empty() {
+            true => None,
+            false => {
+                let resolver = CertResolver::new(Certificates::load(&config.tls)?);
+                let server = resolver.server_config();
+                Some((resolver, server))
+            }
+        };
+        Ok(Arc::new(Proxy {
+            tls,
             store: Arc::new(MemoryStore::new(config.cache.memory.bytes())),
             disk: (!config.disk.dirs.is_empty()).then(|| Arc::new(DiskStore::open(&config.disk))),
             collapser: Arc::new(Collapser::default()),
@@ -137,8 +153,40 @@ impl Proxy {
             top_urls: TopUrls::new(workers),
             reloads: std::sync::Mutex::new(Reloads::default()),
             workers,
-            live: ArcSwap::from_pointee(Generation::first(config, workers)),
-        })
+            live: ArcSwap::from_pointee(Generation::first(config, workers)?),
+        }))
+    }
+
+    /// The rustls configuration of the TLS listeners, if there are any.
+    pub fn tls_server_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.as_ref().map(|(_, server)| Arc::clone(server))
+    }
+
+    /// Checks the certificate files every `tls.watch_interval` and loads them again when they
+    /// changed, on the current runtime (nothing to do without TLS listeners).
+    pub fn start_certificate_watch(self: &Arc<Self>) {
+        if self.tls.is_none() {
+            return;
+        }
+        let proxy = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(interval) = proxy
+                    .upgrade()
+                    .map(|proxy| proxy.live().config.tls.watch_interval.duration())
+                else {
+                    return;
+                };
+                tokio::time::sleep(interval).await;
+                let Some(proxy) = proxy.upgrade() else {
+                    return;
+                };
+                if let Some((resolver, _)) = &proxy.tls {
+                    // Reading the files is quick; they are small.
+                    resolver.reload_if_changed(&proxy.live().config.tls);
+                }
+            }
+        });
     }
 
     /// The configuration in force and what was built from it. Cheap; hold it briefly (load
@@ -442,9 +490,17 @@ impl Proxy {
         self.collapser.flights()
     }
 
-    /// The key of `target` on `host`, as the cache computes it.
-    pub fn key_of(&self, host: &str, target: &str) -> CacheKey {
-        CacheKey::new("http", host, target, &self.live().config.cache)
+    /// The key of `target` on `host` over `scheme`, as the cache computes it.
+    pub fn key_of(&self, scheme: &str, host: &str, target: &str) -> CacheKey {
+        CacheKey::new(scheme, host, target, &self.live().config.cache)
+    }
+
+    /// Removes `target` on `host` from the cache, over both schemes (what was fetched for
+    /// `http` and for `https` clients); returns whether there was one.
+    pub fn purge_url(&self, host: &str, target: &str) -> bool {
+        let http = self.purge(self.key_of("http", host, target));
+        let https = self.purge(self.key_of("https", host, target));
+        http || https
     }
 
     /// Answers one request. Never fails: errors become responses here.
@@ -469,6 +525,9 @@ impl Proxy {
 
     /// recv: decide between the cache and a plain pass to the origin.
     async fn route(self: &Arc<Self>, request: ClientRequest) -> Result<ProxyResponse, ProxyError> {
+        if !request.tls && self.live().config.server.redirect_to_https {
+            return self.redirect_to_https(&request);
+        }
         let method = &request.head.method;
         if method == Method::CONNECT || method == Method::TRACE {
             return Err(ProxyError::MethodNotAllowed);
@@ -489,10 +548,15 @@ impl Proxy {
             let pass = Box::pin(self.pass(request));
             return pass.await;
         }
-        let key = self.key_of(request_host(&request.head), target(&request.head));
+        let key = self.key_of(
+            request.scheme(),
+            request_host(&request.head),
+            target(&request.head),
+        );
         self.top_urls.record(key, || {
             format!(
-                "http://{}{}",
+                "{}://{}{}",
+                request.scheme(),
                 request_host(&request.head),
                 target(&request.head)
             )
@@ -504,6 +568,37 @@ impl Proxy {
                 .add_bytes(key, response.body.length().unwrap_or(0));
         }
         response
+    }
+
+    /// `server.redirect_to_https`: the same URL over HTTPS, on the first TLS listener's port.
+    fn redirect_to_https(&self, request: &ClientRequest) -> Result<ProxyResponse, ProxyError> {
+        let live = self.live();
+        let port = live
+            .config
+            .server
+            .listen_tls
+            .first()
+            .map_or(443, |a| a.port());
+        let host = request_host(&request.head);
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        if name.is_empty() {
+            return Err(ProxyError::BadRequest {
+                status: StatusCode::BAD_REQUEST,
+                reason: "no Host to redirect to",
+            });
+        }
+        let location = match port {
+            443 => format!("https://{name}{}", target(&request.head)),
+            port => format!("https://{name}:{port}{}", target(&request.head)),
+        };
+        let location = HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            reason: "invalid Host",
+        })?;
+        Ok(error::redirect_response(location))
     }
 
     /// lookup: a stored variant decides between hit, stale and revalidation; none is a miss.
@@ -698,12 +793,16 @@ impl Proxy {
     /// invalidate what they changed.
     async fn pass(self: &Arc<Self>, request: ClientRequest) -> Result<ProxyResponse, ProxyError> {
         let ClientRequest {
-            head, body, client, ..
+            head,
+            body,
+            client,
+            tls,
+            ..
         } = request;
         let mut forwarded = head.clone();
-        self.forward_headers(&mut forwarded, client);
+        self.forward_headers(&mut forwarded, client, tls);
         self.metrics.add(Counter::OriginRequests, 1);
-        let key = self.key_of(request_host(&head), target(&head));
+        let key = self.key_of(scheme(tls), request_host(&head), target(&head));
         let response = match self
             .forward(key, http::Request::from_parts(forwarded, body), false)
             .await
@@ -725,6 +824,7 @@ impl Proxy {
             body: RequestBody::empty(),
             has_body: false,
             client,
+            tls,
         };
         Ok(self.relay(response, &view, status))
     }
@@ -733,7 +833,7 @@ impl Proxy {
     /// `Location` and `Content-Location` URIs on the same host.
     fn invalidate_after_write(&self, head: &http::request::Parts, response: &http::HeaderMap) {
         let host = request_host(head);
-        self.purge(self.key_of(host, target(head)));
+        self.purge_url(host, target(head));
         for name in [LOCATION, CONTENT_LOCATION] {
             let Some(location) = response.get(name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -746,13 +846,13 @@ impl Proxy {
                 .is_none_or(|authority| authority.as_str().eq_ignore_ascii_case(host));
             if same_host {
                 let path = uri.path_and_query().map_or("/", |p| p.as_str());
-                self.purge(self.key_of(host, path));
+                self.purge_url(host, path);
             }
         }
     }
 
     /// Rewrites a request head for the origin.
-    fn forward_headers(&self, head: &mut http::request::Parts, client: SocketAddr) {
+    fn forward_headers(&self, head: &mut http::request::Parts, client: SocketAddr, tls: bool) {
         let host = request_host(head).to_owned();
         let live = self.live();
         let via = match head.version {
@@ -765,6 +865,7 @@ impl Proxy {
             client,
             (!host.is_empty()).then_some(host.as_str()),
             via,
+            scheme(tls),
             &live.config.origin,
         );
         // Origins are spoken to in HTTP/1.1 whatever the client used.
@@ -865,6 +966,22 @@ struct Stale {
     usable_on_error: bool,
 }
 
+/// `https` for requests that came over TLS, else `http`.
+pub fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+impl ClientRequest {
+    /// `https` or `http`: how the request reached the node.
+    pub fn scheme(&self) -> &'static str {
+        scheme(self.tls)
+    }
+}
+
 /// The host a request is for: the absolute target's authority, else `Host`, else empty.
 pub fn request_host(head: &http::request::Parts) -> &str {
     request_host_of(&head.headers, &head.uri)
@@ -893,13 +1010,14 @@ mod tests {
     /// The hit path's future is what every request carries; keep it small.
     #[test]
     fn the_request_future_stays_small() {
-        let proxy = Proxy::new(Arc::new(Config::default()), 1);
+        let proxy = Proxy::new(Arc::new(Config::default()), 1).unwrap();
         let (head, ()) = http::Request::new(()).into_parts();
         let request = ClientRequest {
             head,
             body: RequestBody::empty(),
             has_body: false,
             client: SocketAddr::from(([127, 0, 0, 1], 1)),
+            tls: false,
         };
         let size = std::mem::size_of_val(&proxy.handle(request));
         // 2,288 bytes when this test was written; a jump means a cold path's state landed in

@@ -6,31 +6,39 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::pool::CheckResult;
+use super::Connector;
 use super::Pool;
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, OriginUrl};
 use crate::proxy::now_millis;
 
 /// Starts the checks of every pool that has them, on the current runtime. A pool's checks end
 /// when the pool is gone (a reload removed or replaced it).
 pub fn spawn(pools: &[Arc<Pool>]) {
-    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .set_host(false)
-        .build_http();
     for pool in pools.iter().filter(|pool| pool.health.is_some()) {
+        let tls = match crate::tls::client_config(pool.tls_ca.as_deref(), pool.accept_invalid_certs)
+        {
+            Ok(tls) => tls,
+            Err(error) => {
+                tracing::error!(pool = %pool.name, %error, "no health checks for this pool");
+                continue;
+            }
+        };
+        let client: Client<Connector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .set_host(false)
+            .build(super::connector(tls, None));
         for index in 0..pool.hosts.len() {
             tokio::spawn(check_host(client.clone(), Arc::downgrade(pool), index));
         }
     }
 }
 
-async fn check_host(client: Client<HttpConnector, Empty<Bytes>>, pool: Weak<Pool>, index: usize) {
+async fn check_host(client: Client<Connector, Empty<Bytes>>, pool: Weak<Pool>, index: usize) {
     let mut streak = (true, 0u32);
     loop {
         let Some(pool) = pool.upgrade() else {
@@ -40,7 +48,7 @@ async fn check_host(client: Client<HttpConnector, Empty<Bytes>>, pool: Weak<Pool
             return;
         };
         let host = &pool.hosts[index];
-        let result = check(&client, &host.url.authority, &health).await;
+        let result = check(&client, &host.url, &health).await;
         streak = match streak {
             (passed, count) if passed == result.passed => (passed, count + 1),
             _ => (result.passed, 1),
@@ -59,13 +67,15 @@ async fn check_host(client: Client<HttpConnector, Empty<Bytes>>, pool: Weak<Pool
 }
 
 async fn check(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    authority: &str,
+    client: &Client<Connector, Empty<Bytes>>,
+    url: &OriginUrl,
     health: &HealthConfig,
 ) -> CheckResult {
+    let authority = &url.authority;
+    let scheme = if url.tls { "https" } else { "http" };
     let request = http::Request::builder()
         .method(health.method.as_str())
-        .uri(format!("http://{authority}{}", health.path))
+        .uri(format!("{scheme}://{authority}{}", health.path))
         .header(http::header::HOST, authority)
         .header(http::header::USER_AGENT, "shoal-health-check")
         .body(Empty::new());

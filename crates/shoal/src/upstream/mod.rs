@@ -22,7 +22,7 @@ pub use body::{RequestBody, RequestBodyError};
 pub use pool::Pool;
 
 use crate::cache::CacheKey;
-use crate::config::{OriginConfig, OriginUrl, RetryConfig};
+use crate::config::{Config, OriginUrl, RetryConfig};
 use crate::proxy::now_millis;
 
 /// Why an origin request failed.
@@ -75,9 +75,30 @@ pub struct Trace {
     pub first_byte: Duration,
 }
 
+/// How upstream connections are made: TCP, and TLS for `https://` hosts.
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// A connector speaking plain HTTP or, for `https://` URLs, TLS with `tls` (SNI from the URL's
+/// host).
+pub fn connector(tls: rustls::ClientConfig, connect_timeout: Option<Duration>) -> Connector {
+    let mut tcp = HttpConnector::new();
+    tcp.set_connect_timeout(connect_timeout);
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp)
+}
+
 /// One worker's HTTP client for every upstream host, with the retry rules.
 pub struct Upstream {
-    client: Client<HttpConnector, RequestBody>,
+    /// For every pool that does not bring its own TLS settings (plain HTTP, and HTTPS
+    /// verified against the system's roots).
+    client: Client<Connector, RequestBody>,
+    /// The pools with their own `tls_ca` or unverified TLS, by name.
+    pool_clients: Vec<(String, Client<Connector, RequestBody>)>,
     first_byte_timeout: Duration,
     /// Send each origin its own `host:port` as `Host` (`origin.host_header = "origin"`).
     host_is_origin: bool,
@@ -85,25 +106,46 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A client with the timeouts and pool limits of `config` and its retry rules.
-    pub fn new(config: &OriginConfig, retries: &RetryConfig) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout.duration()));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout.duration())
-            .pool_max_idle_per_host(config.max_idle_per_origin)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false)
-            .build(connector);
-        Upstream {
-            client,
-            first_byte_timeout: config.first_byte_timeout.duration(),
-            host_is_origin: config.host_header == crate::config::HostHeader::Origin,
-            retries: retries.clone(),
-        }
+    /// Clients with the timeouts and pool limits of `config.origin`, TLS settings per pool,
+    /// and the retry rules; fails when a pool's `tls_ca` cannot be read.
+    pub fn new(config: &Config) -> Result<Upstream, String> {
+        let origin = &config.origin;
+        let client = |tls: rustls::ClientConfig| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(origin.idle_timeout.duration())
+                .pool_max_idle_per_host(origin.max_idle_per_origin)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .set_host(false)
+                .build(connector(tls, Some(origin.connect_timeout.duration())))
+        };
+        let pool_clients = config
+            .effective_pools()
+            .iter()
+            .filter(|pool| pool.tls_ca.is_some() || pool.danger_accept_invalid_certs_for_testing)
+            .map(|pool| {
+                let tls = crate::tls::client_config(
+                    pool.tls_ca.as_deref(),
+                    pool.danger_accept_invalid_certs_for_testing,
+                )
+                .map_err(|error| format!("pool `{}`: {error}", pool.name))?;
+                Ok((pool.name.clone(), client(tls)))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Upstream {
+            client: client(crate::tls::client_config(None, false)?),
+            pool_clients,
+            first_byte_timeout: origin.first_byte_timeout.duration(),
+            host_is_origin: origin.host_header == crate::config::HostHeader::Origin,
+            retries: config.retries.clone(),
+        })
+    }
+
+    fn client_for(&self, pool: &Pool) -> &Client<Connector, RequestBody> {
+        self.pool_clients
+            .iter()
+            .find(|(name, _)| *name == pool.name)
+            .map_or(&self.client, |(_, client)| client)
     }
 
     /// Sends `request` (whose URI holds only path and query) to a host of `pool`, chosen for
@@ -185,8 +227,8 @@ impl Upstream {
             let _in_flight = pool.begin(index);
             let sent = Instant::now();
             let origin = || host.url.authority.clone();
-            match tokio::time::timeout(self.first_byte_timeout, self.client.request(request)).await
-            {
+            let client = self.client_for(pool);
+            match tokio::time::timeout(self.first_byte_timeout, client.request(request)).await {
                 Err(_) => {
                     pool.failed(index, now_millis());
                     last_error = Some(UpstreamError::Timeout {
@@ -264,7 +306,7 @@ impl Upstream {
 fn absolute_uri(origin: &OriginUrl, original: &Uri) -> Uri {
     let path = original.path_and_query().map_or("/", |p| p.as_str());
     Uri::builder()
-        .scheme("http")
+        .scheme(if origin.tls { "https" } else { "http" })
         .authority(origin.authority.as_str())
         .path_and_query(path)
         .build()

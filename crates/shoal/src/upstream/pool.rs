@@ -180,6 +180,10 @@ pub struct Pool {
     pub hosts: Vec<Host>,
     /// Its active health check.
     pub health: Option<HealthConfig>,
+    /// CA certificates trusted for its `https://` hosts, besides the system's.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Its `https://` hosts' certificates are not verified (testing only).
+    pub accept_invalid_certs: bool,
     /// Time from sending a request to one of its hosts to the response head.
     pub first_byte: crate::proxy::Histogram,
     /// Attempts made after a first one failed (retries and fallthrough).
@@ -209,6 +213,8 @@ impl Pool {
                 .map(|host| (host.url.clone(), host.weight, host.max_connections)),
         );
         pool.health = config.health.clone();
+        pool.tls_ca = config.tls_ca.clone();
+        pool.accept_invalid_certs = config.danger_accept_invalid_certs_for_testing;
         pool
     }
 
@@ -234,6 +240,8 @@ impl Pool {
             selector: Selector::new(policy, hosts.len()),
             hosts,
             health: None,
+            tls_ca: None,
+            accept_invalid_certs: false,
             first_byte: crate::proxy::Histogram::default(),
             retries: AtomicU64::new(0),
         }

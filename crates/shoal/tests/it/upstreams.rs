@@ -23,6 +23,8 @@ fn pool(name: &str, policy: Policy, origins: &[&Origin]) -> PoolConfig {
             })
             .collect(),
         health: None,
+        tls_ca: None,
+        danger_accept_invalid_certs_for_testing: false,
     }
 }
 

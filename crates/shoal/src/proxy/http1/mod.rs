@@ -17,10 +17,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::stream::ClientStream;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -168,7 +168,7 @@ enum BodyOutcome {
 
 /// Serves one client connection until it closes.
 pub async fn serve_connection(
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     settings: Settings,
@@ -188,7 +188,7 @@ pub async fn serve_connection(
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     settings: Settings,
@@ -199,7 +199,7 @@ struct Connection {
 impl Connection {
     /// Serves requests until the connection closes; returns the socket and what was read of it
     /// when the client turns out to speak HTTP/2.
-    async fn run(mut self) -> Option<(TcpStream, BytesMut)> {
+    async fn run(mut self) -> Option<(ClientStream, BytesMut)> {
         let mut first = true;
         loop {
             let head = match self.next_request(first).await {
@@ -368,6 +368,7 @@ impl Connection {
                 body: RequestBody::empty(),
                 has_body: false,
                 client: self.peer,
+                tls: self.stream.is_tls(),
             };
             proxy.handle(request).await
         } else {
@@ -380,6 +381,7 @@ impl Connection {
                 body: RequestBody::channel(receiver, declared),
                 has_body: true,
                 client: self.peer,
+                tls: self.stream.is_tls(),
             };
             let settings = self.settings;
             let pump = pump_body(&mut self.stream, &mut self.input, framing, sender, settings);
@@ -479,6 +481,7 @@ impl Connection {
             keep_alive,
             status_header: live.status_header.as_ref(),
             via: &live.via,
+            hsts: live.hsts.as_ref().filter(|_| self.stream.is_tls()),
         };
         self.output.clear();
         self.output.reserve(2048);
@@ -603,7 +606,7 @@ impl Connection {
 }
 
 async fn write_vectored_all(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     mut slices: &mut [IoSlice<'_>],
     timeout: Duration,
 ) -> std::io::Result<()> {
@@ -626,7 +629,7 @@ async fn write_vectored_all(
 
 /// Reads a request body from the connection into the channel to the origin request.
 async fn pump_body(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     input: &mut BytesMut,
     framing: Framing,
     sender: mpsc::Sender<Result<Bytes, RequestBodyError>>,
@@ -700,13 +703,14 @@ mod tests {
     #[tokio::test]
     async fn the_connection_future_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let config = crate::config::Config::default();
         let settings = Settings::from_config(&config.server);
-        let proxy = Proxy::new(Arc::new(config), 1);
+        let proxy = Proxy::new(Arc::new(config), 1).unwrap();
+        let stream = ClientStream::Plain(stream);
         let size = std::mem::size_of_val(&serve_connection(stream, peer, proxy, settings));
         drop(client);
         // 1,128 bytes when this test was written.

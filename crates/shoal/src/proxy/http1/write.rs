@@ -28,6 +28,8 @@ pub struct WriteContext<'a> {
     pub status_header: Option<&'a HeaderName>,
     /// This node's `Via` element.
     pub via: &'a HeaderValue,
+    /// `Strict-Transport-Security`, on TLS connections when configured.
+    pub hsts: Option<&'a HeaderValue>,
 }
 
 /// Writes the status line and header section of `response` into `out` and says how the body
@@ -85,6 +87,11 @@ pub fn write_head(
     out.extend_from_slice(b"Via: ");
     out.extend_from_slice(context.via.as_bytes());
     out.extend_from_slice(b"\r\n");
+    if let Some(hsts) = context.hsts {
+        out.extend_from_slice(b"Strict-Transport-Security: ");
+        out.extend_from_slice(hsts.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     match framing {
         BodyFraming::Length(length) => {
             out.extend_from_slice(b"Content-Length: ");
