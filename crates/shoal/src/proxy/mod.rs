@@ -251,16 +251,29 @@ impl Proxy {
         // One reload at a time: two at once could each build on the same generation.
         let mut reloads = self.reloads();
         let running = self.live.load_full();
-        let result = running
-            .next(config, self.workers)
-            .map(|(next, report, new_pools)| {
-                if next.config.cache.memory != running.config.cache.memory {
-                    self.store.resize(next.config.cache.memory.bytes());
-                }
-                self.live.store(Arc::new(next));
-                crate::upstream::health::spawn(&new_pools);
-                report
-            });
+        // Certificates load before anything changes: a pair that does not load refuses the
+        // whole reload.
+        let certificates = match &self.tls {
+            Some(_) => Certificates::load(&config.tls)
+                .map(Some)
+                .map_err(|error| format!("certificates: {error}")),
+            None => Ok(None),
+        };
+        let result = certificates.and_then(|certificates| {
+            let (next, report, new_pools) = running.next(config, self.workers)?;
+            if let (Some((resolver, _)), Some(certificates)) = (&self.tls, certificates) {
+                resolver.replace(certificates);
+            }
+            Ok((next, report, new_pools))
+        });
+        let result = result.map(|(next, report, new_pools)| {
+            if next.config.cache.memory != running.config.cache.memory {
+                self.store.resize(next.config.cache.memory.bytes());
+            }
+            self.live.store(Arc::new(next));
+            crate::upstream::health::spawn(&new_pools);
+            report
+        });
         match &result {
             Ok(report) => tracing::info!(
                 generation = report.generation,

@@ -16,4 +16,5 @@ mod shutdown;
 mod slices;
 mod strict;
 mod support;
+mod tls;
 mod upstreams;

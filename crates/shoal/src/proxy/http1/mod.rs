@@ -276,7 +276,10 @@ impl Connection {
             if self.input.is_empty() {
                 // Between requests: take what has already arrived; when nothing has, release the
                 // buffers so that an idle connection holds no memory, and wait.
-                if self.input.capacity() > 0 {
+                // TLS may hold decrypted bytes that the socket will not signal again (a
+                // request that came with the end of the handshake): read them first.
+                if self.input.capacity() > 0 || self.stream.is_tls() {
+                    self.input.reserve(4096);
                     match self.stream.try_read_buf(&mut self.input) {
                         Ok(0) => return Ok(NextRequest::Closed),
                         Ok(_) => continue,
