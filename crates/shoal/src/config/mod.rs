@@ -1158,6 +1158,13 @@ mod tests {
             "peers",
             "fallthrough_404",
             "expect",
+            "listen_tls",
+            "redirect_to_https",
+            "hsts",
+            "watch_interval",
+            "tls_ca",
+            "danger_accept_invalid_certs_for_testing",
+            "admin",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),
