@@ -12,6 +12,7 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod proxy;
+pub mod signed_url;
 pub mod store;
 pub mod tls;
 pub mod upstream;

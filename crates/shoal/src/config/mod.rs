@@ -910,6 +910,17 @@ impl Config {
                 return Err((&["pools"], format!("two pools are named `{}`", pool.name)));
             }
         }
+        if self
+            .routes
+            .iter()
+            .flat_map(|route| &route.signing_keys)
+            .any(|key| key.len() < 16)
+        {
+            return Err((
+                &["routes"],
+                "signing_keys: expected keys of at least 16 characters".into(),
+            ));
+        }
         if let Some(route) = self
             .routes
             .iter()
@@ -1165,6 +1176,7 @@ mod tests {
             "tls_ca",
             "danger_accept_invalid_certs_for_testing",
             "admin",
+            "signing_keys",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),

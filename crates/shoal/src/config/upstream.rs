@@ -117,6 +117,15 @@ pub struct RouteConfig {
     /// When a host answers 404, try the next host of the pool; only the last 404 is returned.
     #[serde(default)]
     pub fallthrough_404: bool,
+    /// Serve only signed URLs (see `docs/security.md`): any of these keys (at least 16
+    /// characters each; two during a rotation) may have signed them. Empty: no signature needed.
+    #[serde(default, serialize_with = "key_count")]
+    pub signing_keys: Vec<String>,
+}
+
+/// Shows how many keys there are, never the keys.
+fn key_count<S: serde::Serializer>(keys: &[String], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("({} keys)", keys.len()))
 }
 
 /// The peer caches this node shares its objects with.

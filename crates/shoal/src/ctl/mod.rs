@@ -84,6 +84,18 @@ pub enum CtlCommand {
     Bans,
     /// The configuration in force, as JSON (secrets hidden).
     Config,
+    /// Signs a URL for a route with signing_keys (computed here, offline: the node is not
+    /// asked).
+    Sign {
+        /// The URL, such as `https://cdn.example.com/files/a.iso`.
+        url: String,
+        /// How long the signed URL stays valid, such as 30m, 1h or 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// The signing key (one of the route's signing_keys).
+        #[arg(long, env = "SHOAL_SIGNING_KEY", hide_env_values = true)]
+        key: String,
+    },
     /// The most requested URLs (requests and bytes).
     TopUrls {
         /// How many rows.
@@ -192,6 +204,11 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
             table(&["created (ms)", "kind", "value"], &rows)
         }),
         CtlCommand::Config => show(true, api.get("/config").await?, |_| String::new()),
+        // Computed here: the node is not asked.
+        CtlCommand::Sign { url, ttl, key } => {
+            println!("{}", sign(url, ttl, key)?);
+            Ok(())
+        }
         CtlCommand::Reload => show(args.json, api.post("/reload").await?, reload_summary),
         CtlCommand::Report { by, top } => {
             let answer = api
@@ -218,6 +235,31 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
             })
         }
     }
+}
+
+/// `url` signed with `key` until `ttl` from now.
+fn sign(url: &str, ttl: &str, key: &str) -> Result<String, String> {
+    let ttl: crate::config::Span = ttl
+        .parse()
+        .map_err(|error| format!("--ttl {ttl}: {error}"))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|error| format!("{url}: not a URL: {error}"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(format!(
+            "{url}: expected a whole URL such as https://cdn.example.com/files/a.iso"
+        ));
+    };
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|error| error.to_string())?
+        .as_secs()
+        + ttl.duration().as_secs();
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    Ok(format!(
+        "{scheme}://{authority}{}",
+        crate::signed_url::sign(target, key.as_bytes(), expires)
+    ))
 }
 
 /// A table of `[{ key_field, requests, bytes }]` rows.

@@ -33,6 +33,9 @@ pub enum ProxyError {
     /// CONNECT and TRACE are not proxied.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A route that serves only signed URLs got one without a valid signature.
+    #[error("{}", .0.as_str())]
+    Forbidden(crate::signed_url::Denied),
     /// `only-if-cached` and nothing usable is stored.
     #[error("not cached (only-if-cached)")]
     NotCached,
@@ -51,7 +54,9 @@ impl ProxyError {
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::BadRequest { .. } | ProxyError::MethodNotAllowed => Side::Client,
+            ProxyError::BadRequest { .. }
+            | ProxyError::MethodNotAllowed
+            | ProxyError::Forbidden(_) => Side::Client,
             ProxyError::NotCached => Side::Client,
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => Side::Client,
             ProxyError::Upstream(_) | ProxyError::FollowedFailure(_) => Side::Origin,
@@ -64,6 +69,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest { status, .. } => *status,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Unavailable { .. }) => {
@@ -84,6 +90,8 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest { reason, .. } => reason,
             ProxyError::MethodNotAllowed => "method not allowed",
+            ProxyError::Forbidden(crate::signed_url::Denied::Expired) => "this link has expired",
+            ProxyError::Forbidden(_) => "this URL needs a valid signature",
             ProxyError::NotCached => "not in cache (only-if-cached)",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "origin unreachable",
             ProxyError::Upstream(UpstreamError::Unavailable { .. }) => {

@@ -541,6 +541,8 @@ impl Proxy {
         if !request.tls && self.live().config.server.redirect_to_https {
             return self.redirect_to_https(&request);
         }
+        let mut request = request;
+        self.check_signature(&mut request)?;
         let method = &request.head.method;
         if method == Method::CONNECT || method == Method::TRACE {
             return Err(ProxyError::MethodNotAllowed);
@@ -581,6 +583,31 @@ impl Proxy {
                 .add_bytes(key, response.body.length().unwrap_or(0));
         }
         response
+    }
+
+    /// Routes with `signing_keys` serve only signed URLs: checked before anything else, and the
+    /// signature's parameters removed from the target (one cache object per file, and the
+    /// origin never sees them).
+    fn check_signature(&self, request: &mut ClientRequest) -> Result<(), ProxyError> {
+        let live = self.live();
+        let Some(keys) = live
+            .routes
+            .signing_keys(request_host(&request.head), request.head.uri.path())
+        else {
+            return Ok(());
+        };
+        let now = now_millis() / 1000;
+        let unsigned = crate::signed_url::verify(target(&request.head), keys, now)
+            .map_err(ProxyError::Forbidden)?;
+        let mut parts = request.head.uri.clone().into_parts();
+        parts.path_and_query = Some(
+            unsigned
+                .parse()
+                .map_err(|_| ProxyError::Internal("a verified target no longer parses"))?,
+        );
+        request.head.uri = http::Uri::from_parts(parts)
+            .map_err(|_| ProxyError::Internal("a verified target no longer parses"))?;
+        Ok(())
     }
 
     /// `server.redirect_to_https`: the same URL over HTTPS, on the first TLS listener's port.

@@ -23,6 +23,8 @@ struct Route {
     path_prefix: Option<String>,
     pool: usize,
     fallthrough_404: bool,
+    /// Keys that may sign its URLs; empty: signatures not needed.
+    signing_keys: Vec<Vec<u8>>,
 }
 
 /// Where a request goes.
@@ -80,6 +82,11 @@ impl Routes {
                     path_prefix: route.path_prefix.clone(),
                     pool: index_of(&route.pool)?,
                     fallthrough_404: route.fallthrough_404,
+                    signing_keys: route
+                        .signing_keys
+                        .iter()
+                        .map(|key| key.as_bytes().to_vec())
+                        .collect(),
                 })
             })
             .collect();
@@ -94,21 +101,7 @@ impl Routes {
 
     /// Where a request to `host` (with or without port) and `path` goes.
     pub fn destination(&self, host: &str, path: &str) -> Destination<'_> {
-        if self.routes.is_empty() {
-            return Destination {
-                pool: &self.pools[self.default],
-                fallthrough_404: false,
-            };
-        }
-        let host = strip_port(host);
-        let lowercase;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowercase = host.to_ascii_lowercase();
-            lowercase.as_str()
-        } else {
-            host
-        };
-        match self.routes.iter().find(|route| route.matches(host, path)) {
+        match self.route(host, path) {
             Some(route) => Destination {
                 pool: &self.pools[route.pool],
                 fallthrough_404: route.fallthrough_404,
@@ -118,6 +111,29 @@ impl Routes {
                 fallthrough_404: false,
             },
         }
+    }
+
+    /// The keys that may sign URLs of `host` and `path`, if their route wants signed URLs.
+    pub fn signing_keys(&self, host: &str, path: &str) -> Option<&[Vec<u8>]> {
+        self.route(host, path)
+            .map(|route| route.signing_keys.as_slice())
+            .filter(|keys| !keys.is_empty())
+    }
+
+    /// The first route that matches, if any.
+    fn route(&self, host: &str, path: &str) -> Option<&Route> {
+        if self.routes.is_empty() {
+            return None;
+        }
+        let host = strip_port(host);
+        let lowercase;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowercase = host.to_ascii_lowercase();
+            lowercase.as_str()
+        } else {
+            host
+        };
+        self.routes.iter().find(|route| route.matches(host, path))
     }
 
     /// Every pool.

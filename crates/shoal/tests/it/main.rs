@@ -13,6 +13,7 @@ mod process;
 mod ranges;
 mod reload;
 mod shutdown;
+mod signed;
 mod slices;
 mod strict;
 mod support;

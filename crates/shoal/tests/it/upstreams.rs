@@ -35,6 +35,7 @@ fn only(config: &mut Config, pool: PoolConfig) {
         path_prefix: None,
         pool: pool.name.clone(),
         fallthrough_404: false,
+        signing_keys: Vec::new(),
     }];
     config.pools = vec![pool];
 }

@@ -1,0 +1,153 @@
+//! Signed URLs: a route with `signing_keys` serves only URLs that carry a valid signature over
+//! their path and an expiry time, as two query parameters:
+//!
+//! ```text
+//! /downloads/big.iso?expires=1795400000&signature=<64 hex digits>
+//! signature = lowercase hex of HMAC-SHA256(key, "<expires>:<path>")
+//! ```
+//!
+//! `path` is the URL's path exactly as sent (percent-encoding included, no query); `expires` is
+//! in seconds since the Unix epoch. Any of the route's keys may have signed it, so a new key can
+//! be added, used, and the old one removed later. The two parameters are removed before the
+//! request goes further: every signed URL of one file is one cache object, and the origin never
+//! sees them. Other query parameters are not covered by the signature.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a URL is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// No `expires` or `signature` parameter, or one that is not well formed.
+    Unsigned,
+    /// The expiry time has passed.
+    Expired,
+    /// No key gives this signature.
+    BadSignature,
+}
+
+impl Denied {
+    /// For the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denied::Unsigned => "URL not signed (expires and signature parameters)",
+            Denied::Expired => "signed URL expired",
+            Denied::BadSignature => "URL signature does not match",
+        }
+    }
+}
+
+/// The signature of `path` until `expires` with `key`, in lowercase hex.
+pub fn signature(key: &[u8], path: &str, expires: u64) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(expires.to_string().as_bytes());
+    mac.update(b":");
+    mac.update(path.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    hex
+}
+
+/// `target` (path and query) with `expires` and `signature` parameters added.
+pub fn sign(target: &str, key: &[u8], expires: u64) -> String {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let separator = if target.contains('?') { '&' } else { '?' };
+    format!(
+        "{target}{separator}expires={expires}&signature={}",
+        signature(key, path, expires)
+    )
+}
+
+/// Checks `target` (path and query) at time `now` (seconds since the epoch) against `keys`;
+/// on success returns the target without the two parameters.
+pub fn verify(target: &str, keys: &[Vec<u8>], now: u64) -> Result<String, Denied> {
+    let (path, query) = target.split_once('?').ok_or(Denied::Unsigned)?;
+    let (mut expires, mut signature) = (None, None);
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("expires", value)) if expires.is_none() => expires = Some(value),
+            Some(("signature", value)) if signature.is_none() => signature = Some(value),
+            _ => kept.push(pair),
+        }
+    }
+    let expires: u64 = expires
+        .and_then(|value| value.parse().ok())
+        .ok_or(Denied::Unsigned)?;
+    let signature = signature.and_then(decode_hex).ok_or(Denied::Unsigned)?;
+    if expires < now {
+        return Err(Denied::Expired);
+    }
+    let valid = keys.iter().any(|key| {
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+        mac.update(expires.to_string().as_bytes());
+        mac.update(b":");
+        mac.update(path.as_bytes());
+        // Compared in constant time.
+        mac.verify_slice(&signature).is_ok()
+    });
+    if !valid {
+        return Err(Denied::BadSignature);
+    }
+    Ok(match kept.is_empty() {
+        true => path.to_owned(),
+        false => format!("{path}?{}", kept.join("&")),
+    })
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 64 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_795_000_000;
+
+    #[test]
+    fn a_signed_url_verifies_until_it_expires_and_loses_its_parameters() {
+        let keys = vec![
+            b"old-key-0123456789".to_vec(),
+            b"new-key-0123456789".to_vec(),
+        ];
+        let signed = sign("/files/a.iso?mirror=2", &keys[1], NOW + 60);
+        assert!(signed.starts_with("/files/a.iso?mirror=2&expires=1795000060&signature="));
+        assert_eq!(
+            verify(&signed, &keys, NOW),
+            Ok("/files/a.iso?mirror=2".into())
+        );
+        assert_eq!(verify(&signed, &keys, NOW + 61), Err(Denied::Expired));
+        // Signed with the old key, during a rotation.
+        let old = sign("/files/a.iso", &keys[0], NOW + 60);
+        assert_eq!(verify(&old, &keys, NOW), Ok("/files/a.iso".into()));
+        assert_eq!(verify(&old, &keys[1..], NOW), Err(Denied::BadSignature));
+    }
+
+    #[test]
+    fn tampering_is_refused() {
+        let keys = vec![b"a-key-of-some-length".to_vec()];
+        let signed = sign("/files/a.iso", &keys[0], NOW + 60);
+        let other_file = signed.replace("a.iso", "b.iso");
+        assert_eq!(verify(&other_file, &keys, NOW), Err(Denied::BadSignature));
+        let later = signed.replace("expires=1795000060", "expires=1795999999");
+        assert_eq!(verify(&later, &keys, NOW), Err(Denied::BadSignature));
+        assert_eq!(verify("/files/a.iso", &keys, NOW), Err(Denied::Unsigned));
+        assert_eq!(
+            verify("/files/a.iso?expires=1795000060&signature=zz", &keys, NOW),
+            Err(Denied::Unsigned)
+        );
+    }
+}
