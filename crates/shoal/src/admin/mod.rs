@@ -86,6 +86,8 @@ struct Stats {
     #[serde(skip_serializing_if = "Option::is_none")]
     disk: Option<DiskStats>,
     fetches_in_flight: usize,
+    /// Client IP addresses with an open connection or a request-rate bucket not yet full.
+    clients_tracked: usize,
     /// The access log's lines written and dropped, when it is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     access_log: Option<AccessLogStats>,
@@ -531,6 +533,7 @@ fn stats(proxy: &Proxy) -> Stats {
             dropped: log.dropped(),
         }),
         fetches_in_flight: proxy.fetches_in_flight(),
+        clients_tracked: proxy.clients_tracked(),
         latency: LatencyStats {
             bounds_micros: &crate::proxy::LATENCY_BUCKETS_MICROS,
             requests: proxy

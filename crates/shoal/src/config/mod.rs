@@ -93,6 +93,15 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Open client connections above which new ones are refused (closed at once).
     pub max_connections: usize,
+    /// Open connections one client IP address may have; more are refused (closed at once).
+    /// 0: no limit.
+    pub max_connections_per_ip: u32,
+    /// Requests per second one client IP address may make on average (a token bucket); more
+    /// get 429 with `Retry-After`. 0: no limit.
+    pub rate_limit_per_ip: u32,
+    /// Requests one client IP address may make at once after a quiet time; 0: twice
+    /// `rate_limit_per_ip`.
+    pub rate_limit_burst: u32,
     /// Time allowed to receive a whole request head once its first byte has arrived.
     pub header_read_timeout: Span,
     /// Time an idle keep-alive connection is kept open waiting for the next request.
@@ -125,6 +134,9 @@ impl Default for ServerConfig {
             hsts: String::new(),
             workers: 0,
             max_connections: 16_384,
+            max_connections_per_ip: 1024,
+            rate_limit_per_ip: 0,
+            rate_limit_burst: 0,
             header_read_timeout: Span(std::time::Duration::from_secs(10)),
             keepalive_timeout: Span(std::time::Duration::from_secs(75)),
             body_read_timeout: Span(std::time::Duration::from_secs(30)),
@@ -1177,6 +1189,9 @@ mod tests {
             "danger_accept_invalid_certs_for_testing",
             "admin",
             "signing_keys",
+            "max_connections_per_ip",
+            "rate_limit_per_ip",
+            "rate_limit_burst",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),

@@ -1,7 +1,7 @@
 //! Errors on the request path and the one function that turns them into responses.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, DATE, LOCATION};
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, DATE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 
 use super::response::{ProxyResponse, ResponseBody, ResponseHeaders};
@@ -33,6 +33,9 @@ pub enum ProxyError {
     /// CONNECT and TRACE are not proxied.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The client went over its request rate; it may try again after this many seconds.
+    #[error("client over its request rate")]
+    RateLimited(u64),
     /// A route that serves only signed URLs got one without a valid signature.
     #[error("{}", .0.as_str())]
     Forbidden(crate::signed_url::Denied),
@@ -56,7 +59,8 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest { .. }
             | ProxyError::MethodNotAllowed
-            | ProxyError::Forbidden(_) => Side::Client,
+            | ProxyError::Forbidden(_)
+            | ProxyError::RateLimited(_) => Side::Client,
             ProxyError::NotCached => Side::Client,
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => Side::Client,
             ProxyError::Upstream(_) | ProxyError::FollowedFailure(_) => Side::Origin,
@@ -70,6 +74,7 @@ impl ProxyError {
             ProxyError::BadRequest { status, .. } => *status,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Unavailable { .. }) => {
@@ -92,6 +97,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method not allowed",
             ProxyError::Forbidden(crate::signed_url::Denied::Expired) => "this link has expired",
             ProxyError::Forbidden(_) => "this URL needs a valid signature",
+            ProxyError::RateLimited(_) => "too many requests; slow down",
             ProxyError::NotCached => "not in cache (only-if-cached)",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "origin unreachable",
             ProxyError::Upstream(UpstreamError::Unavailable { .. }) => {
@@ -127,7 +133,18 @@ pub fn error_response(error: &ProxyError) -> ProxyResponse {
             );
         }
     }
-    response.close = error.side() == Side::Client && status != StatusCode::GATEWAY_TIMEOUT;
+    if let (ProxyError::RateLimited(seconds), ResponseHeaders::Map(headers)) =
+        (error, &mut response.headers)
+    {
+        headers.insert(RETRY_AFTER, HeaderValue::from(*seconds));
+    }
+    // A client that broke a rule is not worth a kept connection; one that was only told to
+    // wait or go elsewhere is.
+    response.close = error.side() == Side::Client
+        && !matches!(
+            error,
+            ProxyError::RateLimited(_) | ProxyError::Forbidden(_) | ProxyError::NotCached
+        );
     response
 }
 

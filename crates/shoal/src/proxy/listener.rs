@@ -142,6 +142,13 @@ fn start(stream: TcpStream, peer: SocketAddr, tls: Option<&TlsAcceptor>, proxy: 
         drop(stream);
         return;
     }
+    let per_ip = live.config.server.max_connections_per_ip;
+    let Some(slot) = proxy.limits.connect(peer.ip(), per_ip, super::now_millis()) else {
+        metrics.add(Counter::RefusedConnections, 1);
+        metrics.add(Counter::RefusedPerClient, 1);
+        drop(stream);
+        return;
+    };
     metrics.add(Counter::Connections, 1);
     metrics.add(Counter::OpenConnections, 1);
     let proxy = Arc::clone(proxy);
@@ -159,6 +166,7 @@ fn start(stream: TcpStream, peer: SocketAddr, tls: Option<&TlsAcceptor>, proxy: 
             }
         }
         metrics.decrement(Counter::OpenConnections);
+        drop(slot);
     });
 }
 

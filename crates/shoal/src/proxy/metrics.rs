@@ -53,10 +53,15 @@ pub enum Counter {
     OriginBytes,
     /// TLS handshakes that failed or timed out.
     TlsHandshakeErrors,
+    /// Connections refused because their client IP had `server.max_connections_per_ip` open
+    /// (also counted in `RefusedConnections`).
+    RefusedPerClient,
+    /// Requests answered 429 because their client IP went over `server.rate_limit_per_ip`.
+    RateLimited,
 }
 
 impl Counter {
-    const ALL: [Counter; 21] = [
+    const ALL: [Counter; 23] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -78,6 +83,8 @@ impl Counter {
         Counter::Collapsed,
         Counter::OriginBytes,
         Counter::TlsHandshakeErrors,
+        Counter::RefusedPerClient,
+        Counter::RateLimited,
     ];
 
     /// The name used by the admin API.
@@ -104,6 +111,8 @@ impl Counter {
             Counter::Collapsed => "collapsed",
             Counter::OriginBytes => "origin_bytes",
             Counter::TlsHandshakeErrors => "tls_handshake_errors",
+            Counter::RefusedPerClient => "refused_per_client",
+            Counter::RateLimited => "rate_limited",
         }
     }
 }

@@ -12,6 +12,7 @@ mod generation;
 mod h2;
 mod headers;
 pub mod http1;
+mod limits;
 mod listener;
 mod metrics;
 mod response;
@@ -80,6 +81,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// The most requested URLs.
     top_urls: TopUrls,
+    /// Connections and request rates per client IP.
+    limits: Arc<limits::ClientLimits>,
     /// The certificates of the TLS listeners and their rustls configuration, when there are
     /// TLS listeners.
     tls: Option<(Arc<CertResolver>, Arc<rustls::ServerConfig>)>,
@@ -151,6 +154,7 @@ impl Proxy {
             drain_started: tokio::sync::Notify::new(),
             metrics: Arc::new(Metrics::new(workers)),
             top_urls: TopUrls::new(workers),
+            limits: Arc::default(),
             reloads: std::sync::Mutex::new(Reloads::default()),
             workers,
             live: ArcSwap::from_pointee(Generation::first(config, workers)?),
@@ -408,6 +412,11 @@ impl Proxy {
         &self.metrics
     }
 
+    /// Client IP addresses with a record in the per-client limits now.
+    pub fn clients_tracked(&self) -> usize {
+        self.limits.tracked()
+    }
+
     /// The most requested URLs.
     pub fn top_urls(&self) -> &TopUrls {
         &self.top_urls
@@ -524,6 +533,10 @@ impl Proxy {
             Ok(response) => response,
             Err(error) => {
                 match error.side() {
+                    // Counted; a line each would let a flood fill the log.
+                    Side::Client if matches!(error, ProxyError::RateLimited(_)) => {
+                        tracing::debug!(%error, "request rejected")
+                    }
                     Side::Client => tracing::info!(%error, "request rejected"),
                     Side::Origin | Side::Internal => tracing::warn!(%error, "request failed"),
                 }
@@ -538,6 +551,7 @@ impl Proxy {
 
     /// recv: decide between the cache and a plain pass to the origin.
     async fn route(self: &Arc<Self>, request: ClientRequest) -> Result<ProxyResponse, ProxyError> {
+        self.check_rate(&request)?;
         if !request.tls && self.live().config.server.redirect_to_https {
             return self.redirect_to_https(&request);
         }
@@ -583,6 +597,27 @@ impl Proxy {
                 .add_bytes(key, response.body.length().unwrap_or(0));
         }
         response
+    }
+
+    /// `server.rate_limit_per_ip`: a token from the client's bucket, or 429.
+    fn check_rate(&self, request: &ClientRequest) -> Result<(), ProxyError> {
+        let server = &self.live().config.server;
+        if server.rate_limit_per_ip == 0 {
+            return Ok(());
+        }
+        let rate = limits::Rate {
+            per_second: server.rate_limit_per_ip,
+            burst: match server.rate_limit_burst {
+                0 => server.rate_limit_per_ip.saturating_mul(2),
+                burst => burst,
+            },
+        };
+        self.limits
+            .admit(request.client.ip(), rate, now_millis())
+            .map_err(|retry_after| {
+                self.metrics.add(Counter::RateLimited, 1);
+                ProxyError::RateLimited(retry_after)
+            })
     }
 
     /// Routes with `signing_keys` serve only signed URLs: checked before anything else, and the

@@ -9,6 +9,7 @@ mod crash;
 mod ctl;
 mod dashboard;
 mod disk;
+mod limits;
 mod process;
 mod ranges;
 mod reload;
