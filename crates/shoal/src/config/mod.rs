@@ -118,6 +118,9 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Largest request body forwarded to an origin; larger gets 413.
     pub max_request_body: ByteSize,
+    /// Methods served (GET and HEAD from the cache, the rest passed to the origin); others get
+    /// 405. CONNECT is never served (a reverse proxy does not tunnel); TRACE only if listed.
+    pub methods: Vec<String>,
     /// Name this node gives itself in the `Via` header.
     pub via: String,
     /// On SIGTERM or Ctrl-C, how long in-flight responses may take to finish before the
@@ -145,6 +148,9 @@ impl Default for ServerConfig {
             max_header_bytes: ByteSize(64 << 10),
             max_headers: 128,
             max_request_body: ByteSize(100 << 20),
+            methods: ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+                .map(str::to_owned)
+                .to_vec(),
             via: "shoal".to_owned(),
             shutdown_grace: Span(std::time::Duration::from_secs(10)),
         }
@@ -819,6 +825,14 @@ impl Config {
                 "redirecting to HTTPS needs a TLS listener (server.listen_tls)".into(),
             ));
         }
+        if let Some(method) = self.server.methods.iter().find(|method| {
+            http::Method::from_bytes(method.as_bytes()).is_err() || method.as_str() == "CONNECT"
+        }) {
+            return Err((
+                &["server.methods"],
+                format!("`{method}`: expected method names such as GET or PURGE (CONNECT is never served)"),
+            ));
+        }
         if http::HeaderValue::from_str(&self.server.hsts).is_err() {
             return Err((
                 &["server.hsts"],
@@ -1192,6 +1206,7 @@ mod tests {
             "max_connections_per_ip",
             "rate_limit_per_ip",
             "rate_limit_burst",
+            "methods",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),

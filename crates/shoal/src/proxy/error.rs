@@ -30,9 +30,9 @@ pub enum ProxyError {
         /// What was wrong, for the log and the response body.
         reason: &'static str,
     },
-    /// CONNECT and TRACE are not proxied.
+    /// A method not in `server.methods` (CONNECT never is); the value of `Allow`.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(HeaderValue),
     /// The client went over its request rate; it may try again after this many seconds.
     #[error("client over its request rate")]
     RateLimited(u64),
@@ -58,7 +58,7 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
             ProxyError::BadRequest { .. }
-            | ProxyError::MethodNotAllowed
+            | ProxyError::MethodNotAllowed(_)
             | ProxyError::Forbidden(_)
             | ProxyError::RateLimited(_) => Side::Client,
             ProxyError::NotCached => Side::Client,
@@ -72,7 +72,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest { status, .. } => *status,
-            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
@@ -94,7 +94,7 @@ impl ProxyError {
     fn public_text(&self) -> &'static str {
         match self {
             ProxyError::BadRequest { reason, .. } => reason,
-            ProxyError::MethodNotAllowed => "method not allowed",
+            ProxyError::MethodNotAllowed(_) => "method not allowed",
             ProxyError::Forbidden(crate::signed_url::Denied::Expired) => "this link has expired",
             ProxyError::Forbidden(_) => "this URL needs a valid signature",
             ProxyError::RateLimited(_) => "too many requests; slow down",
@@ -125,13 +125,10 @@ impl ProxyError {
 pub fn error_response(error: &ProxyError) -> ProxyResponse {
     let status = error.status();
     let mut response = synthetic(status, error.public_text());
-    if status == StatusCode::METHOD_NOT_ALLOWED {
-        if let ResponseHeaders::Map(headers) = &mut response.headers {
-            headers.insert(
-                ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
-            );
-        }
+    if let (ProxyError::MethodNotAllowed(allow), ResponseHeaders::Map(headers)) =
+        (error, &mut response.headers)
+    {
+        headers.insert(ALLOW, allow.clone());
     }
     if let (ProxyError::RateLimited(seconds), ResponseHeaders::Map(headers)) =
         (error, &mut response.headers)

@@ -50,6 +50,9 @@ pub struct Generation {
     pub(super) tag_header: HeaderName,
     /// `Strict-Transport-Security` for responses over TLS, if configured.
     pub(super) hsts: Option<HeaderValue>,
+    /// The methods served, and the `Allow` value that lists them.
+    pub(super) methods: Vec<http::Method>,
+    pub(super) allow: HeaderValue,
 }
 
 /// What a reload did.
@@ -164,6 +167,14 @@ impl Generation {
             status_header,
             tag_header: HeaderName::from_bytes(config.cache.tag_header.as_bytes())
                 .unwrap_or(HeaderName::from_static("surrogate-key")),
+            methods: config
+                .server
+                .methods
+                .iter()
+                .filter_map(|method| http::Method::from_bytes(method.as_bytes()).ok())
+                .collect(),
+            allow: HeaderValue::from_str(&config.server.methods.join(", "))
+                .unwrap_or(HeaderValue::from_static("GET, HEAD")),
             hsts: (!config.server.hsts.is_empty())
                 .then(|| HeaderValue::from_str(&config.server.hsts).ok())
                 .flatten(),

@@ -552,15 +552,19 @@ impl Proxy {
     /// recv: decide between the cache and a plain pass to the origin.
     async fn route(self: &Arc<Self>, request: ClientRequest) -> Result<ProxyResponse, ProxyError> {
         self.check_rate(&request)?;
+        {
+            let live = self.live();
+            let method = &request.head.method;
+            if method == Method::CONNECT || !live.methods.contains(method) {
+                return Err(ProxyError::MethodNotAllowed(live.allow.clone()));
+            }
+        }
         if !request.tls && self.live().config.server.redirect_to_https {
             return self.redirect_to_https(&request);
         }
         let mut request = request;
         self.check_signature(&mut request)?;
         let method = &request.head.method;
-        if method == Method::CONNECT || method == Method::TRACE {
-            return Err(ProxyError::MethodNotAllowed);
-        }
         if request
             .body
             .declared_over(self.live().config.server.max_request_body.bytes())

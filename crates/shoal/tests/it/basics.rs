@@ -119,6 +119,38 @@ async fn connect_and_trace_are_refused() {
 }
 
 #[tokio::test]
+async fn only_the_configured_methods_are_served() {
+    let origin = Origin::fixed("x").await;
+    let node = node_with(&origin, |config| {
+        config.server.methods = ["GET", "HEAD", "PURGE"].map(str::to_owned).to_vec();
+    })
+    .await;
+    let reply = raw(
+        node.listen[0],
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+    assert!(reply.contains("allow: GET, HEAD, PURGE"), "{reply}");
+    // An extension method that is listed goes to the origin.
+    let reply = raw(node.listen[0], b"PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(origin.seen().len(), 1);
+    assert_eq!(origin.seen()[0].method.as_str(), "PURGE");
+    // CONNECT cannot be listed.
+    let error = shoal::config::Config::parse(
+        "[server]\nmethods = [\"GET\", \"CONNECT\"]\n",
+        std::path::Path::new("s.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("server.methods") && error.contains("CONNECT"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn proxy_headers_are_rewritten_both_ways() {
     let origin = Origin::start(|_| {
         Reply::ok("x")
