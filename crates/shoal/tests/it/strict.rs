@@ -58,6 +58,25 @@ async fn smuggling_vectors_are_rejected_and_never_forwarded() {
         (b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         (b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400),
         (b"GET / HTTP/9.9\r\nHost: a\r\n\r\n", 505),
+        // TE.TE: two Transfer-Encoding fields, one of them not chunked.
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+        // TE.TE: obfuscated names and values.
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\x00\r\n\r\n0\r\n\r\n", 400),
+        // Header-name whitespace before the colon, on Content-Length too.
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\nhello", 400),
+        // Duplicate Content-Length, even equal ones, and a comma list of equal values.
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5,5\r\n\r\nhello", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello", 400),
+        // Chunk-extension abuse: bare CR or LF inside, a quoted CRLF, a size with a sign.
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\rc\r\nhello\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"x\r\ny\"\r\nhello\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: a\r\n b\r\n\r\n", 400),
     ];
     for (request, status) in cases {
         expect_rejected(&node, request, *status).await;
@@ -76,6 +95,57 @@ async fn a_smuggled_second_request_never_reaches_the_origin() {
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert_eq!(reply.matches("HTTP/1.1").count(), 1);
     assert!(origin.seen().is_empty());
+}
+
+#[tokio::test]
+async fn http2_bodies_that_differ_from_their_content_length_are_refused() {
+    let origin = Origin::start(|seen| Reply::ok(format!("{} bytes", seen.body.len()))).await;
+    let node = node(&origin).await;
+    for (declared, sent) in [(5usize, 10usize), (10, 5), (0, 3)] {
+        let tcp = TcpStream::connect(node.listen[0]).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::post(format!("http://a/upload-{declared}-{sent}"))
+            .header("content-length", declared)
+            .body(())
+            .unwrap();
+        let (response, mut stream) = client.send_request(request, false).unwrap();
+        stream
+            .send_data(bytes::Bytes::from(vec![b'x'; sent]), true)
+            .unwrap();
+        // A reset stream, or an error status: never the origin's answer to a body that is
+        // not the one declared.
+        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), response).await {
+            assert!(
+                response.status().is_client_error() || response.status().is_server_error(),
+                "declared {declared}, sent {sent}: {}",
+                response.status()
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(origin.seen().is_empty(), "{:?}", origin.seen());
+    // The same client with an honest length gets through.
+    let tcp = TcpStream::connect(node.listen[0]).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post("http://a/upload-5-5")
+        .header("content-length", 5)
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    stream
+        .send_data(bytes::Bytes::from_static(b"hello"), true)
+        .unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    assert_eq!(origin.seen().len(), 1);
+    assert_eq!(&origin.seen()[0].body[..], b"hello");
 }
 
 #[tokio::test]
