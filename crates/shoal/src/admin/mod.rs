@@ -88,6 +88,8 @@ struct Stats {
     fetches_in_flight: usize,
     /// Client IP addresses with an open connection or a request-rate bucket not yet full.
     clients_tracked: usize,
+    /// Origin body bytes being filled into objects not yet complete.
+    inflight_bytes: u64,
     /// The access log's lines written and dropped, when it is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     access_log: Option<AccessLogStats>,
@@ -534,6 +536,7 @@ fn stats(proxy: &Proxy) -> Stats {
         }),
         fetches_in_flight: proxy.fetches_in_flight(),
         clients_tracked: proxy.clients_tracked(),
+        inflight_bytes: proxy.inflight_bytes(),
         latency: LatencyStats {
             bounds_micros: &crate::proxy::LATENCY_BUCKETS_MICROS,
             requests: proxy

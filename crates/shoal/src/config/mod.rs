@@ -102,6 +102,10 @@ pub struct ServerConfig {
     /// Requests one client IP address may make at once after a quiet time; 0: twice
     /// `rate_limit_per_ip`.
     pub rate_limit_burst: u32,
+    /// Origin body bytes being filled into objects not yet complete (so not yet bounded by a
+    /// store) above which new misses are shed: 503 with `Retry-After`, or stale content when
+    /// there is some. 0: no cap.
+    pub max_inflight_memory: ByteSize,
     /// Time allowed to receive a whole request head once its first byte has arrived.
     pub header_read_timeout: Span,
     /// Time an idle keep-alive connection is kept open waiting for the next request.
@@ -140,6 +144,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 1024,
             rate_limit_per_ip: 0,
             rate_limit_burst: 0,
+            max_inflight_memory: ByteSize(1 << 30),
             header_read_timeout: Span(std::time::Duration::from_secs(10)),
             keepalive_timeout: Span(std::time::Duration::from_secs(75)),
             body_read_timeout: Span(std::time::Duration::from_secs(30)),
@@ -1207,6 +1212,7 @@ mod tests {
             "rate_limit_per_ip",
             "rate_limit_burst",
             "methods",
+            "max_inflight_memory",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),

@@ -33,6 +33,9 @@ pub enum ProxyError {
     /// A method not in `server.methods` (CONNECT never is); the value of `Allow`.
     #[error("method not allowed")]
     MethodNotAllowed(HeaderValue),
+    /// `server.max_inflight_memory` is reached: a new origin fetch must wait.
+    #[error("shed: too much body data in flight")]
+    Overloaded,
     /// The client went over its request rate; it may try again after this many seconds.
     #[error("client over its request rate")]
     RateLimited(u64),
@@ -64,7 +67,7 @@ impl ProxyError {
             ProxyError::NotCached => Side::Client,
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => Side::Client,
             ProxyError::Upstream(_) | ProxyError::FollowedFailure(_) => Side::Origin,
-            ProxyError::Internal(_) => Side::Internal,
+            ProxyError::Internal(_) | ProxyError::Overloaded => Side::Internal,
         }
     }
 
@@ -75,6 +78,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Unavailable { .. }) => {
@@ -98,6 +102,7 @@ impl ProxyError {
             ProxyError::Forbidden(crate::signed_url::Denied::Expired) => "this link has expired",
             ProxyError::Forbidden(_) => "this URL needs a valid signature",
             ProxyError::RateLimited(_) => "too many requests; slow down",
+            ProxyError::Overloaded => "busy; try again in a moment",
             ProxyError::NotCached => "not in cache (only-if-cached)",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "origin unreachable",
             ProxyError::Upstream(UpstreamError::Unavailable { .. }) => {
@@ -130,10 +135,13 @@ pub fn error_response(error: &ProxyError) -> ProxyResponse {
     {
         headers.insert(ALLOW, allow.clone());
     }
-    if let (ProxyError::RateLimited(seconds), ResponseHeaders::Map(headers)) =
-        (error, &mut response.headers)
-    {
-        headers.insert(RETRY_AFTER, HeaderValue::from(*seconds));
+    let retry_after = match error {
+        ProxyError::RateLimited(seconds) => Some(*seconds),
+        ProxyError::Overloaded => Some(1),
+        _ => None,
+    };
+    if let (Some(seconds), ResponseHeaders::Map(headers)) = (retry_after, &mut response.headers) {
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
     // A client that broke a rule is not worth a kept connection; one that was only told to
     // wait or go elsewhere is.

@@ -425,6 +425,8 @@ async fn fill(
     let timeout = proxy.live().config.origin.body_timeout.duration();
     let mut flight = Some(flight);
     let mut received: u64 = 0;
+    // Released when this returns: the object is then complete (and in the store) or gone.
+    let mut held = proxy.inflight.hold();
     loop {
         let frame = match tokio::time::timeout(timeout, incoming.frame()).await {
             Err(_) => Err((
@@ -440,6 +442,7 @@ async fn fill(
                 if let Ok(data) = frame.into_data() {
                     received += data.len() as u64;
                     proxy.metrics.add(Counter::OriginBytes, data.len() as u64);
+                    held.add(data.len() as u64);
                     object.append(&data, declared_length);
                     if received > max {
                         // Too large to keep: stop offering it to new requests and pass it

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 64;
@@ -150,6 +151,53 @@ impl ClientLimits {
             .iter()
             .map(|shard| shard.lock().map_or(0, |shard| shard.len()))
             .sum()
+    }
+}
+
+/// Bytes of origin response bodies being filled into objects that are not complete yet (so not
+/// yet in a store, which bounds them once they are). New misses are shed while it is over
+/// `server.max_inflight_memory`.
+#[derive(Default)]
+pub struct InflightMemory(AtomicU64);
+
+impl InflightMemory {
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// A holder for one fill's bytes, released when it is dropped.
+    pub fn hold(&self) -> Held<'_> {
+        Held {
+            memory: self,
+            bytes: 0,
+        }
+    }
+}
+
+/// The bytes one fill holds.
+pub struct Held<'a> {
+    memory: &'a InflightMemory,
+    bytes: u64,
+}
+
+impl Held<'_> {
+    /// `bytes` more arrived.
+    pub fn add(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        self.memory.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// What was held went into a store (or away).
+    pub fn release(&mut self) {
+        self.memory.0.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -58,10 +58,13 @@ pub enum Counter {
     RefusedPerClient,
     /// Requests answered 429 because their client IP went over `server.rate_limit_per_ip`.
     RateLimited,
+    /// Misses not fetched (503, or stale content) because `server.max_inflight_memory` was
+    /// reached.
+    Shed,
 }
 
 impl Counter {
-    const ALL: [Counter; 23] = [
+    const ALL: [Counter; 24] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -85,6 +88,7 @@ impl Counter {
         Counter::TlsHandshakeErrors,
         Counter::RefusedPerClient,
         Counter::RateLimited,
+        Counter::Shed,
     ];
 
     /// The name used by the admin API.
@@ -113,6 +117,7 @@ impl Counter {
             Counter::TlsHandshakeErrors => "tls_handshake_errors",
             Counter::RefusedPerClient => "refused_per_client",
             Counter::RateLimited => "rate_limited",
+            Counter::Shed => "shed",
         }
     }
 }

@@ -83,6 +83,8 @@ pub struct Proxy {
     top_urls: TopUrls,
     /// Connections and request rates per client IP.
     limits: Arc<limits::ClientLimits>,
+    /// Bytes of bodies being filled, not yet in a store.
+    inflight: limits::InflightMemory,
     /// The certificates of the TLS listeners and their rustls configuration, when there are
     /// TLS listeners.
     tls: Option<(Arc<CertResolver>, Arc<rustls::ServerConfig>)>,
@@ -155,6 +157,7 @@ impl Proxy {
             metrics: Arc::new(Metrics::new(workers)),
             top_urls: TopUrls::new(workers),
             limits: Arc::default(),
+            inflight: limits::InflightMemory::default(),
             reloads: std::sync::Mutex::new(Reloads::default()),
             workers,
             live: ArcSwap::from_pointee(Generation::first(config, workers)?),
@@ -412,6 +415,17 @@ impl Proxy {
         &self.metrics
     }
 
+    /// Bytes of origin bodies being filled into objects not yet complete.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.inflight.bytes()
+    }
+
+    /// Whether new origin fetches must wait: `server.max_inflight_memory` is reached.
+    fn overloaded(&self) -> bool {
+        let cap = self.live().config.server.max_inflight_memory.bytes();
+        cap > 0 && self.inflight.bytes() >= cap
+    }
+
     /// Client IP addresses with a record in the per-client limits now.
     pub fn clients_tracked(&self) -> usize {
         self.limits.tracked()
@@ -534,7 +548,9 @@ impl Proxy {
             Err(error) => {
                 match error.side() {
                     // Counted; a line each would let a flood fill the log.
-                    Side::Client if matches!(error, ProxyError::RateLimited(_)) => {
+                    Side::Client | Side::Internal
+                        if matches!(error, ProxyError::RateLimited(_) | ProxyError::Overloaded) =>
+                    {
                         tracing::debug!(%error, "request rejected")
                     }
                     Side::Client => tracing::info!(%error, "request rejected"),
@@ -769,6 +785,18 @@ impl Proxy {
         if self.collapser.is_uncacheable(key) {
             return self.pass(request).await;
         }
+        // Shed a new fetch, not one under way (joining it costs no memory), and serve stale
+        // content instead when there is some.
+        if self.overloaded() && !self.collapser.in_flight(key) {
+            self.metrics.add(Counter::Shed, 1);
+            return match stale {
+                // As when the origin fails: only where stale-if-error (or the grace) allows.
+                Some(stale) if stale.usable_on_error => Ok(self
+                    .deliver(&stale.object, &request, CacheStatus::Stale)
+                    .await),
+                _ => Err(ProxyError::Overloaded),
+            };
+        }
         let guard = match self.collapser.join(key) {
             Role::Leader(guard) => guard,
             Role::Follower(follower) => {
@@ -854,7 +882,7 @@ impl Proxy {
         request: &ClientRequest,
         object: &Arc<Object>,
     ) {
-        if self.collapser.in_flight(key) {
+        if self.collapser.in_flight(key) || self.overloaded() {
             return;
         }
         if let Role::Leader(guard) = self.collapser.join(key) {

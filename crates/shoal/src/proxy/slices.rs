@@ -377,6 +377,8 @@ pub(super) async fn fill_slices(
     let mut slices = slices.into_iter().peekable();
     let mut current: Option<(u64, Arc<Object>, FlightGuard)> = None;
     let mut position = base;
+    // The slice being filled is in flight; a finished one is in the store.
+    let mut held = proxy.inflight.hold();
     while position < last_end {
         let mut data = match tokio::time::timeout(timeout, incoming.frame()).await {
             Ok(Some(Ok(frame))) => match frame.into_data() {
@@ -446,9 +448,11 @@ pub(super) async fn fill_slices(
             };
             let (start, end) = body.bounds(*index);
             object.append(&piece, Some(end - start));
+            held.add(piece.len() as u64);
             if position == end {
                 let (index, object, guard) = current.take().expect("the slice being filled");
                 object.finish();
+                held.release();
                 let key = body.slice_key(index);
                 proxy.store.insert(key, Arc::clone(&object));
                 if to_disk {

@@ -144,3 +144,68 @@ async fn a_client_over_its_request_rate_gets_429_with_retry_after() {
         "429s never reach the origin (and the rest are hits)"
     );
 }
+
+#[tokio::test]
+async fn new_misses_are_shed_while_too_much_body_data_is_in_flight() {
+    let (release, gate) = tokio::sync::mpsc::channel(8);
+    let gate = std::sync::Mutex::new(Some(gate));
+    let origin = Origin::start(move |seen| match seen.target.as_str() {
+        "/big" => Reply::ok("")
+            .header("cache-control", "max-age=60")
+            .header("content-length", "300000")
+            .body(Body::Gated(gate.lock().unwrap().take().unwrap())),
+        _ => Reply::ok("small").header("cache-control", "max-age=60"),
+    })
+    .await;
+    let node = node_with(&origin, |config| {
+        config.server.max_inflight_memory = shoal::config::ByteSize(100_000);
+    })
+    .await;
+    assert_eq!(get(&node, "/cached").await.0, 200);
+
+    // A fetch holds 200,000 bytes of a 300,000-byte body: over the cap.
+    let big = tokio::spawn({
+        let url = format!("{}/big", base(&node));
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .len()
+        }
+    });
+    release
+        .send(bytes::Bytes::from(vec![b'x'; 200_000]))
+        .await
+        .unwrap();
+    assert!(eventually(|| node.proxy.inflight_bytes() >= 200_000).await);
+
+    // A new miss is shed, with a time to come back; hits go on.
+    let (status, headers, _) = get(&node, "/new").await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(get(&node, "/cached").await.0, 200);
+    assert_eq!(origin.count("/new"), 0);
+
+    // Once the big body is complete (and in the store), misses are fetched again.
+    release
+        .send(bytes::Bytes::from(vec![b'x'; 100_000]))
+        .await
+        .unwrap();
+    assert_eq!(big.await.unwrap(), 300_000);
+    assert!(eventually(|| node.proxy.inflight_bytes() == 0).await);
+    assert_eq!(get(&node, "/new").await.0, 200);
+    let shed = node
+        .proxy
+        .metrics()
+        .snapshot()
+        .into_iter()
+        .find(|(name, _)| *name == "shed")
+        .unwrap()
+        .1;
+    assert_eq!(shed, 1);
+}
