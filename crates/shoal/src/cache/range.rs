@@ -84,7 +84,9 @@ pub fn resolve(header: Option<&str>, length: u64) -> RangeRequest {
                 start,
                 end: end.map_or(length, |end| end.saturating_add(1).min(length)),
             }),
+            // RFC 9110 §14.1.1: a suffix range needs a non-zero length on both sides.
             Spec::Suffix(0) => None,
+            Spec::Suffix(_) if length == 0 => None,
             Spec::Suffix(count) => Some(ByteRange {
                 start: length.saturating_sub(count),
                 end: length,
@@ -137,5 +139,8 @@ mod tests {
         );
         check(&many, RangeRequest::Whole);
         assert_eq!(resolve(None, 10), RangeRequest::Whole);
+        // Found by the `range` fuzz target: nothing of an empty representation is satisfiable.
+        assert_eq!(resolve(Some("bytes=-99"), 0), RangeRequest::Unsatisfiable);
+        assert_eq!(resolve(Some("bytes=0-"), 0), RangeRequest::Unsatisfiable);
     }
 }
