@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use shoal::proxy::Counter;
+
 use crate::support::*;
 
 #[tokio::test]
@@ -273,10 +275,9 @@ async fn an_unreachable_origin_gives_503_and_a_slow_one_504() {
         &body[..],
         b"503 Service Unavailable: no origin server is reachable\n"
     );
-    let counters = node.proxy.metrics().snapshot();
-    let count = |name: &str| counters.iter().find(|(key, _)| *key == name).unwrap().1;
-    assert_eq!(count("origin_errors"), 1);
-    assert_eq!(count("origin_connect_errors"), 1);
+    let metrics = node.proxy.metrics();
+    assert_eq!(metrics.get(Counter::OriginErrors), 1);
+    assert_eq!(metrics.get(Counter::OriginConnectErrors), 1);
 
     let slow = Origin::start(|_| Reply::ok("late").delay(Duration::from_secs(3))).await;
     let node = node_with(&slow, |config| {
@@ -286,10 +287,9 @@ async fn an_unreachable_origin_gives_503_and_a_slow_one_504() {
     let (status, _, body) = get(&node, "/slow").await;
     assert_eq!(status, 504);
     assert_eq!(&body[..], b"504 Gateway Timeout: origin timed out\n");
-    let counters = node.proxy.metrics().snapshot();
-    let count = |name: &str| counters.iter().find(|(key, _)| *key == name).unwrap().1;
-    assert_eq!(count("origin_timeouts"), 1);
-    assert_eq!(count("origin_connect_errors"), 0);
+    let metrics = node.proxy.metrics();
+    assert_eq!(metrics.get(Counter::OriginTimeouts), 1);
+    assert_eq!(metrics.get(Counter::OriginConnectErrors), 0);
 }
 
 #[tokio::test]

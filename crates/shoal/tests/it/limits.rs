@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shoal::proxy::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -94,12 +95,7 @@ async fn a_client_ip_may_hold_only_so_many_connections() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(again.unwrap().starts_with("HTTP/1.1 200"));
-    let counters = node.proxy.metrics().snapshot();
-    let refused = counters
-        .iter()
-        .find(|(name, _)| *name == "refused_per_client")
-        .unwrap()
-        .1;
+    let refused = node.proxy.metrics().get(Counter::RefusedPerClient);
     assert!(refused >= 1, "{refused}");
 }
 
@@ -199,13 +195,5 @@ async fn new_misses_are_shed_while_too_much_body_data_is_in_flight() {
     assert_eq!(big.await.unwrap(), 300_000);
     assert!(eventually(|| node.proxy.inflight_bytes() == 0).await);
     assert_eq!(get(&node, "/new").await.0, 200);
-    let shed = node
-        .proxy
-        .metrics()
-        .snapshot()
-        .into_iter()
-        .find(|(name, _)| *name == "shed")
-        .unwrap()
-        .1;
-    assert_eq!(shed, 1);
+    assert_eq!(node.proxy.metrics().get(Counter::Shed), 1);
 }
