@@ -566,30 +566,14 @@ impl Proxy {
     }
 
     /// recv: decide between the cache and a plain pass to the origin.
-    async fn route(self: &Arc<Self>, request: ClientRequest) -> Result<ProxyResponse, ProxyError> {
-        self.check_rate(&request)?;
-        {
-            let live = self.live();
-            let method = &request.head.method;
-            if method == Method::CONNECT || !live.methods.contains(method) {
-                return Err(ProxyError::MethodNotAllowed(live.allow.clone()));
-            }
+    async fn route(
+        self: &Arc<Self>,
+        mut request: ClientRequest,
+    ) -> Result<ProxyResponse, ProxyError> {
+        if let Some(answer) = self.admit(&mut request)? {
+            return Ok(answer);
         }
-        if !request.tls && self.live().config.server.redirect_to_https {
-            return self.redirect_to_https(&request);
-        }
-        let mut request = request;
-        self.check_signature(&mut request)?;
         let method = &request.head.method;
-        if request
-            .body
-            .declared_over(self.live().config.server.max_request_body.bytes())
-        {
-            return Err(ProxyError::BadRequest {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                reason: "request body too large",
-            });
-        }
         let cacheable_method = method == Method::GET || method == Method::HEAD;
         if !cacheable_method || request.has_body {
             // Boxed, here and for misses: the cold paths' state is allocated only when taken,
@@ -619,81 +603,41 @@ impl Proxy {
         response
     }
 
-    /// `server.rate_limit_per_ip`: a token from the client's bucket, or 429.
-    fn check_rate(&self, request: &ClientRequest) -> Result<(), ProxyError> {
-        let server = &self.live().config.server;
-        if server.rate_limit_per_ip == 0 {
-            return Ok(());
-        }
-        let rate = limits::Rate {
-            per_second: server.rate_limit_per_ip,
-            burst: match server.rate_limit_burst {
-                0 => server.rate_limit_per_ip.saturating_mul(2),
-                burst => burst,
-            },
-        };
-        self.limits
-            .admit(request.client.ip(), rate, now_millis())
-            .map_err(|retry_after| {
+    /// recv, the admission checks, in order: the client's request rate (429), the method
+    /// (405), plain HTTP on a node that redirects to HTTPS (308, the answer), the URL's
+    /// signature where its route wants one (403; the signature's parameters are removed), the
+    /// declared body size (413).
+    fn admit(&self, request: &mut ClientRequest) -> Result<Option<ProxyResponse>, ProxyError> {
+        let live = self.live();
+        let server = &live.config.server;
+        if server.rate_limit_per_ip > 0 {
+            let rate = limits::Rate {
+                per_second: server.rate_limit_per_ip,
+                burst: match server.rate_limit_burst {
+                    0 => server.rate_limit_per_ip.saturating_mul(2),
+                    burst => burst,
+                },
+            };
+            if let Err(retry_after) = self.limits.admit(request.client.ip(), rate, now_millis()) {
                 self.metrics.add(Counter::RateLimited, 1);
-                ProxyError::RateLimited(retry_after)
-            })
-    }
-
-    /// Routes with `signing_keys` serve only signed URLs: checked before anything else, and the
-    /// signature's parameters removed from the target (one cache object per file, and the
-    /// origin never sees them).
-    fn check_signature(&self, request: &mut ClientRequest) -> Result<(), ProxyError> {
-        let live = self.live();
-        let Some(keys) = live
-            .routes
-            .signing_keys(request_host(&request.head), request.head.uri.path())
-        else {
-            return Ok(());
-        };
-        let now = now_millis() / 1000;
-        let unsigned = crate::signed_url::verify(target(&request.head), keys, now)
-            .map_err(ProxyError::Forbidden)?;
-        let mut parts = request.head.uri.clone().into_parts();
-        parts.path_and_query = Some(
-            unsigned
-                .parse()
-                .map_err(|_| ProxyError::Internal("a verified target no longer parses"))?,
-        );
-        request.head.uri = http::Uri::from_parts(parts)
-            .map_err(|_| ProxyError::Internal("a verified target no longer parses"))?;
-        Ok(())
-    }
-
-    /// `server.redirect_to_https`: the same URL over HTTPS, on the first TLS listener's port.
-    fn redirect_to_https(&self, request: &ClientRequest) -> Result<ProxyResponse, ProxyError> {
-        let live = self.live();
-        let port = live
-            .config
-            .server
-            .listen_tls
-            .first()
-            .map_or(443, |a| a.port());
-        let host = request_host(&request.head);
-        let name = match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
-        };
-        if name.is_empty() {
+                return Err(ProxyError::RateLimited(retry_after));
+            }
+        }
+        let method = &request.head.method;
+        if method == Method::CONNECT || !live.methods.contains(method) {
+            return Err(ProxyError::MethodNotAllowed(live.allow.clone()));
+        }
+        if !request.tls && server.redirect_to_https {
+            return redirect_to_https(server, request).map(Some);
+        }
+        check_signature(&live, request)?;
+        if request.body.declared_over(server.max_request_body.bytes()) {
             return Err(ProxyError::BadRequest {
-                status: StatusCode::BAD_REQUEST,
-                reason: "no Host to redirect to",
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                reason: "request body too large",
             });
         }
-        let location = match port {
-            443 => format!("https://{name}{}", target(&request.head)),
-            port => format!("https://{name}:{port}{}", target(&request.head)),
-        };
-        let location = HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest {
-            status: StatusCode::BAD_REQUEST,
-            reason: "invalid Host",
-        })?;
-        Ok(error::redirect_response(location))
+        Ok(None)
     }
 
     /// lookup: a stored variant decides between hit, stale and revalidation; none is a miss.
@@ -1032,6 +976,58 @@ fn outcome(result: &Result<ReloadReport, String>) -> ReloadOutcome {
         report: result.as_ref().ok().cloned(),
         error: result.as_ref().err().cloned(),
     }
+}
+
+/// Routes with `signing_keys` serve only signed URLs: checked before anything else, and the
+/// signature's parameters removed from the target (one cache object per file, and the origin
+/// never sees them).
+fn check_signature(live: &Generation, request: &mut ClientRequest) -> Result<(), ProxyError> {
+    let Some(keys) = live
+        .routes
+        .signing_keys(request_host(&request.head), request.head.uri.path())
+    else {
+        return Ok(());
+    };
+    let now = now_millis() / 1000;
+    let unsigned = crate::signed_url::verify(target(&request.head), keys, now)
+        .map_err(ProxyError::Forbidden)?;
+    let mut parts = request.head.uri.clone().into_parts();
+    parts.path_and_query = Some(
+        unsigned
+            .parse()
+            .map_err(|_| ProxyError::Internal("a verified target no longer parses"))?,
+    );
+    request.head.uri = http::Uri::from_parts(parts)
+        .map_err(|_| ProxyError::Internal("a verified target no longer parses"))?;
+    Ok(())
+}
+
+/// `server.redirect_to_https`: the same URL over HTTPS, on the first TLS listener's port.
+fn redirect_to_https(
+    server: &crate::config::ServerConfig,
+    request: &ClientRequest,
+) -> Result<ProxyResponse, ProxyError> {
+    let port = server.listen_tls.first().map_or(443, |a| a.port());
+    let host = request_host(&request.head);
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    if name.is_empty() {
+        return Err(ProxyError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            reason: "no Host to redirect to",
+        });
+    }
+    let location = match port {
+        443 => format!("https://{name}{}", target(&request.head)),
+        port => format!("https://{name}:{port}{}", target(&request.head)),
+    };
+    let location = HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest {
+        status: StatusCode::BAD_REQUEST,
+        reason: "invalid Host",
+    })?;
+    Ok(error::redirect_response(location))
 }
 
 /// Where bans are kept across restarts: beside the first cache directory's segments.

@@ -122,6 +122,28 @@ impl Authority {
     }
 }
 
+/// One keep-alive GET on an open TLS connection; the response head (its small body read too).
+async fn exchange(stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /kept HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let mut received = Vec::new();
+    loop {
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "the connection was closed");
+        received.extend_from_slice(&buffer[..read]);
+        // The origin's body is one byte ("x"): the response ends with it.
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            if received.len() > end + 4 {
+                return String::from_utf8_lossy(&received[..end]).into_owned();
+            }
+        }
+    }
+}
+
 fn certificate_der(config: &CertificateConfig) -> CertificateDer<'static> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_file(&config.cert).unwrap()
@@ -319,6 +341,15 @@ async fn certificates_reload_when_their_files_change_and_with_the_config() {
         ca.served(address, "a.test").await.unwrap(),
         certificate_der(&first)
     );
+    // A keep-alive connection opened with the first certificate.
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(ca.client_config(rustls::ALL_VERSIONS, true)));
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut open = connector
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert!(exchange(&mut open).await.starts_with("HTTP/1.1 200"));
 
     // A renewed pair written over the files is served from the next handshake on.
     let renewed = ca.issue(&dir.0, "a", &["a.test"]);
@@ -336,6 +367,8 @@ async fn certificates_reload_when_their_files_change_and_with_the_config() {
         renewed_der,
         "the renewed certificate is served"
     );
+    // The connection opened before goes on.
+    assert!(exchange(&mut open).await.starts_with("HTTP/1.1 200"));
 
     // A broken file is not taken: the renewed pair stays in force.
     std::fs::write(&renewed.key, "not a key").unwrap();
