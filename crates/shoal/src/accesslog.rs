@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::cache::CacheStatus;
 use crate::config::{LogConfig, LogFormat};
+use crate::geo::Geo;
 
 /// One request, as logged.
 #[derive(Debug)]
@@ -78,59 +79,6 @@ fn count(table: &mut HashMap<String, (u64, u64)>, key: String, bytes: u64) {
     counts.1 += bytes;
 }
 
-/// The MaxMind databases, if configured.
-struct Geo {
-    country: Option<maxminddb::Reader<Vec<u8>>>,
-    asn: Option<maxminddb::Reader<Vec<u8>>>,
-}
-
-#[derive(serde::Deserialize)]
-struct CountryRecord<'a> {
-    #[serde(borrow)]
-    country: Option<IsoCode<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct IsoCode<'a> {
-    iso_code: Option<&'a str>,
-}
-
-#[derive(serde::Deserialize)]
-struct AsnRecord {
-    autonomous_system_number: Option<u32>,
-}
-
-impl Geo {
-    fn open(config: &LogConfig) -> std::io::Result<Geo> {
-        let open = |path: &Option<PathBuf>| -> std::io::Result<_> {
-            path.as_ref()
-                .map(|path| {
-                    maxminddb::Reader::open_readfile(path).map_err(|error| {
-                        std::io::Error::other(format!(
-                            "cannot read the MaxMind database {}: {error}",
-                            path.display()
-                        ))
-                    })
-                })
-                .transpose()
-        };
-        Ok(Geo {
-            country: open(&config.geoip_country)?,
-            asn: open(&config.geoip_asn)?,
-        })
-    }
-
-    fn country(&self, ip: IpAddr) -> Option<String> {
-        let record: CountryRecord<'_> = self.country.as_ref()?.lookup(ip).ok()?;
-        record.country?.iso_code.map(str::to_owned)
-    }
-
-    fn asn(&self, ip: IpAddr) -> Option<u32> {
-        let record: AsnRecord = self.asn.as_ref()?.lookup(ip).ok()?;
-        record.autonomous_system_number
-    }
-}
-
 /// The access log and traffic report.
 pub struct AccessLog {
     queue: SyncSender<Entry>,
@@ -148,8 +96,9 @@ impl AccessLog {
         config: &LogConfig,
         previous: Option<&AccessLog>,
     ) -> std::io::Result<Option<AccessLog>> {
-        let geo = Geo::open(config)?;
-        if config.access.is_none() && geo.country.is_none() && geo.asn.is_none() {
+        let geo = Geo::open(config.geoip_country.as_deref(), config.geoip_asn.as_deref())
+            .map_err(std::io::Error::other)?;
+        if config.access.is_none() && geo.is_empty() {
             return Ok(None);
         }
         let file = match &config.access {
@@ -500,11 +449,10 @@ mod tests {
     #[test]
     fn the_test_databases_resolve_countries_and_networks() {
         let dir = geoip_dir();
-        let geo = Geo::open(&LogConfig {
-            geoip_country: Some(dir.join("GeoIP2-Country-Test.mmdb")),
-            geoip_asn: Some(dir.join("GeoLite2-ASN-Test.mmdb")),
-            ..LogConfig::default()
-        })
+        let geo = Geo::open(
+            Some(&dir.join("GeoIP2-Country-Test.mmdb")),
+            Some(&dir.join("GeoLite2-ASN-Test.mmdb")),
+        )
         .unwrap();
         let ip = |text: &str| text.parse::<IpAddr>().unwrap();
         assert_eq!(geo.country(ip("81.2.69.142")).as_deref(), Some("GB"));

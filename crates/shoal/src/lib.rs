@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod geo;
 pub mod proxy;
 pub mod signed_url;
 pub mod store;

@@ -693,18 +693,7 @@ impl Config {
 
     /// Parses and checks a config file's text; `file` is used in error messages.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|error| {
-            let (line, key) = match error.span() {
-                Some(span) => locate(text, span.start),
-                None => (0, String::new()),
-            };
-            ConfigError::Invalid {
-                file: file.to_owned(),
-                line,
-                key,
-                message: error.message().trim().to_owned(),
-            }
-        })?;
+        let config: Config = parse_toml(text, file)?;
         config.check().map_err(|(keys, message)| {
             // Blame the first of the keys involved that the file actually sets.
             let (key, line) = keys
@@ -1030,6 +1019,26 @@ impl Config {
 }
 
 /// Line (1-based) and key name at a byte offset of the file, for error messages.
+/// Reads TOML text into `T`; an error names `file`, the line and the key, and what was
+/// expected. Shared by every configuration file Shoal reads.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|error| {
+        let (line, key) = match error.span() {
+            Some(span) => locate(text, span.start),
+            None => (0, String::new()),
+        };
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            line,
+            key,
+            message: error.message().trim().to_owned(),
+        }
+    })
+}
+
 fn locate(text: &str, offset: usize) -> (usize, String) {
     let offset = offset.min(text.len());
     let line = text[..offset].matches('\n').count() + 1;
