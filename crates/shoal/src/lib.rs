@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod demo;
 pub mod geo;
 pub mod proxy;
+pub mod router;
 pub mod signed_url;
 pub mod store;
 pub mod tls;

@@ -65,6 +65,16 @@ enum Command {
     },
     /// Operate a running node through its admin API.
     Ctl(shoal::ctl::CtlArgs),
+    /// Run the request router: an authoritative DNS server that sends each client to the
+    /// nearest healthy edge node (see examples/route.toml).
+    Route {
+        /// Router config file (TOML); see examples/route.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Address to answer DNS on, UDP and TCP (repeatable); overrides dns.listen.
+        #[arg(long)]
+        dns: Vec<SocketAddr>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +90,13 @@ fn main() -> std::process::ExitCode {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(reason) => {
                 eprintln!("shoal ctl: {reason}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Route { config, dns } => match shoal::router::run(&config, &dns) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("shoal route: {error:#}");
                 std::process::ExitCode::FAILURE
             }
         },

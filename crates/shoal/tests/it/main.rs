@@ -13,6 +13,7 @@ mod limits;
 mod process;
 mod ranges;
 mod reload;
+mod router;
 mod shutdown;
 mod signed;
 mod slices;

@@ -1,0 +1,349 @@
+//! The routing map: which nodes a client gets. A client address is matched against the
+//! operator's prefixes (longest first), then its AS number, country and continent from the
+//! MaxMind databases, then the default; the first rule found names groups in order of
+//! preference, and the first group with a node up gives the answer: a weighted random choice of
+//! distinct nodes. Built whole from a configuration, then only read (a reload builds a new one).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::config::RouterConfig;
+use crate::geo::{Code2, Geo};
+
+/// One edge node.
+#[derive(Debug)]
+pub struct Node {
+    /// Its name.
+    pub name: String,
+    /// The addresses answered for it.
+    pub addresses: Vec<IpAddr>,
+    weight: u32,
+}
+
+#[derive(Debug)]
+struct Rule {
+    groups: Vec<usize>,
+}
+
+/// Why a rule was chosen, for `?explain` and the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Matched {
+    /// An operator prefix of this length.
+    Prefix(u8),
+    /// The client's AS number.
+    Asn(u32),
+    /// The client's country.
+    Country(Code2),
+    /// The client's continent.
+    Continent(Code2),
+    /// Nothing more specific.
+    Default,
+}
+
+/// The routing data of one configuration.
+pub struct Map {
+    nodes: Vec<Node>,
+    groups: Vec<(String, Vec<usize>)>,
+    rules: Vec<Rule>,
+    prefixes: PrefixTable,
+    asns: HashMap<u32, usize>,
+    countries: HashMap<Code2, usize>,
+    continents: HashMap<Code2, usize>,
+    default: usize,
+    geo: Geo,
+}
+
+impl Map {
+    /// The map of a checked configuration. A MaxMind database that cannot be read is logged
+    /// and left out: those clients get the default rule, and the router keeps answering.
+    pub fn build(config: &RouterConfig) -> Map {
+        let geo = Geo::open(config.geoip.country.as_deref(), config.geoip.asn.as_deref())
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "answering without GeoIP: every client gets the default rule");
+                Geo::none()
+            });
+        let nodes: Vec<Node> = config
+            .nodes
+            .iter()
+            .map(|node| Node {
+                name: node.name.clone(),
+                addresses: node.addresses.clone(),
+                weight: node.weight,
+            })
+            .collect();
+        let node_index = |name: &String| nodes.iter().position(|node| &node.name == name);
+        let groups: Vec<(String, Vec<usize>)> = config
+            .groups
+            .iter()
+            .map(|group| {
+                (
+                    group.name.clone(),
+                    group.nodes.iter().filter_map(node_index).collect(),
+                )
+            })
+            .collect();
+        let group_index = |name: &String| groups.iter().position(|(known, _)| known == name);
+        let mut map = Map {
+            rules: Vec::new(),
+            prefixes: PrefixTable::default(),
+            asns: HashMap::new(),
+            countries: HashMap::new(),
+            continents: HashMap::new(),
+            default: 0,
+            geo,
+            nodes: Vec::new(),
+            groups: Vec::new(),
+        };
+        for (index, rule) in config.rules.iter().enumerate() {
+            map.rules.push(Rule {
+                groups: rule.groups.iter().filter_map(group_index).collect(),
+            });
+            for prefix in &rule.prefixes {
+                if let Some((network, length)) = parse_cidr(prefix) {
+                    map.prefixes.insert(network, length, index);
+                }
+            }
+            for asn in &rule.asns {
+                map.asns.entry(*asn).or_insert(index);
+            }
+            let code = |text: &String| {
+                let bytes = text.as_bytes();
+                (bytes.len() == 2)
+                    .then(|| [bytes[0].to_ascii_uppercase(), bytes[1].to_ascii_uppercase()])
+            };
+            for country in rule.countries.iter().filter_map(code) {
+                map.countries.entry(country).or_insert(index);
+            }
+            for continent in rule.continents.iter().filter_map(code) {
+                map.continents.entry(continent).or_insert(index);
+            }
+            if rule.default {
+                map.default = index;
+            }
+        }
+        map.nodes = nodes;
+        map.groups = groups;
+        map
+    }
+
+    /// The rule for a client at `address`, and why.
+    fn rule_for(&self, address: IpAddr) -> (usize, Matched) {
+        let address = address.to_canonical();
+        if let Some((rule, length)) = self.prefixes.lookup(address) {
+            return (rule, Matched::Prefix(length));
+        }
+        if let Some(asn) = self.geo.asn(address) {
+            if let Some(&rule) = self.asns.get(&asn) {
+                return (rule, Matched::Asn(asn));
+            }
+        }
+        let (country, continent) = self.geo.location(address);
+        if let Some((rule, country)) =
+            country.and_then(|code| Some((*self.countries.get(&code)?, code)))
+        {
+            return (rule, Matched::Country(country));
+        }
+        if let Some((rule, continent)) =
+            continent.and_then(|code| Some((*self.continents.get(&code)?, code)))
+        {
+            return (rule, Matched::Continent(continent));
+        }
+        (self.default, Matched::Default)
+    }
+
+    /// Up to `count` distinct nodes for a client at `address` that have addresses of the
+    /// family asked for (`v6`), from the first group of its rule with such a node up; when
+    /// every node is down, the router fails open from the default rule's groups, all nodes
+    /// counted as up. Returns the addresses and why.
+    pub fn choose(
+        &self,
+        address: IpAddr,
+        v6: bool,
+        count: usize,
+        up: impl Fn(usize) -> bool,
+    ) -> (Vec<IpAddr>, Matched) {
+        let (rule, matched) = self.rule_for(address);
+        let family = |node: &Node| node.addresses.iter().any(|a| a.is_ipv6() == v6);
+        for &group in &self.rules[rule].groups {
+            let candidates: Vec<usize> = self.groups[group]
+                .1
+                .iter()
+                .copied()
+                .filter(|&node| up(node) && family(&self.nodes[node]))
+                .collect();
+            if !candidates.is_empty() {
+                return (self.pick(candidates, v6, count), matched);
+            }
+        }
+        // Nothing up for this client: fail open rather than answer nothing.
+        for &group in &self.rules[self.default].groups {
+            let candidates: Vec<usize> = self.groups[group]
+                .1
+                .iter()
+                .copied()
+                .filter(|&node| family(&self.nodes[node]))
+                .collect();
+            if !candidates.is_empty() {
+                return (self.pick(candidates, v6, count), Matched::Default);
+            }
+        }
+        (Vec::new(), matched)
+    }
+
+    /// A weighted random choice of `count` distinct nodes among `candidates`; their addresses
+    /// of the asked family.
+    fn pick(&self, mut candidates: Vec<usize>, v6: bool, count: usize) -> Vec<IpAddr> {
+        let mut chosen = Vec::with_capacity(count);
+        while chosen.len() < count && !candidates.is_empty() {
+            let total: u64 = candidates
+                .iter()
+                .map(|&node| u64::from(self.nodes[node].weight.max(1)))
+                .sum();
+            let mut point = random() % total;
+            let position = candidates
+                .iter()
+                .position(|&node| {
+                    let weight = u64::from(self.nodes[node].weight.max(1));
+                    if point < weight {
+                        return true;
+                    }
+                    point -= weight;
+                    false
+                })
+                .unwrap_or(0);
+            let node = candidates.swap_remove(position);
+            chosen.extend(
+                self.nodes[node]
+                    .addresses
+                    .iter()
+                    .filter(|a| a.is_ipv6() == v6)
+                    .take(1),
+            );
+        }
+        chosen
+    }
+
+    /// The nodes, for the status.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+}
+
+thread_local! {
+    static STATE: Cell<u64> = Cell::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x2545_F491_4F6C_DD1D, |elapsed| elapsed.as_nanos() as u64)
+            | 1,
+    );
+}
+
+/// SplitMix64 per thread: a weighted choice needs spread, not secrecy.
+fn random() -> u64 {
+    STATE.with(|state| {
+        let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(next);
+        let mut z = next;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+/// `192.0.2.0/24` or `2001:db8::/32` as the network (host bits cleared) and its length.
+pub fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+    let (address, length) = text.trim().split_once('/')?;
+    let address: IpAddr = address.parse().ok()?;
+    let length: u8 = length.parse().ok()?;
+    let bits = if address.is_ipv4() { 32 } else { 128 };
+    (length <= bits).then(|| (mask(address, length), length))
+}
+
+fn mask(address: IpAddr, length: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let mask = if length == 0 {
+                0
+            } else {
+                u32::MAX << (32 - length)
+            };
+            IpAddr::from((bits & mask).to_be_bytes())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let mask = if length == 0 {
+                0
+            } else {
+                u128::MAX << (128 - length)
+            };
+            IpAddr::from((bits & mask).to_be_bytes())
+        }
+    }
+}
+
+/// Longest-prefix match: one hash map per prefix length present, tried longest first, so a
+/// lookup costs a hash probe per distinct length (a few, even for a full table of peering
+/// prefixes). Written here because it is twenty lines and tries in crates bring more than that.
+#[derive(Default)]
+struct PrefixTable {
+    /// (length, network → rule), longest first; IPv4 and IPv6 apart.
+    v4: Vec<(u8, HashMap<IpAddr, usize>)>,
+    v6: Vec<(u8, HashMap<IpAddr, usize>)>,
+}
+
+impl PrefixTable {
+    fn insert(&mut self, network: IpAddr, length: u8, rule: usize) {
+        let table = if network.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        };
+        match table.iter_mut().find(|(known, _)| *known == length) {
+            Some((_, map)) => {
+                map.entry(network).or_insert(rule);
+            }
+            None => {
+                table.push((length, HashMap::from([(network, rule)])));
+                table.sort_by_key(|(length, _)| std::cmp::Reverse(*length));
+            }
+        }
+    }
+
+    fn lookup(&self, address: IpAddr) -> Option<(usize, u8)> {
+        let table = if address.is_ipv4() {
+            &self.v4
+        } else {
+            &self.v6
+        };
+        table.iter().find_map(|(length, map)| {
+            map.get(&mask(address, *length))
+                .map(|&rule| (rule, *length))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_prefix_wins() {
+        let mut table = PrefixTable::default();
+        for (prefix, rule) in [("10.0.0.0/8", 1), ("10.1.0.0/16", 2), ("2001:db8::/32", 3)] {
+            let (network, length) = parse_cidr(prefix).unwrap();
+            table.insert(network, length, rule);
+        }
+        let at = |text: &str| table.lookup(text.parse().unwrap());
+        assert_eq!(at("10.1.2.3"), Some((2, 16)));
+        assert_eq!(at("10.2.2.3"), Some((1, 8)));
+        assert_eq!(at("11.0.0.1"), None);
+        assert_eq!(at("2001:db8:1::1"), Some((3, 32)));
+        assert_eq!(
+            parse_cidr("10.1.2.3/8"),
+            Some(("10.0.0.0".parse().unwrap(), 8))
+        );
+        assert_eq!(parse_cidr("10.0.0.0/33"), None);
+    }
+}

@@ -1,0 +1,282 @@
+//! The request router's DNS answers: `examples/route.toml` (GB → 127.0.0.11, AS29518 →
+//! 127.0.0.12, the operator prefix 216.160.83.56/29 → 127.0.0.14, anyone else → 127.0.0.13)
+//! against the MaxMind test databases, asked with `dig` (when installed; CI installs it) and
+//! with a Rust client (hickory-proto messages over UDP), client addresses given as EDNS Client
+//! Subnet.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{Name, RData, RecordType};
+use shoal::router::config::RouterConfig;
+use shoal::router::Router;
+
+fn geoip() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/geoip")
+}
+
+/// `examples/route.toml` with its database paths made absolute (tests run in crates/shoal).
+fn example() -> RouterConfig {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/route.toml");
+    let mut config = RouterConfig::load(&file).unwrap();
+    config.geoip.country = Some(geoip().join("GeoIP2-Country-Test.mmdb"));
+    config.geoip.asn = Some(geoip().join("GeoLite2-ASN-Test.mmdb"));
+    config
+}
+
+async fn start(config: &RouterConfig) -> SocketAddr {
+    let router = Router::start(config, &["127.0.0.1:0".parse().unwrap()])
+        .await
+        .unwrap();
+    let address = router.dns[0];
+    // The listeners' tasks hold what they need; the handle may go.
+    std::mem::forget(router);
+    address
+}
+
+/// Asks `server` for `name` `kind` over UDP, as a client in `subnet` (EDNS Client Subnet).
+async fn ask(
+    server: SocketAddr,
+    name: &str,
+    kind: RecordType,
+    subnet: Option<(IpAddr, u8)>,
+) -> Message {
+    let mut query = Message::new();
+    query
+        .set_id(4242)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    if let Some((address, prefix)) = subnet {
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(address, prefix, 0)));
+    }
+    query.set_edns(edns);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(&query.to_vec().unwrap(), server)
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let (length, _) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        socket.recv_from(&mut buffer),
+    )
+    .await
+    .expect("an answer")
+    .unwrap();
+    Message::from_vec(&buffer[..length]).unwrap()
+}
+
+fn addresses(answer: &Message) -> Vec<IpAddr> {
+    answer
+        .answers()
+        .iter()
+        .filter_map(|record| match record.data() {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn clients_get_the_nodes_of_their_prefix_network_country_or_the_default() {
+    let server = start(&example()).await;
+    for (client, expected) in [
+        ("81.2.69.142", "127.0.0.11"),   // GB
+        ("89.160.20.130", "127.0.0.12"), // AS29518 (in SE)
+        ("216.160.83.57", "127.0.0.14"), // the operator prefix (also US and AS209)
+        ("8.8.8.8", "127.0.0.13"),       // in no database
+    ] {
+        let answer = ask(
+            server,
+            "dl.cdn.test",
+            RecordType::A,
+            Some((client.parse().unwrap(), 32)),
+        )
+        .await;
+        assert_eq!(answer.response_code(), ResponseCode::NoError);
+        assert!(answer.authoritative());
+        assert_eq!(
+            addresses(&answer),
+            [expected.parse::<IpAddr>().unwrap()],
+            "{client}"
+        );
+        assert_eq!(answer.answers()[0].ttl(), 30);
+        // The client subnet is echoed, with the scope the answer holds for.
+        let echoed = match answer
+            .extensions()
+            .as_ref()
+            .unwrap()
+            .option(EdnsCode::Subnet)
+        {
+            Some(EdnsOption::Subnet(subnet)) => *subnet,
+            other => panic!("no client subnet echoed: {other:?}"),
+        };
+        assert_eq!(echoed.source_prefix(), 32);
+        assert_eq!(echoed.scope_prefix(), 32);
+    }
+    // A /27 subnet in GB: the same answer for all of it.
+    let answer = ask(
+        server,
+        "dl.cdn.test",
+        RecordType::A,
+        Some(("81.2.69.160".parse().unwrap(), 27)),
+    )
+    .await;
+    assert_eq!(
+        addresses(&answer),
+        ["127.0.0.11".parse::<IpAddr>().unwrap()]
+    );
+    // Without a subnet, the source address (loopback: in no database) decides.
+    let answer = ask(server, "dl.cdn.test", RecordType::A, None).await;
+    assert_eq!(
+        addresses(&answer),
+        ["127.0.0.13".parse::<IpAddr>().unwrap()]
+    );
+    // No IPv6 node: an empty answer with the SOA, not an error.
+    let answer = ask(server, "dl.cdn.test", RecordType::AAAA, None).await;
+    assert_eq!(answer.response_code(), ResponseCode::NoError);
+    assert!(answer.answers().is_empty());
+    assert_eq!(answer.name_servers()[0].record_type(), RecordType::SOA);
+    // The zone: SOA and NS at the apex, NXDOMAIN inside, REFUSED outside.
+    let soa = ask(server, "cdn.test", RecordType::SOA, None).await;
+    assert_eq!(soa.answers()[0].record_type(), RecordType::SOA);
+    let ns = ask(server, "cdn.test", RecordType::NS, None).await;
+    assert_eq!(ns.answers()[0].record_type(), RecordType::NS);
+    let missing = ask(server, "other.cdn.test", RecordType::A, None).await;
+    assert_eq!(missing.response_code(), ResponseCode::NXDomain);
+    let outside = ask(server, "example.com", RecordType::A, None).await;
+    assert_eq!(outside.response_code(), ResponseCode::Refused);
+}
+
+#[tokio::test]
+async fn dig_sees_the_routing_over_udp_and_tcp() {
+    if std::process::Command::new("dig")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("SHOAL_REQUIRE_DIG").is_none(),
+            "SHOAL_REQUIRE_DIG is set but dig is not installed"
+        );
+        eprintln!("dig is not installed (apt install bind9-dnsutils): test skipped");
+        return;
+    }
+    let server = start(&example()).await;
+    let dig = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new("dig")
+                .args([
+                    "@127.0.0.1",
+                    "-p",
+                    &server.port().to_string(),
+                    "+time=5",
+                    "+tries=1",
+                ])
+                .args(&args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        })
+    };
+    for (client, expected) in [
+        ("81.2.69.142", "127.0.0.11"),
+        ("89.160.20.130", "127.0.0.12"),
+        ("216.160.83.57", "127.0.0.14"),
+        ("8.8.8.8", "127.0.0.13"),
+    ] {
+        let short = dig(vec![
+            format!("+subnet={client}/32"),
+            "+short".into(),
+            "dl.cdn.test".into(),
+            "A".into(),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(short.trim(), expected, "{client}");
+    }
+    let full = dig(vec![
+        "+subnet=81.2.69.142/32".into(),
+        "dl.cdn.test".into(),
+        "A".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(full.contains("flags: qr aa"), "{full}");
+    assert!(full.contains("CLIENT-SUBNET: 81.2.69.142/32/32"), "{full}");
+    let tcp = dig(vec![
+        "+tcp".into(),
+        "+subnet=89.160.20.130/32".into(),
+        "+short".into(),
+        "dl.cdn.test".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(tcp.trim(), "127.0.0.12");
+}
+
+#[tokio::test]
+async fn without_its_geoip_databases_the_router_answers_from_the_default() {
+    let mut config = example();
+    config.geoip.country = Some(PathBuf::from("/nonexistent/GeoIP2-Country.mmdb"));
+    let server = start(&config).await;
+    let answer = ask(
+        server,
+        "dl.cdn.test",
+        RecordType::A,
+        Some(("81.2.69.142".parse().unwrap(), 32)),
+    )
+    .await;
+    assert_eq!(
+        addresses(&answer),
+        ["127.0.0.13".parse::<IpAddr>().unwrap()]
+    );
+    // Operator prefixes need no database.
+    let answer = ask(
+        server,
+        "dl.cdn.test",
+        RecordType::A,
+        Some(("216.160.83.57".parse().unwrap(), 32)),
+    )
+    .await;
+    assert_eq!(
+        addresses(&answer),
+        ["127.0.0.14".parse::<IpAddr>().unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_router_config_names_the_file_and_what_is_wrong() {
+    let dir = crate::disk::TempDir::new("router-config");
+    let file = dir.0.join("route.toml");
+    let check = |text: &str, expected: &str| {
+        std::fs::write(&file, text).unwrap();
+        let error = RouterConfig::load(&file).unwrap_err().to_string();
+        assert!(
+            error.contains("route.toml") && error.contains(expected),
+            "{error}"
+        );
+    };
+    let base = "[dns]\nzone = \"cdn.test\"\nnames = [\"dl.cdn.test\"]\n";
+    check(
+        &format!("{base}[[rules]]\ngroups = [\"nope\"]\ndefault = true\n"),
+        "group `nope`",
+    );
+    check(
+        &format!("{base}[[groups]]\nname = \"g\"\nnodes = []\n[[rules]]\ngroups = [\"g\"]\n"),
+        "exactly one rule",
+    );
+    check(&format!("{base}[[groups]]\nname = \"g\"\nnodes = []\n[[rules]]\nprefixes = [\"10.0.0.0/99\"]\ngroups = [\"g\"]\ndefault = true\n"), "10.0.0.0/99");
+    check(
+        "[dns]\nzone = \"cdn.test\"\nnames = [\"dl.other.test\"]\n",
+        "not in the zone",
+    );
+    check("[dns]\nbogus = 1\n", "bogus");
+}
