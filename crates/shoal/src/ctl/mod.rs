@@ -96,6 +96,8 @@ pub enum CtlCommand {
         #[arg(long, env = "SHOAL_SIGNING_KEY", hide_env_values = true)]
         key: String,
     },
+    /// A request router's nodes: addresses, weight, health (`--admin` the router's status API).
+    Nodes,
     /// The most requested URLs (requests and bytes).
     TopUrls {
         /// How many rows.
@@ -204,6 +206,33 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
             table(&["created (ms)", "kind", "value"], &rows)
         }),
         CtlCommand::Config => show(true, api.get("/config").await?, |_| String::new()),
+        CtlCommand::Nodes => show(args.json, api.get("/status").await?, |status| {
+            let rows: Vec<Vec<String>> = status["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|node| {
+                    vec![
+                        cell(&node["name"]),
+                        cell(&node["addresses"]),
+                        cell(&node["weight"]),
+                        match node["up"].as_bool() {
+                            Some(true) => "up".into(),
+                            _ => "down".into(),
+                        },
+                        cell(&node["last_check"]),
+                    ]
+                })
+                .collect();
+            let mut text = table(
+                &["node", "addresses", "weight", "state", "last check"],
+                &rows,
+            );
+            if status["failing_open"].as_bool() == Some(true) {
+                text.push_str("failing open: no node of some clients' rules is up\n");
+            }
+            text
+        }),
         // Computed here: the node is not asked.
         CtlCommand::Sign { url, ttl, key } => {
             println!("{}", sign(url, ttl, key)?);

@@ -16,6 +16,10 @@ pub struct RouterConfig {
     pub dns: DnsConfig,
     /// Client location databases.
     pub geoip: GeoipConfig,
+    /// How nodes are checked.
+    pub health: HealthConfig,
+    /// The router's own status API (and `shoal ctl --admin`).
+    pub admin: AdminConfig,
     /// The edge nodes answers are made of.
     pub nodes: Vec<NodeConfig>,
     /// Named sets of nodes that rules send clients to.
@@ -69,6 +73,47 @@ pub struct GeoipConfig {
     pub asn: Option<PathBuf>,
 }
 
+/// Active checks of the nodes that have a `check` URL (the others are assumed up).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Time between two checks of a node.
+    pub interval: Span,
+    /// Time a check may take.
+    pub timeout: Span,
+    /// Passes in a row that bring a node that is down back.
+    pub rise: u32,
+    /// Failures in a row that take a node that is up down.
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Span(std::time::Duration::from_secs(2)),
+            timeout: Span(std::time::Duration::from_secs(1)),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// The status API.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of `GET /status`; unset: none.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9190))),
+        }
+    }
+}
+
 /// One edge node.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +125,10 @@ pub struct NodeConfig {
     /// Its share of the answers within a group.
     #[serde(default = "one")]
     pub weight: u32,
+    /// The URL checked (a 2xx answer passes), such as the node's admin `/health`,
+    /// "http://10.0.0.1:9090/health"; unset: not checked, assumed up.
+    #[serde(default)]
+    pub check: Option<String>,
 }
 
 fn one() -> u32 {

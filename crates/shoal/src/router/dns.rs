@@ -145,7 +145,7 @@ impl Zone {
                     let v6 = kind == RecordType::AAAA;
                     let client = subnet.map_or(source, |subnet| subnet.addr());
                     let map = self.map.load();
-                    let (addresses, matched) = map.choose(client, v6, self.answers, |_| true);
+                    let (addresses, matched) = map.choose(client, v6, self.answers);
                     self.count(matched);
                     // The answer holds for the whole subnet the client sent.
                     scope = subnet.map_or(0, |subnet| subnet.source_prefix());

@@ -7,6 +7,8 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
 
 use super::config::RouterConfig;
 use crate::geo::{Code2, Geo};
@@ -18,7 +20,55 @@ pub struct Node {
     pub name: String,
     /// The addresses answered for it.
     pub addresses: Vec<IpAddr>,
-    weight: u32,
+    /// Its share of the answers within a group.
+    pub weight: u32,
+    /// The URL its health is checked at, if any (else it is assumed up).
+    pub check: Option<String>,
+    /// Whether it is handed out.
+    up: AtomicBool,
+    /// Checks in a row with the same outcome, and that outcome.
+    streak: AtomicU32,
+    streak_passed: AtomicBool,
+    /// The last check's outcome, for the status.
+    last_check: Mutex<Option<String>>,
+}
+
+impl Node {
+    /// Whether it is up (handed out).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// The last check's outcome, if it was checked.
+    pub fn last_check(&self) -> Option<String> {
+        self.last_check
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records a check; returns whether the node went up or down with it.
+    pub fn record_check(&self, passed: bool, detail: String, rise: u32, fall: u32) -> bool {
+        let streak = match self.streak_passed.swap(passed, Ordering::Relaxed) == passed {
+            true => self.streak.fetch_add(1, Ordering::Relaxed) + 1,
+            false => {
+                self.streak.store(1, Ordering::Relaxed);
+                1
+            }
+        };
+        *self
+            .last_check
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(detail);
+        let was_up = self.is_up();
+        let now_up = match (was_up, passed) {
+            (false, true) => streak >= rise.max(1),
+            (true, false) => streak < fall.max(1),
+            (up, _) => up,
+        };
+        self.up.store(now_up, Ordering::Relaxed);
+        was_up != now_up
+    }
 }
 
 #[derive(Debug)]
@@ -52,12 +102,15 @@ pub struct Map {
     continents: HashMap<Code2, usize>,
     default: usize,
     geo: Geo,
+    /// Set while every node a client could get is down and answers come from the default
+    /// rule's nodes regardless (logged when it starts and ends).
+    failing_open: AtomicBool,
 }
 
 impl Map {
     /// The map of a checked configuration. A MaxMind database that cannot be read is logged
     /// and left out: those clients get the default rule, and the router keeps answering.
-    pub fn build(config: &RouterConfig) -> Map {
+    pub fn build(config: &RouterConfig, previous: Option<&Map>) -> Map {
         let geo = Geo::open(config.geoip.country.as_deref(), config.geoip.asn.as_deref())
             .unwrap_or_else(|error| {
                 tracing::error!(%error, "answering without GeoIP: every client gets the default rule");
@@ -66,10 +119,27 @@ impl Map {
         let nodes: Vec<Node> = config
             .nodes
             .iter()
-            .map(|node| Node {
-                name: node.name.clone(),
-                addresses: node.addresses.clone(),
-                weight: node.weight,
+            .map(|node| {
+                // A node kept across a reload keeps its health.
+                let before = previous.and_then(|map| {
+                    map.nodes
+                        .iter()
+                        .find(|old| old.name == node.name && old.check == node.check)
+                });
+                Node {
+                    name: node.name.clone(),
+                    addresses: node.addresses.clone(),
+                    weight: node.weight,
+                    check: node.check.clone(),
+                    up: AtomicBool::new(before.is_none_or(Node::is_up)),
+                    streak: AtomicU32::new(
+                        before.map_or(0, |old| old.streak.load(Ordering::Relaxed)),
+                    ),
+                    streak_passed: AtomicBool::new(
+                        before.is_none_or(|old| old.streak_passed.load(Ordering::Relaxed)),
+                    ),
+                    last_check: Mutex::new(before.and_then(Node::last_check)),
+                }
             })
             .collect();
         let node_index = |name: &String| nodes.iter().position(|node| &node.name == name);
@@ -92,6 +162,7 @@ impl Map {
             continents: HashMap::new(),
             default: 0,
             geo,
+            failing_open: AtomicBool::new(false),
             nodes: Vec::new(),
             groups: Vec::new(),
         };
@@ -156,13 +227,7 @@ impl Map {
     /// family asked for (`v6`), from the first group of its rule with such a node up; when
     /// every node is down, the router fails open from the default rule's groups, all nodes
     /// counted as up. Returns the addresses and why.
-    pub fn choose(
-        &self,
-        address: IpAddr,
-        v6: bool,
-        count: usize,
-        up: impl Fn(usize) -> bool,
-    ) -> (Vec<IpAddr>, Matched) {
+    pub fn choose(&self, address: IpAddr, v6: bool, count: usize) -> (Vec<IpAddr>, Matched) {
         let (rule, matched) = self.rule_for(address);
         let family = |node: &Node| node.addresses.iter().any(|a| a.is_ipv6() == v6);
         for &group in &self.rules[rule].groups {
@@ -170,13 +235,21 @@ impl Map {
                 .1
                 .iter()
                 .copied()
-                .filter(|&node| up(node) && family(&self.nodes[node]))
+                .filter(|&node| self.nodes[node].is_up() && family(&self.nodes[node]))
                 .collect();
             if !candidates.is_empty() {
+                if self.failing_open.swap(false, Ordering::Relaxed) {
+                    tracing::info!("nodes are up again: answers follow the rules");
+                }
                 return (self.pick(candidates, v6, count), matched);
             }
         }
         // Nothing up for this client: fail open rather than answer nothing.
+        if !self.failing_open.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "no node of the client's rule is up: failing open to the default rule's nodes"
+            );
+        }
         for &group in &self.rules[self.default].groups {
             let candidates: Vec<usize> = self.groups[group]
                 .1
@@ -224,9 +297,14 @@ impl Map {
         chosen
     }
 
-    /// The nodes, for the status.
+    /// The nodes, for the status and the health checks.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+
+    /// Whether the last answer had to fail open.
+    pub fn failing_open(&self) -> bool {
+        self.failing_open.load(Ordering::Relaxed)
     }
 }
 

@@ -1,37 +1,53 @@
 //! `shoal route`: the request router. An authoritative DNS server that answers each client
 //! with the edge nodes its location calls for (`map`: operator prefixes, AS number, country,
-//! continent, default; `dns`: the wire). See `examples/route.toml`.
+//! continent, default; `dns`: the wire; `health`: node checks), with a status API for
+//! `shoal ctl nodes`. See `examples/route.toml`.
 
 pub mod config;
 pub mod dns;
+pub mod health;
 pub mod map;
+mod status;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use config::RouterConfig;
 use dns::Zone;
 use map::Map;
 
-/// A running router: where it answers.
+/// A running router.
 pub struct Router {
     /// The zone and map it answers from.
     pub zone: Arc<Zone>,
     /// The DNS addresses bound (UDP and TCP on each).
     pub dns: Vec<SocketAddr>,
+    /// The status API's address, if enabled.
+    pub admin: Option<SocketAddr>,
+    /// The file the configuration came from, read again on reload.
+    file: Option<PathBuf>,
+    /// The configuration in force.
+    config: std::sync::Mutex<RouterConfig>,
 }
 
 impl Router {
-    /// Starts the DNS listeners of `config` on the current runtime (`dns` replaces the
-    /// configured addresses when not empty).
-    pub async fn start(config: &RouterConfig, dns: &[SocketAddr]) -> anyhow::Result<Router> {
-        let zone =
-            Arc::new(Zone::new(&config.dns, Map::build(config)).map_err(anyhow::Error::msg)?);
+    /// Starts the DNS listeners of `config` (`dns` replaces the configured addresses when not
+    /// empty), the node checks and the status API on the current runtime. `file` is where a
+    /// reload reads the configuration again.
+    pub async fn start(
+        config: RouterConfig,
+        dns: &[SocketAddr],
+        file: Option<PathBuf>,
+    ) -> anyhow::Result<Arc<Router>> {
+        let zone = Arc::new(
+            Zone::new(&config.dns, Map::build(&config, None)).map_err(anyhow::Error::msg)?,
+        );
+        health::spawn(&zone.map.load_full(), &config.health);
         let addresses = if dns.is_empty() {
-            &config.dns.listen
+            config.dns.listen.clone()
         } else {
-            dns
+            dns.to_vec()
         };
         let mut bound = Vec::new();
         for address in addresses {
@@ -48,24 +64,74 @@ impl Router {
             tracing::info!(address = %local, "answering DNS (UDP and TCP)");
             bound.push(local);
         }
-        Ok(Router { zone, dns: bound })
+        let admin_address = config.admin.listen;
+        let mut router = Router {
+            zone,
+            dns: bound,
+            admin: None,
+            file,
+            config: std::sync::Mutex::new(config),
+        };
+        if let Some(address) = admin_address {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot listen on {address} (status): {error}"))?;
+            router.admin = Some(listener.local_addr()?);
+            let router = Arc::new(router);
+            tokio::spawn(status::serve(listener, Arc::downgrade(&router)));
+            return Ok(router);
+        }
+        Ok(Arc::new(router))
+    }
+
+    /// Reads the configuration file again and puts its nodes, groups, rules, prefixes and
+    /// GeoIP databases in force at once: answers come from the old map until the new one is
+    /// whole. A bad file is refused with its reason and nothing changes. (`[dns]` and
+    /// `[admin]` apply at start only.)
+    pub fn reload(&self) -> Result<(), String> {
+        let Some(file) = &self.file else {
+            return Err("this router was not started from a file".into());
+        };
+        let config = RouterConfig::load(file).map_err(|error| error.to_string())?;
+        self.reload_with(config);
+        Ok(())
+    }
+
+    /// Puts the map of `config` in force (see [`Router::reload`]).
+    pub fn reload_with(&self, config: RouterConfig) {
+        let running = self.zone.map.load_full();
+        let next = Arc::new(Map::build(&config, Some(&running)));
+        self.zone.map.store(Arc::clone(&next));
+        health::spawn(&next, &config.health);
+        tracing::info!("router configuration reloaded");
+        *self
+            .config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
     }
 }
 
-/// Runs `shoal route` until Ctrl-C or SIGTERM.
+/// Runs `shoal route` until Ctrl-C or SIGTERM; SIGHUP reloads the file.
 pub fn run(file: &Path, dns: &[SocketAddr]) -> anyhow::Result<()> {
     let config = RouterConfig::load(file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let _router = Router::start(&config, dns).await?;
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result?,
-            _ = terminate.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let router = Router::start(config, dns, Some(file.to_owned())).await?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => return result.map_err(Into::into),
+                _ = terminate.recv() => return Ok(()),
+                _ = hangup.recv() => {
+                    if let Err(error) = router.reload() {
+                        tracing::error!(%error, "reload refused; the running map stays");
+                    }
+                }
+            }
         }
-        Ok(())
     })
 }

@@ -27,13 +27,34 @@ fn example() -> RouterConfig {
 }
 
 async fn start(config: &RouterConfig) -> SocketAddr {
-    let router = Router::start(config, &["127.0.0.1:0".parse().unwrap()])
-        .await
-        .unwrap();
+    let router = start_router(config.clone(), None).await;
     let address = router.dns[0];
     // The listeners' tasks hold what they need; the handle may go.
     std::mem::forget(router);
     address
+}
+
+async fn start_router(mut config: RouterConfig, file: Option<PathBuf>) -> std::sync::Arc<Router> {
+    config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    Router::start(config, &["127.0.0.1:0".parse().unwrap()], file)
+        .await
+        .unwrap()
+}
+
+async fn gets(server: SocketAddr, client: &str) -> Vec<IpAddr> {
+    addresses(
+        &ask(
+            server,
+            "dl.cdn.test",
+            RecordType::A,
+            Some((client.parse().unwrap(), 32)),
+        )
+        .await,
+    )
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
 }
 
 /// Asks `server` for `name` `kind` over UDP, as a client in `subnet` (EDNS Client Subnet).
@@ -279,4 +300,126 @@ async fn a_bad_router_config_names_the_file_and_what_is_wrong() {
         "not in the zone",
     );
     check("[dns]\nbogus = 1\n", "bogus");
+}
+
+#[tokio::test]
+async fn a_node_that_fails_its_checks_is_not_handed_out_and_all_down_fails_open() {
+    use crate::support::Origin;
+    let london = Origin::fixed("ok").await;
+    let everywhere = Origin::fixed("ok").await;
+    let mut config = example();
+    config.health.interval = shoal::config::Span(std::time::Duration::from_millis(50));
+    config.health.fall = 2;
+    config.health.rise = 1;
+    for node in &mut config.nodes {
+        match node.name.as_str() {
+            "london" => node.check = Some(format!("{}/health", london.url())),
+            "everywhere" => node.check = Some(format!("{}/health", everywhere.url())),
+            _ => {}
+        }
+    }
+    let router = start_router(config, None).await;
+    let server = router.dns[0];
+    assert_eq!(gets(server, "81.2.69.142").await, [ip("127.0.0.11")]);
+
+    // London stops answering its checks: GB clients go to the next group of their rule.
+    london.stop();
+    let mut answer = Vec::new();
+    for _ in 0..100 {
+        answer = gets(server, "81.2.69.142").await;
+        if answer == [ip("127.0.0.13")] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(answer, [ip("127.0.0.13")], "london is no longer handed out");
+    let shown = status(&router).await;
+    let node = |name: &str| {
+        shown["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(node("london")["up"], false);
+    assert_eq!(node("everywhere")["up"], true);
+    assert_eq!(shown["failing_open"], false);
+
+    // Every node of the rule down: the router fails open to the default rule's nodes, and says so.
+    everywhere.stop();
+    let mut failing_open = false;
+    for _ in 0..100 {
+        let answer = gets(server, "81.2.69.142").await;
+        assert_eq!(answer, [ip("127.0.0.13")], "still answering");
+        if status(&router).await["failing_open"] == true {
+            failing_open = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(failing_open);
+}
+
+async fn status(router: &Router) -> serde_json::Value {
+    let response = crate::support::client()
+        .get(format!("http://{}/status", router.admin.unwrap()))
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_reload_changes_the_map_at_once_and_a_bad_file_changes_nothing() {
+    let dir = crate::disk::TempDir::new("router-reload");
+    let file = dir.0.join("route.toml");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/route.toml"),
+    )
+    .unwrap()
+    .replace("../shared/testdata/geoip", geoip().to_str().unwrap());
+    std::fs::write(&file, &text).unwrap();
+    let router = start_router(RouterConfig::load(&file).unwrap(), Some(file.clone())).await;
+    let server = router.dns[0];
+    assert_eq!(gets(server, "81.2.69.142").await, [ip("127.0.0.11")]);
+
+    // GB now goes to the peering group.
+    std::fs::write(
+        &file,
+        text.replace(
+            "groups = [\"gb\", \"default\"]",
+            "groups = [\"peers\", \"default\"]",
+        ),
+    )
+    .unwrap();
+    router.reload().unwrap();
+    assert_eq!(gets(server, "81.2.69.142").await, [ip("127.0.0.14")]);
+
+    // A bad file is refused with its reason; the map in force stays.
+    std::fs::write(&file, "[dns]\nzone = 3\n").unwrap();
+    let error = router.reload().unwrap_err();
+    assert!(
+        error.contains("route.toml") && error.contains("zone"),
+        "{error}"
+    );
+    assert_eq!(gets(server, "81.2.69.142").await, [ip("127.0.0.14")]);
+
+    // `shoal ctl --admin ROUTER nodes` lists the nodes.
+    let admin = format!("http://{}", router.admin.unwrap());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["ctl", "--admin", &admin, "nodes"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        table.contains("london") && table.contains("127.0.0.11") && table.contains("up"),
+        "{table}"
+    );
 }
