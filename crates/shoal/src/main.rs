@@ -74,6 +74,9 @@ enum Command {
         /// Address to answer DNS on, UDP and TCP (repeatable); overrides dns.listen.
         #[arg(long)]
         dns: Vec<SocketAddr>,
+        /// Address to answer HTTP on with redirects to the chosen node; overrides http.listen.
+        #[arg(long)]
+        http: Option<SocketAddr>,
     },
 }
 
@@ -93,7 +96,7 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
-        Command::Route { config, dns } => match shoal::router::run(&config, &dns) {
+        Command::Route { config, dns, http } => match shoal::router::run(&config, &dns, http) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("shoal route: {error:#}");

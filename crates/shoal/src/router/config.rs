@@ -16,6 +16,8 @@ pub struct RouterConfig {
     pub dns: DnsConfig,
     /// Client location databases.
     pub geoip: GeoipConfig,
+    /// The HTTP redirect mode.
+    pub http: HttpConfig,
     /// How nodes are checked.
     pub health: HealthConfig,
     /// The router's own status API (and `shoal ctl --admin`).
@@ -73,6 +75,23 @@ pub struct GeoipConfig {
     pub asn: Option<PathBuf>,
 }
 
+/// The HTTP redirect mode: requests for CDN URLs answered with a redirect to the chosen
+/// node, plus the ordered fallbacks.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to answer on; unset: no redirect mode.
+    pub listen: Option<SocketAddr>,
+    /// Fallback nodes listed after the chosen one (`Link: <...>; rel=duplicate`, RFC 6249).
+    pub fallbacks: usize,
+    /// Within a group, send the same path to the same node (rendezvous hashing by weight)
+    /// instead of a weighted random one: each file is cached on fewer nodes.
+    pub hash_paths: bool,
+    /// Take the client's address from the last `X-Forwarded-For` element (only behind a
+    /// proxy that sets it).
+    pub trust_x_forwarded_for: bool,
+}
+
 /// Active checks of the nodes that have a `check` URL (the others are assumed up).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -125,6 +144,10 @@ pub struct NodeConfig {
     /// Its share of the answers within a group.
     #[serde(default = "one")]
     pub weight: u32,
+    /// The node's base URL for the redirect mode, such as `https://london.cdn.test`;
+    /// unset: `http://` and its first address.
+    #[serde(default)]
+    pub url: Option<String>,
     /// The URL checked (a 2xx answer passes), such as the node's admin `/health`,
     /// "http://10.0.0.1:9090/health"; unset: not checked, assumed up.
     #[serde(default)]

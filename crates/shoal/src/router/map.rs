@@ -24,6 +24,8 @@ pub struct Node {
     pub weight: u32,
     /// The URL its health is checked at, if any (else it is assumed up).
     pub check: Option<String>,
+    /// Its base URL for redirects.
+    pub url: String,
     /// Whether it is handed out.
     up: AtomicBool,
     /// Checks in a row with the same outcome, and that outcome.
@@ -131,6 +133,14 @@ impl Map {
                     addresses: node.addresses.clone(),
                     weight: node.weight,
                     check: node.check.clone(),
+                    url: node
+                        .url
+                        .clone()
+                        .unwrap_or_else(|| match node.addresses.first() {
+                            Some(IpAddr::V6(v6)) => format!("http://[{v6}]"),
+                            Some(address) => format!("http://{address}"),
+                            None => String::new(),
+                        }),
                     up: AtomicBool::new(before.is_none_or(Node::is_up)),
                     streak: AtomicU32::new(
                         before.map_or(0, |old| old.streak.load(Ordering::Relaxed)),
@@ -264,6 +274,63 @@ impl Map {
         (Vec::new(), matched)
     }
 
+    /// Up to `count` nodes for a client at `address`, best first, for the redirect mode: the
+    /// nodes that are up in the rule's groups in order, each group's in weighted random order
+    /// (or, with `hash`, in weighted rendezvous order of that hash, so that one path keeps
+    /// going to one node); failing open to every node of the default rule when none is up.
+    /// Returns the nodes, why the rule was chosen, and the name of the group of the first.
+    pub fn ranked(
+        &self,
+        address: IpAddr,
+        count: usize,
+        hash: Option<u64>,
+    ) -> (Vec<&Node>, Matched, Option<&str>) {
+        let (rule, matched) = self.rule_for(address);
+        let mut ranked: Vec<&Node> = Vec::new();
+        let mut first_group = None;
+        let order = |group: usize, everyone: bool| {
+            let mut members: Vec<(u64, usize)> = self.groups[group]
+                .1
+                .iter()
+                .filter(|&&node| everyone || self.nodes[node].is_up())
+                .map(|&node| {
+                    let weight = u64::from(self.nodes[node].weight.max(1));
+                    let draw = match hash {
+                        Some(hash) => hash_pair(hash, node as u64),
+                        None => random(),
+                    };
+                    // Weighted: the largest of draw^(1/weight), compared through logarithms.
+                    let unit = (draw >> 11) as f64 / (1u64 << 53) as f64;
+                    let score = unit.max(f64::MIN_POSITIVE).ln() / weight as f64;
+                    ((score * -1e12) as u64, node)
+                })
+                .collect();
+            members.sort_unstable();
+            members
+        };
+        for &group in &self.rules[rule].groups {
+            for (_, node) in order(group, false) {
+                if !ranked
+                    .iter()
+                    .any(|known| std::ptr::eq(*known, &self.nodes[node]))
+                {
+                    first_group.get_or_insert(self.groups[group].0.as_str());
+                    ranked.push(&self.nodes[node]);
+                }
+            }
+        }
+        if ranked.is_empty() {
+            for &group in &self.rules[self.default].groups {
+                for (_, node) in order(group, true) {
+                    first_group.get_or_insert(self.groups[group].0.as_str());
+                    ranked.push(&self.nodes[node]);
+                }
+            }
+        }
+        ranked.truncate(count);
+        (ranked, matched, first_group)
+    }
+
     /// A weighted random choice of `count` distinct nodes among `candidates`; their addresses
     /// of the asked family.
     fn pick(&self, mut candidates: Vec<usize>, v6: bool, count: usize) -> Vec<IpAddr> {
@@ -327,6 +394,14 @@ fn random() -> u64 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     })
+}
+
+/// A well-mixed 64-bit value of two (for rendezvous hashing).
+fn hash_pair(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// `192.0.2.0/24` or `2001:db8::/32` as the network (host bits cleared) and its length.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dns;
 pub mod health;
 pub mod map;
+mod redirect;
 mod status;
 
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ pub struct Router {
     pub dns: Vec<SocketAddr>,
     /// The status API's address, if enabled.
     pub admin: Option<SocketAddr>,
+    /// The redirect mode's address, if enabled.
+    pub http: Option<SocketAddr>,
     /// The file the configuration came from, read again on reload.
     file: Option<PathBuf>,
     /// The configuration in force.
@@ -38,6 +41,7 @@ impl Router {
     pub async fn start(
         config: RouterConfig,
         dns: &[SocketAddr],
+        http: Option<SocketAddr>,
         file: Option<PathBuf>,
     ) -> anyhow::Result<Arc<Router>> {
         let zone = Arc::new(
@@ -51,37 +55,55 @@ impl Router {
         };
         let mut bound = Vec::new();
         for address in addresses {
-            let udp = tokio::net::UdpSocket::bind(address)
-                .await
-                .map_err(|error| anyhow::anyhow!("cannot listen on {address} (UDP): {error}"))?;
+            let (udp, tcp) = bind_dns(address).await?;
             let local = udp.local_addr()?;
-            // TCP on the same port as UDP (port 0 gets one for UDP first).
-            let tcp = tokio::net::TcpListener::bind(local)
-                .await
-                .map_err(|error| anyhow::anyhow!("cannot listen on {local} (TCP): {error}"))?;
             tokio::spawn(dns::serve_udp(udp, Arc::clone(&zone)));
             tokio::spawn(dns::serve_tcp(tcp, Arc::clone(&zone)));
             tracing::info!(address = %local, "answering DNS (UDP and TCP)");
             bound.push(local);
         }
-        let admin_address = config.admin.listen;
-        let mut router = Router {
+        let bind = |address: Option<SocketAddr>, what: &'static str| async move {
+            match address {
+                Some(address) => tokio::net::TcpListener::bind(address)
+                    .await
+                    .map(Some)
+                    .map_err(|error| {
+                        anyhow::anyhow!("cannot listen on {address} ({what}): {error}")
+                    }),
+                None => Ok(None),
+            }
+        };
+        let admin = bind(config.admin.listen, "status").await?;
+        let redirects = bind(http.or(config.http.listen), "redirects").await?;
+        let router = Arc::new(Router {
             zone,
             dns: bound,
-            admin: None,
+            admin: admin
+                .as_ref()
+                .and_then(|listener| listener.local_addr().ok()),
+            http: redirects
+                .as_ref()
+                .and_then(|listener| listener.local_addr().ok()),
             file,
             config: std::sync::Mutex::new(config),
-        };
-        if let Some(address) = admin_address {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|error| anyhow::anyhow!("cannot listen on {address} (status): {error}"))?;
-            router.admin = Some(listener.local_addr()?);
-            let router = Arc::new(router);
+        });
+        if let Some(listener) = admin {
             tokio::spawn(status::serve(listener, Arc::downgrade(&router)));
-            return Ok(router);
         }
-        Ok(Arc::new(router))
+        if let Some(listener) = redirects {
+            tracing::info!(address = ?router.http, "answering HTTP with redirects");
+            tokio::spawn(redirect::serve(listener, Arc::downgrade(&router)));
+        }
+        Ok(router)
+    }
+
+    /// The redirect mode's settings in force.
+    fn http_config(&self) -> config::HttpConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .http
+            .clone()
     }
 
     /// Reads the configuration file again and puts its nodes, groups, rules, prefixes and
@@ -111,15 +133,34 @@ impl Router {
     }
 }
 
+/// UDP and TCP sockets on the same address. For port 0, the port UDP gets is tried for TCP,
+/// and another one if TCP cannot have it (a client socket may hold it).
+async fn bind_dns(
+    address: SocketAddr,
+) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let mut attempts = 0;
+    loop {
+        let udp = tokio::net::UdpSocket::bind(address)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen on {address} (UDP): {error}"))?;
+        let local = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(_) if address.port() == 0 && attempts < 16 => attempts += 1,
+            Err(error) => anyhow::bail!("cannot listen on {local} (TCP): {error}"),
+        }
+    }
+}
+
 /// Runs `shoal route` until Ctrl-C or SIGTERM; SIGHUP reloads the file.
-pub fn run(file: &Path, dns: &[SocketAddr]) -> anyhow::Result<()> {
+pub fn run(file: &Path, dns: &[SocketAddr], http: Option<SocketAddr>) -> anyhow::Result<()> {
     let config = RouterConfig::load(file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let router = Router::start(config, dns, Some(file.to_owned())).await?;
+        let router = Router::start(config, dns, http, Some(file.to_owned())).await?;
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
         loop {

@@ -36,7 +36,7 @@ async fn start(config: &RouterConfig) -> SocketAddr {
 
 async fn start_router(mut config: RouterConfig, file: Option<PathBuf>) -> std::sync::Arc<Router> {
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    Router::start(config, &["127.0.0.1:0".parse().unwrap()], file)
+    Router::start(config, &["127.0.0.1:0".parse().unwrap()], None, file)
         .await
         .unwrap()
 }
@@ -422,4 +422,106 @@ async fn a_reload_changes_the_map_at_once_and_a_bad_file_changes_nothing() {
         table.contains("london") && table.contains("127.0.0.11") && table.contains("up"),
         "{table}"
     );
+}
+
+#[tokio::test]
+async fn the_redirect_mode_sends_clients_to_their_node_with_ordered_fallbacks() {
+    let mut config = example();
+    config.nodes.push(shoal::router::config::NodeConfig {
+        name: "manchester".into(),
+        addresses: vec![ip("127.0.0.15")],
+        weight: 1,
+        url: Some("http://manchester.cdn.test".into()),
+        check: None,
+    });
+    config
+        .groups
+        .iter_mut()
+        .find(|g| g.name == "gb")
+        .unwrap()
+        .nodes
+        .push("manchester".into());
+    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.http.fallbacks = 2;
+    config.http.trust_x_forwarded_for = true;
+    let router = start_router(config.clone(), None).await;
+    let base = format!("http://{}", router.http.unwrap());
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirect = |client: &'static str, path: &'static str| {
+        let request = plain
+            .get(format!("{base}{path}"))
+            .header("x-forwarded-for", client);
+        async move { request.send().await.unwrap() }
+    };
+    let response = redirect("81.2.69.142", "/files/a.iso?v=2").await;
+    assert_eq!(response.status(), 302);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location == "http://127.0.0.11/files/a.iso?v=2"
+            || location == "http://manchester.cdn.test/files/a.iso?v=2",
+        "{location}"
+    );
+    let links: Vec<String> = response
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    // The other GB node first, then the rule's next group.
+    assert!(
+        links[0].ends_with("/files/a.iso?v=2>; rel=duplicate; pri=1"),
+        "{links:?}"
+    );
+    assert!(!links[0].contains(&location));
+    assert_eq!(
+        links[1],
+        "<http://127.0.0.13/files/a.iso?v=2>; rel=duplicate; pri=2"
+    );
+    assert_eq!(response.headers()["cache-control"], "no-store");
+
+    // Why, on request.
+    let explained = redirect("89.160.20.130", "/files/a.iso?explain").await;
+    assert_eq!(explained.status(), 200);
+    let why: serde_json::Value = serde_json::from_slice(&explained.bytes().await.unwrap()).unwrap();
+    assert_eq!(why["rule"], "AS29518");
+    assert_eq!(why["group"], "bredband2");
+    assert_eq!(why["nodes"][0]["url"], "http://127.0.0.12/files/a.iso");
+
+    // Without trusting X-Forwarded-For, the connection's address (loopback) decides.
+    let mut untrusting = config.clone();
+    untrusting.http.trust_x_forwarded_for = false;
+    let other = start_router(untrusting, None).await;
+    let response = plain
+        .get(format!("http://{}/x", other.http.unwrap()))
+        .header("x-forwarded-for", "81.2.69.142")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["location"], "http://127.0.0.13/x");
+
+    // Hashed paths: one path keeps going to one node; paths spread over the group.
+    let mut hashing = config;
+    hashing.http.hash_paths = true;
+    let hashed = start_router(hashing, None).await;
+    let first_node = |path: String| {
+        let request = plain
+            .get(format!("http://{}{path}", hashed.http.unwrap()))
+            .header("x-forwarded-for", "81.2.69.142");
+        async move {
+            let response = request.send().await.unwrap();
+            let location = response.headers()["location"].to_str().unwrap().to_owned();
+            location.split("/f/").next().unwrap().to_owned()
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    for n in 0..40 {
+        let node = first_node(format!("/f/{n}")).await;
+        assert_eq!(first_node(format!("/f/{n}")).await, node, "path {n} moved");
+        seen.insert(node);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
 }
