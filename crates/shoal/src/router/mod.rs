@@ -32,6 +32,8 @@ pub struct Router {
     file: Option<PathBuf>,
     /// The configuration in force.
     config: std::sync::Mutex<RouterConfig>,
+    /// 1 at start, one more per reload.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Router {
@@ -86,7 +88,11 @@ impl Router {
                 .and_then(|listener| listener.local_addr().ok()),
             file,
             config: std::sync::Mutex::new(config),
+            generation: std::sync::atomic::AtomicU64::new(1),
         });
+        if router.file.is_some() {
+            tokio::spawn(watch(Arc::downgrade(&router)));
+        }
         if let Some(listener) = admin {
             tokio::spawn(status::serve(listener, Arc::downgrade(&router)));
         }
@@ -110,26 +116,77 @@ impl Router {
     /// GeoIP databases in force at once: answers come from the old map until the new one is
     /// whole. A bad file is refused with its reason and nothing changes. (`[dns]` and
     /// `[admin]` apply at start only.)
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<u64, String> {
         let Some(file) = &self.file else {
             return Err("this router was not started from a file".into());
         };
         let config = RouterConfig::load(file).map_err(|error| error.to_string())?;
-        self.reload_with(config);
-        Ok(())
+        Ok(self.reload_with(config))
     }
 
-    /// Puts the map of `config` in force (see [`Router::reload`]).
-    pub fn reload_with(&self, config: RouterConfig) {
+    /// The generation of the map in force: 1 at start, one more per reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The files the map is read from (the config and its MaxMind databases) and when they
+    /// were last modified.
+    fn files(&self) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+        let config = self
+            .config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.file
+            .iter()
+            .chain(config.geoip.country.iter())
+            .chain(config.geoip.asn.iter())
+            .map(|path| {
+                let modified = std::fs::metadata(path)
+                    .and_then(|meta| meta.modified())
+                    .ok();
+                (path.clone(), modified)
+            })
+            .collect()
+    }
+
+    /// Puts the map of `config` in force (see [`Router::reload`]); returns its generation.
+    pub fn reload_with(&self, config: RouterConfig) -> u64 {
         let running = self.zone.map.load_full();
         let next = Arc::new(Map::build(&config, Some(&running)));
         self.zone.map.store(Arc::clone(&next));
         health::spawn(&next, &config.health);
-        tracing::info!("router configuration reloaded");
         *self
             .config
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        tracing::info!(generation, "router map reloaded");
+        generation
+    }
+}
+
+/// Reloads when the config file or a MaxMind database changes (checked every two seconds), as
+/// long as the router lives. A change that does not load is logged once and the map stays.
+async fn watch(router: std::sync::Weak<Router>) {
+    let mut known = match router.upgrade() {
+        Some(router) => router.files(),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        let now = router.files();
+        if now != known {
+            if let Err(error) = router.reload() {
+                tracing::error!(%error, "a changed file does not load; the map in force stays");
+            }
+            known = router.files();
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use super::Router;
 
 #[derive(Serialize)]
 struct Status {
+    /// 1 at start, one more per reload.
+    generation: u64,
     nodes: Vec<NodeStatus>,
     /// Answers given, by what decided them.
     answers: Answers,
@@ -72,6 +74,7 @@ fn route(router: &Router, method: &Method, path: &str) -> Response<Full<Bytes>> 
             let map = router.zone.map.load();
             let count = |index: usize| router.zone.answered[index].load(Ordering::Relaxed);
             let status = Status {
+                generation: router.generation(),
                 nodes: map
                     .nodes()
                     .iter()
@@ -102,7 +105,10 @@ fn route(router: &Router, method: &Method, path: &str) -> Response<Full<Bytes>> 
             }
         }
         (&Method::POST, "/reload") => match router.reload() {
-            Ok(()) => text(StatusCode::OK, "{\"reloaded\": true}\n".into()),
+            Ok(generation) => text(
+                StatusCode::OK,
+                format!("{{\"generation\": {generation}, \"changed\": [\"map\"], \"needs_restart\": []}}\n"),
+            ),
             Err(reason) => text(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("configuration refused, the running one stays: {reason}\n"),

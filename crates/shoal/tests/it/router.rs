@@ -406,22 +406,41 @@ async fn a_reload_changes_the_map_at_once_and_a_bad_file_changes_nothing() {
     );
     assert_eq!(gets(server, "81.2.69.142").await, [ip("127.0.0.14")]);
 
-    // `shoal ctl --admin ROUTER nodes` lists the nodes.
+    // A fixed file is noticed and loaded without being asked (GB back to its own group).
+    std::fs::write(&file, &text).unwrap();
+    let mut answer = Vec::new();
+    for _ in 0..100 {
+        answer = gets(server, "81.2.69.142").await;
+        if answer == [ip("127.0.0.11")] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer, [ip("127.0.0.11")], "the changed file was loaded");
+
+    // `shoal ctl --admin ROUTER nodes` lists the nodes; `reload` reloads.
     let admin = format!("http://{}", router.admin.unwrap());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["ctl", "--admin", &admin, "nodes"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let ctl = |args: &'static [&'static str]| {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+                .args(["ctl", "--admin", &admin])
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let output = ctl(&["nodes"]).await.unwrap();
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(
         table.contains("london") && table.contains("127.0.0.11") && table.contains("up"),
         "{table}"
     );
+    let output = ctl(&["reload"]).await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("reloaded"));
+    assert!(router.generation() >= 4);
 }
 
 #[tokio::test]
