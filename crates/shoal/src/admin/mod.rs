@@ -389,6 +389,9 @@ struct Status {
     config_loaded_at: u64,
     /// The last reload asked for, applied or refused.
     last_reload: Option<crate::proxy::ReloadOutcome>,
+    /// Requests and bytes per second since the previous `/status`, connections open: what a
+    /// request router reads to spare a node near its capacity.
+    load: crate::proxy::Load,
 }
 
 #[derive(Serialize)]
@@ -414,6 +417,7 @@ fn status(proxy: &Proxy, started: std::time::Instant) -> Status {
         config_generation: live.number,
         config_loaded_at: live.loaded_at,
         last_reload: proxy.last_reload(),
+        load: proxy.load(),
     }
 }
 

@@ -85,9 +85,22 @@ pub struct Proxy {
     limits: Arc<limits::ClientLimits>,
     /// Bytes of bodies being filled, not yet in a store.
     inflight: limits::InflightMemory,
+    /// The counters at the last load report, to give rates since then.
+    load_sample: std::sync::Mutex<Option<(std::time::Instant, u64, u64)>>,
     /// The certificates of the TLS listeners and their rustls configuration, when there are
     /// TLS listeners.
     tls: Option<(Arc<CertResolver>, Arc<rustls::ServerConfig>)>,
+}
+
+/// A node's load, as reported to request routers.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Load {
+    /// Requests per second.
+    pub requests_per_second: u64,
+    /// Body bytes sent per second.
+    pub bytes_per_second: u64,
+    /// Client connections open.
+    pub connections: u64,
 }
 
 /// Where the configuration is read from on reload, and how the last reload went.
@@ -158,6 +171,7 @@ impl Proxy {
             top_urls: TopUrls::new(workers),
             limits: Arc::default(),
             inflight: limits::InflightMemory::default(),
+            load_sample: std::sync::Mutex::new(None),
             reloads: std::sync::Mutex::new(Reloads::default()),
             workers,
             live: ArcSwap::from_pointee(Generation::first(config, workers)?),
@@ -413,6 +427,38 @@ impl Proxy {
     /// The request counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The node's load for a request router: requests and bytes sent per second since the
+    /// previous report (the router asks at its check interval), and connections open.
+    pub fn load(&self) -> Load {
+        let now = std::time::Instant::now();
+        let requests = self.metrics.get(Counter::Requests);
+        let bytes = self.metrics.get(Counter::BytesSent);
+        let mut sample = self
+            .load_sample
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let rate = |count: u64, before: u64, since: std::time::Instant| {
+            let seconds = now.duration_since(since).as_secs_f64();
+            match seconds > 0.0 {
+                true => (count.saturating_sub(before) as f64 / seconds).round() as u64,
+                false => 0,
+            }
+        };
+        let (requests_per_second, bytes_per_second) = match *sample {
+            Some((since, before_requests, before_bytes)) => (
+                rate(requests, before_requests, since),
+                rate(bytes, before_bytes, since),
+            ),
+            None => (0, 0),
+        };
+        *sample = Some((now, requests, bytes));
+        Load {
+            requests_per_second,
+            bytes_per_second,
+            connections: self.metrics.get(Counter::OpenConnections),
+        }
     }
 
     /// Bytes of origin bodies being filled into objects not yet complete.

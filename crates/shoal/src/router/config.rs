@@ -148,10 +148,26 @@ pub struct NodeConfig {
     /// unset: `http://` and its first address.
     #[serde(default)]
     pub url: Option<String>,
-    /// The URL checked (a 2xx answer passes), such as the node's admin `/health`,
-    /// "http://10.0.0.1:9090/health"; unset: not checked, assumed up.
+    /// The URL checked (a 2xx answer passes), such as the node's admin `/status`,
+    /// `http://10.0.0.1:9090/status`, whose `load` is then read; unset: not checked, assumed up.
     #[serde(default)]
     pub check: Option<String>,
+    /// What the node can take; as its reported load nears it (past 80 %), its weight is
+    /// lowered so that traffic spills to the group's other nodes before it saturates.
+    #[serde(default)]
+    pub capacity: CapacityConfig,
+}
+
+/// A node's capacity; 0 means no limit of that kind.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapacityConfig {
+    /// Requests per second.
+    pub requests_per_second: u64,
+    /// Body bytes sent per second.
+    pub bytes_per_second: u64,
+    /// Client connections open.
+    pub connections: u64,
 }
 
 fn one() -> u32 {

@@ -39,6 +39,24 @@ pub fn spawn(map: &Arc<Map>, config: &HealthConfig) {
     }
 }
 
+/// The `load` of a node's JSON status, if the answer is one.
+async fn read_load(
+    response: http::Response<hyper::body::Incoming>,
+    timeout: std::time::Duration,
+) -> Option<super::Load> {
+    use http_body_util::BodyExt;
+    #[derive(serde::Deserialize)]
+    struct Status {
+        load: Option<super::Load>,
+    }
+    let body = tokio::time::timeout(timeout, response.into_body().collect())
+        .await
+        .ok()?
+        .ok()?
+        .to_bytes();
+    serde_json::from_slice::<Status>(&body).ok()?.load
+}
+
 async fn check_node(
     client: Client<Connector, Empty<Bytes>>,
     map: Weak<Map>,
@@ -62,7 +80,12 @@ async fn check_node(
                 match tokio::time::timeout(config.timeout.duration(), client.request(request)).await
                 {
                     Ok(Ok(response)) if response.status().is_success() => {
-                        Ok(format!("status {}", response.status().as_u16()))
+                        let status = response.status().as_u16();
+                        // A node's status reports its load; other check URLs need not.
+                        if let Some(load) = read_load(response, config.timeout.duration()).await {
+                            node.record_load(load);
+                        }
+                        Ok(format!("status {status}"))
                     }
                     Ok(Ok(response)) => Err(format!("status {}", response.status().as_u16())),
                     Ok(Err(error)) => Err(crate::upstream::root_cause(&error)),

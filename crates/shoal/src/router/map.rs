@@ -33,6 +33,13 @@ pub struct Node {
     streak_passed: AtomicBool,
     /// The last check's outcome, for the status.
     last_check: Mutex<Option<String>>,
+    /// What it can take.
+    capacity: super::config::CapacityConfig,
+    /// The share of its weight it gets now, in thousandths: 1000 until its reported load
+    /// passes 80 % of its capacity, then less, down to 10 at full capacity.
+    headroom: AtomicU32,
+    /// The load it last reported.
+    load: Mutex<Option<super::Load>>,
 }
 
 impl Node {
@@ -47,6 +54,45 @@ impl Node {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// The weight the choices use now, in thousandths: its weight scaled by its headroom.
+    pub fn effective_weight(&self) -> u64 {
+        (u64::from(self.weight.max(1)) * u64::from(self.headroom.load(Ordering::Relaxed))).max(1)
+    }
+
+    /// The load it last reported, if any.
+    pub fn load(&self) -> Option<super::Load> {
+        *self
+            .load
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records the load a node reports and lowers its share as the load nears its capacity.
+    pub fn record_load(&self, load: super::Load) {
+        let use_of = |used: u64, capacity: u64| match capacity {
+            0 => 0.0,
+            capacity => used as f64 / capacity as f64,
+        };
+        let used = use_of(load.requests_per_second, self.capacity.requests_per_second)
+            .max(use_of(
+                load.bytes_per_second,
+                self.capacity.bytes_per_second,
+            ))
+            .max(use_of(load.connections, self.capacity.connections));
+        // Full weight up to 80 %, then down in a line to 1 % at 100 % and beyond.
+        let share = match used {
+            used if used <= 0.8 => 1.0,
+            used if used >= 1.0 => 0.01,
+            used => (1.0 - used) / 0.2,
+        };
+        self.headroom
+            .store((share * 1000.0).round().max(10.0) as u32, Ordering::Relaxed);
+        *self
+            .load
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(load);
     }
 
     /// Records a check; returns whether the node went up or down with it.
@@ -149,6 +195,11 @@ impl Map {
                         before.is_none_or(|old| old.streak_passed.load(Ordering::Relaxed)),
                     ),
                     last_check: Mutex::new(before.and_then(Node::last_check)),
+                    capacity: node.capacity.clone(),
+                    headroom: AtomicU32::new(
+                        before.map_or(1000, |old| old.headroom.load(Ordering::Relaxed)),
+                    ),
+                    load: Mutex::new(before.and_then(Node::load)),
                 }
             })
             .collect();
@@ -294,7 +345,7 @@ impl Map {
                 .iter()
                 .filter(|&&node| everyone || self.nodes[node].is_up())
                 .map(|&node| {
-                    let weight = u64::from(self.nodes[node].weight.max(1));
+                    let weight = self.nodes[node].effective_weight();
                     let draw = match hash {
                         Some(hash) => hash_pair(hash, node as u64),
                         None => random(),
@@ -338,13 +389,13 @@ impl Map {
         while chosen.len() < count && !candidates.is_empty() {
             let total: u64 = candidates
                 .iter()
-                .map(|&node| u64::from(self.nodes[node].weight.max(1)))
+                .map(|&node| self.nodes[node].effective_weight())
                 .sum();
             let mut point = random() % total;
             let position = candidates
                 .iter()
                 .position(|&node| {
-                    let weight = u64::from(self.nodes[node].weight.max(1));
+                    let weight = self.nodes[node].effective_weight();
                     if point < weight {
                         return true;
                     }

@@ -28,9 +28,12 @@ struct NodeStatus {
     name: String,
     addresses: Vec<std::net::IpAddr>,
     weight: u32,
+    /// The weight choices use now: lowered as the node nears its capacity.
+    effective_weight: f64,
     up: bool,
     checked: bool,
     last_check: Option<String>,
+    load: Option<super::Load>,
 }
 
 #[derive(Serialize)]
@@ -82,9 +85,11 @@ fn route(router: &Router, method: &Method, path: &str) -> Response<Full<Bytes>> 
                         name: node.name.clone(),
                         addresses: node.addresses.clone(),
                         weight: node.weight,
+                        effective_weight: node.effective_weight() as f64 / 1000.0,
                         up: node.is_up(),
                         checked: node.check.is_some(),
                         last_check: node.last_check(),
+                        load: node.load(),
                     })
                     .collect(),
                 answers: Answers {

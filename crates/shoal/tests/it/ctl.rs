@@ -410,3 +410,26 @@ async fn http2_requests_are_logged_too() {
     assert_eq!(line["bytes"], 7);
     assert_eq!(line["cache"], "MISS");
 }
+
+#[tokio::test]
+async fn the_status_reports_the_load_a_router_reads() {
+    let origin = Origin::fixed("x").await;
+    let node = node(&origin).await;
+    let status = || async {
+        let response = client()
+            .get(format!("http://{}/status", node.admin.unwrap()))
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&response.bytes().await.unwrap()).unwrap()
+    };
+    status().await;
+    for _ in 0..20 {
+        get(&node, "/x").await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let load = status().await["load"].clone();
+    assert!(load["requests_per_second"].as_u64().unwrap() > 0, "{load}");
+    assert!(load["bytes_per_second"].as_u64().unwrap() > 0, "{load}");
+    assert!(load["connections"].is_u64(), "{load}");
+}

@@ -452,6 +452,7 @@ async fn the_redirect_mode_sends_clients_to_their_node_with_ordered_fallbacks() 
         weight: 1,
         url: Some("http://manchester.cdn.test".into()),
         check: None,
+        capacity: Default::default(),
     });
     config
         .groups
@@ -543,4 +544,84 @@ async fn the_redirect_mode_sends_clients_to_their_node_with_ordered_fallbacks() 
         seen.insert(node);
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_node_near_its_capacity_gets_less_of_the_traffic() {
+    use crate::support::{Origin, Reply};
+    let reported = |requests_per_second: u64| {
+        move |_: &crate::support::Seen| {
+            Reply::ok(format!(
+                "{{\"load\": {{\"requests_per_second\": {requests_per_second}, \"bytes_per_second\": 0, \"connections\": 3}}}}"
+            ))
+        }
+    };
+    let busy = Origin::start(reported(990)).await;
+    let idle = Origin::start(reported(10)).await;
+    let mut config = example();
+    config.health.interval = shoal::config::Span(std::time::Duration::from_millis(50));
+    config.nodes.push(shoal::router::config::NodeConfig {
+        name: "manchester".into(),
+        addresses: vec![ip("127.0.0.15")],
+        weight: 1,
+        url: None,
+        check: Some(format!("{}/status", idle.url())),
+        capacity: shoal::router::config::CapacityConfig {
+            requests_per_second: 1000,
+            ..Default::default()
+        },
+    });
+    let london = config
+        .nodes
+        .iter_mut()
+        .find(|n| n.name == "london")
+        .unwrap();
+    london.check = Some(format!("{}/status", busy.url()));
+    london.capacity.requests_per_second = 1000;
+    config
+        .groups
+        .iter_mut()
+        .find(|g| g.name == "gb")
+        .unwrap()
+        .nodes
+        .push("manchester".into());
+    let router = start_router(config, None).await;
+    let server = router.dns[0];
+    // Wait until both loads are known.
+    let mut known = false;
+    for _ in 0..100 {
+        let shown = status(&router).await;
+        if shown["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| !n["load"].is_null())
+            .count()
+            == 2
+        {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(known);
+    let mut to_busy = 0;
+    for _ in 0..400 {
+        if gets(server, "81.2.69.142").await == [ip("127.0.0.11")] {
+            to_busy += 1;
+        }
+    }
+    // At 99 % of its capacity london keeps 5 % of its weight: about 5 % of the answers,
+    // instead of half.
+    assert!(to_busy < 60, "{to_busy} of 400 went to the busy node");
+    let shown = status(&router).await;
+    let london = shown["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "london")
+        .unwrap()
+        .clone();
+    assert_eq!(london["effective_weight"], 0.05);
+    assert_eq!(london["load"]["requests_per_second"], 990);
 }
