@@ -883,7 +883,8 @@ fn parameter(query: &str, name: &str) -> Option<String> {
     })
 }
 
-fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
+/// A JSON answer (also the router's status API's).
+pub(crate) fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(
         serde_json::to_vec_pretty(value).unwrap_or_default(),
     )));
@@ -894,7 +895,8 @@ fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
     response
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+/// A plain-text answer with `status` (also the router's).
+pub(crate) fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response

@@ -108,11 +108,19 @@ impl Router {
             tokio::spawn(watch(Arc::downgrade(&router)));
         }
         if let Some(listener) = admin {
-            tokio::spawn(status::serve(listener, Arc::downgrade(&router)));
+            tokio::spawn(serve_http(
+                listener,
+                Arc::downgrade(&router),
+                status::answer,
+            ));
         }
         if let Some(listener) = redirects {
             tracing::info!(address = ?router.http, "answering HTTP with redirects");
-            tokio::spawn(redirect::serve(listener, Arc::downgrade(&router)));
+            tokio::spawn(serve_http(
+                listener,
+                Arc::downgrade(&router),
+                redirect::answer,
+            ));
         }
         Ok(router)
     }
@@ -201,6 +209,46 @@ async fn watch(router: std::sync::Weak<Router>) {
             }
             known = router.files();
         }
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` while the router lives, answering each request with
+/// `answer(router, request, client address)`: the status API and the redirect mode.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: std::sync::Weak<Router>,
+    answer: fn(
+        &Router,
+        &http::Request<hyper::body::Incoming>,
+        SocketAddr,
+    ) -> http::Response<http_body_util::Full<bytes::Bytes>>,
+) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let router = router.clone();
+                    async move {
+                        let response = match router.upgrade() {
+                            Some(router) => answer(&router, &request, peer),
+                            None => http::Response::builder()
+                                .status(http::StatusCode::SERVICE_UNAVAILABLE)
+                                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                    b"stopping\n",
+                                )))
+                                .unwrap_or_default(),
+                        };
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 

@@ -4,46 +4,20 @@
 //! `?explain` (or `X-Shoal-Explain: 1`) answers with why instead, as JSON.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Weak;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, LINK, LOCATION};
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 
 use super::map::Matched;
 use super::Router;
+use crate::admin::text;
 
-/// Serves the redirect mode on `listener` while the router lives.
-pub async fn serve(listener: tokio::net::TcpListener, router: Weak<Router>) {
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let router = router.clone();
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let router = router.clone();
-                    async move {
-                        let response = match router.upgrade() {
-                            Some(router) => answer(&router, &request, peer),
-                            None => plain(StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
-                        };
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-fn answer<B>(
+/// Answers one request: the redirect, or with `?explain` why.
+pub(super) fn answer(
     router: &Router,
-    request: &http::Request<B>,
+    request: &http::Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let http = router.http_config();
@@ -113,7 +87,10 @@ fn answer<B>(
             .unwrap_or_default();
     }
     let Some(first) = urls.first() else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "no node to send you to\n");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no node to send you to\n".into(),
+        );
     };
     let mut response = Response::builder()
         .status(StatusCode::FOUND)
@@ -123,15 +100,10 @@ fn answer<B>(
     for (priority, url) in urls.iter().enumerate().skip(1) {
         response = response.header(LINK, format!("<{url}>; rel=duplicate; pri={priority}"));
     }
-    response
-        .body(Full::new(Bytes::new()))
-        .unwrap_or_else(|_| plain(StatusCode::BAD_REQUEST, "the path cannot be redirected\n"))
-}
-
-fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap_or_default()
+    response.body(Full::new(Bytes::new())).unwrap_or_else(|_| {
+        text(
+            StatusCode::BAD_REQUEST,
+            "the path cannot be redirected\n".into(),
+        )
+    })
 }

@@ -2,15 +2,14 @@
 //! `POST /reload`, for operators and `shoal ctl --admin ROUTER nodes|reload`.
 
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
 use super::Router;
+use crate::admin::{json, text};
 
 #[derive(Serialize)]
 struct Status {
@@ -45,30 +44,13 @@ struct Answers {
     default: u64,
 }
 
-/// Serves the status API on `listener` while the router lives.
-pub async fn serve(listener: tokio::net::TcpListener, router: Weak<Router>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let router = router.clone();
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let router = router.clone();
-                    async move {
-                        let response = match router.upgrade() {
-                            Some(router) => route(&router, request.method(), request.uri().path()),
-                            None => text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into()),
-                        };
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+/// Answers one request to the status API.
+pub(super) fn answer(
+    router: &Router,
+    request: &http::Request<hyper::body::Incoming>,
+    _: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
+    route(router, request.method(), request.uri().path())
 }
 
 fn route(router: &Router, method: &Method, path: &str) -> Response<Full<Bytes>> {
@@ -101,13 +83,7 @@ fn route(router: &Router, method: &Method, path: &str) -> Response<Full<Bytes>> 
                 },
                 failing_open: map.failing_open(),
             };
-            match serde_json::to_vec_pretty(&status) {
-                Ok(body) => Response::builder()
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(Bytes::from(body)))
-                    .unwrap_or_default(),
-                Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
-            }
+            json(&status)
         }
         (&Method::POST, "/reload") => match router.reload() {
             Ok(generation) => text(
@@ -124,12 +100,4 @@ fn route(router: &Router, method: &Method, path: &str) -> Response<Full<Bytes>> 
             "router endpoints: GET /status, POST /reload\n".into(),
         ),
     }
-}
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default()
 }

@@ -143,17 +143,9 @@ async fn clients_get_the_nodes_of_their_prefix_network_country_or_the_default() 
         assert_eq!(echoed.scope_prefix(), 32);
     }
     // A /27 subnet in GB: the same answer for all of it.
-    let answer = ask(
-        server,
-        "dl.cdn.test",
-        RecordType::A,
-        Some(("81.2.69.160".parse().unwrap(), 27)),
-    )
-    .await;
-    assert_eq!(
-        addresses(&answer),
-        ["127.0.0.11".parse::<IpAddr>().unwrap()]
-    );
+    let subnet = Some((ip("81.2.69.160"), 27));
+    let answer = ask(server, "dl.cdn.test", RecordType::A, subnet).await;
+    assert_eq!(addresses(&answer), [ip("127.0.0.11")]);
     // Without a subnet, the source address (loopback: in no database) decides.
     let answer = ask(server, "dl.cdn.test", RecordType::A, None).await;
     assert_eq!(
@@ -248,29 +240,9 @@ async fn without_its_geoip_databases_the_router_answers_from_the_default() {
     let mut config = example();
     config.geoip.country = Some(PathBuf::from("/nonexistent/GeoIP2-Country.mmdb"));
     let server = start(&config).await;
-    let answer = ask(
-        server,
-        "dl.cdn.test",
-        RecordType::A,
-        Some(("81.2.69.142".parse().unwrap(), 32)),
-    )
-    .await;
-    assert_eq!(
-        addresses(&answer),
-        ["127.0.0.13".parse::<IpAddr>().unwrap()]
-    );
+    assert_eq!(gets(server, "81.2.69.142").await, [ip("127.0.0.13")]);
     // Operator prefixes need no database.
-    let answer = ask(
-        server,
-        "dl.cdn.test",
-        RecordType::A,
-        Some(("216.160.83.57".parse().unwrap(), 32)),
-    )
-    .await;
-    assert_eq!(
-        addresses(&answer),
-        ["127.0.0.14".parse::<IpAddr>().unwrap()]
-    );
+    assert_eq!(gets(server, "216.160.83.57").await, [ip("127.0.0.14")]);
 }
 
 #[tokio::test]
