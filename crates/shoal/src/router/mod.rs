@@ -72,8 +72,10 @@ impl Router {
         let mut bound = Vec::new();
         for address in addresses {
             let (udp, tcp) = bind_dns(address).await?;
-            let local = udp.local_addr()?;
-            tokio::spawn(dns::serve_udp(udp, Arc::clone(&zone)));
+            let local = udp[0].local_addr()?;
+            for socket in udp {
+                tokio::spawn(dns::serve_udp(socket, Arc::clone(&zone)));
+            }
             tokio::spawn(dns::serve_tcp(tcp, Arc::clone(&zone)));
             tracing::info!(address = %local, "answering DNS (UDP and TCP)");
             bound.push(local);
@@ -252,19 +254,40 @@ async fn serve_http(
     }
 }
 
-/// UDP and TCP sockets on the same address. For port 0, the port UDP gets is tried for TCP,
-/// and another one if TCP cannot have it (a client socket may hold it).
+/// UDP sockets, one per core, sharing the address (SO_REUSEPORT: the kernel spreads the
+/// queries over them, so answering scales with the cores), and a TCP listener on it. For port
+/// 0, the port UDP gets is tried for TCP, and another one if TCP cannot have it (a client
+/// socket may hold it).
 async fn bind_dns(
     address: SocketAddr,
-) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+) -> anyhow::Result<(Vec<tokio::net::UdpSocket>, tokio::net::TcpListener)> {
+    let sockets = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let udp = |address: SocketAddr| -> std::io::Result<tokio::net::UdpSocket> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(address),
+            socket2::Type::DGRAM,
+            None,
+        )?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        tokio::net::UdpSocket::from_std(socket.into())
+    };
     let mut attempts = 0;
     loop {
-        let udp = tokio::net::UdpSocket::bind(address)
-            .await
+        let first = udp(address)
             .map_err(|error| anyhow::anyhow!("cannot listen on {address} (UDP): {error}"))?;
-        let local = udp.local_addr()?;
+        let local = first.local_addr()?;
         match tokio::net::TcpListener::bind(local).await {
-            Ok(tcp) => return Ok((udp, tcp)),
+            Ok(tcp) => {
+                let mut all = vec![first];
+                for _ in 1..sockets {
+                    all.push(udp(local).map_err(|error| {
+                        anyhow::anyhow!("cannot listen on {local} (UDP): {error}")
+                    })?);
+                }
+                return Ok((all, tcp));
+            }
             Err(_) if address.port() == 0 && attempts < 16 => attempts += 1,
             Err(error) => anyhow::bail!("cannot listen on {local} (TCP): {error}"),
         }
