@@ -97,12 +97,6 @@ impl Geo {
         country.map(|code| String::from_utf8_lossy(&code).into_owned())
     }
 
-    /// The continent code of `ip` (EU, NA, AS, ...), as text.
-    pub fn continent(&self, ip: IpAddr) -> Option<String> {
-        let (_, continent) = self.location(ip);
-        continent.map(|code| String::from_utf8_lossy(&code).into_owned())
-    }
-
     /// The AS number `ip` belongs to.
     pub fn asn(&self, ip: IpAddr) -> Option<u32> {
         let record: AsnRecord = self.asn.as_ref()?.lookup(ip).ok()?;

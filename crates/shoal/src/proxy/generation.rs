@@ -50,6 +50,8 @@ pub struct Generation {
     pub(super) tag_header: HeaderName,
     /// `Strict-Transport-Security` for responses over TLS, if configured.
     pub(super) hsts: Option<HeaderValue>,
+    /// `server.rate_limit_per_ip` and its burst, if on.
+    pub(super) rate_limit: Option<super::limits::Rate>,
     /// The methods served, and the `Allow` value that lists them.
     pub(super) methods: Vec<http::Method>,
     pub(super) allow: HeaderValue,
@@ -167,6 +169,13 @@ impl Generation {
             status_header,
             tag_header: HeaderName::from_bytes(config.cache.tag_header.as_bytes())
                 .unwrap_or(HeaderName::from_static("surrogate-key")),
+            rate_limit: (config.server.rate_limit_per_ip > 0).then(|| super::limits::Rate {
+                per_second: config.server.rate_limit_per_ip,
+                burst: match config.server.rate_limit_burst {
+                    0 => config.server.rate_limit_per_ip.saturating_mul(2),
+                    burst => burst,
+                },
+            }),
             methods: config
                 .server
                 .methods

@@ -90,8 +90,10 @@ pub async fn serve(stream: ClientStream, prefix: Bytes, peer: SocketAddr, proxy:
             };
             let is_head = request.head.method == http::Method::HEAD;
             let logged = proxy
+                .live()
                 .access_log()
-                .map(|_| super::http1::LoggedRequest::of(&request.head));
+                .is_some()
+                .then(|| super::http1::LoggedRequest::of(&request.head));
             let mut response = proxy.handle(request).await;
             if let (Some(logged), Some(log)) = (logged, proxy.access_log()) {
                 // The body is still to stream: HTTP/2 lines carry its declared length and the

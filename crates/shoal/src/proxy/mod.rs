@@ -594,9 +594,7 @@ impl Proxy {
             Err(error) => {
                 match error.side() {
                     // Counted; a line each would let a flood fill the log.
-                    Side::Client | Side::Internal
-                        if matches!(error, ProxyError::RateLimited(_) | ProxyError::Overloaded) =>
-                    {
+                    _ if matches!(error, ProxyError::RateLimited(_) | ProxyError::Overloaded) => {
                         tracing::debug!(%error, "request rejected")
                     }
                     Side::Client => tracing::info!(%error, "request rejected"),
@@ -656,14 +654,7 @@ impl Proxy {
     fn admit(&self, request: &mut ClientRequest) -> Result<Option<ProxyResponse>, ProxyError> {
         let live = self.live();
         let server = &live.config.server;
-        if server.rate_limit_per_ip > 0 {
-            let rate = limits::Rate {
-                per_second: server.rate_limit_per_ip,
-                burst: match server.rate_limit_burst {
-                    0 => server.rate_limit_per_ip.saturating_mul(2),
-                    burst => burst,
-                },
-            };
+        if let Some(rate) = live.rate_limit {
             if let Err(retry_after) = self.limits.admit(request.client.ip(), rate, now_millis()) {
                 self.metrics.add(Counter::RateLimited, 1);
                 return Err(ProxyError::RateLimited(retry_after));

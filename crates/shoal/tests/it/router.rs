@@ -53,6 +53,19 @@ async fn gets(server: SocketAddr, client: &str) -> Vec<IpAddr> {
     )
 }
 
+/// What `client` gets, asked again (for up to 5 s) until it is `expected`.
+async fn gets_soon(server: SocketAddr, client: &str, expected: &str) -> Vec<IpAddr> {
+    let mut answer = Vec::new();
+    for _ in 0..100 {
+        answer = gets(server, client).await;
+        if answer == [ip(expected)] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    answer
+}
+
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
@@ -296,15 +309,11 @@ async fn a_node_that_fails_its_checks_is_not_handed_out_and_all_down_fails_open(
 
     // London stops answering its checks: GB clients go to the next group of their rule.
     london.stop();
-    let mut answer = Vec::new();
-    for _ in 0..100 {
-        answer = gets(server, "81.2.69.142").await;
-        if answer == [ip("127.0.0.13")] {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(answer, [ip("127.0.0.13")], "london is no longer handed out");
+    assert_eq!(
+        gets_soon(server, "81.2.69.142", "127.0.0.13").await,
+        [ip("127.0.0.13")],
+        "london is no longer handed out"
+    );
     let shown = status(&router).await;
     let node = |name: &str| {
         shown["nodes"]
@@ -380,15 +389,11 @@ async fn a_reload_changes_the_map_at_once_and_a_bad_file_changes_nothing() {
 
     // A fixed file is noticed and loaded without being asked (GB back to its own group).
     std::fs::write(&file, &text).unwrap();
-    let mut answer = Vec::new();
-    for _ in 0..100 {
-        answer = gets(server, "81.2.69.142").await;
-        if answer == [ip("127.0.0.11")] {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(answer, [ip("127.0.0.11")], "the changed file was loaded");
+    assert_eq!(
+        gets_soon(server, "81.2.69.142", "127.0.0.11").await,
+        [ip("127.0.0.11")],
+        "the changed file was loaded"
+    );
 
     // `shoal ctl --admin ROUTER nodes` lists the nodes; `reload` reloads.
     let admin = format!("http://{}", router.admin.unwrap());

@@ -364,7 +364,11 @@ impl Connection {
             return Ok(false);
         }
         let mut keep_alive = keep_alive;
-        let logged = proxy.access_log().map(|_| LoggedRequest::of(&parts));
+        let logged = proxy
+            .live()
+            .access_log()
+            .is_some()
+            .then(|| LoggedRequest::of(&parts));
         let response = if framing == Framing::None {
             let request = ClientRequest {
                 head: parts,
