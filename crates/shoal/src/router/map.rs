@@ -299,7 +299,10 @@ impl Map {
                 .filter(|&node| self.nodes[node].is_up() && family(&self.nodes[node]))
                 .collect();
             if !candidates.is_empty() {
-                if self.failing_open.swap(false, Ordering::Relaxed) {
+                // Read first: a write on every answer would bounce the line between cores.
+                if self.failing_open.load(Ordering::Relaxed)
+                    && self.failing_open.swap(false, Ordering::Relaxed)
+                {
                     tracing::info!("nodes are up again: answers follow the rules");
                 }
                 return (self.pick(candidates, v6, count), matched);

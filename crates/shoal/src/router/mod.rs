@@ -70,12 +70,11 @@ impl Router {
             dns.to_vec()
         };
         let mut bound = Vec::new();
+        let mut udp_sockets = Vec::new();
         for address in addresses {
             let (udp, tcp) = bind_dns(address).await?;
             let local = udp[0].local_addr()?;
-            for socket in udp {
-                tokio::spawn(dns::serve_udp(socket, Arc::clone(&zone)));
-            }
+            udp_sockets.extend(udp);
             tokio::spawn(dns::serve_tcp(tcp, Arc::clone(&zone)));
             tracing::info!(address = %local, "answering DNS (UDP and TCP)");
             bound.push(local);
@@ -106,6 +105,12 @@ impl Router {
             config: std::sync::Mutex::new(config),
             generation: std::sync::atomic::AtomicU64::new(1),
         });
+        for socket in udp_sockets {
+            let (zone, owner) = (Arc::clone(&router.zone), Arc::downgrade(&router));
+            std::thread::Builder::new()
+                .name("shoal-dns-udp".into())
+                .spawn(move || dns::serve_udp(socket, zone, owner))?;
+        }
         if router.file.is_some() {
             tokio::spawn(watch(Arc::downgrade(&router)));
         }
@@ -257,21 +262,21 @@ async fn serve_http(
 /// UDP sockets, one per core, sharing the address (SO_REUSEPORT: the kernel spreads the
 /// queries over them, so answering scales with the cores), and a TCP listener on it. For port
 /// 0, the port UDP gets is tried for TCP, and another one if TCP cannot have it (a client
-/// socket may hold it).
+/// socket may hold it). The UDP sockets block, with a read timeout (see `dns::serve_udp`).
 async fn bind_dns(
     address: SocketAddr,
-) -> anyhow::Result<(Vec<tokio::net::UdpSocket>, tokio::net::TcpListener)> {
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener)> {
     let sockets = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let udp = |address: SocketAddr| -> std::io::Result<tokio::net::UdpSocket> {
+    let udp = |address: SocketAddr| -> std::io::Result<std::net::UdpSocket> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(address),
             socket2::Type::DGRAM,
             None,
         )?;
         socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
+        socket.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
         socket.bind(&address.into())?;
-        tokio::net::UdpSocket::from_std(socket.into())
+        Ok(socket.into())
     };
     let mut attempts = 0;
     loop {
