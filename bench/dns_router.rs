@@ -22,7 +22,6 @@
 //! least twice PowerDNS's queries per CPU-second, full-load rate no lower); writes the raw
 //! numbers to /tmp/shoal-bench/dns-results.json. Only ever talks to 127.0.0.1.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,7 +33,20 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 const SHOAL_DNS: &str = "127.0.0.1:5399";
 const SHOAL_ADMIN: &str = "127.0.0.1:5391";
-const POWERDNS_DNS: &str = "127.0.0.1:5398";
+/// PowerDNS in three thread layouts (bench/dns/powerdns.conf, then these lines), each on its
+/// own port: Debian's default (one receiving thread, three distributor threads: fastest at
+/// full load on this machine together with the next), two receiving threads on SO_REUSEPORT
+/// sockets, and one distributor thread (the least CPU per query at a moderate rate). Shoal is
+/// compared with the best of the three on each measure.
+const POWERDNS: [(&str, &str, &str); 3] = [
+    ("powerdns", "127.0.0.1:5398", ""),
+    (
+        "powerdns-2r",
+        "127.0.0.1:5397",
+        "receiver-threads=2\nreuseport=yes\n",
+    ),
+    ("powerdns-1d", "127.0.0.1:5396", "distributor-threads=1\n"),
+];
 /// Queries per rule in the query set.
 const PER_RULE: usize = 1024;
 /// dnsperf at full load: two threads, eight clients (source ports), 1,000 queries in flight.
@@ -103,13 +115,16 @@ fn main() {
     let query_file = work.join("queries.bin");
     write_dnsperf_input(&query_file, &queries);
 
-    let mut shoal = start_shoal(&root, &work);
-    let mut powerdns = start_powerdns(&root, &work);
-    let servers: [(&str, u32, SocketAddr); 2] = [
-        ("shoal", shoal.id(), SHOAL_DNS.parse().unwrap()),
-        ("powerdns", powerdns.id(), POWERDNS_DNS.parse().unwrap()),
-    ];
-    for (name, _, address) in servers {
+    let mut processes = vec![start_shoal(&root, &work)];
+    let mut servers: Vec<(&str, u32, SocketAddr)> =
+        vec![("shoal", processes[0].id(), SHOAL_DNS.parse().unwrap())];
+    for (name, address, threads) in POWERDNS {
+        let address: SocketAddr = address.parse().unwrap();
+        let process = start_powerdns(&root, &work, name, address, threads);
+        servers.push((name, process.id(), address));
+        processes.push(process);
+    }
+    for &(name, _, address) in &servers {
         wait_for_answers(name, address, &queries[0]);
         // Warm both (PowerDNS's packet cache among them) with every query of the set.
         let warm = check(address, &queries, &probes, Duration::from_secs(2));
@@ -161,10 +176,10 @@ fn main() {
             runs.push(run);
         }
     }
-    let _ = shoal.kill();
-    let _ = powerdns.kill();
-    let _ = shoal.wait();
-    let _ = powerdns.wait();
+    for mut process in processes {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
 
     report(&runs, rounds, rate);
     std::fs::write(
@@ -312,10 +327,16 @@ fn start_shoal(root: &Path, work: &Path) -> Child {
         })
 }
 
-/// PowerDNS as bench/dns/powerdns.conf configures it: the GeoIP backend, ECS processing, the
-/// packet cache on (its default), a receiving thread per core on SO_REUSEPORT sockets.
-fn start_powerdns(root: &Path, work: &Path) -> Child {
-    let directory = work.join("powerdns");
+/// PowerDNS as bench/dns/powerdns.conf configures it (the GeoIP backend, ECS processing, the
+/// packet cache on, as by default) on `address`, with the `threads` lines added.
+fn start_powerdns(
+    root: &Path,
+    work: &Path,
+    name: &str,
+    address: SocketAddr,
+    threads: &str,
+) -> Child {
+    let directory = work.join(name);
     std::fs::create_dir_all(&directory).unwrap();
     let conf = std::fs::read_to_string(root.join("bench/dns/powerdns.conf"))
         .unwrap()
@@ -323,7 +344,9 @@ fn start_powerdns(root: &Path, work: &Path) -> Child {
             "GEOIP",
             &root.join("../shared/testdata/geoip").to_string_lossy(),
         )
-        .replace("CONFDIR", &directory.to_string_lossy());
+        .replace("CONFDIR", &directory.to_string_lossy())
+        .replace("local-port=5398", &format!("local-port={}", address.port()))
+        + threads;
     std::fs::write(directory.join("pdns.conf"), conf).unwrap();
     std::fs::copy(
         root.join("bench/dns/powerdns-zones.yaml"),
@@ -538,67 +561,77 @@ fn verify(answer: &[u8], probe: &Probe) -> Result<(), String> {
 }
 
 fn report(runs: &[Run], rounds: usize, rate: u64) {
-    let median = |server: &str, value: fn(&Run) -> f64| -> f64 {
-        let mut values: Vec<f64> = runs
-            .iter()
-            .filter(|run| run.server == server)
-            .map(value)
-            .collect();
+    let servers: Vec<&str> = std::iter::once("shoal")
+        .chain(POWERDNS.iter().map(|(name, _, _)| *name))
+        .collect();
+    let median = |mut values: Vec<f64>| -> f64 {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
-    let ratio = |value: fn(&Run) -> f64| -> f64 {
-        let mut ratios: Vec<f64> = (0..rounds)
-            .map(|round| {
-                let of = |server: &str| {
-                    value(
-                        runs.iter()
-                            .find(|run| run.round == round && run.server == server)
-                            .unwrap(),
-                    )
-                };
-                of("shoal") / of("powerdns")
-            })
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        ratios[ratios.len() / 2]
+    let of = |server: &str, value: fn(&Run) -> f64| -> f64 {
+        median(
+            runs.iter()
+                .filter(|run| run.server == server)
+                .map(value)
+                .collect(),
+        )
     };
-    let totals = |server: &str| -> BTreeMap<&str, u64> {
-        let mut totals = BTreeMap::new();
-        for run in runs.iter().filter(|run| run.server == server) {
-            *totals.entry("checked").or_default() += run.checked;
-            *totals.entry("wrong").or_default() += run.wrong;
-            *totals.entry("lost").or_default() += run.lost;
-        }
-        totals
+    // Per round: Shoal's figure over the best PowerDNS figure of that round.
+    let ratio = |value: fn(&Run) -> f64| -> f64 {
+        median(
+            (0..rounds)
+                .map(|round| {
+                    let in_round = runs.iter().filter(|run| run.round == round);
+                    let shoal = in_round
+                        .clone()
+                        .find(|run| run.server == "shoal")
+                        .map(value)
+                        .unwrap();
+                    let best = in_round
+                        .filter(|run| run.server != "shoal")
+                        .map(value)
+                        .fold(0.0, f64::max);
+                    shoal / best
+                })
+                .collect(),
+        )
+    };
+    let total = |server: &str, value: fn(&Run) -> u64| -> u64 {
+        runs.iter()
+            .filter(|run| run.server == server)
+            .map(value)
+            .sum()
     };
     println!();
-    println!("| medians of {rounds} rounds | full load (dnsperf), q/s | queries per CPU-second at {rate} q/s | checked client, q/s | answers checked | wrong | lost |");
+    println!("| medians of {rounds} rounds | full load (dnsperf), q/s | queries per CPU-second at {rate} q/s | checking client at full load, q/s | answers checked | wrong | lost |");
     println!("|---|---|---|---|---|---|---|");
-    for server in ["shoal", "powerdns"] {
-        let totals = totals(server);
+    for server in &servers {
         println!(
             "| {server} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
-            median(server, |run| run.full_load_qps),
-            median(server, |run| run.queries_per_cpu_second),
-            median(server, |run| run.checked_qps),
-            totals["checked"],
-            totals["wrong"],
-            totals["lost"]
+            of(server, |run| run.full_load_qps),
+            of(server, |run| run.queries_per_cpu_second),
+            of(server, |run| run.checked_qps),
+            total(server, |run| run.checked),
+            total(server, |run| run.wrong),
+            total(server, |run| run.lost)
         );
     }
     let full = ratio(|run| run.full_load_qps);
     let per_cpu = ratio(|run| run.queries_per_cpu_second);
     let checked = ratio(|run| run.checked_qps);
     println!(
-        "| shoal / powerdns (median of same-round ratios) | {full:.2} | {per_cpu:.2} | {checked:.2} | | | |"
+        "| shoal / best PowerDNS of the round (median) | {full:.2} | {per_cpu:.2} | {checked:.2} | | | |"
     );
     println!();
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    let wrong: u64 = servers
+        .iter()
+        .map(|server| total(server, |run| run.wrong))
+        .sum();
     println!(
-        "bar: queries per CPU-second >= 2 x PowerDNS: {per_cpu:.2} x, {}; full load >= PowerDNS: {full:.2} x, {}; every answer correct: {}",
+        "bar: queries per CPU-second >= 2 x PowerDNS's best: {per_cpu:.2} x, {}; full load >= PowerDNS's best: {full:.2} x, {}; every answer correct: {}",
         verdict(per_cpu >= 2.0),
         verdict(full >= 1.0),
-        verdict(totals("shoal")["wrong"] == 0)
+        verdict(wrong == 0)
     );
 }

@@ -82,12 +82,15 @@ impl Geo {
         let Some(reader) = &self.country else {
             return (None, None);
         };
-        match reader.lookup::<CountryRecord<'_>>(ip) {
-            Ok(record) => (
+        match reader
+            .lookup(ip)
+            .and_then(|found| found.decode::<CountryRecord<'_>>())
+        {
+            Ok(Some(record)) => (
                 record.country.and_then(|c| c.iso_code).and_then(code2),
                 record.continent.and_then(|c| c.code).and_then(code2),
             ),
-            Err(_) => (None, None),
+            Ok(None) | Err(_) => (None, None),
         }
     }
 
@@ -99,7 +102,7 @@ impl Geo {
 
     /// The AS number `ip` belongs to.
     pub fn asn(&self, ip: IpAddr) -> Option<u32> {
-        let record: AsnRecord = self.asn.as_ref()?.lookup(ip).ok()?;
+        let record: AsnRecord = self.asn.as_ref()?.lookup(ip).ok()?.decode().ok()??;
         record.autonomous_system_number
     }
 }
