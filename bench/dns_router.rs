@@ -18,9 +18,10 @@
 //!   (NOERROR, authoritative, exactly the node address the rule names) and counts the wrong
 //!   and the lost ones. `dnsperf` cannot check answers, so this is a run of its own.
 //!
-//! Prints the medians, the per-round ratios of Shoal to PowerDNS, and the bar of issue 7 (at
-//! least twice PowerDNS's queries per CPU-second, full-load rate no lower); writes the raw
-//! numbers to /tmp/shoal-bench/dns-results.json. Only ever talks to 127.0.0.1.
+//! Prints the medians, the per-round ratios of Shoal to the best of PowerDNS's three thread
+//! layouts, and the bar of issue 7 (at least twice PowerDNS's queries per CPU-second, full-load
+//! rate no lower); writes the raw numbers to /tmp/shoal-bench/dns-results.json. Only ever talks
+//! to 127.0.0.1.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
