@@ -378,7 +378,11 @@ def idle_connections_rss(server, port, count):
     async def hold():
         connections = []
         for start in range(0, count, 500):
-            batch = await asyncio.gather(*[asyncio.open_connection("127.0.0.1", port) for _ in range(min(500, count - start))])
+            # From 40 loopback addresses: Shoal admits at most server.max_connections_per_ip
+            # (1024) connections from one address.
+            batch = await asyncio.gather(*[
+                asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.0.{2 + (start + i) % 40}", 0))
+                for i in range(min(500, count - start))])
             for reader, writer in batch:
                 writer.write(b"GET /1k.bin HTTP/1.1\r\nHost: bench\r\n\r\n")
             for reader, writer in batch:
@@ -447,8 +451,12 @@ def main():
                           f"{result['bytes_per_s'] / 1e6:>9.0f} MB/s p99 {result['p99']:>8.2f} ms cpu {result['cpu']:.2f} "
                           f"origin {result['origin_requests']} errors {result['errors']} {result['socket_errors']}", flush=True)
         rss = {name: servers[name].rss_mib() for name in names}
-        idle_baseline = {}
         idle = {}
+        summary = {"results": results, "rss_mib": rss, "idle_rss_mib": idle, "hit_check": hit_check,
+                   "rounds": args.rounds, "duration": args.duration}
+        # Saved now, and again with the idle-connection figures: a failure there keeps the runs.
+        with open(args.json, "w") as handle:
+            json.dump(summary, handle, indent=1)
         # Idle connections are measured on a fresh instance, so that the cached 64 MiB object
         # of the runs above does not count as connection memory.
         for name in ("shoal", "nginx-direct"):
@@ -457,8 +465,6 @@ def main():
                 servers[name] = starters[name]()
                 wait_port(PORTS[name])
                 idle[name] = idle_connections_rss(servers[name], PORTS[name], args.idle)
-        summary = {"results": results, "rss_mib": rss, "idle_rss_mib": idle, "hit_check": hit_check,
-                   "rounds": args.rounds, "duration": args.duration}
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=1)
         print(report(summary, names))
