@@ -195,6 +195,24 @@ impl Zone {
         true
     }
 
+    /// The zone of `examples/route.toml` in the project at `root`, with the MaxMind test
+    /// databases of `root/../shared/testdata/geoip` and an IPv6 address for the default node.
+    /// For the tests and the `dns_query` fuzz target.
+    #[doc(hidden)]
+    pub fn example(root: &std::path::Path) -> Result<Zone, String> {
+        let text = std::fs::read_to_string(root.join("examples/route.toml"))
+            .map_err(|error| error.to_string())?
+            .replace(
+                "../shared/testdata/geoip",
+                &root.join("../shared/testdata/geoip").to_string_lossy(),
+            )
+            .replace(r#"["127.0.0.13"]"#, r#"["127.0.0.13", "2001:db8::13"]"#);
+        let config: super::config::RouterConfig =
+            crate::config::parse_toml(&text, std::path::Path::new("route.toml"))
+                .map_err(|error| error.to_string())?;
+        Zone::new(&config.dns, Map::build(&config, None))
+    }
+
     /// Whether the common path's response to `query` is the general path's, as a client sees
     /// it: `Ok(false)` when the common path leaves the query alone. For the tests and the
     /// `dns_query` fuzz target.
@@ -573,24 +591,11 @@ impl Subnet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::config::RouterConfig;
     use hickory_proto::op::Query;
     use hickory_proto::rr::rdata::opt::EdnsOption;
-    use std::path::Path;
 
-    /// examples/route.toml with the test databases and an IPv6 address for the default node.
     fn zone() -> Zone {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let text = std::fs::read_to_string(root.join("examples/route.toml"))
-            .unwrap()
-            .replace(
-                "../shared/testdata/geoip",
-                &root.join("../shared/testdata/geoip").to_string_lossy(),
-            )
-            .replace(r#"["127.0.0.13"]"#, r#"["127.0.0.13", "2001:db8::13"]"#);
-        let config: RouterConfig =
-            crate::config::parse_toml(&text, Path::new("route.toml")).unwrap();
-        Zone::new(&config.dns, Map::build(&config, None)).unwrap()
+        Zone::example(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
     }
 
     fn query(name: &str, kind: RecordType, edns: Option<Vec<EdnsOption>>, rd: bool) -> Vec<u8> {
