@@ -486,8 +486,10 @@ fn check_from_one_socket(
     let mut buffer = [0u8; 1500];
     let mut reported = 0;
     let started = Instant::now();
-    let send = |id: u16, probe: usize| {
-        let mut message = queries[probe].clone();
+    let mut message = Vec::new();
+    let mut send = |id: u16, probe: usize| {
+        message.clear();
+        message.extend_from_slice(&queries[probe]);
         message[..2].copy_from_slice(&id.to_be_bytes());
         socket.send(&message).unwrap();
     };

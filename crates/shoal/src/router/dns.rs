@@ -100,20 +100,20 @@ impl Zone {
     /// The response to the message in `query` from `source`; `None` for bytes that are not a
     /// DNS query at all (dropped, as a server must not answer garbage).
     pub fn answer(&self, query: &[u8], source: IpAddr) -> Option<Vec<u8>> {
-        let mut response = Vec::new();
-        self.answer_into(query, source, &mut response)
-            .then_some(response)
+        let mut answer = Answer::default();
+        self.answer_into(query, source, &mut answer)
+            .then_some(answer.bytes)
     }
 
-    /// `answer`, written into `out` (a buffer the caller reuses); `false` when there is
+    /// `answer`, written into `out` (buffers the caller reuses); `false` when there is
     /// nothing to send.
-    pub fn answer_into(&self, query: &[u8], source: IpAddr, out: &mut Vec<u8>) -> bool {
+    pub fn answer_into(&self, query: &[u8], source: IpAddr, out: &mut Answer) -> bool {
         if self.answer_common(query, source, out) {
             return true;
         }
         match self.answer_in_full(query, source) {
             Some(response) => {
-                *out = response;
+                out.bytes = response;
                 true
             }
             None => false,
@@ -128,7 +128,7 @@ impl Zone {
     /// Written by hand because the general path (parse into a `Message`, build one, encode it)
     /// was a third of the router's CPU per query, mostly allocation: this path allocates
     /// nothing. Its answers are the same as the general path's (a unit test compares them).
-    fn answer_common(&self, query: &[u8], source: IpAddr, out: &mut Vec<u8>) -> bool {
+    fn answer_common(&self, query: &[u8], source: IpAddr, answer: &mut Answer) -> bool {
         let Some(common) = CommonQuery::read(query) else {
             return false;
         };
@@ -144,8 +144,14 @@ impl Zone {
             return false;
         }
         let client = common.subnet.map_or(source, |subnet| subnet.address);
-        let map = self.map.load();
-        let (addresses, matched) = map.choose(client, common.v6, self.answers);
+        let Answer {
+            bytes: out,
+            addresses,
+        } = answer;
+        let matched = self
+            .map
+            .load()
+            .choose(client, common.v6, self.answers, addresses);
         if addresses.is_empty() {
             return false; // no data: the general path adds the SOA
         }
@@ -161,7 +167,7 @@ impl Zone {
         out.extend_from_slice(&0u16.to_be_bytes());
         out.extend_from_slice(&u16::from(common.edns).to_be_bytes());
         out.extend_from_slice(&query[12..common.question_end]);
-        for address in &addresses {
+        for address in addresses.iter() {
             // The owner is the question's name: a pointer to offset 12.
             out.extend_from_slice(&[0xC0, 0x0C]);
             let (kind, bytes): (u16, &[u8]) = match address {
@@ -218,14 +224,14 @@ impl Zone {
     /// `dns_query` fuzz target.
     #[doc(hidden)]
     pub fn check_common_path(&self, query: &[u8], source: IpAddr) -> Result<bool, String> {
-        let mut common = Vec::new();
+        let mut common = Answer::default();
         if !self.answer_common(query, source, &mut common) {
             return Ok(false);
         }
         let general = self
             .answer_in_full(query, source)
             .ok_or("the general path drops a query the common path answers")?;
-        let (common, general) = (seen(&common)?, seen(&general)?);
+        let (common, general) = (seen(&common.bytes)?, seen(&general)?);
         match common == general {
             true => Ok(true),
             false => Err(format!("common path: {common}\ngeneral path: {general}")),
@@ -283,8 +289,11 @@ impl Zone {
                 kind @ (RecordType::A | RecordType::AAAA | RecordType::ANY) => {
                     let v6 = kind == RecordType::AAAA;
                     let client = subnet.map_or(source, |subnet| subnet.addr());
-                    let map = self.map.load();
-                    let (addresses, matched) = map.choose(client, v6, self.answers);
+                    let mut addresses = Vec::new();
+                    let matched = self
+                        .map
+                        .load()
+                        .choose(client, v6, self.answers, &mut addresses);
                     self.count(matched);
                     // The answer holds for the whole subnet the client sent.
                     scope = subnet.map_or(0, |subnet| subnet.source_prefix());
@@ -354,13 +363,13 @@ impl Zone {
 /// `socket` has a read timeout, so the thread notices `owner` is gone even when no query comes.
 pub fn serve_udp<T>(socket: std::net::UdpSocket, zone: Arc<Zone>, owner: Weak<T>) {
     let mut buffer = vec![0u8; 4096];
-    let mut response = Vec::with_capacity(512);
+    let mut answer = Answer::default();
     while owner.strong_count() > 0 {
         let Ok((length, peer)) = socket.recv_from(&mut buffer) else {
             continue;
         };
-        if zone.answer_into(&buffer[..length], peer.ip(), &mut response) {
-            let _ = socket.send_to(&response, peer);
+        if zone.answer_into(&buffer[..length], peer.ip(), &mut answer) {
+            let _ = socket.send_to(&answer.bytes, peer);
         }
     }
 }
@@ -436,6 +445,15 @@ fn seen(response: &[u8]) -> Result<String, String> {
         records(message.name_servers()),
         message.extensions(),
     ))
+}
+
+/// A response being written, and the buffers it is made in, reused from query to query.
+#[derive(Default)]
+pub struct Answer {
+    /// The response message.
+    pub bytes: Vec<u8>,
+    /// The node addresses chosen.
+    addresses: Vec<IpAddr>,
 }
 
 /// `name` in wire form (length-prefixed labels, then the root), lowercase.
@@ -677,7 +695,7 @@ mod tests {
     fn the_common_path_leaves_irregular_queries_to_the_general_one() {
         let zone = zone();
         let source: IpAddr = "127.0.0.1".parse().unwrap();
-        let mut out = Vec::new();
+        let mut out = Answer::default();
         let regular = query(
             "dl.cdn.test.",
             RecordType::A,

@@ -8,7 +8,6 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::config::HealthConfig;
 use super::map::Map;
@@ -23,10 +22,7 @@ pub fn spawn(map: &Arc<Map>, config: &HealthConfig) {
             return;
         }
     };
-    let client: Client<Connector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(crate::upstream::connector(tls, None));
+    let client = crate::upstream::health::check_client(tls, true);
     for (index, node) in map.nodes().iter().enumerate() {
         if node.check.is_some() {
             tokio::spawn(check_node(

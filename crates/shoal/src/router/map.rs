@@ -109,11 +109,7 @@ impl Node {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(detail);
         let was_up = self.is_up();
-        let now_up = match (was_up, passed) {
-            (false, true) => streak >= rise.max(1),
-            (true, false) => streak < fall.max(1),
-            (up, _) => up,
-        };
+        let now_up = crate::upstream::health::up_after(was_up, passed, streak, rise, fall);
         self.up.store(now_up, Ordering::Relaxed);
         was_up != now_up
     }
@@ -287,25 +283,27 @@ impl Map {
     /// Up to `count` distinct nodes for a client at `address` that have addresses of the
     /// family asked for (`v6`), from the first group of its rule with such a node up; when
     /// every node is down, the router fails open from the default rule's groups, all nodes
-    /// counted as up. Returns the addresses and why.
-    pub fn choose(&self, address: IpAddr, v6: bool, count: usize) -> (Vec<IpAddr>, Matched) {
+    /// counted as up. Writes their addresses into `chosen` (cleared first; the caller reuses
+    /// it, so a DNS answer allocates nothing here) and returns why.
+    pub fn choose(
+        &self,
+        address: IpAddr,
+        v6: bool,
+        count: usize,
+        chosen: &mut Vec<IpAddr>,
+    ) -> Matched {
+        chosen.clear();
         let (rule, matched) = self.rule_for(address);
-        let family = |node: &Node| node.addresses.iter().any(|a| a.is_ipv6() == v6);
         for &group in &self.rules[rule].groups {
-            let candidates: Vec<usize> = self.groups[group]
-                .1
-                .iter()
-                .copied()
-                .filter(|&node| self.nodes[node].is_up() && family(&self.nodes[node]))
-                .collect();
-            if !candidates.is_empty() {
+            self.pick(group, true, v6, count, chosen);
+            if !chosen.is_empty() {
                 // Read first: a write on every answer would bounce the line between cores.
                 if self.failing_open.load(Ordering::Relaxed)
                     && self.failing_open.swap(false, Ordering::Relaxed)
                 {
                     tracing::info!("nodes are up again: answers follow the rules");
                 }
-                return (self.pick(candidates, v6, count), matched);
+                return matched;
             }
         }
         // Nothing up for this client: fail open rather than answer nothing.
@@ -315,17 +313,12 @@ impl Map {
             );
         }
         for &group in &self.rules[self.default].groups {
-            let candidates: Vec<usize> = self.groups[group]
-                .1
-                .iter()
-                .copied()
-                .filter(|&node| family(&self.nodes[node]))
-                .collect();
-            if !candidates.is_empty() {
-                return (self.pick(candidates, v6, count), Matched::Default);
+            self.pick(group, false, v6, count, chosen);
+            if !chosen.is_empty() {
+                return Matched::Default;
             }
         }
-        (Vec::new(), matched)
+        matched
     }
 
     /// Up to `count` nodes for a client at `address`, best first, for the redirect mode: the
@@ -387,35 +380,43 @@ impl Map {
 
     /// A weighted random choice of `count` distinct nodes among `candidates`; their addresses
     /// of the asked family.
-    fn pick(&self, mut candidates: Vec<usize>, v6: bool, count: usize) -> Vec<IpAddr> {
-        let mut chosen = Vec::with_capacity(count);
-        while chosen.len() < count && !candidates.is_empty() {
-            let total: u64 = candidates
-                .iter()
-                .map(|&node| self.nodes[node].effective_weight())
-                .sum();
-            let mut point = random() % total;
-            let position = candidates
-                .iter()
-                .position(|&node| {
-                    let weight = self.nodes[node].effective_weight();
-                    if point < weight {
-                        return true;
-                    }
-                    point -= weight;
-                    false
-                })
-                .unwrap_or(0);
-            let node = candidates.swap_remove(position);
-            chosen.extend(
-                self.nodes[node]
-                    .addresses
+    /// Adds to `chosen`, up to `count` in all, addresses of `group`'s nodes (only those up
+    /// when `only_up`) in the family asked for, each drawn at random by effective weight from
+    /// the nodes whose address is not chosen yet. Two passes over the group per address rather
+    /// than a list of candidates: groups are small, and nothing is allocated.
+    fn pick(&self, group: usize, only_up: bool, v6: bool, count: usize, chosen: &mut Vec<IpAddr>) {
+        while chosen.len() < count {
+            let taken: &[IpAddr] = chosen;
+            let candidates = || {
+                self.groups[group]
+                    .1
                     .iter()
-                    .filter(|a| a.is_ipv6() == v6)
-                    .take(1),
-            );
+                    .map(|&node| &self.nodes[node])
+                    .filter(|node| !only_up || node.is_up())
+                    .filter_map(|node| {
+                        let address = node.addresses.iter().copied().find(|a| a.is_ipv6() == v6)?;
+                        (!taken.contains(&address)).then_some((node.effective_weight(), address))
+                    })
+            };
+            let total: u64 = candidates().map(|(weight, _)| weight).sum();
+            if total == 0 {
+                return;
+            }
+            let mut point = random() % total;
+            let mut drawn = None;
+            for (weight, address) in candidates() {
+                drawn = Some(address);
+                if point < weight {
+                    break;
+                }
+                point -= weight;
+            }
+            // Weights may have moved between the passes: then the last candidate is drawn.
+            match drawn {
+                Some(address) => chosen.push(address),
+                None => return,
+            }
         }
-        chosen
     }
 
     /// The nodes, for the status and the health checks.
@@ -534,6 +535,7 @@ impl PrefixTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::config::RouterConfig;
 
     #[test]
     fn the_longest_prefix_wins() {
@@ -552,5 +554,71 @@ mod tests {
             Some(("10.0.0.0".parse().unwrap(), 8))
         );
         assert_eq!(parse_cidr("10.0.0.0/33"), None);
+    }
+
+    /// A map of one group of three nodes (weights 3, 1, 1), the default rule's.
+    fn three_nodes() -> Map {
+        let text = r#"
+            [dns]
+            zone = "cdn.test"
+            names = ["dl.cdn.test"]
+            [[nodes]]
+            name = "a"
+            addresses = ["127.0.0.1", "::1"]
+            weight = 3
+            [[nodes]]
+            name = "b"
+            addresses = ["127.0.0.2"]
+            [[nodes]]
+            name = "c"
+            addresses = ["127.0.0.3"]
+            [[groups]]
+            name = "all"
+            nodes = ["a", "b", "c"]
+            [[rules]]
+            default = true
+            groups = ["all"]
+        "#;
+        let config: RouterConfig =
+            crate::config::parse_toml(text, std::path::Path::new("route.toml")).unwrap();
+        Map::build(&config, None)
+    }
+
+    #[test]
+    fn choices_are_distinct_weighted_up_and_of_the_family_asked() {
+        let map = three_nodes();
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut chosen = Vec::new();
+        let mut first = std::collections::HashMap::new();
+        for _ in 0..5000 {
+            map.choose(client, false, 2, &mut chosen);
+            assert_eq!(chosen.len(), 2);
+            assert_ne!(chosen[0], chosen[1]);
+            *first.entry(chosen[0]).or_insert(0u32) += 1;
+        }
+        // a has three fifths of the weight: drawn first about 3,000 times in 5,000.
+        let a = first[&"127.0.0.1".parse::<IpAddr>().unwrap()];
+        assert!((2700..3300).contains(&a), "{first:?}");
+        map.choose(client, false, 5, &mut chosen);
+        assert_eq!(chosen.len(), 3, "no more than the nodes there are");
+        map.choose(client, true, 2, &mut chosen);
+        assert_eq!(
+            chosen,
+            ["::1".parse::<IpAddr>().unwrap()],
+            "only a has IPv6"
+        );
+
+        // a down: never chosen while b or c is up; all down: fail open to everyone.
+        map.nodes()[0].record_check(false, "down".into(), 1, 1);
+        for _ in 0..200 {
+            map.choose(client, false, 1, &mut chosen);
+            assert_ne!(chosen[0], "127.0.0.1".parse::<IpAddr>().unwrap());
+        }
+        assert!(!map.failing_open());
+        map.nodes()[1].record_check(false, "down".into(), 1, 1);
+        map.nodes()[2].record_check(false, "down".into(), 1, 1);
+        map.choose(client, false, 3, &mut chosen);
+        assert_eq!(chosen.len(), 3);
+        assert!(map.failing_open());
     }
 }

@@ -27,14 +27,31 @@ pub fn spawn(pools: &[Arc<Pool>]) {
                 continue;
             }
         };
-        let client: Client<Connector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false)
-            .build(super::connector(tls, None));
+        // The check sets Host itself (a pool may check a name other than the address).
+        let client = check_client(tls, false);
         for index in 0..pool.hosts.len() {
             tokio::spawn(check_host(client.clone(), Arc::downgrade(pool), index));
         }
+    }
+}
+
+/// The HTTP client of active checks (the pools' and the router's). With `set_host`, the
+/// client adds Host from the URI.
+pub fn check_client(tls: rustls::ClientConfig, set_host: bool) -> Client<Connector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .set_host(set_host)
+        .build(super::connector(tls, None))
+}
+
+/// Whether a checked target is up after a check: `rise` passes in a row bring one that is down
+/// back, `fall` failures in a row take one that is up down. `streak` counts the checks in a row
+/// with this check's outcome, this one included.
+pub fn up_after(was_up: bool, passed: bool, streak: u32, rise: u32, fall: u32) -> bool {
+    match passed {
+        true => was_up || streak >= rise,
+        false => was_up && streak < fall,
     }
 }
 

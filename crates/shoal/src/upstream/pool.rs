@@ -137,11 +137,7 @@ impl Host {
     /// Records an active check; returns whether the host's health changed.
     pub fn record_check(&self, result: CheckResult, streak: u32, health: &HealthConfig) -> bool {
         let was = self.is_healthy();
-        let now = if result.passed {
-            was || streak >= health.rise
-        } else {
-            was && streak < health.fall
-        };
+        let now = super::health::up_after(was, result.passed, streak, health.rise, health.fall);
         *self
             .last_check
             .lock()

@@ -34,6 +34,18 @@ async fn start(config: &RouterConfig) -> SocketAddr {
     address
 }
 
+/// Adds `node` to the configuration and to the group of the GB rule.
+fn add_to_gb(config: &mut RouterConfig, node: shoal::router::config::NodeConfig) {
+    config
+        .groups
+        .iter_mut()
+        .find(|group| group.name == "gb")
+        .unwrap()
+        .nodes
+        .push(node.name.clone());
+    config.nodes.push(node);
+}
+
 async fn start_router(mut config: RouterConfig, file: Option<PathBuf>) -> std::sync::Arc<Router> {
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
     Router::start(config, &["127.0.0.1:0".parse().unwrap()], None, file)
@@ -423,21 +435,17 @@ async fn a_reload_changes_the_map_at_once_and_a_bad_file_changes_nothing() {
 #[tokio::test]
 async fn the_redirect_mode_sends_clients_to_their_node_with_ordered_fallbacks() {
     let mut config = example();
-    config.nodes.push(shoal::router::config::NodeConfig {
-        name: "manchester".into(),
-        addresses: vec![ip("127.0.0.15")],
-        weight: 1,
-        url: Some("http://manchester.cdn.test".into()),
-        check: None,
-        capacity: Default::default(),
-    });
-    config
-        .groups
-        .iter_mut()
-        .find(|g| g.name == "gb")
-        .unwrap()
-        .nodes
-        .push("manchester".into());
+    add_to_gb(
+        &mut config,
+        shoal::router::config::NodeConfig {
+            name: "manchester".into(),
+            addresses: vec![ip("127.0.0.15")],
+            weight: 1,
+            url: Some("http://manchester.cdn.test".into()),
+            check: None,
+            capacity: Default::default(),
+        },
+    );
     config.http.listen = Some("127.0.0.1:0".parse().unwrap());
     config.http.fallbacks = 2;
     config.http.trust_x_forwarded_for = true;
@@ -537,17 +545,20 @@ async fn a_node_near_its_capacity_gets_less_of_the_traffic() {
     let idle = Origin::start(reported(10)).await;
     let mut config = example();
     config.health.interval = shoal::config::Span(std::time::Duration::from_millis(50));
-    config.nodes.push(shoal::router::config::NodeConfig {
-        name: "manchester".into(),
-        addresses: vec![ip("127.0.0.15")],
-        weight: 1,
-        url: None,
-        check: Some(format!("{}/status", idle.url())),
-        capacity: shoal::router::config::CapacityConfig {
-            requests_per_second: 1000,
-            ..Default::default()
+    add_to_gb(
+        &mut config,
+        shoal::router::config::NodeConfig {
+            name: "manchester".into(),
+            addresses: vec![ip("127.0.0.15")],
+            weight: 1,
+            url: None,
+            check: Some(format!("{}/status", idle.url())),
+            capacity: shoal::router::config::CapacityConfig {
+                requests_per_second: 1000,
+                ..Default::default()
+            },
         },
-    });
+    );
     let london = config
         .nodes
         .iter_mut()
@@ -555,13 +566,6 @@ async fn a_node_near_its_capacity_gets_less_of_the_traffic() {
         .unwrap();
     london.check = Some(format!("{}/status", busy.url()));
     london.capacity.requests_per_second = 1000;
-    config
-        .groups
-        .iter_mut()
-        .find(|g| g.name == "gb")
-        .unwrap()
-        .nodes
-        .push("manchester".into());
     let router = start_router(config, None).await;
     let server = router.dns[0];
     // Wait until both loads are known.
