@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
+use crate::upstream::OriginBody;
 use http::header::{
     HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
     IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::{
@@ -30,7 +30,7 @@ pub(super) enum FetchResult {
     /// The origin confirmed the stale object with 304; its metadata is refreshed.
     Refreshed(Arc<Object>),
     /// Not storable: relay this response.
-    NotStored(Response<Incoming>),
+    NotStored(Response<OriginBody>),
     /// The origin could not be reached or timed out.
     Failed(ProxyError),
 }
@@ -351,7 +351,7 @@ fn storable_part(headers: &HeaderMap, index: u64, slice_size: u64) -> Option<(u6
 /// An origin body to store in slices: from byte `base` of the object, and either the whole rest
 /// of the object or (answering a probe) one slice.
 struct SliceBody {
-    incoming: Incoming,
+    incoming: OriginBody,
     base: u64,
     whole: bool,
 }
@@ -418,7 +418,7 @@ async fn fill(
     plan: &FetchPlan,
     flight: FlightGuard,
     object: Arc<Object>,
-    mut incoming: Incoming,
+    mut incoming: OriginBody,
     declared_length: Option<u64>,
 ) {
     let max = proxy.live().config.cache.max_object_size.bytes();

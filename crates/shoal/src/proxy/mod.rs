@@ -17,7 +17,7 @@ mod listener;
 mod metrics;
 mod response;
 mod slices;
-mod stream;
+pub(crate) mod stream;
 mod top_urls;
 
 use std::cell::Cell;
@@ -331,7 +331,7 @@ impl Proxy {
         key: CacheKey,
         mut request: http::Request<RequestBody>,
         shared: bool,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+    ) -> Result<http::Response<crate::upstream::OriginBody>, UpstreamError> {
         let live = self.generation();
         let from_peer = request.headers_mut().remove(PEER_HEADER).is_some();
         if let (Some(cluster), true, false) = (live.cluster(), shared, from_peer) {
@@ -967,7 +967,7 @@ impl Proxy {
     /// Relays an origin response to the client without storing it.
     fn relay(
         &self,
-        response: http::Response<hyper::body::Incoming>,
+        response: http::Response<crate::upstream::OriginBody>,
         request: &ClientRequest,
         cache_status: CacheStatus,
     ) -> ProxyResponse {

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::upstream::OriginBody;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body::Body;
-use hyper::body::Incoming;
 
 use super::slices::{SliceReader, SlicedBody};
 use crate::cache::range::ByteRange;
@@ -150,7 +150,7 @@ pub enum ResponseBody {
     /// Streamed from the origin without storing.
     Upstream {
         /// The origin's body.
-        incoming: Incoming,
+        incoming: OriginBody,
         /// Longest wait for the next piece.
         timeout: Duration,
         /// Where the bytes received are counted.

@@ -12,11 +12,11 @@
 
 use std::sync::Arc;
 
+use crate::upstream::OriginBody;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, LAST_MODIFIED, RANGE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::{BodyError, Counter, Proxy};
@@ -362,7 +362,7 @@ async fn fetch_slices(
 /// when complete. Bytes of slices not listed are skipped.
 pub(super) async fn fill_slices(
     body: &Arc<SlicedBody>,
-    mut incoming: Incoming,
+    mut incoming: OriginBody,
     base: u64,
     slices: Vec<(u64, Option<FlightGuard>)>,
     reply: &mut Option<oneshot::Sender<Result<Arc<Object>, BodyError>>>,

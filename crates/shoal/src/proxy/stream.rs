@@ -1,5 +1,7 @@
-//! A client connection's byte stream: plain TCP or TLS over it. One type for both, so that the
-//! HTTP/1 and HTTP/2 code is written once; the cost is a branch per read or write.
+//! A connection's byte stream: plain TCP or TLS over it. One type for both, so that the
+//! protocol code is written once; the cost is a branch per read or write. Clients' connections
+//! are [`ClientStream`]s (the TLS server side), origin connections [`OriginStream`]s (the TLS
+//! client side).
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -9,22 +11,29 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
-/// A client's connection.
-pub enum ClientStream {
+/// A TCP connection, in cleartext or under TLS of type `T`.
+pub enum Stream<T> {
     /// Cleartext.
     Plain(TcpStream),
     /// TLS (boxed: its state is large, and plain connections should not carry it).
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<T>),
+}
+
+/// A client's connection.
+pub type ClientStream = Stream<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// A connection to an origin (or a parent, or a peer).
+pub type OriginStream = Stream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl<T> Stream<T> {
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
 }
 
 impl ClientStream {
-    /// Whether the connection is encrypted.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
-    }
-
     /// Waits until the socket has bytes to read (for TLS, the TCP socket under it: the caller
     /// reads what TLS had buffered with [`ClientStream::try_read_buf`] before waiting).
     pub async fn readable(&self) -> std::io::Result<()> {
@@ -46,28 +55,28 @@ impl ClientStream {
     }
 }
 
-impl AsyncRead for ClientStream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            ClientStream::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for ClientStream {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            ClientStream::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
         }
     }
 
@@ -77,29 +86,29 @@ impl AsyncWrite for ClientStream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Stream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Stream::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            ClientStream::Plain(stream) => stream.is_write_vectored(),
-            ClientStream::Tls(stream) => stream.is_write_vectored(),
+            Stream::Plain(stream) => stream.is_write_vectored(),
+            Stream::Tls(stream) => stream.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            ClientStream::Tls(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tls(stream) => Pin::new(stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            ClientStream::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
         }
     }
 }

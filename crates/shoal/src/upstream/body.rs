@@ -103,6 +103,11 @@ impl RequestBody {
         self.shared.is_none()
     }
 
+    /// The body's length, when it is declared.
+    pub fn length(&self) -> Option<u64> {
+        self.length
+    }
+
     /// Whether the body declares a length over `limit`.
     pub fn declared_over(&self, limit: u64) -> bool {
         self.length.is_some_and(|length| length > limit)

@@ -1,9 +1,10 @@
-//! Connections to origins: a pool of keep-alive HTTP/1.1 connections per origin (hyper's
-//! client), connect and first-byte timeouts, and failover to the next origin when one cannot be
-//! reached. The caller builds the request (headers, target); this module only picks an origin and
+//! Connections to origins: a pool of keep-alive HTTP/1.1 connections per origin (`client`),
+//! connect and first-byte timeouts, and failover to the next origin when one cannot be reached.
+//! The caller builds the request (headers, target); this module only picks an origin and
 //! carries the request there.
 
 mod body;
+pub mod client;
 pub mod cluster;
 pub mod health;
 pub mod pool;
@@ -12,18 +13,17 @@ pub mod select;
 
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use http::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use body::{RequestBody, RequestBodyError};
+pub use client::OriginBody;
 pub use pool::Pool;
 
 use crate::cache::CacheKey;
-use crate::config::{Config, OriginUrl, RetryConfig};
+use crate::config::{Config, RetryConfig};
 use crate::proxy::now_millis;
+use client::{Client, ClientError};
 
 /// Why an origin request failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ pub struct Trace {
     pub first_byte: Duration,
 }
 
-/// How upstream connections are made: TCP, and TLS for `https://` hosts.
+/// How the health checks' connections are made: TCP, and TLS for `https://` hosts.
 pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A connector speaking plain HTTP or, for `https://` URLs, TLS with `tls` (SNI from the URL's
@@ -96,9 +96,9 @@ pub fn connector(tls: rustls::ClientConfig, connect_timeout: Option<Duration>) -
 pub struct Upstream {
     /// For every pool that does not bring its own TLS settings (plain HTTP, and HTTPS
     /// verified against the system's roots).
-    client: Client<Connector, RequestBody>,
+    client: Client,
     /// The pools with their own `tls_ca` or unverified TLS, by name.
-    pool_clients: Vec<(String, Client<Connector, RequestBody>)>,
+    pool_clients: Vec<(String, Client)>,
     first_byte_timeout: Duration,
     /// Send each origin its own `host:port` as `Host` (`origin.host_header = "origin"`).
     host_is_origin: bool,
@@ -111,13 +111,12 @@ impl Upstream {
     pub fn new(config: &Config) -> Result<Upstream, String> {
         let origin = &config.origin;
         let client = |tls: rustls::ClientConfig| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(origin.idle_timeout.duration())
-                .pool_max_idle_per_host(origin.max_idle_per_origin)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .set_host(false)
-                .build(connector(tls, Some(origin.connect_timeout.duration())))
+            Client::new(
+                tls,
+                origin.connect_timeout.duration(),
+                origin.idle_timeout.duration(),
+                origin.max_idle_per_origin,
+            )
         };
         let pool_clients = config
             .effective_pools()
@@ -141,7 +140,7 @@ impl Upstream {
         })
     }
 
-    fn client_for(&self, pool: &Pool) -> &Client<Connector, RequestBody> {
+    fn client_for(&self, pool: &Pool) -> &Client {
         self.pool_clients
             .iter()
             .find(|(name, _)| *name == pool.name)
@@ -161,7 +160,7 @@ impl Upstream {
         key: CacheKey,
         request: Request<RequestBody>,
         fallthrough_404: bool,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<OriginBody>, UpstreamError> {
         self.send_with(pool, request, fallthrough_404, |tried, now| {
             pool.pick(key, tried, now)
         })
@@ -174,7 +173,7 @@ impl Upstream {
         pool: &Pool,
         index: usize,
         request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<OriginBody>, UpstreamError> {
         self.send_with(pool, request, false, |tried, _| {
             tried.is_empty().then_some(index)
         })
@@ -189,7 +188,7 @@ impl Upstream {
         request: Request<RequestBody>,
         fallthrough_404: bool,
         pick: impl Fn(&[usize], u64) -> Option<usize>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<OriginBody>, UpstreamError> {
         let (mut parts, body) = request.into_parts();
         let idempotent = parts.method.is_idempotent();
         let started = Instant::now();
@@ -213,7 +212,6 @@ impl Upstream {
             }
             tried.push(index);
             let host = &pool.hosts[index];
-            parts.uri = absolute_uri(&host.url, &parts.uri);
             if self.host_is_origin && !pool.parent {
                 if let Ok(value) = http::HeaderValue::from_str(&host.url.authority) {
                     parts.headers.insert(http::header::HOST, value);
@@ -228,7 +226,9 @@ impl Upstream {
             let sent = Instant::now();
             let origin = || host.url.authority.clone();
             let client = self.client_for(pool);
-            match tokio::time::timeout(self.first_byte_timeout, client.request(request)).await {
+            match tokio::time::timeout(self.first_byte_timeout, client.send(&host.url, request))
+                .await
+            {
                 Err(_) => {
                     pool.failed(index, now_millis());
                     last_error = Some(UpstreamError::Timeout {
@@ -262,21 +262,21 @@ impl Upstream {
                     tracing::debug!(pool = %pool.name, host = %host.url.authority, %status, "trying the next host");
                     last_response = Some(response);
                 }
-                Ok(Err(error)) if error.is_connect() => {
+                Ok(Err(ClientError::Connect(reason))) => {
                     pool.failed(index, now_millis());
                     last_error = Some(UpstreamError::Connect {
                         origin: origin(),
-                        reason: root_cause(&error),
+                        reason,
                     });
                 }
-                Ok(Err(error)) => {
-                    if let Some(body_error) = request_body_error(&error) {
-                        return Err(UpstreamError::RequestBody(body_error.clone()));
-                    }
+                Ok(Err(ClientError::RequestBody(error))) => {
+                    return Err(UpstreamError::RequestBody(error));
+                }
+                Ok(Err(ClientError::Protocol(reason))) => {
                     pool.failed(index, now_millis());
                     last_error = Some(UpstreamError::Protocol {
                         origin: origin(),
-                        reason: root_cause(&error),
+                        reason,
                     });
                     if !idempotent {
                         break;
@@ -301,30 +301,6 @@ impl Upstream {
             reason: String::from("no host to try"),
         }))
     }
-}
-
-fn absolute_uri(origin: &OriginUrl, original: &Uri) -> Uri {
-    let path = original.path_and_query().map_or("/", |p| p.as_str());
-    Uri::builder()
-        .scheme(if origin.tls { "https" } else { "http" })
-        .authority(origin.authority.as_str())
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| original.clone())
-}
-
-/// The client-side body error behind a failed request, if that is what failed it.
-fn request_body_error<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a RequestBodyError> {
-    let mut cause = error.source();
-    while let Some(current) = cause {
-        if let Some(body_error) = current.downcast_ref::<RequestBodyError>() {
-            return Some(body_error);
-        }
-        cause = current.source();
-    }
-    None
 }
 
 /// The innermost error message, which is the one that says what happened (such as

@@ -10,6 +10,7 @@ mod ctl;
 mod dashboard;
 mod disk;
 mod limits;
+mod origin_client;
 mod process;
 mod ranges;
 mod reload;

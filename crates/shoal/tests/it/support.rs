@@ -269,6 +269,11 @@ fn dying_body(sent: usize) -> BoxBody<Bytes, std::io::Error> {
 
 /// A node in front of `origin`, on ephemeral ports, with `tweak` applied to its config.
 pub async fn node_with(origin: &Origin, tweak: impl FnOnce(&mut Config)) -> shoal::Node {
+    node_for(&origin.url(), tweak).await
+}
+
+/// A node in front of the origin at `url`, on ephemeral ports, with `tweak` applied.
+pub async fn node_for(url: &str, tweak: impl FnOnce(&mut Config)) -> shoal::Node {
     // Logs show with `RUST_LOG=debug cargo test -- --nocapture`.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -277,7 +282,7 @@ pub async fn node_with(origin: &Origin, tweak: impl FnOnce(&mut Config)) -> shoa
     let mut config = Config::default();
     config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    config.origin.urls = vec![origin.url().parse().unwrap()];
+    config.origin.urls = vec![url.parse().unwrap()];
     tweak(&mut config);
     shoal::Node::start(config).await.unwrap()
 }

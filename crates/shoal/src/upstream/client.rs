@@ -1,0 +1,881 @@
+//! The HTTP/1.1 client that carries requests to origins, parents and peers, with a pool of
+//! keep-alive connections per host.
+//!
+//! Written by hand on `httparse` rather than used from hyper, because of where the work
+//! happens. hyper's pooled client runs every connection as a task of its own, reached through
+//! channels, and spawns another task per response to put the connection back in the pool: a
+//! cache miss went through four extra task wake-ups on its worker, each waiting its turn behind
+//! every other connection there, which showed as miss latency under load. Here the task that
+//! sends a request (usually the fetch) writes it, parses the answer and reads the body from the
+//! socket itself, and the body returns the connection to the pool the moment its last byte is
+//! read.
+//!
+//! What it does: request heads in origin form with `Content-Length` or chunked framing; response
+//! heads parsed strictly (obs-fold, invalid or conflicting `Content-Length`, oversized heads are
+//! errors); 1xx interim responses skipped; bodies framed per RFC 9112 §6.3 (none for HEAD, 1xx,
+//! 204 and 304; chunked; a length; or until close); keep-alive per the response's version and
+//! `Connection`; TLS for `https://` hosts. A request that finds its pooled connection closed
+//! by the origin before any answer is sent again on a new connection, once. The request body,
+//! if any, is sent before the answer is read.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::RequestBody;
+use super::RequestBodyError;
+use crate::config::OriginUrl;
+use crate::proxy::http1::parse::{ChunkedDecoder, Decoded};
+use crate::proxy::stream::OriginStream;
+
+/// Largest response head accepted from an upstream.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields in a response head.
+const MAX_HEADERS: usize = 128;
+/// What a body read asks the socket for at most (bodies are copied out as they arrive).
+const BODY_READ: usize = 64 * 1024;
+/// Most request body bytes gathered behind the head for its first write.
+const GATHER_BODY: usize = 64 * 1024;
+/// A pooled connection keeps a read buffer up to this size for its next response.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+/// Why a request to an upstream host failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made (TCP or TLS): the host got nothing.
+    #[error("{0}")]
+    Connect(String),
+    /// The request's body could not be read from the client.
+    #[error(transparent)]
+    RequestBody(RequestBodyError),
+    /// The connection broke, or the host answered with something that is not HTTP/1.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Reading a response body failed: the connection broke or the framing was invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(String);
+
+/// One worker's connections to upstream hosts and the settings to make new ones.
+pub struct Client {
+    tls: tokio_rustls::TlsConnector,
+    connect_timeout: Duration,
+    pool: Arc<IdlePool>,
+}
+
+impl Client {
+    /// A client verifying TLS hosts with `tls`, keeping at most `max_idle` idle connections per
+    /// host, each for at most `idle_timeout`.
+    pub fn new(
+        mut tls: rustls::ClientConfig,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Client {
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Client {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            connect_timeout,
+            pool: Arc::new(IdlePool {
+                hosts: Mutex::new(Vec::new()),
+                max_idle,
+                idle_timeout,
+            }),
+        }
+    }
+
+    /// Sends `request` (its URI's path and query are the target; its `Host` field is sent as
+    /// it is, or made from `host` when it has none) to `host` and returns the response head
+    /// with a body that reads the rest from the connection.
+    pub async fn send(
+        &self,
+        host: &OriginUrl,
+        request: Request<RequestBody>,
+    ) -> Result<Response<OriginBody>, ClientError> {
+        let (parts, body) = request.into_parts();
+        // A second handle on the body, in case the pooled connection turns out to be closed.
+        let spare = body.retry();
+        if let Some(conn) = self.pool.checkout(host) {
+            match exchange(conn, &parts, body, host, &self.pool).await {
+                Err(Exchange::Closed) => {}
+                Err(Exchange::Failed(error)) => return Err(error),
+                Ok(response) => return Ok(response),
+            }
+            tracing::debug!(host = %host.authority, "pooled connection was closed; reconnecting");
+        }
+        let body = match spare.and_then(|spare| spare.retry()) {
+            Some(body) => body,
+            None => {
+                return Err(ClientError::Protocol(
+                    "the connection closed while the request body was sent".into(),
+                ))
+            }
+        };
+        let conn = self.connect(host).await?;
+        match exchange(conn, &parts, body, host, &self.pool).await {
+            Ok(response) => Ok(response),
+            Err(Exchange::Failed(error)) => Err(error),
+            Err(Exchange::Closed) => Err(ClientError::Protocol(
+                "the connection closed before a response".into(),
+            )),
+        }
+    }
+
+    async fn connect(&self, host: &OriginUrl) -> Result<Box<Conn>, ClientError> {
+        let connect = TcpStream::connect((host.host.as_str(), host.port));
+        let tcp = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Err(_) => {
+                return Err(ClientError::Connect(format!(
+                    "connection timed out after {:?}",
+                    self.connect_timeout
+                )))
+            }
+            Ok(Err(error)) => return Err(ClientError::Connect(error.to_string())),
+            Ok(Ok(tcp)) => tcp,
+        };
+        let _ = tcp.set_nodelay(true);
+        let stream = match host.tls {
+            false => OriginStream::Plain(tcp),
+            true => {
+                let name = rustls::pki_types::ServerName::try_from(host.host.clone())
+                    .map_err(|error| ClientError::Connect(format!("TLS server name: {error}")))?;
+                let handshake = self.tls.connect(name, tcp);
+                match tokio::time::timeout(self.connect_timeout, handshake).await {
+                    Err(_) => return Err(ClientError::Connect("TLS handshake timed out".into())),
+                    Ok(Err(error)) => {
+                        return Err(ClientError::Connect(format!("TLS handshake: {error}")))
+                    }
+                    Ok(Ok(tls)) => OriginStream::Tls(Box::new(tls)),
+                }
+            }
+        };
+        Ok(Box::new(Conn {
+            stream,
+            buffer: BytesMut::new(),
+            reused: false,
+            tls: host.tls,
+            authority: host.authority.clone().into_boxed_str(),
+        }))
+    }
+}
+
+/// Idle keep-alive connections by host.
+struct IdlePool {
+    hosts: Mutex<Vec<HostIdle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+/// One host's idle connections, most recently used last, with the time each became idle.
+struct HostIdle {
+    tls: bool,
+    authority: Box<str>,
+    idle: VecDeque<(Box<Conn>, Instant)>,
+}
+
+impl HostIdle {
+    fn is(&self, tls: bool, authority: &str) -> bool {
+        self.tls == tls && *self.authority == *authority
+    }
+}
+
+impl IdlePool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<HostIdle>> {
+        // A panic while the lock was held leaves the lists consistent.
+        self.hosts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The most recently used idle connection to `host` that is still open.
+    fn checkout(&self, host: &OriginUrl) -> Option<Box<Conn>> {
+        loop {
+            let (mut conn, since) = {
+                let mut hosts = self.lock();
+                let entry = hosts
+                    .iter_mut()
+                    .find(|entry| entry.is(host.tls, &host.authority))?;
+                entry.idle.pop_back()?
+            };
+            if since.elapsed() < self.idle_timeout && conn.still_open() {
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Keeps `conn` for the next request to its host, dropping the oldest idle connection past
+    /// `max_idle` and those idle longer than `idle_timeout`.
+    fn checkin(&self, mut conn: Box<Conn>) {
+        if self.max_idle == 0 {
+            return;
+        }
+        if conn.buffer.capacity() > KEEP_BUFFER {
+            conn.buffer = BytesMut::new();
+        }
+        let now = Instant::now();
+        let mut closed = Vec::new();
+        {
+            let mut hosts = self.lock();
+            let position = hosts
+                .iter()
+                .position(|entry| entry.is(conn.tls, &conn.authority));
+            let index = match position {
+                Some(index) => index,
+                None => {
+                    hosts.push(HostIdle {
+                        tls: conn.tls,
+                        authority: conn.authority.clone(),
+                        idle: VecDeque::new(),
+                    });
+                    hosts.len() - 1
+                }
+            };
+            let idle = &mut hosts[index].idle;
+            while idle.len() >= self.max_idle
+                || idle
+                    .front()
+                    .is_some_and(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
+            {
+                closed.extend(idle.pop_front());
+            }
+            idle.push_back((conn, now));
+        }
+        // Closed outside the lock.
+        drop(closed);
+    }
+}
+
+/// An open connection to a host.
+struct Conn {
+    stream: OriginStream,
+    /// Bytes read and not yet consumed.
+    buffer: BytesMut,
+    /// Taken from the pool (and so perhaps closed by the host since).
+    reused: bool,
+    tls: bool,
+    authority: Box<str>,
+}
+
+impl Conn {
+    /// Whether an idle connection is still usable: nothing arrived on it (a close, or bytes
+    /// nobody asked for). Looks without waiting.
+    fn still_open(&mut self) -> bool {
+        if !self.buffer.is_empty() {
+            return false;
+        }
+        let mut context = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        matches!(
+            std::pin::Pin::new(&mut self.stream).poll_read(&mut context, &mut probe),
+            Poll::Pending
+        )
+    }
+
+    /// Reads more into the buffer; 0 at the end of the stream.
+    async fn read_more(&mut self, at_least: usize) -> std::io::Result<usize> {
+        self.buffer.reserve(at_least);
+        self.stream.read_buf(&mut self.buffer).await
+    }
+}
+
+/// How an exchange on one connection failed.
+enum Exchange {
+    /// A pooled connection had been closed by the host before it answered: try a new one.
+    Closed,
+    Failed(ClientError),
+}
+
+/// Writes the request on `conn`, reads the response head, and returns the response with the
+/// body reading from `conn`.
+async fn exchange(
+    mut conn: Box<Conn>,
+    parts: &http::request::Parts,
+    mut body: RequestBody,
+    host: &OriginUrl,
+    pool: &Arc<IdlePool>,
+) -> Result<Response<OriginBody>, Exchange> {
+    let reused = conn.reused;
+    // Before any byte of an answer, a broken pooled connection is the host having closed it.
+    let broken = |error: std::io::Error| match reused {
+        true => Exchange::Closed,
+        false => Exchange::Failed(ClientError::Protocol(error.to_string())),
+    };
+    let chunked = !body.is_empty() && body.length().is_none();
+    let mut head = Vec::with_capacity(512);
+    write_request_head(&mut head, parts, &body, host);
+    // Nothing is sent before the body's first piece is in, and what else of the body is
+    // already there goes with it in one write: a body that turns out to be malformed (the
+    // client's framing is checked as it is read) then never reaches the host.
+    let mut finished = body.is_empty();
+    if !finished {
+        let mut piece = next_piece(&mut body).await;
+        loop {
+            match piece {
+                Err(error) => return Err(Exchange::Failed(ClientError::RequestBody(error))),
+                Ok(piece) => {
+                    finished = piece.is_none();
+                    frame_piece(&mut head, piece.as_ref(), chunked);
+                }
+            }
+            if finished || head.len() >= GATHER_BODY {
+                break;
+            }
+            match next_piece(&mut body).now_or_never() {
+                Some(next) => piece = next,
+                None => break,
+            }
+        }
+    }
+    conn.stream.write_all(&head).await.map_err(broken)?;
+    // A failure to send the rest: the host may have answered and closed without reading it
+    // all, so its answer is read before the failure is reported.
+    let mut unsent = None;
+    if !finished {
+        match send_body(&mut conn, &mut body, chunked, head).await {
+            Ok(()) => {}
+            Err(Sent::Body(error)) => {
+                return Err(Exchange::Failed(ClientError::RequestBody(error)))
+            }
+            Err(Sent::Io(error)) => unsent = Some(error),
+        }
+    }
+    let is_head = parts.method == Method::HEAD;
+    loop {
+        let parsed = match parse_response_head(&mut conn.buffer) {
+            Err(reason) => return Err(Exchange::Failed(ClientError::Protocol(reason))),
+            Ok(parsed) => parsed,
+        };
+        let Some(response) = parsed else {
+            let started = !conn.buffer.is_empty();
+            if let (false, Some(error)) = (started, &unsent) {
+                conn.buffer.reserve(8 * 1024);
+                if !matches!(
+                    conn.stream.read_buf(&mut conn.buffer).now_or_never(),
+                    Some(Ok(1..))
+                ) {
+                    let reason = format!("sending the request body: {error}");
+                    return Err(Exchange::Failed(ClientError::Protocol(reason)));
+                }
+                continue;
+            }
+            match conn.read_more(8 * 1024).await {
+                Ok(0) if !started => {
+                    return Err(match reused {
+                        true => Exchange::Closed,
+                        false => Exchange::Failed(ClientError::Protocol(
+                            "the connection closed before a response".into(),
+                        )),
+                    })
+                }
+                Ok(0) => {
+                    return Err(Exchange::Failed(ClientError::Protocol(
+                        "the connection closed inside the response head".into(),
+                    )))
+                }
+                Ok(_) => continue,
+                Err(error) if !started => return Err(broken(error)),
+                Err(error) => {
+                    return Err(Exchange::Failed(ClientError::Protocol(error.to_string())))
+                }
+            }
+        };
+        if response.status().is_informational() {
+            // 100 Continue, 103 Early Hints: the real answer follows.
+            continue;
+        }
+        let framing = response_framing(&response, is_head).map_err(Exchange::Failed)?;
+        let keep_alive = keeps_alive(&response) && !matches!(framing, Framing::Close);
+        let body = OriginBody::new(conn, framing, keep_alive, Arc::clone(pool));
+        let (parts, ()) = response.into_parts();
+        return Ok(Response::from_parts(parts, body));
+    }
+}
+
+/// The request head in origin form, with framing for `body`.
+fn write_request_head(
+    out: &mut Vec<u8>,
+    parts: &http::request::Parts,
+    body: &RequestBody,
+    host: &OriginUrl,
+) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |target| target.as_str());
+    out.extend_from_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
+    });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !parts.headers.contains_key(HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host.authority.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match (body.is_empty(), body.length()) {
+        // Methods whose requests carry content say so even when it is empty.
+        (true, _) if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) => {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        (true, _) => {}
+        (false, Some(length)) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        (false, None) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+enum Sent {
+    /// The client's body failed.
+    Body(RequestBodyError),
+    /// The connection failed.
+    Io(std::io::Error),
+}
+
+/// The body's next piece of data; `None` at its end.
+async fn next_piece(body: &mut RequestBody) -> Result<Option<Bytes>, RequestBodyError> {
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if !data.is_empty() {
+                return Ok(Some(data));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Appends `piece` (or, at the end, the last chunk) to `out`, framed.
+fn frame_piece(out: &mut Vec<u8>, piece: Option<&Bytes>, chunked: bool) {
+    match (piece, chunked) {
+        (Some(data), true) => {
+            let mut size = [0u8; 16];
+            out.extend_from_slice(hex(data.len(), &mut size));
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+        (Some(data), false) => out.extend_from_slice(data),
+        (None, true) => out.extend_from_slice(b"0\r\n\r\n"),
+        (None, false) => {}
+    }
+}
+
+/// `value` in lowercase hexadecimal digits.
+fn hex(mut value: usize, buffer: &mut [u8; 16]) -> &[u8] {
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        buffer[start] = b"0123456789abcdef"[value & 15];
+        value >>= 4;
+        if value == 0 {
+            return &buffer[start..];
+        }
+    }
+}
+
+/// Streams the rest of the request body to the host, as chunks when its length is unknown,
+/// using `scratch` for framing.
+async fn send_body(
+    conn: &mut Conn,
+    body: &mut RequestBody,
+    chunked: bool,
+    mut scratch: Vec<u8>,
+) -> Result<(), Sent> {
+    loop {
+        let piece = next_piece(body).await.map_err(Sent::Body)?;
+        scratch.clear();
+        match (&piece, chunked) {
+            // Unframed data goes out as it is, uncopied.
+            (Some(data), false) => conn.stream.write_all(data).await.map_err(Sent::Io)?,
+            _ => {
+                frame_piece(&mut scratch, piece.as_ref(), chunked);
+                conn.stream.write_all(&scratch).await.map_err(Sent::Io)?;
+            }
+        }
+        if piece.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// Parses a response head from the front of `buffer`, consuming it; `None` when it is not all
+/// there yet.
+fn parse_response_head(buffer: &mut BytesMut) -> Result<Option<Response<()>>, String> {
+    if buffer.is_empty() {
+        return Ok(None);
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let length = match parsed.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD_BYTES => length,
+        Ok(httparse::Status::Partial) if buffer.len() <= MAX_HEAD_BYTES => return Ok(None),
+        Ok(_) => return Err("response head too large".into()),
+        Err(error) => return Err(format!("invalid response head: {error}")),
+    };
+    let status = parsed
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or("invalid response status")?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // The head's own copy, so that header values (slices of it) pin no read buffer.
+    let head = Bytes::copy_from_slice(&buffer[..length]);
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    let headers = response.headers_mut();
+    headers.reserve(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| format!("invalid response header name {:?}", field.name))?;
+        // The value's place in the buffer is its place in the copy.
+        let start = field.value.as_ptr() as usize - buffer.as_ptr() as usize;
+        let value = HeaderValue::from_maybe_shared(head.slice(start..start + field.value.len()))
+            .map_err(|_| format!("invalid value of response header {:?}", field.name))?;
+        headers.append(name, value);
+    }
+    buffer.advance(length);
+    Ok(Some(response))
+}
+
+/// How a response's body is delimited (RFC 9112, section 6.3).
+#[derive(Debug)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+fn response_framing(response: &Response<()>, is_head: bool) -> Result<Framing, ClientError> {
+    let status = response.status();
+    if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::None);
+    }
+    let headers = response.headers();
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .rfind(|coding| !coding.is_empty());
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            _ => Framing::Close,
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&byte| byte == b',') {
+            let item = item.trim_ascii();
+            let parsed =
+                (!item.is_empty() && item.len() <= 19 && item.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+                    .flatten()
+                    .ok_or_else(|| ClientError::Protocol("invalid content-length".into()))?;
+            if length.is_some_and(|length| length != parsed) {
+                return Err(ClientError::Protocol("conflicting content-length".into()));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+/// Whether the connection can carry another request after this response.
+fn keeps_alive(response: &Response<()>) -> bool {
+    let mut close = false;
+    let mut keep_alive = false;
+    for value in response.headers().get_all(CONNECTION) {
+        for option in value.as_bytes().split(|&byte| byte == b',') {
+            let option = option.trim_ascii();
+            close |= option.eq_ignore_ascii_case(b"close");
+            keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    match response.version() {
+        Version::HTTP_10 => keep_alive && !close,
+        _ => !close,
+    }
+}
+
+/// A response body read from its connection as the reader asks for it; the connection goes
+/// back to the pool when the body ends cleanly, and is closed when the body is dropped early.
+pub struct OriginBody {
+    conn: Option<Box<Conn>>,
+    state: State,
+    declared: Option<u64>,
+    keep_alive: bool,
+    pool: Arc<IdlePool>,
+}
+
+enum State {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Close,
+    Done,
+}
+
+impl OriginBody {
+    fn new(conn: Box<Conn>, framing: Framing, keep_alive: bool, pool: Arc<IdlePool>) -> OriginBody {
+        let (state, declared) = match framing {
+            Framing::None | Framing::Length(0) => (State::Done, Some(0)),
+            Framing::Length(length) => (State::Length(length), Some(length)),
+            Framing::Chunked => (State::Chunked(ChunkedDecoder::new(MAX_HEAD_BYTES)), None),
+            Framing::Close => (State::Close, None),
+        };
+        let mut body = OriginBody {
+            conn: Some(conn),
+            state,
+            declared,
+            keep_alive,
+            pool,
+        };
+        if matches!(body.state, State::Done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body is complete: the connection is kept for another request if it can be.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(conn) = self.conn.take() {
+            // Bytes after the end of a response nobody asked for: the connection is unusable.
+            if self.keep_alive && conn.buffer.is_empty() {
+                self.pool.checkin(conn);
+            }
+        }
+    }
+}
+
+impl Body for OriginBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let wanted = match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(remaining) => {
+                    if !conn.buffer.is_empty() {
+                        let take = (*remaining).min(conn.buffer.len() as u64) as usize;
+                        *remaining -= take as u64;
+                        let data = conn.buffer.split_to(take).freeze();
+                        if *remaining == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    (*remaining).min(BODY_READ as u64) as usize
+                }
+                State::Chunked(decoder) => match decoder.decode(&mut conn.buffer) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Done) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => BODY_READ,
+                    Err(error) => {
+                        this.conn = None;
+                        this.state = State::Done;
+                        let reason = format!("invalid chunked body: {}", error.reason);
+                        return Poll::Ready(Some(Err(BodyError(reason))));
+                    }
+                },
+                State::Close => {
+                    if !conn.buffer.is_empty() {
+                        let data = conn.buffer.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    BODY_READ
+                }
+            };
+            conn.buffer.reserve(wanted);
+            let read = {
+                let read = conn.stream.read_buf(&mut conn.buffer);
+                futures_util::pin_mut!(read);
+                std::task::ready!(std::future::Future::poll(read, cx))
+            };
+            match read {
+                Ok(0) if matches!(this.state, State::Close) => {
+                    this.keep_alive = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(BodyError(
+                        "the connection closed before the end of the body".into(),
+                    ))));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(BodyError(error.to_string()))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.state, self.declared) {
+            (State::Done, _) => SizeHint::with_exact(0),
+            (State::Length(remaining), _) => SizeHint::with_exact(*remaining),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<Response<()>>, String> {
+        parse_response_head(&mut BytesMut::from(text))
+    }
+
+    fn framing(text: &str) -> Result<Framing, ClientError> {
+        response_framing(&head(text).unwrap().unwrap(), false)
+    }
+
+    #[test]
+    fn response_heads_are_parsed_strictly() {
+        let response = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-a"], "b");
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Len").unwrap().is_none());
+        for bad in [
+            "HTTP/1.1 200 OK\r\nX-A: b\r\n folded\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            "SMTP ready\r\n\r\n",
+        ] {
+            assert!(head(bad).is_err(), "{bad:?} was accepted");
+        }
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\nX-A: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        assert!(head(&huge).is_err(), "a head over the limit was accepted");
+        assert!(
+            head(&huge[..MAX_HEAD_BYTES + 10]).is_err(),
+            "an unfinished head over the limit"
+        );
+    }
+
+    #[test]
+    fn bodies_are_framed_as_rfc_9112_says() {
+        let cases = [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", "Length(7)"),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n",
+                "Length(7)",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n",
+                "Chunked",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "Close",
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", "Close"),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n",
+                "None",
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n",
+                "None",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                format!("{:?}", framing(text).unwrap()),
+                expected,
+                "{text:?}"
+            );
+        }
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 8\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +7\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0x7\r\n\r\n",
+        ] {
+            assert!(framing(bad).is_err(), "{bad:?} was accepted");
+        }
+        let response = head("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            response_framing(&response, true),
+            Ok(Framing::None)
+        ));
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        let cases = [
+            ("HTTP/1.1 200 OK\r\n\r\n", true),
+            ("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false),
+            ("HTTP/1.1 200 OK\r\nConnection: foo, Close\r\n\r\n", false),
+            ("HTTP/1.0 200 OK\r\n\r\n", false),
+            ("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n", true),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                keeps_alive(&head(text).unwrap().unwrap()),
+                expected,
+                "{text:?}"
+            );
+        }
+    }
+}

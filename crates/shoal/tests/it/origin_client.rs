@@ -1,0 +1,284 @@
+//! The client side towards origins (`upstream::client`): connection reuse, origins that close
+//! idle connections, every way a response body can be framed, and responses that are not
+//! HTTP. The origin here is a raw TCP server answering with bytes each test writes out.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::support::{cache_status, client, get, node_for};
+
+/// What the raw origin does with a request.
+struct Answer {
+    bytes: Vec<u8>,
+    /// Close the connection after writing (without saying so in the response).
+    close: bool,
+}
+
+fn answer(bytes: &str) -> Answer {
+    Answer {
+        bytes: bytes.as_bytes().to_vec(),
+        close: false,
+    }
+}
+
+/// An origin that reads request heads (and `Content-Length` bodies) and writes what `reply`
+/// returns for each; counts connections and keeps the requests it read.
+struct RawOrigin {
+    url: String,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawOrigin {
+    async fn start(reply: impl Fn(&str) -> Answer + Send + Sync + 'static) -> RawOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let reply = Arc::new(reply);
+        let (counted, recorded) = (Arc::clone(&connections), Arc::clone(&requests));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (reply, recorded) = (Arc::clone(&reply), Arc::clone(&recorded));
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    loop {
+                        let Some(request) = read_request(&mut stream, &mut buffer).await else {
+                            return;
+                        };
+                        recorded.lock().unwrap().push(request.clone());
+                        let answer = reply(&request);
+                        if stream.write_all(&answer.bytes).await.is_err() || answer.close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawOrigin {
+            url,
+            connections,
+            requests,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// One request (head and `Content-Length` body) as text; `None` when the connection closes.
+async fn read_request(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end + 4]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if buffer.len() >= end + 4 + length {
+                let request = String::from_utf8_lossy(&buffer[..end + 4 + length]).into_owned();
+                buffer.drain(..end + 4 + length);
+                return Some(request);
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+const CACHEABLE: &str =
+    "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\nhello";
+
+#[tokio::test]
+async fn misses_in_a_row_share_one_origin_connection() {
+    let origin = RawOrigin::start(|_| answer(CACHEABLE)).await;
+    let node = node_for(&origin.url, |config| config.server.workers = 1).await;
+    for index in 0..20 {
+        let (status, headers, body) = get(&node, &format!("/object-{index}")).await;
+        assert_eq!((status, &body[..]), (200, &b"hello"[..]));
+        assert_eq!(cache_status(&headers), "MISS");
+    }
+    assert_eq!(origin.requests().len(), 20);
+    assert_eq!(
+        origin.connections(),
+        1,
+        "every miss reused the first connection"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_the_origin_closed_while_idle_is_replaced_without_an_error() {
+    // Answers one request per connection, then closes it without `Connection: close`, as an
+    // origin whose keep-alive timeout has passed does.
+    let origin = RawOrigin::start(|_| Answer {
+        close: true,
+        ..answer(CACHEABLE)
+    })
+    .await;
+    let node = node_for(&origin.url, |config| config.server.workers = 1).await;
+    for index in 0..10 {
+        let (status, _, body) = get(&node, &format!("/closing-{index}")).await;
+        assert_eq!((status, &body[..]), (200, &b"hello"[..]), "request {index}");
+        // Sometimes the next request finds the close already noticed, sometimes not.
+        if index % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(origin.connections(), 10);
+}
+
+#[tokio::test]
+async fn bodies_framed_every_way_are_relayed_and_stored_whole() {
+    let origin = RawOrigin::start(|request| {
+        let target = request.split(' ').nth(1).unwrap();
+        match target {
+            "/chunked" => answer(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            ),
+            "/until-close" => Answer {
+                close: true,
+                ..answer("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\r\nhello world")
+            },
+            "/continue" => answer(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+                 HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 11\r\n\r\nhello world",
+            ),
+            "/http10" => Answer {
+                close: true,
+                ..answer("HTTP/1.0 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 11\r\n\r\nhello world")
+            },
+            "/empty" => answer("HTTP/1.1 204 No Content\r\nCache-Control: max-age=60\r\n\r\n"),
+            _ => answer("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+        }
+    })
+    .await;
+    let node = node_for(&origin.url, |_| {}).await;
+    for path in ["/chunked", "/until-close", "/continue", "/http10"] {
+        let (status, headers, body) = get(&node, path).await;
+        assert_eq!((status, &body[..]), (200, &b"hello world"[..]), "{path}");
+        assert_eq!(cache_status(&headers), "MISS", "{path}");
+        let (status, headers, body) = get(&node, path).await;
+        assert_eq!((status, &body[..]), (200, &b"hello world"[..]), "{path}");
+        assert_eq!(cache_status(&headers), "HIT", "{path}");
+    }
+    let (status, _, body) = get(&node, "/empty").await;
+    assert_eq!((status, body.len()), (204, 0));
+    let (status, headers, _) = get(&node, "/empty").await;
+    assert_eq!((status, cache_status(&headers)), (204, "HIT"));
+    let fetched = |path: &str| {
+        origin
+            .requests()
+            .iter()
+            .filter(|r| r.contains(&format!("GET {path} ")))
+            .count()
+    };
+    for path in ["/chunked", "/until-close", "/continue", "/http10", "/empty"] {
+        assert_eq!(fetched(path), 1, "{path} fetched once");
+    }
+}
+
+#[tokio::test]
+async fn responses_that_are_not_valid_http_are_502_and_never_stored() {
+    let origin = RawOrigin::start(|request| {
+        let target = request.split(' ').nth(1).unwrap();
+        let huge = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok", "a".repeat(70_000));
+        let bytes = match target {
+            "/two-lengths" => "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk".to_owned(),
+            "/bad-length" => "HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok".to_owned(),
+            "/folded" => "HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\nContent-Length: 2\r\n\r\nok".to_owned(),
+            "/not-http" => "SSH-2.0-OpenSSH_9.2\r\n\r\n".to_owned(),
+            "/huge-head" => huge,
+            "/short" => "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 20\r\n\r\nonly ten b".to_owned(),
+            _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
+        };
+        Answer {
+            bytes: bytes.into_bytes(),
+            close: true,
+        }
+    })
+    .await;
+    let node = node_for(&origin.url, |_| {}).await;
+    for path in [
+        "/two-lengths",
+        "/bad-length",
+        "/folded",
+        "/not-http",
+        "/huge-head",
+    ] {
+        let (status, headers, _) = get(&node, path).await;
+        assert_eq!(status, 502, "{path}");
+        assert_eq!(cache_status(&headers), "SYNTH", "{path}");
+    }
+    // A body shorter than its declared length: the client sees the cut, nothing is stored.
+    for _ in 0..2 {
+        let result = client()
+            .get(format!("http://{}/short", node.listen[0]))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await;
+        assert!(result.is_err(), "a cut body must not look complete");
+    }
+    let fetched = |path: &str| {
+        origin
+            .requests()
+            .iter()
+            .filter(|r| r.contains(&format!("GET {path} ")))
+            .count()
+    };
+    assert_eq!(fetched("/short"), 2, "the cut body was not stored");
+    assert_eq!(fetched("/two-lengths"), 1);
+}
+
+#[tokio::test]
+async fn request_bodies_reach_the_origin_with_their_framing() {
+    let origin =
+        RawOrigin::start(|_| answer("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")).await;
+    let node = node_for(&origin.url, |_| {}).await;
+    let url = format!("http://{}/upload", node.listen[0]);
+    let response = client()
+        .post(&url)
+        .body("twelve bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let response = client().put(&url).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let requests = origin.requests();
+    let post = requests
+        .iter()
+        .find(|r| r.starts_with("POST"))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        post.contains("\r\ncontent-length: 12\r\n") && post.ends_with("\r\n\r\ntwelve bytes"),
+        "{post}"
+    );
+    let put = requests
+        .iter()
+        .find(|r| r.starts_with("PUT"))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(put.contains("\r\ncontent-length: 0\r\n"), "{put}");
+    assert!(!put.contains("transfer-encoding"), "{put}");
+}
