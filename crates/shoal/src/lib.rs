@@ -82,6 +82,11 @@ pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     control.block_on(async move {
+        // Handlers first: a signal's default action kills the process, and a SIGHUP (a reload)
+        // or a SIGTERM that arrives while the node starts must be handled like any other.
+        let mut rotations = signal(SignalKind::user_defined1())?;
+        let mut hangups = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
         let (config, demo) = with_demo_origin(config).await?;
         let proxy = Proxy::new(Arc::new(config), workers).map_err(anyhow::Error::msg)?;
         let demo = demo.and_then(|address| format!("http://{address}").parse().ok());
@@ -105,7 +110,6 @@ pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             tracing::info!(%address, workers, "serving");
         }
         let rotation = Arc::clone(&proxy);
-        let mut rotations = signal(SignalKind::user_defined1())?;
         tokio::spawn(async move {
             while rotations.recv().await.is_some() {
                 tracing::info!("SIGUSR1: reopening the access log");
@@ -113,7 +117,6 @@ pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             }
         });
         let reloading = Arc::clone(&proxy);
-        let mut hangups = signal(SignalKind::hangup())?;
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the configuration");
@@ -121,7 +124,10 @@ pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
                 let _ = reloading.reload_from_source();
             }
         });
-        shutdown_signal().await?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result?,
+            _ = terminate.recv() => {}
+        }
         // Graceful: stop accepting, let responses in flight finish (connections close after
         // them), then go, at the latest after server.shutdown_grace.
         let grace = proxy.config().server.shutdown_grace.duration();
@@ -144,15 +150,6 @@ pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         }
         Ok(())
     })
-}
-
-/// Waits for Ctrl-C or SIGTERM (what service managers send).
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
-    }
 }
 
 fn worker(index: usize, proxy: Arc<Proxy>, ready: tokio::sync::mpsc::Sender<anyhow::Result<()>>) {

@@ -104,17 +104,21 @@ impl FetchPlan {
 pub(super) fn forwarded_request(proxy: &Proxy, request: &ClientRequest) -> http::request::Parts {
     let mut head = request.head.clone();
     head.method = Method::GET;
-    for name in [
+    let answered_here = [
         IF_NONE_MATCH,
         IF_MODIFIED_SINCE,
         IF_MATCH,
         IF_UNMODIFIED_SINCE,
         IF_RANGE,
         RANGE,
-    ] {
-        head.headers.remove(name);
+        CONTENT_LENGTH,
+    ];
+    // Most requests have none of them: one pass over the names tells, without hashing any.
+    if head.headers.keys().any(|name| answered_here.contains(name)) {
+        for name in answered_here {
+            head.headers.remove(name);
+        }
     }
-    head.headers.remove(CONTENT_LENGTH);
     proxy.forward_headers(&mut head, request.client, request.tls);
     head
 }

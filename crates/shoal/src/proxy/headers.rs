@@ -16,8 +16,29 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// The fields that apply to one connection only.
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &TE,
+    &TRAILER,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+    &PROXY_AUTHORIZATION,
+    &PROXY_AUTHENTICATE,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name)
+}
+
 /// Removes the fields that apply to one connection only, and those `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names tells, without hashing any.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -28,18 +49,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-        &PROXY_AUTHORIZATION,
-        &PROXY_AUTHENTICATE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
+    }
+}
+
+/// Appends the text of `ip` to `out` (IPv4 without the formatting machinery: this runs for
+/// every request that goes to an origin).
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().iter().enumerate() {
+                if index > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(*octet).as_bytes());
+            }
+        }
+        std::net::IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
     }
 }
 
@@ -55,8 +82,13 @@ pub fn forward_request(
     remove_hop_by_hop(headers);
     match &config.host_header {
         HostHeader::Preserve => {
-            if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-                headers.insert(HOST, host);
+            let present = headers
+                .get(HOST)
+                .is_some_and(|value| Some(value.as_bytes()) == host.map(str::as_bytes));
+            if !present {
+                if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+                    headers.insert(HOST, host);
+                }
             }
         }
         // Set per attempt by `Upstream::send`, which knows the origin it contacts.
@@ -69,16 +101,16 @@ pub fn forward_request(
     }
     headers.append(VIA, via.clone());
     let ip = client.ip();
+    let mut text = Vec::with_capacity(96);
     if config.x_forwarded_for {
-        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {ip}"),
-            None => ip.to_string(),
-        };
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Some(previous) = headers.get(&X_FORWARDED_FOR) {
+            text.extend_from_slice(previous.as_bytes());
+            text.extend_from_slice(b", ");
+        }
+        push_ip(&mut text, ip);
+        if let Ok(value) = HeaderValue::from_bytes(&text) {
             headers.insert(&X_FORWARDED_FOR, value);
         }
-    }
-    if config.x_forwarded_for {
         // The de facto companion of X-Forwarded-For: origins that redirect HTTP to HTTPS
         // read it to tell the two apart behind a proxy.
         headers.insert(
@@ -87,17 +119,23 @@ pub fn forward_request(
         );
     }
     if config.forwarded {
-        let node = match ip {
-            std::net::IpAddr::V4(v4) => v4.to_string(),
-            std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        };
-        let mut element = format!("for={node};proto={scheme}");
-        if let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
-            element.push_str(";host=\"");
-            element.push_str(host);
-            element.push('"');
+        text.clear();
+        text.extend_from_slice(b"for=");
+        if ip.is_ipv6() {
+            text.extend_from_slice(b"\"[");
+            push_ip(&mut text, ip);
+            text.extend_from_slice(b"]\"");
+        } else {
+            push_ip(&mut text, ip);
         }
-        if let Ok(value) = HeaderValue::from_str(&element) {
+        text.extend_from_slice(b";proto=");
+        text.extend_from_slice(scheme.as_bytes());
+        if let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+            text.extend_from_slice(b";host=\"");
+            text.extend_from_slice(host.as_bytes());
+            text.push(b'"');
+        }
+        if let Ok(value) = HeaderValue::from_bytes(&text) {
             headers.append(FORWARDED, value);
         }
     }

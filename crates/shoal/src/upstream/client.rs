@@ -36,6 +36,7 @@ use super::RequestBody;
 use super::RequestBodyError;
 use crate::config::OriginUrl;
 use crate::proxy::http1::parse::{ChunkedDecoder, Decoded};
+use crate::proxy::http1::write::chunk_size_line;
 use crate::proxy::stream::OriginStream;
 
 /// Largest response head accepted from an upstream.
@@ -477,28 +478,13 @@ async fn next_piece(body: &mut RequestBody) -> Result<Option<Bytes>, RequestBody
 fn frame_piece(out: &mut Vec<u8>, piece: Option<&Bytes>, chunked: bool) {
     match (piece, chunked) {
         (Some(data), true) => {
-            let mut size = [0u8; 16];
-            out.extend_from_slice(hex(data.len(), &mut size));
-            out.extend_from_slice(b"\r\n");
+            chunk_size_line(data.len(), out);
             out.extend_from_slice(data);
             out.extend_from_slice(b"\r\n");
         }
         (Some(data), false) => out.extend_from_slice(data),
         (None, true) => out.extend_from_slice(b"0\r\n\r\n"),
         (None, false) => {}
-    }
-}
-
-/// `value` in lowercase hexadecimal digits.
-fn hex(mut value: usize, buffer: &mut [u8; 16]) -> &[u8] {
-    let mut start = buffer.len();
-    loop {
-        start -= 1;
-        buffer[start] = b"0123456789abcdef"[value & 15];
-        value >>= 4;
-        if value == 0 {
-            return &buffer[start..];
-        }
     }
 }
 

@@ -74,6 +74,15 @@ impl RawOrigin {
     fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }
+
+    /// How many GET requests for `path` it read.
+    fn fetched(&self, path: &str) -> usize {
+        let line = format!("GET {path} ");
+        self.requests()
+            .iter()
+            .filter(|request| request.starts_with(&line))
+            .count()
+    }
 }
 
 /// One request (head and `Content-Length` body) as text; `None` when the connection closes.
@@ -183,15 +192,8 @@ async fn bodies_framed_every_way_are_relayed_and_stored_whole() {
     assert_eq!((status, body.len()), (204, 0));
     let (status, headers, _) = get(&node, "/empty").await;
     assert_eq!((status, cache_status(&headers)), (204, "HIT"));
-    let fetched = |path: &str| {
-        origin
-            .requests()
-            .iter()
-            .filter(|r| r.contains(&format!("GET {path} ")))
-            .count()
-    };
     for path in ["/chunked", "/until-close", "/continue", "/http10", "/empty"] {
-        assert_eq!(fetched(path), 1, "{path} fetched once");
+        assert_eq!(origin.fetched(path), 1, "{path} fetched once");
     }
 }
 
@@ -238,15 +240,8 @@ async fn responses_that_are_not_valid_http_are_502_and_never_stored() {
             .await;
         assert!(result.is_err(), "a cut body must not look complete");
     }
-    let fetched = |path: &str| {
-        origin
-            .requests()
-            .iter()
-            .filter(|r| r.contains(&format!("GET {path} ")))
-            .count()
-    };
-    assert_eq!(fetched("/short"), 2, "the cut body was not stored");
-    assert_eq!(fetched("/two-lengths"), 1);
+    assert_eq!(origin.fetched("/short"), 2, "the cut body was not stored");
+    assert_eq!(origin.fetched("/two-lengths"), 1);
 }
 
 #[tokio::test]

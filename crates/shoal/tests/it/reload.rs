@@ -23,15 +23,19 @@ fn write_config(file: &Path, origin: &Origin, extra: &str) {
 
 /// Waits until the node's configuration generation is `generation`.
 async fn wait_for_generation(node: &Node, generation: u64) {
+    let mut last = None;
     for _ in 0..500 {
         // A status read that fails (the admin API busy under the test's load) is tried again.
         let status = node.endpoint.status().await;
-        if status.is_some_and(|status| status["config_generation"].as_u64() == Some(generation)) {
-            return;
+        if let Some(status) = status {
+            if status["config_generation"].as_u64() == Some(generation) {
+                return;
+            }
+            last = Some(status);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the node never reached configuration generation {generation}");
+    panic!("the node never reached configuration generation {generation}: {last:?}");
 }
 
 /// Runs `shoal ctl --admin ADMIN ARGS`.

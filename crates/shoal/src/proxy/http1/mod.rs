@@ -10,7 +10,7 @@
 //! recognized by their preface and handed to hyper's HTTP/2 server (`super::h2`).
 
 pub mod parse;
-mod write;
+pub(crate) mod write;
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
