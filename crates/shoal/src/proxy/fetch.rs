@@ -310,8 +310,9 @@ pub(super) async fn run(
             (name, value)
         })
         .collect();
-    // Everything kept comes from the detached copy: nothing stored may point into hyper's buffers.
-    let headers = detach(&parts.headers);
+    // The values are slices of a copy of the response head made for them (`upstream::client`),
+    // so keeping them pins no read buffer.
+    let headers = std::mem::take(&mut parts.headers);
     let meta = ObjectMeta {
         url: plan.url.clone(),
         status: parts.status,
@@ -503,7 +504,7 @@ fn refresh(
     let mut update = update.clone();
     headers::forward_response(&mut update, response_time);
     let mut meta = ObjectMeta::clone(&stale.meta());
-    headers::merge_not_modified(&mut meta.headers, &detach(&update));
+    headers::merge_not_modified(&mut meta.headers, &update);
     let cc = CacheControl::parse(&meta.headers);
     meta.freshness = policy::freshness(
         meta.status,
@@ -517,16 +518,4 @@ fn refresh(
     meta.last_modified = policy::http_date(&meta.headers, LAST_MODIFIED);
     meta.h1_fields = ObjectMeta::serialize_fields(&meta.headers);
     stale.set_meta(meta);
-}
-
-/// A copy of `headers` that owns its values. hyper cuts header values out of its connection read
-/// buffer; a stored response keeping those would pin a whole buffer per object.
-fn detach(headers: &HeaderMap) -> HeaderMap {
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        owned.append(name.clone(), copy);
-    }
-    owned
 }

@@ -35,21 +35,25 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes the fields that apply to one connection only, and those `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one pass over the names tells, without hashing any.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names finds the few there are (most messages have none, or only
+    // `Connection`), so that only those are looked up again to be removed.
+    let mut found: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if is_hop_by_hop(name) && !found.contains(name) {
+            found.push(name.clone());
+        }
+    }
+    if found.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    let named = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
+        .collect::<Vec<_>>();
+    for name in named.into_iter().chain(found) {
         headers.remove(name);
     }
 }
