@@ -514,8 +514,8 @@ async fn send_body(
 }
 
 /// Parses a response head from the front of `buffer`, consuming it; `None` when it is not all
-/// there yet.
-fn parse_response_head(buffer: &mut BytesMut) -> Result<Option<Response<()>>, String> {
+/// there yet. Public for the `response_head` fuzz target.
+pub fn parse_response_head(buffer: &mut BytesMut) -> Result<Option<Response<()>>, String> {
     if buffer.is_empty() {
         return Ok(None);
     }
