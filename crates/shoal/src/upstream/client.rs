@@ -3,12 +3,11 @@
 //!
 //! Written by hand on `httparse` rather than used from hyper, because of where the work
 //! happens. hyper's pooled client runs every connection as a task of its own, reached through
-//! channels, and spawns another task per response to put the connection back in the pool: a
-//! cache miss went through four extra task wake-ups on its worker, each waiting its turn behind
-//! every other connection there, which showed as miss latency under load. Here the task that
-//! sends a request (usually the fetch) writes it, parses the answer and reads the body from the
-//! socket itself, and the body returns the connection to the pool the moment its last byte is
-//! read.
+//! channels, and spawns another task per response to put the connection back in the pool, so a
+//! cache miss took three more task wake-ups on its worker. Here the task that sends a request
+//! (usually the fetch) writes it, parses the answer and reads the body from the socket itself,
+//! and the body returns the connection to the pool the moment its last byte is read: 12% fewer
+//! instructions per miss (bench/RESULTS.md).
 //!
 //! What it does: request heads in origin form with `Content-Length` or chunked framing; response
 //! heads parsed strictly (obs-fold, invalid or conflicting `Content-Length`, oversized heads are
