@@ -14,7 +14,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -29,9 +28,7 @@ def main():
     seconds = sys.argv[2] if len(sys.argv) > 2 else "10"
     os.makedirs(run.WORK, exist_ok=True)
     www = run.prepare_files()
-    starters = {"nginx-direct": lambda: run.start_nginx_direct(www), "shoal": run.start_shoal,
-                "nginx-cache": run.start_nginx_cache, "varnish": run.start_varnish,
-                "haproxy": run.start_haproxy, "trafficserver": run.start_trafficserver}
+    starters = run.server_starters(www)
     servers = {}
     origin = run.start_origin(www)
     try:
@@ -58,12 +55,7 @@ def main():
             print(f"| {name} | {median('rps'):.1f} | {median('mb_per_s'):.0f} | {median('p50'):.0f} | "
                   f"{median('p99'):.0f} | {median('max'):.0f} | {ratio:.2f} |")
     finally:
-        for server in list(servers.values()) + [origin]:
-            try:
-                server.stop()
-            except Exception as error:  # keep stopping the others
-                print(f"stopping {server.name}: {error}", file=sys.stderr)
-        time.sleep(0.5)
+        run.stop_all(list(servers.values()) + [origin])
 
 
 if __name__ == "__main__":

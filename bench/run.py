@@ -398,6 +398,21 @@ def idle_connections_rss(server, port, count):
     return asyncio.run(hold())
 
 
+def server_starters(www):
+    """How to start each server by name, serving the files of `www` through the origin."""
+    return {"nginx-direct": lambda: start_nginx_direct(www), "shoal": start_shoal, "shoal-disk": start_shoal_disk,
+            "nginx-cache": start_nginx_cache, "varnish": start_varnish, "haproxy": start_haproxy,
+            "trafficserver": start_trafficserver}
+
+
+def stop_all(servers):
+    for server in servers:
+        try:
+            server.stop()
+        except Exception as error:  # keep stopping the others
+            print(f"stopping {server.name}: {error}", file=sys.stderr)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -420,8 +435,7 @@ def main():
     for name, text in PACED_SCRIPTS.items():
         write(f"{WORK}/{name}", text)
     www = prepare_files()
-    starters = {"nginx-direct": lambda: start_nginx_direct(www), "shoal": start_shoal, "shoal-disk": start_shoal_disk, "nginx-cache": start_nginx_cache,
-                "varnish": start_varnish, "haproxy": start_haproxy, "trafficserver": start_trafficserver}
+    starters = server_starters(www)
     servers = {}
     origin = start_origin(www)
     try:
@@ -469,11 +483,7 @@ def main():
             json.dump(summary, handle, indent=1)
         print(report(summary, names))
     finally:
-        for server in list(servers.values()) + [origin]:
-            try:
-                server.stop()
-            except Exception as error:  # keep stopping the others
-                print(f"stopping {server.name}: {error}", file=sys.stderr)
+        stop_all(list(servers.values()) + [origin])
 
 
 def median(values):

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use crate::upstream::OriginBody;
 use http::header::{
     HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
     IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
@@ -21,7 +20,7 @@ use crate::cache::key::normalized_header;
 use crate::cache::policy::{self, NotStorable, Timing};
 use crate::cache::{CacheControl, CacheKey, FlightGuard, FlightOutcome, Role};
 use crate::store::{Object, ObjectMeta, Store};
-use crate::upstream::{RequestBody, Trace, UpstreamError};
+use crate::upstream::{OriginBody, RequestBody, Trace, UpstreamError};
 
 /// What the leader of a fetch learns once the response head is in.
 pub(super) enum FetchResult {

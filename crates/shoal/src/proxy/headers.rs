@@ -29,32 +29,32 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &PROXY_AUTHENTICATE,
 ];
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name)
-}
-
 /// Removes the fields that apply to one connection only, and those `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds the few there are (most messages have none, or only
-    // `Connection`), so that only those are looked up again to be removed.
-    let mut found: Vec<HeaderName> = Vec::new();
+    // `Connection`); only those are looked up again to be removed.
+    let mut found: u16 = 0;
     for name in headers.keys() {
-        if is_hop_by_hop(name) && !found.contains(name) {
-            found.push(name.clone());
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| *hop == name) {
+            found |= 1 << index;
         }
     }
-    if found.is_empty() {
+    if found == 0 {
         return;
     }
-    let named = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect::<Vec<_>>();
-    for name in named.into_iter().chain(found) {
-        headers.remove(name);
+    // The options named in `Connection` (cloning a value is a reference count).
+    let named: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+    for value in &named {
+        for option in value.as_bytes().split(|&byte| byte == b',') {
+            if let Ok(option) = std::str::from_utf8(option.trim_ascii()) {
+                headers.remove(option);
+            }
+        }
+    }
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << index) != 0 {
+            headers.remove(*name);
+        }
     }
 }
 

@@ -958,7 +958,8 @@ impl Proxy {
         );
         // Origins are spoken to in HTTP/1.1 whatever the client used.
         head.version = http::Version::HTTP_11;
-        // hyper sends the URI in origin-form; keep only path and query.
+        // The request target in origin form, as the origin client sends it; routing reads the
+        // host from `Host` from here on.
         if let Some(path) = head.uri.path_and_query().cloned() {
             head.uri = http::Uri::from(path);
         }

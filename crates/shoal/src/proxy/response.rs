@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::upstream::OriginBody;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body::Body;
@@ -14,7 +13,7 @@ use super::slices::{SliceReader, SlicedBody};
 use crate::cache::range::ByteRange;
 use crate::cache::CacheStatus;
 use crate::store::{BodyReader, Object, ObjectMeta};
-use crate::upstream::Trace;
+use crate::upstream::{OriginBody, Trace};
 
 /// Where a cached body's bytes come from: one object, or the slices of a sliced object.
 #[derive(Clone)]

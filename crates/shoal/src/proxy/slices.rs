@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 
-use crate::upstream::OriginBody;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, LAST_MODIFIED, RANGE};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -24,7 +23,7 @@ use crate::cache::policy;
 use crate::cache::{CacheKey, FlightGuard, FlightOutcome, Role};
 use crate::store::disk::variant_hash;
 use crate::store::{BodyReader, Object, ObjectMeta, Store};
-use crate::upstream::RequestBody;
+use crate::upstream::{OriginBody, RequestBody};
 
 /// The version of a response for slicing: a hash of its strong `ETag`, or of a strong
 /// `Last-Modified` (at least a minute older than `Date`, RFC 9110 §8.8.2.2). `None` when the

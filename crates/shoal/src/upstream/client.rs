@@ -104,27 +104,24 @@ impl Client {
         host: &OriginUrl,
         request: Request<RequestBody>,
     ) -> Result<Response<OriginBody>, ClientError> {
-        let (parts, body) = request.into_parts();
-        // A second handle on the body, in case the pooled connection turns out to be closed.
-        let spare = body.retry();
+        let (parts, mut body) = request.into_parts();
         if let Some(conn) = self.pool.checkout(host) {
-            match exchange(conn, &parts, body, host, &self.pool).await {
+            // A second handle on the body, in case the pooled connection turns out to be closed.
+            let spare = body.retry();
+            match exchange(conn, true, &parts, body, host, &self.pool).await {
                 Err(Exchange::Closed) => {}
                 Err(Exchange::Failed(error)) => return Err(error),
                 Ok(response) => return Ok(response),
             }
             tracing::debug!(host = %host.authority, "pooled connection was closed; reconnecting");
-        }
-        let body = match spare.and_then(|spare| spare.retry()) {
-            Some(body) => body,
-            None => {
-                return Err(ClientError::Protocol(
+            body = spare.and_then(|spare| spare.retry()).ok_or_else(|| {
+                ClientError::Protocol(
                     "the connection closed while the request body was sent".into(),
-                ))
-            }
-        };
+                )
+            })?;
+        }
         let conn = self.connect(host).await?;
-        match exchange(conn, &parts, body, host, &self.pool).await {
+        match exchange(conn, false, &parts, body, host, &self.pool).await {
             Ok(response) => Ok(response),
             Err(Exchange::Failed(error)) => Err(error),
             Err(Exchange::Closed) => Err(ClientError::Protocol(
@@ -164,7 +161,6 @@ impl Client {
         Ok(Box::new(Conn {
             stream,
             buffer: BytesMut::new(),
-            reused: false,
             tls: host.tls,
             authority: host.authority.clone().into_boxed_str(),
         }))
@@ -210,7 +206,6 @@ impl IdlePool {
                 entry.idle.pop_back()?
             };
             if since.elapsed() < self.idle_timeout && conn.still_open() {
-                conn.reused = true;
                 return Some(conn);
             }
         }
@@ -263,8 +258,6 @@ struct Conn {
     stream: OriginStream,
     /// Bytes read and not yet consumed.
     buffer: BytesMut,
-    /// Taken from the pool (and so perhaps closed by the host since).
-    reused: bool,
     tls: bool,
     authority: Box<str>,
 }
@@ -299,20 +292,21 @@ enum Exchange {
     Failed(ClientError),
 }
 
-/// Writes the request on `conn`, reads the response head, and returns the response with the
-/// body reading from `conn`.
+/// Writes the request on `conn` (`reused`: taken from the pool, and so perhaps closed by the
+/// host since), reads the response head, and returns the response with the body reading from
+/// `conn`.
 async fn exchange(
     mut conn: Box<Conn>,
+    reused: bool,
     parts: &http::request::Parts,
     mut body: RequestBody,
     host: &OriginUrl,
     pool: &Arc<IdlePool>,
 ) -> Result<Response<OriginBody>, Exchange> {
-    let reused = conn.reused;
-    // Before any byte of an answer, a broken pooled connection is the host having closed it.
-    let broken = |error: std::io::Error| match reused {
+    // Before any byte of an answer, a pooled connection that breaks is one the host closed.
+    let before_answer = |reason: String| match reused {
         true => Exchange::Closed,
-        false => Exchange::Failed(ClientError::Protocol(error.to_string())),
+        false => Exchange::Failed(ClientError::Protocol(reason)),
     };
     let chunked = !body.is_empty() && body.length().is_none();
     let mut head = Vec::with_capacity(512);
@@ -340,7 +334,10 @@ async fn exchange(
             }
         }
     }
-    conn.stream.write_all(&head).await.map_err(broken)?;
+    conn.stream
+        .write_all(&head)
+        .await
+        .map_err(|error| before_answer(error.to_string()))?;
     // A failure to send the rest: the host may have answered and closed without reading it
     // all, so its answer is read before the failure is reported.
     let mut unsent = None;
@@ -362,36 +359,24 @@ async fn exchange(
         let Some(response) = parsed else {
             let started = !conn.buffer.is_empty();
             if let (false, Some(error)) = (started, &unsent) {
-                conn.buffer.reserve(8 * 1024);
-                if !matches!(
-                    conn.stream.read_buf(&mut conn.buffer).now_or_never(),
-                    Some(Ok(1..))
-                ) {
+                // The body could not be sent: only an answer already there counts.
+                if !matches!(conn.read_more(8 * 1024).now_or_never(), Some(Ok(1..))) {
                     let reason = format!("sending the request body: {error}");
                     return Err(Exchange::Failed(ClientError::Protocol(reason)));
                 }
                 continue;
             }
-            match conn.read_more(8 * 1024).await {
-                Ok(0) if !started => {
-                    return Err(match reused {
-                        true => Exchange::Closed,
-                        false => Exchange::Failed(ClientError::Protocol(
-                            "the connection closed before a response".into(),
-                        )),
-                    })
-                }
-                Ok(0) => {
-                    return Err(Exchange::Failed(ClientError::Protocol(
-                        "the connection closed inside the response head".into(),
-                    )))
-                }
+            let reason = match conn.read_more(8 * 1024).await {
+                Ok(0) => "the connection closed before a response".to_owned(),
                 Ok(_) => continue,
-                Err(error) if !started => return Err(broken(error)),
-                Err(error) => {
-                    return Err(Exchange::Failed(ClientError::Protocol(error.to_string())))
-                }
-            }
+                Err(error) => error.to_string(),
+            };
+            return Err(match started {
+                false => before_answer(reason),
+                true => Exchange::Failed(ClientError::Protocol(format!(
+                    "inside the response head: {reason}"
+                ))),
+            });
         };
         if response.status().is_informational() {
             // 100 Continue, 103 Early Hints: the real answer follows.
@@ -622,7 +607,6 @@ fn keeps_alive(response: &Response<()>) -> bool {
 pub struct OriginBody {
     conn: Option<Box<Conn>>,
     state: State,
-    declared: Option<u64>,
     keep_alive: bool,
     pool: Arc<IdlePool>,
 }
@@ -636,16 +620,15 @@ enum State {
 
 impl OriginBody {
     fn new(conn: Box<Conn>, framing: Framing, keep_alive: bool, pool: Arc<IdlePool>) -> OriginBody {
-        let (state, declared) = match framing {
-            Framing::None | Framing::Length(0) => (State::Done, Some(0)),
-            Framing::Length(length) => (State::Length(length), Some(length)),
-            Framing::Chunked => (State::Chunked(ChunkedDecoder::new(MAX_HEAD_BYTES)), None),
-            Framing::Close => (State::Close, None),
+        let state = match framing {
+            Framing::None | Framing::Length(0) => State::Done,
+            Framing::Length(length) => State::Length(length),
+            Framing::Chunked => State::Chunked(ChunkedDecoder::new(MAX_HEAD_BYTES)),
+            Framing::Close => State::Close,
         };
         let mut body = OriginBody {
             conn: Some(conn),
             state,
-            declared,
             keep_alive,
             pool,
         };
@@ -664,6 +647,13 @@ impl OriginBody {
                 self.pool.checkin(conn);
             }
         }
+    }
+
+    /// The body is broken: the connection is closed, and the reader told why.
+    fn fail(&mut self, reason: String) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.conn = None;
+        self.state = State::Done;
+        Poll::Ready(Some(Err(BodyError(reason))))
     }
 }
 
@@ -702,10 +692,7 @@ impl Body for OriginBody {
                     }
                     Ok(Decoded::NeedMore) => BODY_READ,
                     Err(error) => {
-                        this.conn = None;
-                        this.state = State::Done;
-                        let reason = format!("invalid chunked body: {}", error.reason);
-                        return Poll::Ready(Some(Err(BodyError(reason))));
+                        return this.fail(format!("invalid chunked body: {}", error.reason))
                     }
                 },
                 State::Close => {
@@ -723,24 +710,16 @@ impl Body for OriginBody {
                 std::task::ready!(std::future::Future::poll(read, cx))
             };
             match read {
+                // The end of a body delimited by the close (never kept alive).
                 Ok(0) if matches!(this.state, State::Close) => {
-                    this.keep_alive = false;
                     this.finish();
                     return Poll::Ready(None);
                 }
                 Ok(0) => {
-                    this.conn = None;
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(BodyError(
-                        "the connection closed before the end of the body".into(),
-                    ))));
+                    return this.fail("the connection closed before the end of the body".into())
                 }
                 Ok(_) => {}
-                Err(error) => {
-                    this.conn = None;
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(BodyError(error.to_string()))));
-                }
+                Err(error) => return this.fail(error.to_string()),
             }
         }
     }
@@ -750,9 +729,9 @@ impl Body for OriginBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.state, self.declared) {
-            (State::Done, _) => SizeHint::with_exact(0),
-            (State::Length(remaining), _) => SizeHint::with_exact(*remaining),
+        match &self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(remaining) => SizeHint::with_exact(*remaining),
             _ => SizeHint::default(),
         }
     }
@@ -844,6 +823,42 @@ mod tests {
             response_framing(&response, true),
             Ok(Framing::None)
         ));
+    }
+
+    /// An idle pooled connection is given out only while its host has neither closed it nor
+    /// sent anything unasked (checked without waiting).
+    #[tokio::test]
+    async fn an_idle_connection_is_open_until_its_host_closes_it_or_speaks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let conn = |tcp| Conn {
+            stream: OriginStream::Plain(tcp),
+            buffer: BytesMut::new(),
+            tls: false,
+            authority: "test".into(),
+        };
+        let settle = || tokio::time::sleep(Duration::from_millis(50));
+        let mut quiet = conn(TcpStream::connect(address).await.unwrap());
+        let (_quiet_peer, _) = listener.accept().await.unwrap();
+        let mut closed = conn(TcpStream::connect(address).await.unwrap());
+        let (closed_peer, _) = listener.accept().await.unwrap();
+        let mut talking = conn(TcpStream::connect(address).await.unwrap());
+        let (mut talking_peer, _) = listener.accept().await.unwrap();
+        drop(closed_peer);
+        talking_peer
+            .write_all(b"HTTP/1.1 200 OK\r\n")
+            .await
+            .unwrap();
+        settle().await;
+        assert!(quiet.still_open());
+        assert!(
+            !closed.still_open(),
+            "a connection its host closed was given out"
+        );
+        assert!(
+            !talking.still_open(),
+            "a connection with unasked bytes was given out"
+        );
     }
 
     #[test]

@@ -26,7 +26,8 @@ fn answer(bytes: &str) -> Answer {
 }
 
 /// An origin that reads request heads (and `Content-Length` bodies) and writes what `reply`
-/// returns for each; counts connections and keeps the requests it read.
+/// returns for each (given the request and how many came before it on its connection); counts
+/// connections and keeps the requests it read.
 struct RawOrigin {
     url: String,
     connections: Arc<AtomicUsize>,
@@ -34,7 +35,7 @@ struct RawOrigin {
 }
 
 impl RawOrigin {
-    async fn start(reply: impl Fn(&str) -> Answer + Send + Sync + 'static) -> RawOrigin {
+    async fn start(reply: impl Fn(&str, usize) -> Answer + Send + Sync + 'static) -> RawOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
@@ -47,12 +48,12 @@ impl RawOrigin {
                 let (reply, recorded) = (Arc::clone(&reply), Arc::clone(&recorded));
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
-                    loop {
+                    for earlier in 0.. {
                         let Some(request) = read_request(&mut stream, &mut buffer).await else {
                             return;
                         };
                         recorded.lock().unwrap().push(request.clone());
-                        let answer = reply(&request);
+                        let answer = reply(&request, earlier);
                         if stream.write_all(&answer.bytes).await.is_err() || answer.close {
                             return;
                         }
@@ -117,8 +118,8 @@ const CACHEABLE: &str =
 
 #[tokio::test]
 async fn misses_in_a_row_share_one_origin_connection() {
-    let origin = RawOrigin::start(|_| answer(CACHEABLE)).await;
-    let node = node_for(&origin.url, |config| config.server.workers = 1).await;
+    let origin = RawOrigin::start(|_, _| answer(CACHEABLE)).await;
+    let node = node_for(&origin.url, |_| {}).await;
     for index in 0..20 {
         let (status, headers, body) = get(&node, &format!("/object-{index}")).await;
         assert_eq!((status, &body[..]), (200, &b"hello"[..]));
@@ -135,27 +136,51 @@ async fn misses_in_a_row_share_one_origin_connection() {
 #[tokio::test]
 async fn a_connection_the_origin_closed_while_idle_is_replaced_without_an_error() {
     // Answers one request per connection, then closes it without `Connection: close`, as an
-    // origin whose keep-alive timeout has passed does.
-    let origin = RawOrigin::start(|_| Answer {
+    // origin whose keep-alive timeout has passed does; the close is in before the next request.
+    let origin = RawOrigin::start(|_, _| Answer {
         close: true,
         ..answer(CACHEABLE)
     })
     .await;
-    let node = node_for(&origin.url, |config| config.server.workers = 1).await;
+    let node = node_for(&origin.url, |_| {}).await;
     for index in 0..10 {
         let (status, _, body) = get(&node, &format!("/closing-{index}")).await;
         assert_eq!((status, &body[..]), (200, &b"hello"[..]), "request {index}");
-        // Sometimes the next request finds the close already noticed, sometimes not.
-        if index % 2 == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(origin.connections(), 10);
+    assert_eq!(
+        origin.requests().len(),
+        10,
+        "no request went to a closed connection"
+    );
+}
+
+#[tokio::test]
+async fn a_request_the_origin_drops_on_a_reused_connection_is_sent_again_on_a_new_one() {
+    // Keeps each connection open after its first answer, then reads the second request and
+    // closes without answering: the race of a keep-alive timeout with a request on its way.
+    let origin = RawOrigin::start(|_, earlier| match earlier {
+        0 => answer(CACHEABLE),
+        _ => Answer {
+            bytes: Vec::new(),
+            close: true,
+        },
+    })
+    .await;
+    let node = node_for(&origin.url, |_| {}).await;
+    for index in 0..10 {
+        let (status, _, body) = get(&node, &format!("/dropped-{index}")).await;
+        assert_eq!((status, &body[..]), (200, &b"hello"[..]), "request {index}");
+    }
+    assert_eq!(origin.connections(), 10);
+    // Every request after the first was dropped once on a reused connection, then answered.
+    assert_eq!(origin.requests().len(), 19);
 }
 
 #[tokio::test]
 async fn bodies_framed_every_way_are_relayed_and_stored_whole() {
-    let origin = RawOrigin::start(|request| {
+    let origin = RawOrigin::start(|request, _| {
         let target = request.split(' ').nth(1).unwrap();
         match target {
             "/chunked" => answer(
@@ -199,7 +224,7 @@ async fn bodies_framed_every_way_are_relayed_and_stored_whole() {
 
 #[tokio::test]
 async fn responses_that_are_not_valid_http_are_502_and_never_stored() {
-    let origin = RawOrigin::start(|request| {
+    let origin = RawOrigin::start(|request, _| {
         let target = request.split(' ').nth(1).unwrap();
         let huge = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok", "a".repeat(70_000));
         let bytes = match target {
@@ -209,6 +234,7 @@ async fn responses_that_are_not_valid_http_are_502_and_never_stored() {
             "/not-http" => "SSH-2.0-OpenSSH_9.2\r\n\r\n".to_owned(),
             "/huge-head" => huge,
             "/short" => "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 20\r\n\r\nonly ten b".to_owned(),
+            "/bad-chunk" => "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n".to_owned(),
             _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
         };
         Answer {
@@ -229,10 +255,11 @@ async fn responses_that_are_not_valid_http_are_502_and_never_stored() {
         assert_eq!(status, 502, "{path}");
         assert_eq!(cache_status(&headers), "SYNTH", "{path}");
     }
-    // A body shorter than its declared length: the client sees the cut, nothing is stored.
-    for _ in 0..2 {
+    // A body shorter than its declared length, or with a broken chunk: the client sees the
+    // cut, nothing is stored.
+    for path in ["/short", "/short", "/bad-chunk", "/bad-chunk"] {
         let result = client()
-            .get(format!("http://{}/short", node.listen[0]))
+            .get(format!("http://{}{path}", node.listen[0]))
             .send()
             .await
             .unwrap()
@@ -241,13 +268,18 @@ async fn responses_that_are_not_valid_http_are_502_and_never_stored() {
         assert!(result.is_err(), "a cut body must not look complete");
     }
     assert_eq!(origin.fetched("/short"), 2, "the cut body was not stored");
+    assert_eq!(
+        origin.fetched("/bad-chunk"),
+        2,
+        "the broken body was not stored"
+    );
     assert_eq!(origin.fetched("/two-lengths"), 1);
 }
 
 #[tokio::test]
 async fn request_bodies_reach_the_origin_with_their_framing() {
     let origin =
-        RawOrigin::start(|_| answer("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")).await;
+        RawOrigin::start(|_, _| answer("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")).await;
     let node = node_for(&origin.url, |_| {}).await;
     let url = format!("http://{}/upload", node.listen[0]);
     let response = client()
