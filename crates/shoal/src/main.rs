@@ -13,6 +13,21 @@ use shoal::config::{ConfigSource, Overrides};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Transparent huge pages off for this process, whatever the system's setting. mimalloc marks
+/// its arenas `MADV_HUGEPAGE`, and under the usual `defrag = madvise` the kernel then fills the
+/// first write into each new 2 MiB region with a whole huge page, zeroed (and memory compacted
+/// if need be) while the writing thread waits. Every miss grows the cache, so every few hundred
+/// misses a worker stalled for milliseconds with all its connections: that was the miss path's
+/// latency tail (bench/RESULTS.md, 2026-12-02: paced misses p99 7.3-7.9 ms with huge pages,
+/// 3.5-4.2 ms without, hits unchanged within noise). Varnish and Redis advise operators to turn
+/// THP off for the same reason; the flag does it for this process alone.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::warn!(%error, "could not turn transparent huge pages off for this process");
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "shoal",
@@ -94,6 +109,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Ctl(args) => match shoal::ctl::run(args) {

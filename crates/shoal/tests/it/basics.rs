@@ -491,3 +491,19 @@ fn a_bad_config_stops_the_binary_with_file_line_and_key() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--cache-mem"));
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+/// The node turns transparent huge pages off for itself (src/main.rs says why: a worker stalls
+/// while the kernel fills a new huge page), whatever the system setting.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_node_process_runs_without_transparent_huge_pages() {
+    let origin = Origin::fixed("hello").await;
+    let args: Vec<std::ffi::OsString> = vec!["--origin".into(), origin.url().into()];
+    let node = crate::process::Node::start(&args, crate::process::free_port(), |_| true).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "{status}");
+}

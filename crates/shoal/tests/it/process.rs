@@ -70,7 +70,7 @@ impl Node {
 
     /// The process's threads named `name` (as the kernel shows it: 15 bytes at most).
     pub fn threads(&self, name: &str) -> Vec<i32> {
-        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
             .unwrap()
             .filter_map(|task| {
                 let task = task.ok()?;
@@ -82,6 +82,11 @@ impl Node {
 }
 
 impl Node {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM (a service manager's stop).
     pub fn terminate(&self) {
         self.signal(nix::sys::signal::Signal::SIGTERM);
@@ -89,7 +94,7 @@ impl Node {
 
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
     }
 
