@@ -173,14 +173,17 @@ impl Leader {
     }
 }
 
+/// Starts the fetch described by `plan` as a task of its own. The future is boxed first: it
+/// holds a whole origin exchange and is several kilobytes, and the runtime moves a task's future
+/// a few times while it spawns and finishes it; moving a pointer instead saved about 5,000
+/// instructions of `memcpy` per miss (callgrind).
+pub(super) fn spawn(proxy: Arc<Proxy>, plan: FetchPlan, flight: FlightGuard, reply: Leader) {
+    tokio::spawn(Box::pin(run(proxy, plan, flight, reply)));
+}
+
 /// Runs the fetch described by `plan`, reporting to the followers through `flight` and to the
 /// leading client (if any) through `reply`.
-pub(super) async fn run(
-    proxy: Arc<Proxy>,
-    plan: FetchPlan,
-    flight: FlightGuard,
-    mut reply: Leader,
-) {
+async fn run(proxy: Arc<Proxy>, plan: FetchPlan, flight: FlightGuard, mut reply: Leader) {
     let request_time = now_millis();
     proxy.metrics.add(Counter::OriginRequests, 1);
     let request = http::Request::from_parts(plan.request.clone(), RequestBody::empty());

@@ -806,7 +806,7 @@ impl Proxy {
             stale.as_ref().map(|s| Arc::clone(&s.object)),
         );
         let (leader, fetched) = fetch::Leader::new();
-        tokio::spawn(fetch::run(Arc::clone(self), plan, guard, leader));
+        fetch::spawn(Arc::clone(self), plan, guard, leader);
         let Ok(fetched) = fetched.await else {
             return Err(ProxyError::Internal("fetch task ended without a result"));
         };
@@ -868,12 +868,7 @@ impl Proxy {
         }
         if let Role::Leader(guard) = self.collapser.join(key) {
             let plan = FetchPlan::new(self, key, request, Some(Arc::clone(object)));
-            tokio::spawn(fetch::run(
-                Arc::clone(self),
-                plan,
-                guard,
-                fetch::Leader::none(),
-            ));
+            fetch::spawn(Arc::clone(self), plan, guard, fetch::Leader::none());
         }
     }
 

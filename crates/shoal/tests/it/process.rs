@@ -184,15 +184,26 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         let path = path(index, n);
                         let answer = match http.get(format!("http://{listen}{path}")).send().await {
-                            Ok(response) if response.status() == 200 => response.bytes().await.ok(),
-                            _ => None,
+                            Ok(response) if response.status() == 200 => response
+                                .bytes()
+                                .await
+                                .map_err(|error| format!("body: {error:?}")),
+                            Ok(response) => Err(format!("status {}", response.status())),
+                            Err(error) => Err(format!("{error:?}")),
                         };
                         match answer {
-                            Some(body) if body == format!("answer for {path}") => {
-                                ok.fetch_add(1, Ordering::Relaxed)
+                            Ok(body) if body == format!("answer for {path}") => {
+                                ok.fetch_add(1, Ordering::Relaxed);
                             }
-                            _ => failed.fetch_add(1, Ordering::Relaxed),
-                        };
+                            Ok(body) => {
+                                eprintln!("{path}: wrong body {body:?}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(reason) => {
+                                eprintln!("{path}: {reason}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                         n += 1;
                     }
                 })
