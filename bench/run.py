@@ -353,6 +353,7 @@ SCENARIOS = [
     # capacity. Latency at saturation (above) mostly measures the load generator's own queue,
     # which grows with the server's throughput; these runs compare servers at equal load.
     ("1 KiB hit, 500 conns, paced 10 ms", "/1k.bin", 500, False, "paced-10.lua", True),
+    ("1 KiB hit, new conn per request, paced 10 ms", "/1k.bin", 50, True, "paced-10.lua", True),
     ("1 MiB hit, 50 conns, paced 10 ms", "/1m.bin", 50, False, "paced-10.lua", True),
     ("64 MiB hit, 10 conns, paced 150 ms", "/64m.bin", 10, False, "paced-150.lua", True),
     ("miss (unique URLs), 50 conns, paced 5 ms", "MISS", 50, False, "miss-paced-5.lua", False),
