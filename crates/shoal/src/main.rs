@@ -18,9 +18,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// first write into each new 2 MiB region with a whole huge page, zeroed (and memory compacted
 /// if need be) while the writing thread waits. Every miss grows the cache, so every few hundred
 /// misses a worker stalled for milliseconds with all its connections: that was the miss path's
-/// latency tail (bench/RESULTS.md, 2026-12-02: paced misses p99 7.3-7.9 ms with huge pages,
-/// 3.5-4.2 ms without, hits unchanged within noise). Varnish and Redis advise operators to turn
-/// THP off for the same reason; the flag does it for this process alone.
+/// latency tail (bench/RESULTS.md, 2026-12-02: paced misses p99 5.1-7.9 ms with huge pages,
+/// 3.5-4.2 ms without; 64 MiB hits cost about 15% more CPU without). Varnish and Redis advise
+/// operators to turn THP off for the same reason; the flag does it for this process alone.
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(error) = nix::sys::prctl::set_thp_disable(true) {

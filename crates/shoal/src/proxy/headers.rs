@@ -105,8 +105,10 @@ pub fn forward_request(
     }
     headers.append(VIA, via.clone());
     let ip = client.ip();
-    let mut text = Vec::with_capacity(96);
+    // One buffer for both fields' text, allocated only when one of them is on.
+    let mut text = Vec::new();
     if config.x_forwarded_for {
+        text.reserve(96);
         if let Some(previous) = headers.get(&X_FORWARDED_FOR) {
             text.extend_from_slice(previous.as_bytes());
             text.extend_from_slice(b", ");
@@ -124,6 +126,7 @@ pub fn forward_request(
     }
     if config.forwarded {
         text.clear();
+        text.reserve(96);
         text.extend_from_slice(b"for=");
         if ip.is_ipv6() {
             text.extend_from_slice(b"\"[");

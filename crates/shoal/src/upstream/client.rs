@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use super::RequestBody;
 use super::RequestBodyError;
 use crate::config::OriginUrl;
-use crate::proxy::http1::parse::{ChunkedDecoder, Decoded};
+use crate::proxy::http1::parse::{keep_alive, ChunkedDecoder, Decoded};
 use crate::proxy::http1::write::chunk_size_line;
 use crate::proxy::stream::OriginStream;
 
@@ -383,7 +383,10 @@ async fn exchange(
             continue;
         }
         let framing = response_framing(&response, is_head).map_err(Exchange::Failed)?;
-        let keep_alive = keeps_alive(&response) && !matches!(framing, Framing::Close);
+        // The same rule as for a client's request: HTTP/1.1 unless `close`, HTTP/1.0 only with
+        // `keep-alive`.
+        let keep_alive = keep_alive(response.headers(), response.version())
+            && !matches!(framing, Framing::Close);
         let body = OriginBody::new(conn, framing, keep_alive, Arc::clone(pool));
         let (parts, ()) = response.into_parts();
         return Ok(Response::from_parts(parts, body));
@@ -583,23 +586,6 @@ fn response_framing(response: &Response<()>, is_head: bool) -> Result<Framing, C
         }
     }
     Ok(length.map_or(Framing::Close, Framing::Length))
-}
-
-/// Whether the connection can carry another request after this response.
-fn keeps_alive(response: &Response<()>) -> bool {
-    let mut close = false;
-    let mut keep_alive = false;
-    for value in response.headers().get_all(CONNECTION) {
-        for option in value.as_bytes().split(|&byte| byte == b',') {
-            let option = option.trim_ascii();
-            close |= option.eq_ignore_ascii_case(b"close");
-            keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    match response.version() {
-        Version::HTTP_10 => keep_alive && !close,
-        _ => !close,
-    }
 }
 
 /// A response body read from its connection as the reader asks for it; the connection goes
@@ -872,7 +858,10 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(
-                keeps_alive(&head(text).unwrap().unwrap()),
+                {
+                    let response = head(text).unwrap().unwrap();
+                    keep_alive(response.headers(), response.version())
+                },
                 expected,
                 "{text:?}"
             );

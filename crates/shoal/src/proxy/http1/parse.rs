@@ -370,7 +370,10 @@ fn check_host(headers: &HeaderMap, uri: &Uri, version: Version) -> Result<(), Pa
     }
 }
 
-fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
+/// Whether a connection carries another message after this one (a client's request, or an
+/// origin's response): HTTP/1.1 unless `Connection` says `close`, HTTP/1.0 only with
+/// `keep-alive`.
+pub(crate) fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
     let mut close = false;
     let mut keep = false;
     for value in headers.get_all(CONNECTION) {
