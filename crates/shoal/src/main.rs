@@ -19,7 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// if need be) while the writing thread waits. Every miss grows the cache, so every few hundred
 /// misses a worker stalled for milliseconds with all its connections: that was the miss path's
 /// latency tail (bench/RESULTS.md, 2026-12-02: paced misses p99 5.1-7.9 ms with huge pages,
-/// 3.5-4.2 ms without; 64 MiB hits cost about 15% more CPU without). Varnish and Redis advise
+/// 3.5-4.2 ms without; 64 MiB hits cost the same CPU either way). Varnish and Redis advise
 /// operators to turn THP off for the same reason; the flag does it for this process alone.
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
