@@ -44,13 +44,16 @@ impl ClientStream {
     }
 
     /// Reads what is there without waiting; `WouldBlock` when nothing is.
+    ///
+    /// Through `poll_read` rather than `TcpStream::try_read_buf`, also in cleartext: a read that
+    /// leaves part of the buffer empty has drained the socket, and only `poll_read` remembers
+    /// that (tokio clears the edge-triggered readiness on such a short read). The next attempt,
+    /// after the response, then knows there is nothing without a `recv` that fails with
+    /// `EAGAIN`, one system call saved per request on a keep-alive connection.
     pub fn try_read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        match self {
-            ClientStream::Plain(stream) => stream.try_read_buf(buf),
-            ClientStream::Tls(stream) => match stream.read_buf(buf).now_or_never() {
-                Some(result) => result,
-                None => Err(std::io::ErrorKind::WouldBlock.into()),
-            },
+        match self.read_buf(buf).now_or_never() {
+            Some(result) => result,
+            None => Err(std::io::ErrorKind::WouldBlock.into()),
         }
     }
 }
