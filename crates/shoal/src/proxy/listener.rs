@@ -213,6 +213,7 @@ mod tests {
 
     /// `start` sets no TCP_NODELAY on Linux: the accepted socket must have it from the
     /// listener, or small responses would wait for the client's delayed ACKs.
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_connections_have_nagle_off() {
         let listener = bind_one(SocketAddr::from(([127, 0, 0, 1], 0)), false).unwrap();
