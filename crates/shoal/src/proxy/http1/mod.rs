@@ -3,8 +3,9 @@
 //! pipelined requests in order).
 //!
 //! Written by hand on `httparse` rather than with hyper's server because of memory per idle
-//! connection: an idle connection here holds no buffer at all (the read buffer is released
-//! whenever the socket has nothing to read), where hyper keeps two 8 KiB buffers per connection,
+//! connection: an idle connection here holds no buffer at all (its buffers are released once
+//! the socket has had nothing to read for `BUFFERS_KEPT_FOR`), where hyper keeps two 8 KiB
+//! buffers per connection,
 //! which puts 10,000 idle keep-alive connections over the 100 MiB budget. It also gives one
 //! place to enforce the anti-smuggling rules (`parse`). Cleartext HTTP/2 connections are
 //! recognized by their preface and handed to hyper's HTTP/2 server (`super::h2`).
@@ -99,6 +100,8 @@ impl LoggedRequest {
     }
 }
 
+/// How long a connection keeps its buffers after a response while it waits for the next request.
+const BUFFERS_KEPT_FOR: Duration = Duration::from_millis(50);
 /// How long an idle connection stays open once the node is shutting down.
 const DRAIN_IDLE_LINGER: Duration = Duration::from_millis(1000);
 /// Most body bytes gathered for one vectored write.
@@ -285,6 +288,16 @@ impl Connection {
                         Ok(_) => continue,
                         Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(_) => return Err(ConnectionError::Io),
+                    }
+                }
+                // A busy connection's next request is usually moments away: wait for it a
+                // little with the buffers kept, rather than free and allocate them again for
+                // every request.
+                if self.input.capacity() > 0 && !self.proxy.is_draining() {
+                    match tokio::time::timeout(BUFFERS_KEPT_FOR, self.stream.readable()).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(_)) => return Err(ConnectionError::Io),
+                        Err(_) => {}
                     }
                 }
                 self.input = BytesMut::new();
