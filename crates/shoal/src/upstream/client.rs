@@ -857,14 +857,9 @@ mod tests {
             ("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n", true),
         ];
         for (text, expected) in cases {
-            assert_eq!(
-                {
-                    let response = head(text).unwrap().unwrap();
-                    keep_alive(response.headers(), response.version())
-                },
-                expected,
-                "{text:?}"
-            );
+            let response = head(text).unwrap().unwrap();
+            let kept = keep_alive(response.headers(), response.version());
+            assert_eq!(kept, expected, "{text:?}");
         }
     }
 }
