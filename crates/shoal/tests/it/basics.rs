@@ -259,9 +259,7 @@ async fn http2_prior_knowledge_is_served() {
 #[tokio::test]
 async fn an_unreachable_origin_gives_503_and_a_slow_one_504() {
     let origin = Origin::fixed("x").await;
-    let dead = origin.address;
-    origin.stop();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let dead = crate::process::free_port();
     let node = node_with(&origin, |config| {
         config.origin.urls = vec![format!("http://{dead}").parse().unwrap()]
     })

@@ -2,20 +2,50 @@
 //! several of them together.
 
 use std::ffi::OsString;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::client;
 
-/// A free port on 127.0.0.1 (free when this returns; the node binds it right after).
+/// A port on 127.0.0.1 that nothing in this test run has used or will use: for a node
+/// process to bind, a test origin to listen on, or nobody (a dead address).
+///
+/// Ports come from a counter below the kernel's ephemeral range (32768 and up on Linux), not
+/// from binding port 0: a port freed by one test and bound again by another at once ("bind to
+/// port 0" hands it out again) made a test talk to another test's server. Whether a port is
+/// free is read from `/proc/net/tcp*`, not tried with a socket: a socket made for the try can
+/// be copied into a child process another test is starting, and then holds the port until
+/// that child runs its program.
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    const FIRST: u16 = 15_000;
+    const COUNT: u16 = 17_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Another test binary running at the same time starts elsewhere in the range.
+    let start = (std::process::id() % 17) as u16 * 1_000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (start + n) % COUNT;
+        if !in_use(port) {
+            return SocketAddr::from(([127, 0, 0, 1], port));
+        }
+    }
+}
+
+/// Whether a TCP socket on this machine has `port` as its local port.
+fn in_use(port: u16) -> bool {
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|table| {
+            table.lines().skip(1).any(|line| {
+                line.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|address| address.ends_with(&local))
+            })
+        })
+    })
 }
 
 /// A `shoal serve` process, killed (SIGKILL) when dropped.

@@ -97,7 +97,12 @@ pub struct Origin {
 
 impl Origin {
     pub async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Never a port another test had: a stopped origin's address stays dead.
+        let listener = loop {
+            if let Ok(listener) = TcpListener::bind(crate::process::free_port()).await {
+                break listener;
+            }
+        };
         let address = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
