@@ -49,11 +49,13 @@ pub(super) struct FetchPlan {
 }
 
 impl FetchPlan {
-    /// A plan to fetch `request`'s whole object, conditionally when `stale` is given.
+    /// A plan to fetch the whole object `request` asks for (its `Cache-Control` already
+    /// parsed, as `request_cc`), conditionally when `stale` is given.
     pub(super) fn new(
         proxy: &Proxy,
         key: CacheKey,
         request: &ClientRequest,
+        request_cc: CacheControl,
         stale: Option<Arc<Object>>,
     ) -> FetchPlan {
         let mut head = forwarded_request(proxy, request);
@@ -90,7 +92,7 @@ impl FetchPlan {
             key,
             url,
             request: head,
-            request_cc: CacheControl::parse(&request.head.headers),
+            request_cc,
             probe,
             stale,
         }
@@ -183,11 +185,11 @@ pub(super) fn spawn(proxy: Arc<Proxy>, plan: FetchPlan, flight: FlightGuard, rep
 
 /// Runs the fetch described by `plan`, reporting to the followers through `flight` and to the
 /// leading client (if any) through `reply`.
-async fn run(proxy: Arc<Proxy>, plan: FetchPlan, flight: FlightGuard, mut reply: Leader) {
+async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut reply: Leader) {
     let request_time = now_millis();
     proxy.metrics.add(Counter::OriginRequests, 1);
-    let request = http::Request::from_parts(plan.request.clone(), RequestBody::empty());
-    let response = match proxy.forward(plan.key, request, true).await {
+    let sent = proxy.forward(plan.key, &mut plan.request, RequestBody::empty(), true);
+    let response = match sent.await {
         Ok(mut response) => {
             reply.origin = response.extensions_mut().remove::<Trace>().map(Box::new);
             response

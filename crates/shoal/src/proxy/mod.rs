@@ -329,27 +329,25 @@ impl Proxy {
     pub(super) async fn forward(
         &self,
         key: CacheKey,
-        mut request: http::Request<RequestBody>,
+        head: &mut http::request::Parts,
+        body: RequestBody,
         shared: bool,
     ) -> Result<http::Response<crate::upstream::OriginBody>, UpstreamError> {
         let live = self.generation();
-        let from_peer = request.headers_mut().remove(PEER_HEADER).is_some();
+        let from_peer = head.headers.remove(PEER_HEADER).is_some();
         if let (Some(cluster), true, false) = (live.cluster(), shared, from_peer) {
             let mut tried = Vec::new();
             while let Some(owner) = cluster.owner(key, &tried, now_millis()) {
                 tried.push(owner);
-                let mut to_peer = http::Request::new(RequestBody::empty());
-                *to_peer.method_mut() = request.method().clone();
-                *to_peer.uri_mut() = request.uri().clone();
-                *to_peer.headers_mut() = request.headers().clone();
-                to_peer
-                    .headers_mut()
-                    .insert(PEER_HEADER, cluster.id.clone());
-                match live
+                // A cache fetch has no body: the same head goes to the peer, marked as a
+                // peer's, and (if the peer fails) on to the next one or the origin unmarked.
+                head.headers.insert(PEER_HEADER, cluster.id.clone());
+                let sent = live
                     .upstream()
-                    .send_to(&cluster.peers, owner, to_peer)
-                    .await
-                {
+                    .send_to(&cluster.peers, owner, head, RequestBody::empty())
+                    .await;
+                head.headers.remove(PEER_HEADER);
+                match sent {
                     Ok(mut response) => {
                         if let Some(name) = &live.status_header {
                             response.headers_mut().remove(name);
@@ -363,12 +361,17 @@ impl Proxy {
                 }
             }
         }
-        let destination = live.routes.destination(
-            request_host_of(request.headers(), request.uri()),
-            request.uri().path(),
-        );
+        let destination = live
+            .routes
+            .destination(request_host_of(&head.headers, &head.uri), head.uri.path());
         live.upstream()
-            .send(destination.pool, key, request, destination.fallthrough_404)
+            .send(
+                destination.pool,
+                key,
+                head,
+                body,
+                destination.fallthrough_404,
+            )
             .await
     }
 
@@ -707,7 +710,7 @@ impl Proxy {
             Reuse::Fresh => Ok(self.deliver(&object, &request, CacheStatus::Hit).await),
             Reuse::StaleAccepted => Ok(self.deliver(&object, &request, CacheStatus::Stale).await),
             Reuse::StaleWhileRevalidate => {
-                self.refresh_in_background(key, &request, &object);
+                self.refresh_in_background(key, &request, &request_cc, &object);
                 Ok(self.deliver(&object, &request, CacheStatus::Stale).await)
             }
             Reuse::Revalidate { .. } if request_cc.only_if_cached => Err(ProxyError::NotCached),
@@ -812,6 +815,7 @@ impl Proxy {
             self,
             key,
             &request,
+            request_cc.clone(),
             stale.as_ref().map(|s| Arc::clone(&s.object)),
         );
         let (leader, fetched) = fetch::Leader::new();
@@ -870,13 +874,20 @@ impl Proxy {
         self: &Arc<Self>,
         key: CacheKey,
         request: &ClientRequest,
+        request_cc: &CacheControl,
         object: &Arc<Object>,
     ) {
         if self.collapser.in_flight(key) || self.overloaded() {
             return;
         }
         if let Role::Leader(guard) = self.collapser.join(key) {
-            let plan = FetchPlan::new(self, key, request, Some(Arc::clone(object)));
+            let plan = FetchPlan::new(
+                self,
+                key,
+                request,
+                request_cc.clone(),
+                Some(Arc::clone(object)),
+            );
             fetch::spawn(Arc::clone(self), plan, guard, fetch::Leader::none());
         }
     }
@@ -895,10 +906,7 @@ impl Proxy {
         self.forward_headers(&mut forwarded, client, tls);
         self.metrics.add(Counter::OriginRequests, 1);
         let key = self.key_of(scheme(tls), request_host(&head), target(&head));
-        let response = match self
-            .forward(key, http::Request::from_parts(forwarded, body), false)
-            .await
-        {
+        let response = match self.forward(key, &mut forwarded, body, false).await {
             Ok(response) => response,
             Err(error) => {
                 self.metrics.origin_failure(&error);

@@ -285,7 +285,8 @@ async fn fetch_slices(
     let response = match proxy
         .forward(
             body.slice_key(first),
-            http::Request::from_parts(request, RequestBody::empty()),
+            &mut request,
+            RequestBody::empty(),
             true,
         )
         .await

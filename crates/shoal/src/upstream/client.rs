@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
@@ -96,19 +96,19 @@ impl Client {
         }
     }
 
-    /// Sends `request` (its URI's path and query are the target; its `Host` field is sent as
-    /// it is, or made from `host` when it has none) to `host` and returns the response head
-    /// with a body that reads the rest from the connection.
+    /// Sends the request `parts` and `body` (the URI's path and query are the target; `Host`
+    /// is sent as it is, or made from `host` when it has none) to `host` and returns the
+    /// response head with a body that reads the rest from the connection.
     pub async fn send(
         &self,
         host: &OriginUrl,
-        request: Request<RequestBody>,
+        parts: &http::request::Parts,
+        mut body: RequestBody,
     ) -> Result<Response<OriginBody>, ClientError> {
-        let (parts, mut body) = request.into_parts();
         if let Some(conn) = self.pool.checkout(host) {
             // A second handle on the body, in case the pooled connection turns out to be closed.
             let spare = body.retry();
-            match exchange(conn, true, &parts, body, host, &self.pool).await {
+            match exchange(conn, true, parts, body, host, &self.pool).await {
                 Err(Exchange::Closed) => {}
                 Err(Exchange::Failed(error)) => return Err(error),
                 Ok(response) => return Ok(response),
@@ -121,7 +121,7 @@ impl Client {
             })?;
         }
         let conn = self.connect(host).await?;
-        match exchange(conn, false, &parts, body, host, &self.pool).await {
+        match exchange(conn, false, parts, body, host, &self.pool).await {
             Ok(response) => Ok(response),
             Err(Exchange::Failed(error)) => Err(error),
             Err(Exchange::Closed) => Err(ClientError::Protocol(

@@ -13,7 +13,7 @@ pub mod select;
 
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::Response;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 pub use body::{RequestBody, RequestBodyError};
@@ -147,34 +147,37 @@ impl Upstream {
             .map_or(&self.client, |(_, client)| client)
     }
 
-    /// Sends `request` (whose URI holds only path and query) to a host of `pool`, chosen for
-    /// cache key `key`. A host that refuses the connection got nothing, so the next one is
-    /// tried; timeouts, broken connections and the configured 5xx statuses are retried on the
-    /// next host only for idempotent requests; all within `retries.tries` and
-    /// `retries.deadline`. A request body that an attempt started to send is never resent.
+    /// Sends the request `head` and `body` (the URI holds only path and query) to a host of
+    /// `pool`, chosen for cache key `key`. The head is lent, not copied for each attempt; an
+    /// attempt may set its `Host` for the host it contacts. A host that refuses the connection
+    /// got nothing, so the next one is tried; timeouts, broken connections and the configured
+    /// 5xx statuses are retried on the next host only for idempotent requests; all within
+    /// `retries.tries` and `retries.deadline`. A request body that an attempt started to send is never resent.
     /// With `fallthrough_404`, a 404 is tried on the next host too (every host of the pool
     /// gets a chance), and only the last 404 is returned.
     pub async fn send(
         &self,
         pool: &Pool,
         key: CacheKey,
-        request: Request<RequestBody>,
+        head: &mut http::request::Parts,
+        body: RequestBody,
         fallthrough_404: bool,
     ) -> Result<Response<OriginBody>, UpstreamError> {
-        self.send_with(pool, request, fallthrough_404, |tried, now| {
+        self.send_with(pool, head, body, fallthrough_404, |tried, now| {
             pool.pick(key, tried, now)
         })
         .await
     }
 
-    /// Sends `request` to host `index` of `pool`, once.
+    /// Sends the request `head` and `body` to host `index` of `pool`, once.
     pub async fn send_to(
         &self,
         pool: &Pool,
         index: usize,
-        request: Request<RequestBody>,
+        head: &mut http::request::Parts,
+        body: RequestBody,
     ) -> Result<Response<OriginBody>, UpstreamError> {
-        self.send_with(pool, request, false, |tried, _| {
+        self.send_with(pool, head, body, false, |tried, _| {
             tried.is_empty().then_some(index)
         })
         .await
@@ -185,11 +188,11 @@ impl Upstream {
     async fn send_with(
         &self,
         pool: &Pool,
-        request: Request<RequestBody>,
+        parts: &mut http::request::Parts,
+        body: RequestBody,
         fallthrough_404: bool,
         pick: impl Fn(&[usize], u64) -> Option<usize>,
     ) -> Result<Response<OriginBody>, UpstreamError> {
-        let (mut parts, body) = request.into_parts();
         let idempotent = parts.method.is_idempotent();
         let started = Instant::now();
         let mut tried: Vec<usize> = Vec::new();
@@ -221,13 +224,15 @@ impl Upstream {
             let Some(attempt_body) = body.retry() else {
                 break;
             };
-            let request = Request::from_parts(parts.clone(), attempt_body);
             let _in_flight = pool.begin(index);
             let sent = Instant::now();
             let origin = || host.url.authority.clone();
             let client = self.client_for(pool);
-            match tokio::time::timeout(self.first_byte_timeout, client.send(&host.url, request))
-                .await
+            match tokio::time::timeout(
+                self.first_byte_timeout,
+                client.send(&host.url, parts, attempt_body),
+            )
+            .await
             {
                 Err(_) => {
                     pool.failed(index, now_millis());
