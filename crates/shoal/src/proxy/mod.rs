@@ -800,13 +800,7 @@ impl Proxy {
                 };
             }
         };
-        // Between this request's lookup and its join, another fetch for the key may have
-        // stored its object and left the table: that object is the answer, not a second fetch.
-        let fetched_meanwhile = self
-            .stored_variant(key, &request.head.headers)
-            .filter(|object| !self.banned(key, object))
-            .filter(|object| reuse_of(object, request_cc) == Reuse::Fresh);
-        if let Some(object) = fetched_meanwhile {
+        if let Some(object) = self.fetched_meanwhile(key, &request, request_cc) {
             guard.finish(FlightOutcome::Object(Arc::clone(&object)));
             return Ok(self.deliver(&object, &request, CacheStatus::Hit).await);
         }
@@ -869,6 +863,20 @@ impl Proxy {
         }
     }
 
+    /// For a request that has just become the leader for `key`: the object another fetch
+    /// stored, fresh enough for `request`, between this request's lookup and its join (that
+    /// fetch then left the in-flight table). It is the answer, not a second fetch.
+    fn fetched_meanwhile(
+        &self,
+        key: CacheKey,
+        request: &ClientRequest,
+        request_cc: &CacheControl,
+    ) -> Option<Arc<Object>> {
+        self.stored_variant(key, &request.head.headers)
+            .filter(|object| !self.banned(key, object))
+            .filter(|object| reuse_of(object, request_cc) == Reuse::Fresh)
+    }
+
     /// Starts one background revalidation of a stale object, unless one is already running.
     fn refresh_in_background(
         self: &Arc<Self>,
@@ -881,6 +889,10 @@ impl Proxy {
             return;
         }
         if let Role::Leader(guard) = self.collapser.join(key) {
+            if let Some(fresh) = self.fetched_meanwhile(key, request, request_cc) {
+                guard.finish(FlightOutcome::Object(fresh));
+                return;
+            }
             let plan = FetchPlan::new(
                 self,
                 key,
@@ -1190,7 +1202,7 @@ mod tests {
     /// table, then the request joins it. Calling `miss` with the object already stored is
     /// that request, after its lookup.
     #[tokio::test]
-    async fn a_miss_that_finds_the_object_stored_after_its_lookup_does_not_fetch() {
+    async fn a_leader_that_finds_the_object_stored_after_its_lookup_does_not_fetch() {
         use crate::cache::policy::{Freshness, Timing};
         use crate::store::ObjectMeta;
 
@@ -1251,6 +1263,12 @@ mod tests {
         assert_eq!(answer.cache_status, CacheStatus::Hit);
         assert_eq!(proxy.metrics.get(Counter::OriginRequests), 0);
         assert_eq!(proxy.fetches_in_flight(), 0, "the flight it led is over");
+
+        // A background refresh decided on before the object was refreshed starts no fetch.
+        let (refreshing, request_cc) = request(None);
+        let stored = proxy.stored_variant(key, &refreshing.head.headers).unwrap();
+        proxy.refresh_in_background(key, &refreshing, &request_cc, &stored);
+        assert_eq!(proxy.fetches_in_flight(), 0, "no refresh under way");
 
         // A request that wants the origin's word still goes to the origin.
         let (revalidating, request_cc) = request(Some("no-cache"));
