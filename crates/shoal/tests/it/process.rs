@@ -15,10 +15,11 @@ use crate::support::client;
 ///
 /// Ports come from a counter below the kernel's ephemeral range (32768 and up on Linux), not
 /// from binding port 0: a port freed by one test and bound again by another at once ("bind to
-/// port 0" hands it out again) made a test talk to another test's server. Whether a port is
-/// free is read from `/proc/net/tcp*`, not tried with a socket: a socket made for the try can
-/// be copied into a child process another test is starting, and then holds the port until
-/// that child runs its program.
+/// port 0" hands it out again) made a test talk to another test's server, and two routers'
+/// SO_REUSEPORT UDP sockets bound to port 0 could get the same port. Whether a port is free
+/// is read from `/proc/net/{tcp,udp}*`, not tried with a socket: a socket made for the try
+/// can be copied into a child process another test is starting, and then holds the port
+/// until that child runs its program.
 pub fn free_port() -> SocketAddr {
     const FIRST: u16 = 15_000;
     const COUNT: u16 = 17_000;
@@ -34,10 +35,16 @@ pub fn free_port() -> SocketAddr {
     }
 }
 
-/// Whether a TCP socket on this machine has `port` as its local port.
+/// Whether a TCP or UDP socket on this machine has `port` as its local port.
 fn in_use(port: u16) -> bool {
     let local = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+    let tables = [
+        "/proc/net/tcp",
+        "/proc/net/tcp6",
+        "/proc/net/udp",
+        "/proc/net/udp6",
+    ];
+    tables.iter().any(|table| {
         std::fs::read_to_string(table).is_ok_and(|table| {
             table.lines().skip(1).any(|line| {
                 line.split_whitespace()

@@ -48,7 +48,9 @@ fn add_to_gb(config: &mut RouterConfig, node: shoal::router::config::NodeConfig)
 
 async fn start_router(mut config: RouterConfig, file: Option<PathBuf>) -> std::sync::Arc<Router> {
     config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-    Router::start(config, &["127.0.0.1:0".parse().unwrap()], None, file)
+    // Not port 0: the kernel may give a SO_REUSEPORT UDP socket bound to port 0 the port of
+    // another router of this user, and the two then share the queries.
+    Router::start(config, &[crate::process::free_port()], None, file)
         .await
         .unwrap()
 }
