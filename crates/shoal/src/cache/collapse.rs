@@ -82,6 +82,30 @@ impl Collapser {
         })
     }
 
+    /// [`Collapser::join`] for a caller whose lookup found nothing usable: a would-be leader
+    /// first asks `stored` once more. A fetch that stored its object between that lookup and
+    /// this join has left the table already (it stores before it leaves), so without the second
+    /// look the object would be fetched twice. What `stored` finds ends the new flight at once
+    /// and the caller follows it, reading that object.
+    pub fn join_unless(
+        self: &Arc<Self>,
+        key: CacheKey,
+        stored: impl FnOnce() -> Option<Arc<Object>>,
+    ) -> Role {
+        let role = self.join(key);
+        let Role::Leader(guard) = role else {
+            return role;
+        };
+        let Some(object) = stored() else {
+            return Role::Leader(guard);
+        };
+        let follower = Follower {
+            outcome: guard.flight.outcome.subscribe(),
+        };
+        guard.finish(FlightOutcome::Object(object));
+        Role::Follower(follower)
+    }
+
     /// Whether a fetch for `key` is under way (a background refresh checks before starting one).
     pub fn in_flight(&self, key: CacheKey) -> bool {
         lock(&self.flights).contains_key(&key)
@@ -230,6 +254,27 @@ mod tests {
         };
         drop(leader);
         assert!(matches!(follower.outcome().await, FlightOutcome::Pass));
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_finds_the_object_stored_follows_it_instead() {
+        let collapser = Arc::new(Collapser::default());
+        let key = CacheKey(9);
+        let object = Object::complete(crate::store::ObjectMeta::for_tests(), Default::default());
+        let Role::Follower(follower) = collapser.join_unless(key, || Some(Arc::clone(&object)))
+        else {
+            panic!("stored meanwhile: nothing to lead")
+        };
+        assert!(!collapser.in_flight(key), "the flight it opened is over");
+        let FlightOutcome::Object(found) = follower.outcome().await else {
+            panic!("the stored object")
+        };
+        assert!(Arc::ptr_eq(&found, &object));
+        // Nothing stored: it leads.
+        assert!(matches!(
+            collapser.join_unless(key, || None),
+            Role::Leader(_)
+        ));
     }
 
     #[test]

@@ -780,7 +780,8 @@ impl Proxy {
                 _ => Err(ProxyError::Overloaded),
             };
         }
-        let guard = match self.collapser.join(key) {
+        let fetched_meanwhile = || self.fetched_meanwhile(key, &request, request_cc);
+        let guard = match self.collapser.join_unless(key, fetched_meanwhile) {
             Role::Leader(guard) => guard,
             Role::Follower(follower) => {
                 self.metrics.add(Counter::Collapsed, 1);
@@ -800,10 +801,6 @@ impl Proxy {
                 };
             }
         };
-        if let Some(object) = self.fetched_meanwhile(key, &request, request_cc) {
-            guard.finish(FlightOutcome::Object(Arc::clone(&object)));
-            return Ok(self.deliver(&object, &request, CacheStatus::Hit).await);
-        }
         // fetch, in a task of its own: the fetch belongs to the object, not to this client.
         let plan = FetchPlan::new(
             self,
@@ -863,9 +860,8 @@ impl Proxy {
         }
     }
 
-    /// For a request that has just become the leader for `key`: the object another fetch
-    /// stored, fresh enough for `request`, between this request's lookup and its join (that
-    /// fetch then left the in-flight table). It is the answer, not a second fetch.
+    /// The stored variant for `request` that it may use as it is: what a request about to lead
+    /// a fetch for `key` looks for once more (`Collapser::join_unless`).
     fn fetched_meanwhile(
         &self,
         key: CacheKey,
@@ -888,11 +884,8 @@ impl Proxy {
         if self.collapser.in_flight(key) || self.overloaded() {
             return;
         }
-        if let Role::Leader(guard) = self.collapser.join(key) {
-            if let Some(fresh) = self.fetched_meanwhile(key, request, request_cc) {
-                guard.finish(FlightOutcome::Object(fresh));
-                return;
-            }
+        let fetched_meanwhile = || self.fetched_meanwhile(key, request, request_cc);
+        if let Role::Leader(guard) = self.collapser.join_unless(key, fetched_meanwhile) {
             let plan = FetchPlan::new(
                 self,
                 key,
@@ -1179,18 +1172,23 @@ pub fn target(head: &http::request::Parts) -> &str {
 mod tests {
     use super::*;
 
-    /// The hit path's future is what every request carries; keep it small.
-    #[test]
-    fn the_request_future_stays_small() {
-        let proxy = Proxy::new(Arc::new(Config::default()), 1).unwrap();
-        let (head, ()) = http::Request::new(()).into_parts();
-        let request = ClientRequest {
+    /// A bodiless request from 127.0.0.1 over cleartext.
+    fn client_request(head: http::request::Parts) -> ClientRequest {
+        ClientRequest {
             head,
             body: RequestBody::empty(),
             has_body: false,
             client: SocketAddr::from(([127, 0, 0, 1], 1)),
             tls: false,
-        };
+        }
+    }
+
+    /// The hit path's future is what every request carries; keep it small.
+    #[test]
+    fn the_request_future_stays_small() {
+        let proxy = Proxy::new(Arc::new(Config::default()), 1).unwrap();
+        let (head, ()) = http::Request::new(()).into_parts();
+        let request = client_request(head);
         let size = std::mem::size_of_val(&proxy.handle(request));
         // 2,288 bytes when this test was written; a jump means a cold path's state landed in
         // every request's future (box it, as `miss` and `pass` are).
@@ -1203,40 +1201,18 @@ mod tests {
     /// that request, after its lookup.
     #[tokio::test]
     async fn a_leader_that_finds_the_object_stored_after_its_lookup_does_not_fetch() {
-        use crate::cache::policy::{Freshness, Timing};
-        use crate::store::ObjectMeta;
-
         let mut config = Config::default();
         // Nothing listens there: a fetch would fail with 502.
         config.origin.urls = vec!["http://127.0.0.1:1".parse().unwrap()];
         let proxy = Proxy::new(Arc::new(config), 1).unwrap();
         let key = proxy.key_of("http", "test", "/raced");
+        let mut meta = crate::store::ObjectMeta::for_tests();
         let now = now_millis();
-        let meta = ObjectMeta {
-            url: "http://test/raced".into(),
-            status: StatusCode::OK,
-            headers: http::HeaderMap::new(),
-            variant: Vec::new(),
-            timing: Timing {
-                request_time: now,
-                response_time: now,
-                date: now,
-                age: 0,
-            },
-            freshness: Freshness {
-                lifetime: 60_000,
-                stale_while_revalidate: 0,
-                stale_if_error: 0,
-                always_revalidate: false,
-                forbids_stale: false,
-            },
-            etag: None,
-            last_modified: None,
-            h1_fields: bytes::Bytes::new(),
-            content_length: Some(5),
-            slice_size: 0,
-            slice_set: 0,
-        };
+        meta.timing.request_time = now;
+        meta.timing.response_time = now;
+        meta.timing.date = now;
+        meta.freshness.lifetime = 60_000;
+        meta.content_length = Some(5);
         proxy.store.insert(
             key,
             Object::complete(meta, bytes::Bytes::from_static(b"raced")),
@@ -1248,14 +1224,7 @@ mod tests {
             }
             let (head, ()) = head.body(()).unwrap().into_parts();
             let request_cc = CacheControl::parse(&head.headers);
-            let request = ClientRequest {
-                head,
-                body: RequestBody::empty(),
-                has_body: false,
-                client: SocketAddr::from(([127, 0, 0, 1], 1)),
-                tls: false,
-            };
-            (request, request_cc)
+            (client_request(head), request_cc)
         };
 
         let (raced, request_cc) = request(None);

@@ -156,11 +156,11 @@ impl SlicedBody {
     async fn slice(self: &Arc<Self>, index: u64) -> Result<Arc<Object>, BodyError> {
         let proxy = &self.proxy;
         let key = self.slice_key(index);
-        if let Some(object) = proxy
-            .store
-            .lookup(key)
-            .and_then(|entry| entry.variants.first().cloned())
-        {
+        let stored = || {
+            let entry = proxy.store.lookup(key)?;
+            entry.variants.first().cloned()
+        };
+        if let Some(object) = stored() {
             proxy.offer_to_disk(key, &object);
             return Ok(object);
         }
@@ -169,7 +169,7 @@ impl SlicedBody {
                 return Ok(object);
             }
         }
-        match proxy.collapser.join(key) {
+        match proxy.collapser.join_unless(key, stored) {
             Role::Leader(guard) => {
                 let (reply, answer) = oneshot::channel();
                 tokio::spawn(fetch_slices(Arc::clone(self), index, guard, Some(reply)));

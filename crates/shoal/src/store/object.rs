@@ -522,10 +522,9 @@ impl BodyReader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(crate) fn meta() -> ObjectMeta {
+impl ObjectMeta {
+    /// A plain 200 without header fields, stale at once (lifetime 0), for tests.
+    pub(crate) fn for_tests() -> ObjectMeta {
         let freshness = Freshness {
             lifetime: 0,
             stale_while_revalidate: 0,
@@ -553,6 +552,11 @@ mod tests {
             slice_set: 0,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     async fn read_all(mut reader: BodyReader) -> Result<Vec<u8>, Truncated> {
         let mut out = Vec::new();
@@ -564,7 +568,7 @@ mod tests {
 
     #[tokio::test]
     async fn readers_follow_a_growing_body() {
-        let object = Object::filling(meta());
+        let object = Object::filling(ObjectMeta::for_tests());
         let reader = tokio::spawn(read_all(object.reader(0, None)));
         let ranged = tokio::spawn(read_all(object.reader(3, Some(7))));
         for part in [&b"abcd"[..], b"efgh", b"ij"] {
@@ -583,7 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn pass_through_drops_what_was_read_and_cuts_off_laggards() {
-        let object = Object::filling(meta());
+        let object = Object::filling(ObjectMeta::for_tests());
         let mut fast = object.reader(0, None);
         let mut slow = object.reader(0, None);
         for _ in 0..4 {
@@ -601,7 +605,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_aborted_body_reports_truncation() {
-        let object = Object::filling(meta());
+        let object = Object::filling(ObjectMeta::for_tests());
         object.append(b"abc", None);
         let reader = tokio::spawn(read_all(object.reader(0, None)));
         tokio::task::yield_now().await;

@@ -152,7 +152,8 @@ impl Upstream {
     /// attempt may set its `Host` for the host it contacts. A host that refuses the connection
     /// got nothing, so the next one is tried; timeouts, broken connections and the configured
     /// 5xx statuses are retried on the next host only for idempotent requests; all within
-    /// `retries.tries` and `retries.deadline`. A request body that an attempt started to send is never resent.
+    /// `retries.tries` and `retries.deadline`. A request body that an attempt started to send
+    /// is never resent.
     /// With `fallthrough_404`, a 404 is tried on the next host too (every host of the pool
     /// gets a chance), and only the last 404 is returned.
     pub async fn send(

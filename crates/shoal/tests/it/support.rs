@@ -97,10 +97,14 @@ pub struct Origin {
 
 impl Origin {
     pub async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
-        // Never a port another test had: a stopped origin's address stays dead.
+        // Never a port another test had: a stopped origin's address stays dead. A port that
+        // something outside the tests took since `free_port` looked gives way to the next.
+        let mut tries = 0..100;
         let listener = loop {
-            if let Ok(listener) = TcpListener::bind(crate::process::free_port()).await {
-                break listener;
+            match TcpListener::bind(crate::process::free_port()).await {
+                Ok(listener) => break listener,
+                Err(error) if tries.next().is_none() => panic!("no port for an origin: {error}"),
+                Err(_) => {}
             }
         };
         let address = listener.local_addr().unwrap();
