@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::http1::idle::IdleTicks;
 use super::http1::{self, Settings};
 use super::stream::ClientStream;
 use super::{Counter, Proxy};
@@ -93,11 +94,13 @@ fn bind_one(address: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
 /// serving the connections that are open until the process ends.
 pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
     let mut tasks = Vec::new();
+    let ticks = IdleTicks::start();
     for listener in listeners.listeners {
         tasks.push(tokio::spawn(accept_loop(
             listener.socket,
             listener.tls,
             Arc::clone(&proxy),
+            Arc::clone(&ticks),
         )));
     }
     for task in tasks {
@@ -108,7 +111,12 @@ pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
     std::future::pending::<()>().await;
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc<Proxy>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    ticks: Arc<IdleTicks>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -117,13 +125,13 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc
                 // when the socket closes), then stop accepting.
                 use futures_util::FutureExt;
                 while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
-                    start(stream, peer, tls.as_ref(), &proxy);
+                    start(stream, peer, tls.as_ref(), &proxy, &ticks);
                 }
                 return;
             }
         };
         match accepted {
-            Ok((stream, peer)) => start(stream, peer, tls.as_ref(), &proxy),
+            Ok((stream, peer)) => start(stream, peer, tls.as_ref(), &proxy, &ticks),
             Err(error) => {
                 // Out of file descriptors and similar: wait a moment rather than spin.
                 tracing::warn!(%error, "accept failed");
@@ -136,7 +144,13 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, proxy: Arc
 /// Serves an accepted connection in a task of its own, unless the node is at
 /// `server.max_connections`. The connection keeps the limits and timeouts in force when it was
 /// accepted.
-fn start(stream: TcpStream, peer: SocketAddr, tls: Option<&TlsAcceptor>, proxy: &Arc<Proxy>) {
+fn start(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&TlsAcceptor>,
+    proxy: &Arc<Proxy>,
+    ticks: &Arc<IdleTicks>,
+) {
     let metrics = Arc::clone(&proxy.metrics);
     let live = proxy.live();
     let settings: Settings = live.connection;
@@ -155,6 +169,7 @@ fn start(stream: TcpStream, peer: SocketAddr, tls: Option<&TlsAcceptor>, proxy: 
     metrics.add(Counter::Connections, 1);
     metrics.add(Counter::OpenConnections, 1);
     let proxy = Arc::clone(proxy);
+    let ticks = Arc::clone(ticks);
     let tls = tls.cloned();
     tokio::spawn(async move {
         if cfg!(not(target_os = "linux")) {
@@ -163,11 +178,11 @@ fn start(stream: TcpStream, peer: SocketAddr, tls: Option<&TlsAcceptor>, proxy: 
         match tls {
             None => {
                 let stream = ClientStream::Plain(stream);
-                http1::serve_connection(stream, peer, proxy, settings).await;
+                http1::serve_connection(stream, peer, proxy, ticks, settings).await;
             }
             Some(acceptor) => {
                 // Boxed: only TLS connections carry the handshake's state.
-                Box::pin(serve_tls(stream, peer, acceptor, proxy, settings)).await;
+                Box::pin(serve_tls(stream, peer, acceptor, proxy, ticks, settings)).await;
             }
         }
         metrics.decrement(Counter::OpenConnections);
@@ -182,6 +197,7 @@ async fn serve_tls(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
+    ticks: Arc<IdleTicks>,
     settings: Settings,
 ) {
     let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await;
@@ -203,7 +219,7 @@ async fn serve_tls(
     if h2 {
         super::h2::serve(stream, bytes::Bytes::new(), peer, proxy).await;
     } else {
-        http1::serve_connection(stream, peer, proxy, settings).await;
+        http1::serve_connection(stream, peer, proxy, ticks, settings).await;
     }
 }
 

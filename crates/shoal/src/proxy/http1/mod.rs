@@ -4,12 +4,13 @@
 //!
 //! Written by hand on `httparse` rather than with hyper's server because of memory per idle
 //! connection: an idle connection here holds no buffer at all (its buffers are released once
-//! the socket has had nothing to read for `BUFFERS_KEPT_FOR`), where hyper keeps two 8 KiB
+//! the socket has had nothing to read for a tick or two of [`idle::IdleTicks`]), where hyper keeps two 8 KiB
 //! buffers per connection, which puts 10,000 idle keep-alive connections over the 100 MiB
 //! budget. It also gives one place to enforce the anti-smuggling rules (`parse`). Cleartext
 //! HTTP/2 connections are recognized by their preface and handed to hyper's HTTP/2 server
 //! (`super::h2`).
 
+pub(crate) mod idle;
 pub mod parse;
 pub(crate) mod write;
 
@@ -25,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use self::idle::IdleTicks;
 use self::parse::{ChunkedDecoder, Decoded, Framing, Head, Limits, ParseError, H2_PREFACE};
 use self::write::{chunk_size_line, write_head, BodyFraming, WriteContext};
 use super::{error_response, ClientRequest, Proxy, ProxyError, ProxyResponse};
@@ -100,8 +102,6 @@ impl LoggedRequest {
     }
 }
 
-/// How long a connection keeps its buffers after a response while it waits for the next request.
-const BUFFERS_KEPT_FOR: Duration = Duration::from_millis(50);
 /// How long an idle connection stays open once the node is shutting down.
 const DRAIN_IDLE_LINGER: Duration = Duration::from_millis(1000);
 /// Most body bytes gathered for one vectored write.
@@ -174,12 +174,14 @@ pub async fn serve_connection(
     stream: ClientStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
+    idle_ticks: Arc<IdleTicks>,
     settings: Settings,
 ) {
     let connection = Connection {
         stream,
         peer,
         proxy: Arc::clone(&proxy),
+        idle_ticks,
         settings,
         input: BytesMut::new(),
         output: Vec::new(),
@@ -194,6 +196,8 @@ struct Connection {
     stream: ClientStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
+    /// When to release the buffers of a connection waiting for its next request.
+    idle_ticks: Arc<IdleTicks>,
     settings: Settings,
     input: BytesMut,
     output: Vec<u8>,
@@ -294,10 +298,12 @@ impl Connection {
                 // little with the buffers kept, rather than free and allocate them again for
                 // every request.
                 if self.input.capacity() > 0 && !self.proxy.is_draining() {
-                    match tokio::time::timeout(BUFFERS_KEPT_FOR, self.stream.readable()).await {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(_)) => return Err(ConnectionError::Io),
-                        Err(_) => {}
+                    tokio::select! {
+                        readable = self.stream.readable() => match readable {
+                            Ok(()) => continue,
+                            Err(_) => return Err(ConnectionError::Io),
+                        },
+                        () = self.idle_ticks.two_ticks() => {}
                     }
                 }
                 self.input = BytesMut::new();
@@ -731,7 +737,8 @@ mod tests {
         let settings = Settings::from_config(&config.server);
         let proxy = Proxy::new(Arc::new(config), 1).unwrap();
         let stream = ClientStream::Plain(stream);
-        let size = std::mem::size_of_val(&serve_connection(stream, peer, proxy, settings));
+        let ticks = IdleTicks::start();
+        let size = std::mem::size_of_val(&serve_connection(stream, peer, proxy, ticks, settings));
         drop(client);
         // 1,128 bytes when this test was written.
         assert!(size <= 1280, "the connection future is {size} bytes");
