@@ -4,11 +4,11 @@
 //!
 //! Written by hand on `httparse` rather than with hyper's server because of memory per idle
 //! connection: an idle connection here holds no buffer at all (its buffers are released once
-//! the socket has had nothing to read for a tick or two of [`idle::IdleTicks`]), where hyper keeps two 8 KiB
-//! buffers per connection, which puts 10,000 idle keep-alive connections over the 100 MiB
-//! budget. It also gives one place to enforce the anti-smuggling rules (`parse`). Cleartext
-//! HTTP/2 connections are recognized by their preface and handed to hyper's HTTP/2 server
-//! (`super::h2`).
+//! the socket has had nothing to read for a tick or two of `idle::IdleTicks`), where hyper
+//! keeps two 8 KiB buffers per connection, which puts 10,000 idle keep-alive connections over
+//! the 100 MiB budget. It also gives one place to enforce the anti-smuggling rules (`parse`).
+//! Cleartext HTTP/2 connections are recognized by their preface and handed to hyper's HTTP/2
+//! server (`super::h2`).
 
 pub(crate) mod idle;
 pub mod parse;
