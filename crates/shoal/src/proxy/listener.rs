@@ -100,7 +100,7 @@ pub async fn serve(listeners: Listeners, proxy: Arc<Proxy>) {
             listener.socket,
             listener.tls,
             Arc::clone(&proxy),
-            Arc::clone(&ticks),
+            ticks.clone(),
         )));
     }
     for task in tasks {
@@ -115,7 +115,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
-    ticks: Arc<IdleTicks>,
+    ticks: IdleTicks,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -149,7 +149,7 @@ fn start(
     peer: SocketAddr,
     tls: Option<&TlsAcceptor>,
     proxy: &Arc<Proxy>,
-    ticks: &Arc<IdleTicks>,
+    ticks: &IdleTicks,
 ) {
     let metrics = Arc::clone(&proxy.metrics);
     let live = proxy.live();
@@ -169,7 +169,7 @@ fn start(
     metrics.add(Counter::Connections, 1);
     metrics.add(Counter::OpenConnections, 1);
     let proxy = Arc::clone(proxy);
-    let ticks = Arc::clone(ticks);
+    let ticks = ticks.clone();
     let tls = tls.cloned();
     tokio::spawn(async move {
         if cfg!(not(target_os = "linux")) {
@@ -197,7 +197,7 @@ async fn serve_tls(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
-    ticks: Arc<IdleTicks>,
+    ticks: IdleTicks,
     settings: Settings,
 ) {
     let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await;

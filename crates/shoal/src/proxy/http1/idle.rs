@@ -4,7 +4,7 @@
 //! that moment with a timer of its own costs more than the timer: tokio wakes its driver
 //! whenever a timer is registered that is due before the driver's next planned wake, and a
 //! short timer registered after every response nearly always is. The driver's wake is a write
-//! to an eventfd and another `epoll_wait`, about half a wake per request on a quiet node. A
+//! to an eventfd and another `epoll_wait`, about once per request on a quiet node. A
 //! single task ticking for all of them instead keeps its own timer due first, so the
 //! connections' waits register no timer, and the other timers of a request (origin first
 //! byte, keep-alive) are later than the tick and wake nothing either.
@@ -19,17 +19,19 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// Ticks for the connections of one runtime (a worker thread has one of its own: tokio's timer
 /// driver, the one to keep from waking, is per runtime, and a wake from another runtime's
-/// ticker would cost the same eventfd write). The ticking task ends once the ticks are dropped.
+/// ticker would cost the same eventfd write). Clones share the clock; the ticking task ends
+/// once the last clone is dropped.
+#[derive(Clone)]
 pub struct IdleTicks {
     notify: Arc<Notify>,
 }
 
 impl IdleTicks {
     /// Starts ticking on the current runtime.
-    pub fn start() -> Arc<IdleTicks> {
+    pub fn start() -> IdleTicks {
         let notify = Arc::new(Notify::new());
         tokio::spawn(tick(Arc::downgrade(&notify)));
-        Arc::new(IdleTicks { notify })
+        IdleTicks { notify }
     }
 
     /// Completes at the second tick from now: after one to two ticks. The caller races it

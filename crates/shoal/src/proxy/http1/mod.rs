@@ -174,7 +174,7 @@ pub async fn serve_connection(
     stream: ClientStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    idle_ticks: Arc<IdleTicks>,
+    idle_ticks: IdleTicks,
     settings: Settings,
 ) {
     let connection = Connection {
@@ -197,7 +197,7 @@ struct Connection {
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     /// When to release the buffers of a connection waiting for its next request.
-    idle_ticks: Arc<IdleTicks>,
+    idle_ticks: IdleTicks,
     settings: Settings,
     input: BytesMut,
     output: Vec<u8>,
@@ -299,6 +299,7 @@ impl Connection {
                 // every request.
                 if self.input.capacity() > 0 && !self.proxy.is_draining() {
                     tokio::select! {
+                        biased;
                         readable = self.stream.readable() => match readable {
                             Ok(()) => continue,
                             Err(_) => return Err(ConnectionError::Io),
