@@ -43,7 +43,7 @@ pub struct Entry {
     /// Time from the request head to the end of the response, in microseconds.
     pub micros: u64,
     /// The upstream host (`host:port`) that answered this request's origin fetch, if any.
-    pub upstream: Option<String>,
+    pub upstream: Option<std::sync::Arc<str>>,
     /// That fetch's time from sending the request to the response head, in microseconds.
     pub origin_micros: Option<u64>,
     /// `User-Agent`, for the combined format.
@@ -271,7 +271,7 @@ pub fn format_entry(out: &mut String, entry: &Entry, format: LogFormat) {
                 "bytes": entry.bytes,
                 "cache": entry.cache.as_str(),
                 "duration_ms": entry.micros as f64 / 1000.0,
-                "upstream": entry.upstream,
+                "upstream": entry.upstream.as_deref(),
                 "origin_ms": entry.origin_micros.map(|micros| micros as f64 / 1000.0),
                 "country": entry.country,
                 "asn": entry.asn,

@@ -5,13 +5,12 @@
 //! that requests for them skip the table instead of queueing behind fetches that are never
 //! shared.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::CacheKey;
+use super::{CacheKey, KeyMap};
 use crate::store::Object;
 
 /// What followers of a fetch learn once its response head arrives.
@@ -34,8 +33,8 @@ struct Flight {
 /// The in-flight table.
 #[derive(Default)]
 pub struct Collapser {
-    flights: Mutex<HashMap<CacheKey, Arc<Flight>>>,
-    uncacheable: Mutex<HashMap<CacheKey, Instant>>,
+    flights: Mutex<KeyMap<Arc<Flight>>>,
+    uncacheable: Mutex<KeyMap<Instant>>,
 }
 
 /// The role a request gets for its key.

@@ -50,8 +50,8 @@ impl CacheControl {
             let Ok(text) = value.to_str() else {
                 continue;
             };
-            for (name, argument) in split_directives(text) {
-                directives.apply(&name, argument);
+            for (name, argument) in directives_of(text) {
+                directives.apply(name, argument);
             }
         }
         if !seen_any {
@@ -66,6 +66,15 @@ impl CacheControl {
     }
 
     fn apply(&mut self, name: &str, argument: Option<&str>) {
+        // Names are case-insensitive. Lowercased on the stack: the directives acted on are all
+        // short, and a message's `Cache-Control` is parsed on every request and every miss.
+        let mut lowercase = [0u8; 24];
+        let Some(folded) = lowercase.get_mut(..name.len()) else {
+            return;
+        };
+        folded.copy_from_slice(name.as_bytes());
+        folded.make_ascii_lowercase();
+        let name = std::str::from_utf8(folded).unwrap_or_default();
         let seconds = || {
             argument
                 .map(parse_delta_seconds)
@@ -123,18 +132,21 @@ impl CacheControl {
     }
 }
 
-/// Splits `a, b=1, c="x, y"` into lowercase names and unquoted arguments.
-fn split_directives(text: &str) -> Vec<(String, Option<&str>)> {
-    let mut directives = Vec::new();
+/// The directives of `a, B=1, c="x, y"`: names as written and unquoted arguments, without
+/// allocating.
+fn directives_of(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
     let mut rest = text;
-    while !rest.is_empty() {
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
         let (item, remainder) = next_item(rest);
         rest = remainder;
         let item = item.trim();
         if item.is_empty() {
             continue;
         }
-        let (name, argument) = match item.split_once('=') {
+        return Some(match item.split_once('=') {
             Some((name, argument)) => {
                 let argument = argument.trim();
                 let argument = argument
@@ -144,10 +156,8 @@ fn split_directives(text: &str) -> Vec<(String, Option<&str>)> {
                 (name.trim(), Some(argument))
             }
             None => (item, None),
-        };
-        directives.push((name.to_ascii_lowercase(), argument));
-    }
-    directives
+        });
+    })
 }
 
 /// The text up to the next comma that is not inside a quoted string, and the rest after it.
@@ -210,6 +220,14 @@ mod tests {
             parse(&["max-age=99999999999999999999"]).max_age,
             Some(1 << 31)
         );
+    }
+
+    #[test]
+    fn unknown_and_overlong_names_are_skipped() {
+        let cc = parse(&["x-an-extension-longer-than-any-known=1, PUBLIC, Max-Age=5"]);
+        assert!(cc.public);
+        assert_eq!(cc.max_age, Some(5));
+        assert_eq!(cc, parse(&["public, max-age=5"]));
     }
 
     #[test]

@@ -8,6 +8,11 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::config::{CacheConfig, QueryKey};
 
+/// A map keyed by cache keys. The keys are already hashes, so the default SipHash (about 160
+/// instructions a lookup, several lookups per request) buys nothing; foldhash's seeded folded
+/// multiply still keeps the buckets unpredictable to whoever picks the URLs.
+pub type KeyMap<V> = std::collections::HashMap<CacheKey, V, foldhash::fast::RandomState>;
+
 /// The identity of a cached resource: a 128-bit hash of its normalized URL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey(pub u128);

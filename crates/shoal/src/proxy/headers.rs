@@ -9,6 +9,7 @@ use http::header::{
     PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use http::HeaderMap;
+use smallvec::SmallVec;
 
 use crate::config::{HostHeader, OriginConfig};
 
@@ -43,7 +44,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     // The options named in `Connection` (cloning a value is a reference count).
-    let named: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+    let named: SmallVec<[HeaderValue; 2]> = headers.get_all(CONNECTION).iter().cloned().collect();
     for value in &named {
         for option in value.as_bytes().split(|&byte| byte == b',') {
             if let Ok(option) = std::str::from_utf8(option.trim_ascii()) {
@@ -60,7 +61,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends the text of `ip` to `out` (IPv4 without the formatting machinery: this runs for
 /// every request that goes to an origin).
-fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+fn push_ip(out: &mut FieldText, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
             for (index, octet) in v4.octets().iter().enumerate() {
@@ -74,6 +75,9 @@ fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     }
 }
 
+/// The text of a field value being built: on the stack unless it is unusually long.
+type FieldText = SmallVec<[u8; 128]>;
+
 /// Rewrites a client's request headers for the origin.
 pub fn forward_request(
     headers: &mut HeaderMap,
@@ -84,6 +88,8 @@ pub fn forward_request(
     config: &OriginConfig,
 ) {
     remove_hop_by_hop(headers);
+    // Room for the fields added below at once, rather than growing the map for each.
+    headers.reserve(5);
     match &config.host_header {
         HostHeader::Preserve => {
             let present = headers
@@ -105,10 +111,8 @@ pub fn forward_request(
     }
     headers.append(VIA, via.clone());
     let ip = client.ip();
-    // One buffer for both fields' text, allocated only when one of them is on.
-    let mut text = Vec::new();
+    let mut text = FieldText::new();
     if config.x_forwarded_for {
-        text.reserve(96);
         if let Some(previous) = headers.get(&X_FORWARDED_FOR) {
             text.extend_from_slice(previous.as_bytes());
             text.extend_from_slice(b", ");
@@ -126,7 +130,6 @@ pub fn forward_request(
     }
     if config.forwarded {
         text.clear();
-        text.reserve(96);
         text.extend_from_slice(b"for=");
         if ip.is_ipv6() {
             text.extend_from_slice(b"\"[");

@@ -332,7 +332,7 @@ impl Proxy {
         head: &mut http::request::Parts,
         body: RequestBody,
         shared: bool,
-    ) -> Result<http::Response<crate::upstream::OriginBody>, UpstreamError> {
+    ) -> Result<(http::Response<crate::upstream::OriginBody>, Trace), UpstreamError> {
         let live = self.generation();
         let from_peer = head.headers.remove(PEER_HEADER).is_some();
         if let (Some(cluster), true, false) = (live.cluster(), shared, from_peer) {
@@ -348,11 +348,11 @@ impl Proxy {
                     .await;
                 head.headers.remove(PEER_HEADER);
                 match sent {
-                    Ok(mut response) => {
+                    Ok((mut response, trace)) => {
                         if let Some(name) = &live.status_header {
                             response.headers_mut().remove(name);
                         }
-                        return Ok(response);
+                        return Ok((response, trace));
                     }
                     Err(error) => {
                         // The owner is down: the next peer in the key's order owns it now.
@@ -849,7 +849,7 @@ impl Proxy {
                     drop(response);
                     return self.pass(request).await;
                 }
-                Ok(self.relay(response, &request, CacheStatus::Pass))
+                Ok(self.relay(response, None, &request, CacheStatus::Pass))
             }
             FetchResult::Failed(error) => match stale {
                 Some(stale) if stale.usable_on_error => Ok(self
@@ -911,8 +911,8 @@ impl Proxy {
         self.forward_headers(&mut forwarded, client, tls);
         self.metrics.add(Counter::OriginRequests, 1);
         let key = self.key_of(scheme(tls), request_host(&head), target(&head));
-        let response = match self.forward(key, &mut forwarded, body, false).await {
-            Ok(response) => response,
+        let (response, trace) = match self.forward(key, &mut forwarded, body, false).await {
+            Ok(answer) => answer,
             Err(error) => {
                 self.metrics.origin_failure(&error);
                 return Err(error.into());
@@ -931,7 +931,7 @@ impl Proxy {
             client,
             tls,
         };
-        Ok(self.relay(response, &view, status))
+        Ok(self.relay(response, Some(trace), &view, status))
     }
 
     /// RFC 9111 §4.4: a successful unsafe request invalidates the target URI and the
@@ -958,7 +958,18 @@ impl Proxy {
 
     /// Rewrites a request head for the origin.
     fn forward_headers(&self, head: &mut http::request::Parts, client: SocketAddr, tls: bool) {
-        let host = request_host(head).to_owned();
+        // Handles on the host's text (reference counts, not a copy): the fields it may come
+        // from are rewritten below.
+        let authority = head.uri.authority().cloned();
+        let host_field = match authority {
+            Some(_) => None,
+            None => head.headers.get(HOST).cloned(),
+        };
+        let host = match (&authority, &host_field) {
+            (Some(authority), _) => authority.as_str(),
+            (None, Some(field)) => field.to_str().unwrap_or(""),
+            (None, None) => "",
+        };
         let live = self.live();
         let via = match head.version {
             http::Version::HTTP_10 => &live.via_http10,
@@ -968,7 +979,7 @@ impl Proxy {
         headers::forward_request(
             &mut head.headers,
             client,
-            (!host.is_empty()).then_some(host.as_str()),
+            (!host.is_empty()).then_some(host),
             via,
             scheme(tls),
             &live.config.origin,
@@ -986,11 +997,11 @@ impl Proxy {
     fn relay(
         &self,
         response: http::Response<crate::upstream::OriginBody>,
+        origin: Option<Trace>,
         request: &ClientRequest,
         cache_status: CacheStatus,
     ) -> ProxyResponse {
         let (mut parts, incoming) = response.into_parts();
-        let origin = parts.extensions.remove::<Trace>().map(Box::new);
         let length = parts
             .headers
             .get(http::header::CONTENT_LENGTH)

@@ -95,9 +95,8 @@ pub struct ProxyResponse {
     pub body: ResponseBody,
     /// Close the connection after this response (errors, truncated framing).
     pub close: bool,
-    /// The upstream host that answered this request's origin fetch, if there was one (boxed:
-    /// most responses have none, and every request's future holds one of these).
-    pub origin: Option<Box<Trace>>,
+    /// The upstream host that answered this request's origin fetch, if there was one.
+    pub origin: Option<Trace>,
 }
 
 /// Header fields of a response.

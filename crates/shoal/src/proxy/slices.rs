@@ -291,7 +291,7 @@ async fn fetch_slices(
         )
         .await
     {
-        Ok(response) => response,
+        Ok((response, _trace)) => response,
         Err(error) => {
             proxy.metrics.origin_failure(&error);
             return fail(

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::cache::CacheKey;
+use crate::cache::{CacheKey, KeyMap};
 
 /// URLs counted per worker.
 const CAPACITY: usize = 256;
@@ -42,7 +42,7 @@ pub struct TopUrls {
 
 #[derive(Default)]
 struct Table {
-    entries: HashMap<CacheKey, Counted>,
+    entries: KeyMap<Counted>,
     misses: u32,
 }
 

@@ -41,7 +41,8 @@ pub struct S3Fifo<T> {
     small_bytes: u64,
     main_bytes: u64,
     ghost: VecDeque<u64>,
-    ghost_ids: HashSet<u64>,
+    /// Ids are hashes already: the cheap seeded hasher of `cache::KeyMap`, not SipHash.
+    ghost_ids: HashSet<u64, foldhash::fast::RandomState>,
 }
 
 impl<T: Resident> S3Fifo<T> {
@@ -54,7 +55,7 @@ impl<T: Resident> S3Fifo<T> {
             small_bytes: 0,
             main_bytes: 0,
             ghost: VecDeque::new(),
-            ghost_ids: HashSet::new(),
+            ghost_ids: HashSet::default(),
         }
     }
 

@@ -1,18 +1,17 @@
 //! The RAM tier: a sharded hash map for lookups and S3-FIFO for eviction by bytes. A lookup
 //! takes one shard's read lock and bumps an atomic counter; only inserts take the policy lock.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::{touch, Entry, Object, S3Fifo, Store, StoreStats, MAX_VARIANTS};
-use crate::cache::CacheKey;
+use crate::cache::{CacheKey, KeyMap};
 
 const SHARDS: usize = 64;
 
 /// Objects in memory, bounded by bytes.
 pub struct MemoryStore {
-    shards: Vec<RwLock<HashMap<CacheKey, Arc<Entry>>>>,
+    shards: Vec<RwLock<KeyMap<Arc<Entry>>>>,
     policy: Mutex<S3Fifo<Entry>>,
     evictions: AtomicU64,
 }
@@ -21,13 +20,15 @@ impl MemoryStore {
     /// A store holding at most `capacity` bytes.
     pub fn new(capacity: u64) -> MemoryStore {
         MemoryStore {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(KeyMap::default()))
+                .collect(),
             policy: Mutex::new(S3Fifo::new(capacity)),
             evictions: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, key: CacheKey) -> &RwLock<HashMap<CacheKey, Arc<Entry>>> {
+    fn shard(&self, key: CacheKey) -> &RwLock<KeyMap<Arc<Entry>>> {
         &self.shards[(key.0 >> 64) as usize % SHARDS]
     }
 

@@ -52,7 +52,12 @@ pub struct ObjectMeta {
 impl ObjectMeta {
     /// Serializes `headers` for [`ObjectMeta::h1_fields`].
     pub fn serialize_fields(headers: &HeaderMap) -> Bytes {
-        let mut block = Vec::with_capacity(headers.len() * 32);
+        // Sized exactly: one allocation, which `Bytes` then takes over as it is.
+        let size = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        let mut block = Vec::with_capacity(size);
         for (name, value) in headers {
             block.extend_from_slice(name.as_str().as_bytes());
             block.extend_from_slice(b": ");
@@ -79,9 +84,8 @@ struct Body {
     staging: BytesMut,
     /// Bytes allocated for the body, for the RAM budget.
     allocated: u64,
-    chunks: VecDeque<Bytes>,
-    /// Offset of the first byte of each chunk, for range reads.
-    offsets: VecDeque<u64>,
+    /// The body's pieces, each with the offset of its first byte (for range reads).
+    chunks: VecDeque<(u64, Bytes)>,
     /// Bytes before this offset were dropped after every reader had them (pass-through).
     released: u64,
     /// The readers that attached while the body was filling, for [`Object::release_read`].
@@ -131,7 +135,6 @@ impl Object {
                 staging: BytesMut::new(),
                 allocated: 0,
                 chunks: VecDeque::new(),
-                offsets: VecDeque::new(),
                 released: 0,
                 readers: Vec::new(),
                 length: 0,
@@ -163,8 +166,7 @@ impl Object {
             state.allocated = length;
             state.length = length;
             if !body.is_empty() {
-                state.offsets.push_back(0);
-                state.chunks.push_back(body);
+                state.chunks.push_back((0, body));
             }
             state.state = FillState::Complete;
         }
@@ -175,7 +177,7 @@ impl Object {
     pub fn complete_body(&self) -> Option<Vec<Bytes>> {
         let body = self.read_body();
         (body.state == FillState::Complete && body.released == 0)
-            .then(|| body.chunks.iter().cloned().collect())
+            .then(|| body.chunks.iter().map(|(_, chunk)| chunk.clone()).collect())
     }
 
     /// Claims the object's write to disk: true for the first caller only.
@@ -273,8 +275,12 @@ impl Object {
                 let chunk = body.staging.split().freeze();
                 let offset = body.length;
                 body.length += chunk.len() as u64;
-                body.offsets.push_back(offset);
-                body.chunks.push_back(chunk);
+                if body.chunks.capacity() == 0 {
+                    // Most small bodies arrive in one piece: room for exactly one, so that
+                    // the shrink at the end has nothing to reallocate.
+                    body.chunks.reserve_exact(1);
+                }
+                body.chunks.push_back((offset, chunk));
             }
         }
         self.progress.send_modify(|generation| *generation += 1);
@@ -296,7 +302,6 @@ impl Object {
             if body.state == FillState::Filling {
                 body.state = state;
                 body.chunks.shrink_to_fit();
-                body.offsets.shrink_to_fit();
                 // Drop the handle on the last buffer's unused tail; the chunks keep what is used.
                 body.staging = BytesMut::new();
             }
@@ -375,12 +380,11 @@ impl Object {
                 }
                 lowest = lowest.min(position);
             }
-            while let (Some(&offset), Some(chunk)) = (body.offsets.front(), body.chunks.front()) {
+            while let Some((offset, chunk)) = body.chunks.front() {
                 let chunk_end = offset + chunk.len() as u64;
                 if chunk_end > lowest {
                     break;
                 }
-                body.offsets.pop_front();
                 body.chunks.pop_front();
                 body.released = chunk_end;
             }
@@ -427,14 +431,17 @@ struct ReaderSlot {
 
 /// The part of the chunk holding `position`, cut at `end`.
 fn slice_at(body: &Body, position: u64, end: u64) -> Option<Bytes> {
-    let index = match body.offsets.binary_search(&position) {
+    let index = match body
+        .chunks
+        .binary_search_by_key(&position, |(offset, _)| *offset)
+    {
         Ok(index) => index,
         Err(0) => return None,
         Err(index) => index - 1,
     };
-    let chunk = &body.chunks[index];
-    let from = (position - body.offsets[index]) as usize;
-    let to = (end.min(body.offsets[index] + chunk.len() as u64) - body.offsets[index]) as usize;
+    let (offset, chunk) = &body.chunks[index];
+    let from = (position - offset) as usize;
+    let to = (end.min(offset + chunk.len() as u64) - offset) as usize;
     (from < to).then(|| chunk.slice(from..to))
 }
 

@@ -11,6 +11,7 @@ pub mod pool;
 pub mod route;
 pub mod select;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Response;
@@ -65,12 +66,12 @@ pub enum UpstreamError {
     },
 }
 
-/// Which host answered and how fast: put in the extensions of every response `Upstream`
-/// returns, for the access log.
+/// Which host answered and how fast: returned with every response `Upstream` gets, for the
+/// access log.
 #[derive(Clone, Debug)]
 pub struct Trace {
-    /// The host's `host:port`.
-    pub host: String,
+    /// The host's `host:port` (shared with the pool's host: no copy per response).
+    pub host: Arc<str>,
     /// From sending the request to its response head.
     pub first_byte: Duration,
 }
@@ -163,7 +164,7 @@ impl Upstream {
         head: &mut http::request::Parts,
         body: RequestBody,
         fallthrough_404: bool,
-    ) -> Result<Response<OriginBody>, UpstreamError> {
+    ) -> Result<(Response<OriginBody>, Trace), UpstreamError> {
         self.send_with(pool, head, body, fallthrough_404, |tried, now| {
             pool.pick(key, tried, now)
         })
@@ -177,7 +178,7 @@ impl Upstream {
         index: usize,
         head: &mut http::request::Parts,
         body: RequestBody,
-    ) -> Result<Response<OriginBody>, UpstreamError> {
+    ) -> Result<(Response<OriginBody>, Trace), UpstreamError> {
         self.send_with(pool, head, body, false, |tried, _| {
             tried.is_empty().then_some(index)
         })
@@ -193,10 +194,10 @@ impl Upstream {
         body: RequestBody,
         fallthrough_404: bool,
         pick: impl Fn(&[usize], u64) -> Option<usize>,
-    ) -> Result<Response<OriginBody>, UpstreamError> {
+    ) -> Result<(Response<OriginBody>, Trace), UpstreamError> {
         let idempotent = parts.method.is_idempotent();
         let started = Instant::now();
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
         let mut last_error = None;
         let mut last_response = None;
         let tries = match fallthrough_404 {
@@ -245,13 +246,13 @@ impl Upstream {
                         break;
                     }
                 }
-                Ok(Ok(mut response)) => {
+                Ok(Ok(response)) => {
                     let first_byte = sent.elapsed();
                     pool.first_byte.observe(first_byte);
-                    response.extensions_mut().insert(Trace {
-                        host: origin(),
+                    let trace = Trace {
+                        host: host.label.clone(),
                         first_byte,
-                    });
+                    };
                     let status = response.status();
                     if status.is_server_error() {
                         pool.failed(index, now_millis());
@@ -263,10 +264,10 @@ impl Upstream {
                         && (self.retries.on_status.contains(&status.as_u16())
                             || (fallthrough_404 && status == http::StatusCode::NOT_FOUND));
                     if !retried {
-                        return Ok(response);
+                        return Ok((response, trace));
                     }
                     tracing::debug!(pool = %pool.name, host = %host.url.authority, %status, "trying the next host");
-                    last_response = Some(response);
+                    last_response = Some((response, trace));
                 }
                 Ok(Err(ClientError::Connect(reason))) => {
                     pool.failed(index, now_millis());

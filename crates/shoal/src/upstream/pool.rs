@@ -3,7 +3,7 @@
 //! the pool's picker.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::select::{Candidate, Selector};
 use crate::cache::CacheKey;
@@ -56,6 +56,8 @@ const MAX_EJECTION_MILLIS: u64 = 60_000;
 pub struct Host {
     /// Where it is.
     pub url: OriginUrl,
+    /// `url`'s `host:port`, shared by every response's [`super::Trace`].
+    pub label: Arc<str>,
     /// Its relative share.
     pub weight: u32,
     /// Most requests in flight to it; 0 for no limit.
@@ -76,6 +78,7 @@ impl Host {
     fn new(url: OriginUrl, weight: u32, max_connections: u32) -> Host {
         Host {
             id: xxhash_rust::xxh3::xxh3_64(url.authority.as_bytes()),
+            label: Arc::from(url.authority.as_str()),
             url,
             weight,
             max_connections,

@@ -75,7 +75,7 @@ impl LoggedRequest {
         status: u16,
         bytes: u64,
         cache: crate::cache::CacheStatus,
-        origin: Option<Box<crate::upstream::Trace>>,
+        origin: Option<crate::upstream::Trace>,
     ) -> crate::accesslog::Entry {
         let (upstream, origin_micros) = match origin {
             Some(trace) => (Some(trace.host), Some(trace.first_byte.as_micros() as u64)),
@@ -185,6 +185,7 @@ pub async fn serve_connection(
         settings,
         input: BytesMut::new(),
         output: Vec::new(),
+        batch: Vec::new(),
     };
     if let Some((stream, preface)) = connection.run().await {
         // Boxed: HTTP/2's connection state is large and only the connections using it pay.
@@ -201,6 +202,9 @@ struct Connection {
     settings: Settings,
     input: BytesMut,
     output: Vec<u8>,
+    /// The body chunks of the write in progress (kept empty between writes, so that no object
+    /// is pinned by a connection).
+    batch: Vec<Bytes>,
 }
 
 impl Connection {
@@ -309,6 +313,7 @@ impl Connection {
                 }
                 self.input = BytesMut::new();
                 self.output = Vec::new();
+                self.batch = Vec::new();
                 // Shutting down: an idle connection gets a moment for a request already on its
                 // way (answered with `Connection: close`), then closes; closing it at once
                 // would fail a request the client sent in that instant.
@@ -521,7 +526,7 @@ impl Connection {
         }
         let mut sent: u64 = 0;
         let mut previous_batch: u64 = 0;
-        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch = std::mem::take(&mut self.batch);
         loop {
             batch.clear();
             response.body.ready_chunks(&mut batch, WRITE_BATCH);
@@ -550,6 +555,8 @@ impl Connection {
             sent += batch_bytes as u64;
             self.send_batch(&batch, batch_bytes, framing).await?;
         }
+        batch.clear();
+        self.batch = batch;
         if framing == BodyFraming::Chunked {
             self.output.extend_from_slice(b"0\r\n\r\n");
         }
@@ -741,7 +748,8 @@ mod tests {
         let ticks = IdleTicks::start();
         let size = std::mem::size_of_val(&serve_connection(stream, peer, proxy, ticks, settings));
         drop(client);
-        // 1,128 bytes when this test was written.
-        assert!(size <= 1280, "the connection future is {size} bytes");
+        // 1,128 bytes when this test was written; 1,304 since the connection keeps its vector
+        // of chunks to write between responses (24 bytes, against an allocation per response).
+        assert!(size <= 1344, "the connection future is {size} bytes");
     }
 }

@@ -5,11 +5,10 @@
 //! several variants move to a vector of their own) and the hash table's control byte and spare
 //! capacity. A million objects take about 56 MB.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::record::{Kind, SummaryEntry};
-use crate::cache::CacheKey;
+use crate::cache::{CacheKey, KeyMap};
 
 const SHARDS: usize = 64;
 
@@ -79,19 +78,19 @@ impl Slot {
 
 /// Key to locations, in shards so that lookups on different keys do not contend.
 pub struct Index {
-    shards: Vec<Mutex<HashMap<CacheKey, Slot>>>,
+    shards: Vec<Mutex<KeyMap<Slot>>>,
 }
 
 impl Default for Index {
     fn default() -> Self {
         Index {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(KeyMap::default())).collect(),
         }
     }
 }
 
 impl Index {
-    fn shard(&self, key: CacheKey) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Slot>> {
+    fn shard(&self, key: CacheKey) -> std::sync::MutexGuard<'_, KeyMap<Slot>> {
         self.shards[(key.0 >> 64) as usize % SHARDS]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
