@@ -54,6 +54,7 @@ impl Node {
             &server.listen_tls,
             proxy.tls_server_config(),
             false,
+            server.tcp_notsent_lowat.bytes() as u32,
         )?;
         let (listen, listen_tls) = listeners.local_addrs();
         proxy.start_health_checks();
@@ -171,6 +172,7 @@ fn worker(index: usize, proxy: Arc<Proxy>, ready: tokio::sync::mpsc::Sender<anyh
             &server.listen_tls,
             proxy.tls_server_config(),
             true,
+            server.tcp_notsent_lowat.bytes() as u32,
         );
         match bound {
             Ok(listeners) => {

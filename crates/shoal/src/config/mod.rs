@@ -114,6 +114,12 @@ pub struct ServerConfig {
     pub body_read_timeout: Span,
     /// Time allowed for a client to accept a write before the connection is dropped.
     pub send_timeout: Span,
+    /// Most response bytes queued unsent in the kernel per client connection
+    /// (`TCP_NOTSENT_LOWAT`, Linux): the node writes more only once the queue is below it. It
+    /// bounds the kernel memory a slow reader holds, and stops a client that reads many
+    /// connections in turn (as wrk does) from draining one large download after another
+    /// while the others wait. 0: the kernel's default (no limit).
+    pub tcp_notsent_lowat: ByteSize,
     /// Longest request line (method, target, version); longer gets 414.
     pub max_request_line: ByteSize,
     /// Largest request head (request line and all headers); larger gets 431.
@@ -145,6 +151,7 @@ impl Default for ServerConfig {
             rate_limit_per_ip: 0,
             rate_limit_burst: 0,
             max_inflight_memory: ByteSize(1 << 30),
+            tcp_notsent_lowat: ByteSize(512 << 10),
             header_read_timeout: Span(std::time::Duration::from_secs(10)),
             keepalive_timeout: Span(std::time::Duration::from_secs(75)),
             body_read_timeout: Span(std::time::Duration::from_secs(30)),
@@ -827,6 +834,12 @@ impl Config {
                 format!("`{method}`: expected method names such as GET or PURGE (CONNECT is never served)"),
             ));
         }
+        if self.server.tcp_notsent_lowat.bytes() > u64::from(u32::MAX) {
+            return Err((
+                &["server.tcp_notsent_lowat"],
+                "expected a size below 4GiB".into(),
+            ));
+        }
         if http::HeaderValue::from_str(&self.server.hsts).is_err() {
             return Err((
                 &["server.hsts"],
@@ -1175,6 +1188,10 @@ mod tests {
             "[cache]\nslice_size = \"2MiB\"\n[disk]\ndirs = [{ path = \"/c\", size = \"1GiB\" }]\n",
             "shoal.toml:2: key `cache.slice_size`",
         );
+        check(
+            "[server]\n\ntcp_notsent_lowat = \"8GiB\"\n",
+            "shoal.toml:3: key `server.tcp_notsent_lowat`: expected a size below 4GiB",
+        );
     }
 
     #[test]
@@ -1222,6 +1239,7 @@ mod tests {
             "rate_limit_burst",
             "methods",
             "max_inflight_memory",
+            "tcp_notsent_lowat",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),

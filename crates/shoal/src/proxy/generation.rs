@@ -233,6 +233,11 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         new.server.workers != running.server.workers,
     );
     new.server.workers = running.server.workers;
+    keep(
+        "server.tcp_notsent_lowat",
+        new.server.tcp_notsent_lowat != running.server.tcp_notsent_lowat,
+    );
+    new.server.tcp_notsent_lowat = running.server.tcp_notsent_lowat;
     keep("admin", new.admin != running.admin);
     new.admin = running.admin.clone();
     keep("disk", new.disk != running.disk);

@@ -29,12 +29,13 @@ impl Listeners {
     /// Binds every address of `plain` and, with `tls` (the certificates' configuration), of
     /// `secure`; fails with the address that could not be bound. With `shared`, the sockets use
     /// SO_REUSEPORT so that every worker thread can bind its own and the kernel spreads
-    /// connections across them.
+    /// connections across them. `notsent_lowat` is `server.tcp_notsent_lowat` (0: none).
     pub fn bind(
         plain: &[SocketAddr],
         secure: &[SocketAddr],
         tls: Option<Arc<rustls::ServerConfig>>,
         shared: bool,
+        notsent_lowat: u32,
     ) -> Result<Listeners, std::io::Error> {
         let acceptor = tls.map(TlsAcceptor::from);
         let plain = plain.iter().map(|address| (address, None));
@@ -45,7 +46,7 @@ impl Listeners {
         let listeners = plain
             .chain(secure)
             .map(|(address, tls)| {
-                let socket = bind_one(*address, shared).map_err(|error| {
+                let socket = bind_one(*address, shared, notsent_lowat).map_err(|error| {
                     std::io::Error::new(
                         error.kind(),
                         format!("cannot listen on {address}: {error}"),
@@ -71,7 +72,7 @@ impl Listeners {
     }
 }
 
-fn bind_one(address: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
+fn bind_one(address: SocketAddr, shared: bool, notsent_lowat: u32) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::STREAM,
@@ -83,7 +84,14 @@ fn bind_one(address: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
     }
     // Accepted connections inherit it on Linux, which saves a system call per connection
     // (elsewhere `start` sets it on each).
-    socket.set_nodelay(true)?;
+    socket.set_tcp_nodelay(true)?;
+    // Inherited the same way.
+    #[cfg(target_os = "linux")]
+    if notsent_lowat > 0 {
+        socket.set_tcp_notsent_lowat(notsent_lowat)?;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = notsent_lowat;
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(4096)?;
@@ -227,15 +235,20 @@ async fn serve_tls(
 mod tests {
     use super::*;
 
-    /// `start` sets no TCP_NODELAY on Linux: the accepted socket must have it from the
-    /// listener, or small responses would wait for the client's delayed ACKs.
+    /// `start` sets neither TCP_NODELAY nor TCP_NOTSENT_LOWAT on Linux: the accepted socket
+    /// must have them from the listener, or small responses would wait for the client's
+    /// delayed ACKs, and large ones would queue without limit in the kernel.
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn accepted_connections_have_nagle_off() {
-        let listener = bind_one(SocketAddr::from(([127, 0, 0, 1], 0)), false).unwrap();
+    async fn accepted_connections_inherit_nagle_off_and_the_unsent_limit() {
+        let listener = bind_one(SocketAddr::from(([127, 0, 0, 1], 0)), false, 300_000).unwrap();
         let address = listener.local_addr().unwrap();
         let _client = TcpStream::connect(address).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
         assert!(accepted.nodelay().unwrap());
+        let lowat = socket2::SockRef::from(&accepted)
+            .tcp_notsent_lowat()
+            .unwrap();
+        assert_eq!(lowat, 300_000);
     }
 }

@@ -110,7 +110,7 @@ async fn sighup_and_ctl_reload_put_a_new_file_in_force_and_refuse_a_bad_one() {
     write_config(
         &file,
         &first,
-        "[server]\nworkers = 3\nvia = \"edge-7\"\n[cache]\nmemory = \"256MiB\"\n",
+        "[server]\nworkers = 3\ntcp_notsent_lowat = \"1MiB\"\nvia = \"edge-7\"\n[cache]\nmemory = \"256MiB\"\n",
     );
     let reloaded = ctl(&node, &["reload"]).await;
     assert!(reloaded.status.success(), "{reloaded:?}");
@@ -118,7 +118,8 @@ async fn sighup_and_ctl_reload_put_a_new_file_in_force_and_refuse_a_bad_one() {
     assert!(
         summary.contains("generation 3")
             && summary.contains("origin")
-            && summary.contains("not applied until a restart: server.workers"),
+            && summary.contains("not applied until a restart: server.workers")
+            && summary.contains("server.tcp_notsent_lowat"),
         "{summary}"
     );
     let response = client()
@@ -132,6 +133,10 @@ async fn sighup_and_ctl_reload_put_a_new_file_in_force_and_refuse_a_bad_one() {
     let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();
     assert_eq!(config["cache"]["memory"], "256MiB");
     assert_eq!(config["server"]["workers"], 0, "kept until a restart");
+    assert_eq!(
+        config["server"]["tcp_notsent_lowat"], "512KiB",
+        "kept until a restart"
+    );
     let stats = endpoint.stats().await.unwrap();
     assert_eq!(stats["store"]["capacity"], 256 << 20, "{}", stats["store"]);
 }
