@@ -49,13 +49,7 @@ impl Node {
         let proxy = Proxy::new(Arc::new(config), 1).map_err(anyhow::Error::msg)?;
         proxy.start_certificate_watch();
         let server = &proxy.config().server;
-        let listeners = Listeners::bind(
-            &server.listen,
-            &server.listen_tls,
-            proxy.tls_server_config(),
-            false,
-            server.tcp_notsent_lowat.bytes() as u32,
-        )?;
+        let listeners = Listeners::bind(server, proxy.tls_server_config(), false)?;
         let (listen, listen_tls) = listeners.local_addrs();
         proxy.start_health_checks();
         let admin = start_admin(&proxy).await?;
@@ -167,13 +161,7 @@ fn worker(index: usize, proxy: Arc<Proxy>, ready: tokio::sync::mpsc::Sender<anyh
     };
     runtime.block_on(async move {
         let server = &proxy.config().server;
-        let bound = Listeners::bind(
-            &server.listen,
-            &server.listen_tls,
-            proxy.tls_server_config(),
-            true,
-            server.tcp_notsent_lowat.bytes() as u32,
-        );
+        let bound = Listeners::bind(server, proxy.tls_server_config(), true);
         match bound {
             Ok(listeners) => {
                 let _ = ready.send(Ok(())).await;

@@ -11,7 +11,10 @@ use crate::config::{CacheConfig, QueryKey};
 /// A map keyed by cache keys. The keys are already hashes, so the default SipHash (about 160
 /// instructions a lookup, several lookups per request) buys nothing; foldhash's seeded folded
 /// multiply still keeps the buckets unpredictable to whoever picks the URLs.
-pub type KeyMap<V> = std::collections::HashMap<CacheKey, V, foldhash::fast::RandomState>;
+pub type KeyMap<V> = std::collections::HashMap<CacheKey, V, KeyHasher>;
+
+/// The hasher of [`KeyMap`], for other tables whose keys are hashes already.
+pub type KeyHasher = foldhash::fast::RandomState;
 
 /// The identity of a cached resource: a 128-bit hash of its normalized URL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

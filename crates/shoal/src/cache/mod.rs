@@ -13,7 +13,7 @@ pub mod range;
 
 pub use collapse::{Collapser, FlightGuard, FlightOutcome, Role};
 pub use control::CacheControl;
-pub use key::{CacheKey, KeyMap};
+pub use key::{CacheKey, KeyHasher, KeyMap};
 
 /// How a request was answered, for the status header, logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use super::http1::idle::IdleTicks;
 use super::http1::{self, Settings};
 use super::stream::ClientStream;
 use super::{Counter, Proxy};
+use crate::config::ServerConfig;
 
 /// Bound listening sockets, ready to serve.
 pub struct Listeners {
@@ -26,20 +27,21 @@ struct Listener {
 }
 
 impl Listeners {
-    /// Binds every address of `plain` and, with `tls` (the certificates' configuration), of
-    /// `secure`; fails with the address that could not be bound. With `shared`, the sockets use
-    /// SO_REUSEPORT so that every worker thread can bind its own and the kernel spreads
-    /// connections across them. `notsent_lowat` is `server.tcp_notsent_lowat` (0: none).
+    /// Binds every address of `server.listen` and, with `tls` (the certificates'
+    /// configuration), of `server.listen_tls`; fails with the address that could not be bound.
+    /// With `shared`, the sockets use SO_REUSEPORT so that every worker thread can bind its own
+    /// and the kernel spreads connections across them.
     pub fn bind(
-        plain: &[SocketAddr],
-        secure: &[SocketAddr],
+        server: &ServerConfig,
         tls: Option<Arc<rustls::ServerConfig>>,
         shared: bool,
-        notsent_lowat: u32,
     ) -> Result<Listeners, std::io::Error> {
+        // The configuration refuses sizes of 4 GiB or more; saturate rather than wrap anyway.
+        let notsent_lowat = u32::try_from(server.tcp_notsent_lowat.bytes()).unwrap_or(u32::MAX);
         let acceptor = tls.map(TlsAcceptor::from);
-        let plain = plain.iter().map(|address| (address, None));
-        let secure = secure
+        let plain = server.listen.iter().map(|address| (address, None));
+        let secure = server
+            .listen_tls
             .iter()
             .filter(|_| acceptor.is_some())
             .map(|address| (address, acceptor.clone()));
@@ -241,7 +243,16 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_connections_inherit_nagle_off_and_the_unsent_limit() {
-        let listener = bind_one(SocketAddr::from(([127, 0, 0, 1], 0)), false, 300_000).unwrap();
+        let server = ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            tcp_notsent_lowat: crate::config::ByteSize(300_000),
+            ..ServerConfig::default()
+        };
+        let listener = Listeners::bind(&server, None, false)
+            .unwrap()
+            .listeners
+            .remove(0)
+            .socket;
         let address = listener.local_addr().unwrap();
         let _client = TcpStream::connect(address).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();

@@ -908,7 +908,7 @@ impl Proxy {
             ..
         } = request;
         let mut forwarded = head.clone();
-        self.forward_headers(&mut forwarded, client, tls);
+        self.forward_headers(&mut forwarded, request_host(&head), client, tls);
         self.metrics.add(Counter::OriginRequests, 1);
         let key = self.key_of(scheme(tls), request_host(&head), target(&head));
         let (response, trace) = match self.forward(key, &mut forwarded, body, false).await {
@@ -956,20 +956,15 @@ impl Proxy {
         }
     }
 
-    /// Rewrites a request head for the origin.
-    fn forward_headers(&self, head: &mut http::request::Parts, client: SocketAddr, tls: bool) {
-        // Handles on the host's text (reference counts, not a copy): the fields it may come
-        // from are rewritten below.
-        let authority = head.uri.authority().cloned();
-        let host_field = match authority {
-            Some(_) => None,
-            None => head.headers.get(HOST).cloned(),
-        };
-        let host = match (&authority, &host_field) {
-            (Some(authority), _) => authority.as_str(),
-            (None, Some(field)) => field.to_str().unwrap_or(""),
-            (None, None) => "",
-        };
+    /// Rewrites `head`, a copy of the client's request head, for the origin. `host` is the
+    /// client's (`request_host` of the original head, which stays untouched).
+    fn forward_headers(
+        &self,
+        head: &mut http::request::Parts,
+        host: &str,
+        client: SocketAddr,
+        tls: bool,
+    ) {
         let live = self.live();
         let via = match head.version {
             http::Version::HTTP_10 => &live.via_http10,

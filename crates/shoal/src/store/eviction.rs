@@ -41,8 +41,8 @@ pub struct S3Fifo<T> {
     small_bytes: u64,
     main_bytes: u64,
     ghost: VecDeque<u64>,
-    /// Ids are hashes already: the cheap seeded hasher of `cache::KeyMap`, not SipHash.
-    ghost_ids: HashSet<u64, foldhash::fast::RandomState>,
+    /// Ids are hashes already: the hasher of the maps keyed by cache keys, not SipHash.
+    ghost_ids: HashSet<u64, crate::cache::KeyHasher>,
 }
 
 impl<T: Resident> S3Fifo<T> {

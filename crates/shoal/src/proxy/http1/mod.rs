@@ -555,7 +555,7 @@ impl Connection {
             sent += batch_bytes as u64;
             self.send_batch(&batch, batch_bytes, framing).await?;
         }
-        batch.clear();
+        // Empty again: the loop ends only when no chunk came.
         self.batch = batch;
         if framing == BodyFraming::Chunked {
             self.output.extend_from_slice(b"0\r\n\r\n");
