@@ -1,20 +1,18 @@
 #!/usr/bin/env python3
-"""Copy or zero-copy? A throwaway sender for the 64 MiB question in RESULTS.md ("Would sending
-from a file (sendfile) close the 64 MiB gap?"). It serves one object of a file to every request on
-127.0.0.1:PORT, one thread per connection, with the same unsent-bytes limit as Shoal, either
-copied from memory (`sendall`) or sent from a memfd (`os.sendfile`). It is not a server: it reads
-no request beyond its blank line and answers everything with 200.
+"""Copy or zero-copy? The sender behind the 64 MiB question in RESULTS.md ("Would sending from a
+file (sendfile) close the 64 MiB gap?"). It answers every request on 127.0.0.1:PORT with the
+bytes of FILE, one thread per connection, with the same unsent-bytes limit as Shoal, either
+copied from memory (`sendall`) or sent from a memfd (`os.sendfile`). It reads a request only
+up to its blank line and ignores what it asked for: a probe of sending, not an HTTP server.
 
 Usage: bench/zero_copy_probe.py copy|sendfile PORT FILE
-Then, alternating with the servers under test:
+Then, alternating with the servers under test (bench/run.sh writes the wrk script and the files):
     wrk -t2 -c10 -d10s --latency -s /tmp/shoal-bench/paced-150.lua http://127.0.0.1:PORT/x
 """
 import os
 import socket
 import sys
 import threading
-
-TCP_NOTSENT_LOWAT = 25  # Linux; not exported by the socket module
 
 
 def main():
@@ -36,7 +34,7 @@ def main():
 
     def serve(client):
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 512 * 1024)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 512 * 1024)
         pending = b""
         while True:
             received = client.recv(65536)
