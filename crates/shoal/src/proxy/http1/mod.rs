@@ -104,8 +104,11 @@ impl LoggedRequest {
 
 /// How long an idle connection stays open once the node is shutting down.
 const DRAIN_IDLE_LINGER: Duration = Duration::from_millis(1000);
-/// Most body bytes gathered for one vectored write.
+/// Most body bytes gathered for a response's first vectored write.
 const WRITE_BATCH: u64 = 512 * 1024;
+/// Room left under the unsent-bytes limit for the chunk that takes a batch past its budget
+/// (origin reads are at most 64 KiB; two of them).
+const BATCH_OVERSHOOT: u64 = 128 * 1024;
 
 /// Timeouts and limits of client connections, taken from the config once.
 #[derive(Clone, Copy, Debug)]
@@ -122,6 +125,8 @@ pub struct Settings {
     pub send_timeout: Duration,
     /// Largest request body.
     pub max_body: u64,
+    /// Most body bytes gathered for each vectored write after a response's first.
+    pub write_batch: u64,
 }
 
 impl Settings {
@@ -138,7 +143,23 @@ impl Settings {
             body_timeout: config.body_read_timeout.duration(),
             send_timeout: config.send_timeout.duration(),
             max_body: config.max_request_body.bytes(),
+            write_batch: steady_write_batch(config.tcp_notsent_lowat.bytes()),
         }
+    }
+}
+
+/// The batch for a body's writes after its first, under back-pressure: small enough that a
+/// batch (with the chunk that takes it past its budget) stays under the socket's unsent-bytes
+/// limit, so the kernel takes it in one call. A larger batch was taken in part: the worker
+/// then waited for the socket and wrote the rest alone, once per batch. (The first write goes
+/// into a socket with nothing unsent and may be larger.) Measured in bench/RESULTS.md,
+/// "Write batches under the unsent limit".
+fn steady_write_batch(notsent_lowat: u64) -> u64 {
+    match notsent_lowat {
+        0 => WRITE_BATCH,
+        limit => limit
+            .saturating_sub(BATCH_OVERSHOOT)
+            .clamp(64 * 1024, WRITE_BATCH),
     }
 }
 
@@ -527,9 +548,10 @@ impl Connection {
         let mut sent: u64 = 0;
         let mut previous_batch: u64 = 0;
         let mut batch = std::mem::take(&mut self.batch);
+        let mut budget = WRITE_BATCH;
         loop {
             batch.clear();
-            response.body.ready_chunks(&mut batch, WRITE_BATCH);
+            response.body.ready_chunks(&mut batch, budget);
             if batch.is_empty() {
                 if !self.output.is_empty() {
                     // Let the client see the head while the body is on its way.
@@ -545,7 +567,7 @@ impl Connection {
                 }
             }
             let batch_bytes: usize = batch.iter().map(Bytes::len).sum();
-            if previous_batch >= WRITE_BATCH {
+            if previous_batch >= budget {
                 // A large body goes out in turns with the other connections of this worker, so
                 // one big download does not hold up everyone's small responses. (Yielding
                 // before a batch rather than after one spares the turn after the last.)
@@ -554,6 +576,7 @@ impl Connection {
             previous_batch = batch_bytes as u64;
             sent += batch_bytes as u64;
             self.send_batch(&batch, batch_bytes, framing).await?;
+            budget = self.settings.write_batch;
         }
         // Empty again: the loop ends only when no chunk came.
         self.batch = batch;
@@ -731,6 +754,30 @@ async fn pump_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Later batches fit under the unsent-bytes limit with room for the chunk that overshoots
+    /// a batch, so the kernel takes each in one write; no limit keeps the first batch's size.
+    #[test]
+    fn steady_batches_fit_under_the_unsent_limit() {
+        assert_eq!(steady_write_batch(0), WRITE_BATCH);
+        for limit_kib in [192, 256, 384, 512, 640, 1024, 4096] {
+            let limit = limit_kib * 1024;
+            let batch = steady_write_batch(limit);
+            assert!(
+                batch + BATCH_OVERSHOOT <= limit,
+                "{batch} for a limit of {limit}"
+            );
+            assert!(
+                (64 * 1024..=WRITE_BATCH).contains(&batch),
+                "{batch} for {limit}"
+            );
+        }
+        let default = crate::config::Config::default();
+        assert_eq!(
+            Settings::from_config(&default.server).write_batch,
+            default.server.tcp_notsent_lowat.bytes() - BATCH_OVERSHOOT
+        );
+    }
 
     /// Every client connection's task holds this future while idle: keep it small (10,000 idle
     /// connections must fit in well under 100 MiB).
