@@ -107,7 +107,7 @@ const DRAIN_IDLE_LINGER: Duration = Duration::from_millis(1000);
 /// Most body bytes gathered for a response's first vectored write.
 const WRITE_BATCH: u64 = 512 * 1024;
 /// Room left under the unsent-bytes limit for the chunk that takes a batch past its budget
-/// (origin reads are at most 64 KiB; two of them).
+/// (a chunk is one origin read, about 64 KiB; room for two).
 const BATCH_OVERSHOOT: u64 = 128 * 1024;
 
 /// Timeouts and limits of client connections, taken from the config once.
