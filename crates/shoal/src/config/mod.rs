@@ -118,8 +118,8 @@ pub struct ServerConfig {
     /// (`TCP_NOTSENT_LOWAT`, Linux): the node writes more only once the queue is below it. It
     /// bounds the kernel memory a slow reader holds, and stops a client that reads many
     /// connections in turn (as wrk does) from draining one large download after another
-    /// while the others wait. A body's writes after its first are 128 KiB smaller than this,
-    /// so that each fits under it. 0: the kernel's default (no limit).
+    /// while the others wait. A body's writes after its first are kept 128 KiB under it (and
+    /// within 64-512 KiB), so that each fits under it. 0: the kernel's default (no limit).
     pub tcp_notsent_lowat: ByteSize,
     /// Longest request line (method, target, version); longer gets 414.
     pub max_request_line: ByteSize,

@@ -109,6 +109,8 @@ const WRITE_BATCH: u64 = 512 * 1024;
 /// Room left under the unsent-bytes limit for the chunk that takes a batch past its budget
 /// (a chunk is one origin read, about 64 KiB; room for two).
 const BATCH_OVERSHOOT: u64 = 128 * 1024;
+/// The smallest batch, however low the unsent-bytes limit.
+const MIN_WRITE_BATCH: u64 = 64 * 1024;
 
 /// Timeouts and limits of client connections, taken from the config once.
 #[derive(Clone, Copy, Debug)]
@@ -159,7 +161,42 @@ fn steady_write_batch(notsent_lowat: u64) -> u64 {
         0 => WRITE_BATCH,
         limit => limit
             .saturating_sub(BATCH_OVERSHOOT)
-            .clamp(64 * 1024, WRITE_BATCH),
+            .clamp(MIN_WRITE_BATCH, WRITE_BATCH),
+    }
+}
+
+/// How a body is cut into vectored writes: the first batch up to [`WRITE_BATCH`], the later
+/// ones up to the steady batch; and when the writer gives the worker to other connections.
+struct Batches {
+    budget: u64,
+    steady: u64,
+    previous: u64,
+}
+
+impl Batches {
+    fn new(steady: u64) -> Batches {
+        Batches {
+            budget: WRITE_BATCH,
+            steady,
+            previous: 0,
+        }
+    }
+
+    /// Most bytes to gather for the next write.
+    fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Takes a gathered batch of `bytes` for writing; says whether to yield before writing
+    /// it. A large body goes out in turns with the other connections of the worker, so that
+    /// one big download does not hold up everyone's small responses: after each batch that
+    /// filled its budget. (Yielding before a batch rather than after one spares the turn
+    /// after the last.)
+    fn take(&mut self, bytes: u64) -> bool {
+        let turn = self.previous >= self.budget;
+        self.previous = bytes;
+        self.budget = self.steady;
+        turn
     }
 }
 
@@ -546,12 +583,11 @@ impl Connection {
             return Ok((keep_alive, 0));
         }
         let mut sent: u64 = 0;
-        let mut previous_batch: u64 = 0;
         let mut batch = std::mem::take(&mut self.batch);
-        let mut budget = WRITE_BATCH;
+        let mut batches = Batches::new(self.settings.write_batch);
         loop {
             batch.clear();
-            response.body.ready_chunks(&mut batch, budget);
+            response.body.ready_chunks(&mut batch, batches.budget());
             if batch.is_empty() {
                 if !self.output.is_empty() {
                     // Let the client see the head while the body is on its way.
@@ -567,16 +603,11 @@ impl Connection {
                 }
             }
             let batch_bytes: usize = batch.iter().map(Bytes::len).sum();
-            if previous_batch >= budget {
-                // A large body goes out in turns with the other connections of this worker, so
-                // one big download does not hold up everyone's small responses. (Yielding
-                // before a batch rather than after one spares the turn after the last.)
+            if batches.take(batch_bytes as u64) {
                 tokio::task::yield_now().await;
             }
-            previous_batch = batch_bytes as u64;
             sent += batch_bytes as u64;
             self.send_batch(&batch, batch_bytes, framing).await?;
-            budget = self.settings.write_batch;
         }
         // Empty again: the loop ends only when no chunk came.
         self.batch = batch;
@@ -768,14 +799,39 @@ mod tests {
                 "{batch} for a limit of {limit}"
             );
             assert!(
-                (64 * 1024..=WRITE_BATCH).contains(&batch),
+                (MIN_WRITE_BATCH..=WRITE_BATCH).contains(&batch),
                 "{batch} for {limit}"
             );
         }
+        // As documented (docs/operations.md, "Sending").
         let default = crate::config::Config::default();
         assert_eq!(
             Settings::from_config(&default.server).write_batch,
-            default.server.tcp_notsent_lowat.bytes() - BATCH_OVERSHOOT
+            384 * 1024
+        );
+    }
+
+    /// The first write of a body gathers up to WRITE_BATCH, every later one up to the steady
+    /// batch; the writer yields after each batch that filled its budget, and only then.
+    #[test]
+    fn a_body_is_cut_into_a_first_batch_then_steady_ones() {
+        let steady = 384 * 1024;
+        let mut batches = Batches::new(steady);
+        assert_eq!(batches.budget(), WRITE_BATCH);
+        assert!(
+            !batches.take(WRITE_BATCH + 65_536),
+            "nothing was written before"
+        );
+        assert_eq!(batches.budget(), steady);
+        assert!(
+            batches.take(steady + 65_536),
+            "the first batch filled its budget"
+        );
+        assert_eq!(batches.budget(), steady);
+        assert!(batches.take(10_000), "the last batch filled its budget");
+        assert!(
+            !batches.take(10_000),
+            "a short batch (the body was not ready) gives no turn"
         );
     }
 
