@@ -124,7 +124,7 @@ def start_nginx_direct(www):
 def start_nginx_cache():
     os.makedirs("/dev/shm/shoal-bench-nginx", exist_ok=True)
     block = f"""
-    proxy_cache_path /dev/shm/shoal-bench-nginx levels=1:2 keys_zone=bench:64m max_size=2g inactive=1h use_temp_path=off;
+    proxy_cache_path /dev/shm/shoal-bench-nginx levels=1:2 keys_zone=bench:64m max_size=1g inactive=1h use_temp_path=off;
     upstream origin {{ server 127.0.0.1:{ORIGIN_PORT}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{PORTS['nginx-cache']} reuseport;
@@ -180,6 +180,8 @@ backend origin {{ .host = "127.0.0.1"; .port = "{ORIGIN_PORT}"; }}
 
 
 def start_haproxy():
+    # The cache is 1 GiB (total-max-size is in MB), as every server's is: at 4 GB it never
+    # evicted within a run, while the others evict one object per miss once full.
     os.makedirs(f"{WORK}/haproxy", exist_ok=True)
     write(f"{WORK}/haproxy/haproxy.cfg", f"""
 global
@@ -193,7 +195,7 @@ defaults
     timeout server 75s
     option http-keep-alive
 cache bench
-    total-max-size 4095
+    total-max-size 1024
     max-object-size 100000000
     max-age 3600
 frontend front
