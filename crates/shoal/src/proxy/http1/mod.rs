@@ -170,7 +170,8 @@ fn steady_write_batch(notsent_lowat: u64) -> u64 {
 struct Batches {
     budget: u64,
     steady: u64,
-    previous: u64,
+    /// Whether the last batch taken filled the budget it was gathered under.
+    previous_filled: bool,
 }
 
 impl Batches {
@@ -178,7 +179,7 @@ impl Batches {
         Batches {
             budget: WRITE_BATCH,
             steady,
-            previous: 0,
+            previous_filled: false,
         }
     }
 
@@ -193,8 +194,8 @@ impl Batches {
     /// filled its budget. (Yielding before a batch rather than after one spares the turn
     /// after the last.)
     fn take(&mut self, bytes: u64) -> bool {
-        let turn = self.previous >= self.budget;
-        self.previous = bytes;
+        let turn = self.previous_filled;
+        self.previous_filled = bytes >= self.budget;
         self.budget = self.steady;
         turn
     }
@@ -832,6 +833,13 @@ mod tests {
         assert!(
             !batches.take(10_000),
             "a short batch (the body was not ready) gives no turn"
+        );
+        // A first batch is measured against the first budget, not the steady one.
+        let mut batches = Batches::new(steady);
+        assert!(!batches.take(steady + 1));
+        assert!(
+            !batches.take(steady),
+            "a first batch short of WRITE_BATCH gives no turn, though over the steady budget"
         );
     }
 
