@@ -180,8 +180,8 @@ backend origin {{ .host = "127.0.0.1"; .port = "{ORIGIN_PORT}"; }}
 
 
 def start_haproxy():
-    # The cache is 1 GiB (total-max-size is in MB), as every server's is: at 4 GB it never
-    # evicted within a run, while the others evict one object per miss once full.
+    # The cache is 1 GiB (total-max-size is in MB), as the other servers' RAM caches are: at
+    # 4 GB it never filled within a run, while the others evicted one object per miss.
     os.makedirs(f"{WORK}/haproxy", exist_ok=True)
     write(f"{WORK}/haproxy/haproxy.cfg", f"""
 global
