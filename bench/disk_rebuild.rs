@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use shoal::cache::policy::{Freshness, Timing};
 use shoal::cache::CacheKey;
 use shoal::config::{ByteSize, DiskConfig, DiskDir};
-use shoal::store::{DiskStore, Object, ObjectMeta};
+use shoal::store::{DiskStore, Fields, Object, ObjectMeta};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -143,10 +143,7 @@ fn object(n: u64, body: Bytes) -> Arc<Object> {
     let meta = ObjectMeta {
         url: format!("http://bench.test/object/{n}"),
         status: StatusCode::OK,
-        h1_fields: ObjectMeta::serialize_fields(&headers),
-        etag: headers.get("etag").cloned(),
-        last_modified: None,
-        headers,
+        fields: Fields::new(&headers),
         variant: Vec::new(),
         timing: Timing {
             request_time: 0,

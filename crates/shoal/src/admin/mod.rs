@@ -462,11 +462,11 @@ fn variant_view(object: &crate::store::Object, tiers: Vec<&'static str>) -> Vari
         status: meta.status.as_u16(),
         vary: meta.variant.clone(),
         headers: meta
-            .headers
+            .fields
             .iter()
             .map(|(name, value)| {
                 (
-                    name.to_string(),
+                    String::from_utf8_lossy(name).into_owned(),
                     String::from_utf8_lossy(value.as_bytes()).into_owned(),
                 )
             })

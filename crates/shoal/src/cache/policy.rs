@@ -169,7 +169,12 @@ impl Timing {
 
 /// Parses an HTTP date field as milliseconds since the epoch.
 pub fn http_date(headers: &HeaderMap, name: http::HeaderName) -> Option<u64> {
-    let text = headers.get(name)?.to_str().ok()?;
+    http_date_value(headers.get(name)?)
+}
+
+/// Parses an HTTP date value as milliseconds since the epoch.
+pub fn http_date_value(value: &http::HeaderValue) -> Option<u64> {
+    let text = value.to_str().ok()?;
     let time = httpdate::parse_http_date(text).ok()?;
     let since_epoch = time.duration_since(std::time::UNIX_EPOCH).ok()?;
     u64::try_from(since_epoch.as_millis()).ok()

@@ -108,7 +108,11 @@ impl Proxy {
             headers.contains_key(IF_MATCH) || headers.contains_key(IF_UNMODIFIED_SINCE);
         if precondition
             && meta.status.is_success()
-            && conditional::precondition_failed(headers, meta.etag.as_ref(), meta.last_modified)
+            && conditional::precondition_failed(
+                headers,
+                meta.fields.etag(),
+                meta.fields.last_modified(),
+            )
         {
             return response(
                 StatusCode::PRECONDITION_FAILED,
@@ -120,12 +124,12 @@ impl Proxy {
             headers.contains_key(IF_NONE_MATCH) || headers.contains_key(IF_MODIFIED_SINCE);
         if conditional
             && meta.status.is_success()
-            && conditional::not_modified(headers, meta.etag.as_ref(), meta.last_modified)
+            && conditional::not_modified(headers, meta.fields.etag(), meta.fields.last_modified())
         {
             let mut fields = HeaderMap::new();
             for name in NOT_MODIFIED_FIELDS {
-                for value in meta.headers.get_all(&name) {
-                    fields.append(name.clone(), value.clone());
+                for value in meta.fields.get_all(&name) {
+                    fields.append(name.clone(), value);
                 }
             }
             return response(
@@ -155,7 +159,7 @@ impl Proxy {
 
         if meta.status == StatusCode::OK
             && headers.contains_key(RANGE)
-            && conditional::range_applies(headers, meta.etag.as_ref(), meta.last_modified)
+            && conditional::range_applies(headers, meta.fields.etag(), meta.fields.last_modified())
         {
             // Without a declared length the end of the object is unknown until it is all here.
             let length = match (known_length, object.state()) {
@@ -169,8 +173,8 @@ impl Proxy {
                 RangeRequest::Unsatisfiable => {
                     let mut fields = HeaderMap::new();
                     fields.insert(CONTENT_RANGE, content_range(None, length));
-                    if let Some(date) = meta.headers.get(DATE) {
-                        fields.insert(DATE, date.clone());
+                    if let Some(date) = meta.fields.get(&DATE) {
+                        fields.insert(DATE, date);
                     }
                     return response(
                         StatusCode::RANGE_NOT_SATISFIABLE,
@@ -180,7 +184,7 @@ impl Proxy {
                 }
                 RangeRequest::Parts(parts) if parts.len() == 1 => {
                     let part = parts[0];
-                    let mut fields = meta.headers.clone();
+                    let mut fields = meta.fields.to_map();
                     fields.insert(
                         CONTENT_RANGE,
                         content_range(Some((part.start, part.end)), length),
@@ -200,7 +204,7 @@ impl Proxy {
                         "shoal{:016x}",
                         object.as_ref() as *const Object as usize as u64 ^ now_millis()
                     );
-                    let mut fields = meta.headers.clone();
+                    let mut fields = meta.fields.to_map();
                     let content_type = fields.remove(CONTENT_TYPE);
                     if let Ok(value) =
                         HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use http::header::{
-    HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
     IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
@@ -19,7 +19,7 @@ use super::{
 use crate::cache::key::normalized_header;
 use crate::cache::policy::{self, NotStorable, Timing};
 use crate::cache::{CacheControl, CacheKey, FlightGuard, FlightOutcome, Role};
-use crate::store::{Object, ObjectMeta, Store};
+use crate::store::{Fields, Object, ObjectMeta, Store};
 use crate::upstream::{OriginBody, RequestBody, Trace, UpstreamError};
 
 /// What the leader of a fetch learns once the response head is in.
@@ -75,11 +75,11 @@ impl FetchPlan {
         };
         if let Some(stale) = &stale {
             let meta = stale.meta();
-            if let Some(etag) = &meta.etag {
+            if let Some(etag) = meta.fields.etag() {
                 head.headers.insert(IF_NONE_MATCH, etag.clone());
             }
-            if let Some(modified) = meta.headers.get(LAST_MODIFIED) {
-                head.headers.insert(IF_MODIFIED_SINCE, modified.clone());
+            if let Some(modified) = meta.fields.get(&LAST_MODIFIED) {
+                head.headers.insert(IF_MODIFIED_SINCE, modified);
             }
         }
         // One allocation of the exact size (`format!` grows its string two or three times).
@@ -321,16 +321,10 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
             (name, value)
         })
         .collect();
-    // The values are slices of a copy of the response head made for them (`upstream::client`),
-    // so keeping them pins no read buffer.
-    let headers = std::mem::take(&mut parts.headers);
     let meta = ObjectMeta {
         url: plan.url.clone(),
         status: parts.status,
-        etag: headers.get(ETAG).cloned(),
-        last_modified: policy::http_date(&headers, LAST_MODIFIED),
-        h1_fields: ObjectMeta::serialize_fields(&headers),
-        headers,
+        fields: Fields::new(&parts.headers),
         variant,
         timing,
         freshness,
@@ -515,18 +509,17 @@ fn refresh(
     let mut update = update.clone();
     headers::forward_response(&mut update, response_time);
     let mut meta = ObjectMeta::clone(&stale.meta());
-    headers::merge_not_modified(&mut meta.headers, &update);
-    let cc = CacheControl::parse(&meta.headers);
+    let mut fields = meta.fields.to_map();
+    headers::merge_not_modified(&mut fields, &update);
+    let cc = CacheControl::parse(&fields);
     meta.freshness = policy::freshness(
         meta.status,
-        &meta.headers,
+        &fields,
         &cc,
         &timing,
         &proxy.live().config.cache,
     );
     meta.timing = timing;
-    meta.etag = meta.headers.get(ETAG).cloned();
-    meta.last_modified = policy::http_date(&meta.headers, LAST_MODIFIED);
-    meta.h1_fields = ObjectMeta::serialize_fields(&meta.headers);
+    meta.fields = Fields::new(&fields);
     stale.set_meta(meta);
 }

@@ -503,11 +503,10 @@ impl Proxy {
             return false;
         }
         let meta = object.meta();
-        let tags = meta
-            .headers
-            .get(&self.live().tag_header)
-            .map(HeaderValue::as_bytes);
-        let (banned, tested) = self.bans.test(&meta.url, tags, tested);
+        let tags = meta.fields.get(&self.live().tag_header);
+        let (banned, tested) =
+            self.bans
+                .test(&meta.url, tags.as_ref().map(HeaderValue::as_bytes), tested);
         object.set_ban_tested(tested);
         if banned {
             self.purge(key);

@@ -112,7 +112,7 @@ impl ResponseHeaders {
     pub fn to_map(&self) -> HeaderMap {
         match self {
             ResponseHeaders::Map(map) => map.clone(),
-            ResponseHeaders::Stored(meta) => meta.headers.clone(),
+            ResponseHeaders::Stored(meta) => meta.fields.to_map(),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, LAST_MODIFIED, RANGE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
@@ -22,26 +22,34 @@ use super::{BodyError, Counter, Proxy};
 use crate::cache::policy;
 use crate::cache::{CacheKey, FlightGuard, FlightOutcome, Role};
 use crate::store::disk::variant_hash;
-use crate::store::{BodyReader, Object, ObjectMeta, Store};
+use crate::store::{BodyReader, Fields, Object, ObjectMeta, Store};
 use crate::upstream::{OriginBody, RequestBody};
 
 /// The version of a response for slicing: a hash of its strong `ETag`, or of a strong
 /// `Last-Modified` (at least a minute older than `Date`, RFC 9110 §8.8.2.2). `None` when the
 /// response has neither, and its slices could not be told apart from another version's.
 pub(super) fn version(headers: &HeaderMap) -> Option<u64> {
-    if let Some(etag) = headers.get(ETAG) {
+    version_of(|name| headers.get(name).cloned())
+}
+
+/// [`version`] of a stored response.
+fn stored_version(fields: &Fields) -> Option<u64> {
+    version_of(|name| fields.get(name))
+}
+
+fn version_of(field: impl Fn(&HeaderName) -> Option<HeaderValue>) -> Option<u64> {
+    if let Some(etag) = field(&ETAG) {
         if !etag.as_bytes().starts_with(b"W/") {
             return Some(xxhash_rust::xxh3::xxh3_64(etag.as_bytes()));
         }
     }
-    let modified = policy::http_date(headers, LAST_MODIFIED)?;
-    let date = policy::http_date(headers, DATE).unwrap_or_else(super::now_millis);
-    (date >= modified + 60_000).then(|| {
-        let value = headers
-            .get(LAST_MODIFIED)
-            .map_or(&b""[..], HeaderValue::as_bytes);
-        xxhash_rust::xxh3::xxh3_64_with_seed(value, 1)
-    })
+    let last_modified = field(&LAST_MODIFIED)?;
+    let modified = policy::http_date_value(&last_modified)?;
+    let date = field(&DATE)
+        .and_then(|date| policy::http_date_value(&date))
+        .unwrap_or_else(super::now_millis);
+    (date >= modified + 60_000)
+        .then(|| xxhash_rust::xxh3::xxh3_64_with_seed(last_modified.as_bytes(), 1))
 }
 
 /// A new slice set for a head being stored: unique enough that two heads of one URL never
@@ -116,7 +124,7 @@ impl SlicedBody {
             proxy: Arc::clone(proxy),
             key,
             variant: variant_hash(&meta.variant),
-            version: version(&meta.headers)?,
+            version: stored_version(&meta.fields)?,
             set: meta.slice_set,
             slice_size: u64::from(meta.slice_size),
             length: meta.content_length?,

@@ -33,6 +33,9 @@ pub fn touch(frequency: &AtomicU8) {
     }
 }
 
+/// What one admission evicted: usually one or two items, held inline (no allocation per insert).
+pub type Evicted<T> = smallvec::SmallVec<[Arc<T>; 4]>;
+
 /// The queues of S3-FIFO and their byte counts.
 pub struct S3Fifo<T> {
     capacity: u64,
@@ -71,10 +74,10 @@ impl<T: Resident> S3Fifo<T> {
 
     /// Adds an item and returns the items evicted to make room for it (the item itself when it
     /// can never fit).
-    pub fn admit(&mut self, item: Arc<T>) -> Vec<Arc<T>> {
+    pub fn admit(&mut self, item: Arc<T>) -> Evicted<T> {
         let weight = item.weight();
         if weight > self.capacity {
-            return vec![item];
+            return smallvec::smallvec![item];
         }
         if self.ghost_ids.remove(&item.id()) {
             self.main_bytes += weight;
@@ -87,13 +90,13 @@ impl<T: Resident> S3Fifo<T> {
     }
 
     /// Changes the byte budget; returns the items evicted to fit a smaller one.
-    pub fn resize(&mut self, capacity: u64) -> Vec<Arc<T>> {
+    pub fn resize(&mut self, capacity: u64) -> Evicted<T> {
         self.capacity = capacity;
         self.evict_to_capacity()
     }
 
-    fn evict_to_capacity(&mut self) -> Vec<Arc<T>> {
-        let mut evicted = Vec::new();
+    fn evict_to_capacity(&mut self) -> Evicted<T> {
+        let mut evicted = Evicted::new();
         while self.bytes() > self.capacity {
             match self.evict_one() {
                 Some(item) => evicted.push(item),

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::{touch, Entry, Object, S3Fifo, Store, StoreStats, MAX_VARIANTS};
+use super::{touch, Entry, Evicted, Object, S3Fifo, Store, StoreStats, Variants, MAX_VARIANTS};
 use crate::cache::{CacheKey, KeyMap};
 
 const SHARDS: usize = 64;
@@ -48,7 +48,7 @@ impl MemoryStore {
     }
 
     /// Removes what the eviction policy let go of from the map (unless it was replaced).
-    fn drop_evicted(&self, evicted: Vec<Arc<Entry>>) {
+    fn drop_evicted(&self, evicted: Evicted<Entry>) {
         for victim in evicted {
             let mut shard = write(self.shard(victim.key));
             if shard
@@ -93,7 +93,7 @@ impl Store for MemoryStore {
     fn insert(&self, key: CacheKey, object: Arc<Object>) {
         let entry = {
             let mut shard = write(self.shard(key));
-            let mut variants = vec![Arc::clone(&object)];
+            let mut variants: Variants = smallvec::smallvec![Arc::clone(&object)];
             let variant = object.meta().variant.clone();
             if let Some(old) = shard.get(&key) {
                 variants.extend(

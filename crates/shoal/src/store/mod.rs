@@ -6,14 +6,18 @@
 
 pub mod disk;
 mod eviction;
+mod fields;
 mod memory;
 mod object;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 pub use disk::DiskStore;
-pub use eviction::{touch, Resident, S3Fifo};
+pub use eviction::{touch, Evicted, Resident, S3Fifo};
+pub use fields::Fields;
 pub use memory::MemoryStore;
 pub use object::{BodyReader, FillState, Object, ObjectMeta, Truncated};
 
@@ -22,13 +26,16 @@ use crate::cache::CacheKey;
 /// Most variants kept per URL; the oldest is dropped beyond this.
 pub const MAX_VARIANTS: usize = 16;
 
+/// The variants of one URL, newest first; most URLs have one, held inline.
+pub type Variants = SmallVec<[Arc<Object>; 1]>;
+
 /// The stored variants of one URL, newest first. Immutable: adding a variant replaces the entry.
 #[derive(Debug)]
 pub struct Entry {
     /// The URL's key.
     pub key: CacheKey,
     /// Its variants, newest first.
-    pub variants: Vec<Arc<Object>>,
+    pub variants: Variants,
     weight: u64,
     frequency: AtomicU8,
     gone: AtomicBool,
@@ -36,7 +43,7 @@ pub struct Entry {
 
 impl Entry {
     /// An entry holding `variants`.
-    pub fn new(key: CacheKey, variants: Vec<Arc<Object>>) -> Entry {
+    pub fn new(key: CacheKey, variants: Variants) -> Entry {
         let weight = variants.iter().map(|object| object.weight()).sum();
         Entry {
             key,

@@ -6,15 +6,16 @@
 //! of the origin (and the fastest client), never the slowest one. Readers hold `Bytes` handles to
 //! the same chunks: nothing is copied per client.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, StatusCode};
-use tokio::sync::watch;
+use http::StatusCode;
+use smallvec::SmallVec;
+use tokio::sync::Notify;
 
+use super::Fields;
 use crate::cache::policy::{Freshness, Timing};
 
 /// Everything about a stored response except its body.
@@ -24,20 +25,15 @@ pub struct ObjectMeta {
     pub url: String,
     /// Status of the stored response.
     pub status: StatusCode,
-    /// Stored response headers: end-to-end fields only, without `Age` and framing fields.
-    pub headers: HeaderMap,
+    /// Stored response header fields: end-to-end fields only, without `Age` and framing
+    /// fields.
+    pub fields: Fields,
     /// For each field named in `Vary`, the request's normalized value when it was stored.
     pub variant: Vec<(String, Option<String>)>,
     /// When and how the response was received.
     pub timing: Timing,
     /// Freshness lifetime and stale allowances.
     pub freshness: Freshness,
-    /// Strong or weak entity tag.
-    pub etag: Option<HeaderValue>,
-    /// `Last-Modified`, in milliseconds since the epoch.
-    pub last_modified: Option<u64>,
-    /// `headers` serialized as HTTP/1.1 field lines, so that a hit writes them with one copy.
-    pub h1_fields: Bytes,
     /// The body length the origin declared, known before the body is complete. For a sliced
     /// object, the whole object's length.
     pub content_length: Option<u64>,
@@ -47,25 +43,6 @@ pub struct ObjectMeta {
     /// For the head of a sliced object: a number drawn when the head was stored, part of its
     /// slices' keys. A purged or replaced head never finds the slices of its predecessor.
     pub slice_set: u64,
-}
-
-impl ObjectMeta {
-    /// Serializes `headers` for [`ObjectMeta::h1_fields`].
-    pub fn serialize_fields(headers: &HeaderMap) -> Bytes {
-        // Sized exactly: one allocation, which `Bytes` then takes over as it is.
-        let size = headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum();
-        let mut block = Vec::with_capacity(size);
-        for (name, value) in headers {
-            block.extend_from_slice(name.as_str().as_bytes());
-            block.extend_from_slice(b": ");
-            block.extend_from_slice(value.as_bytes());
-            block.extend_from_slice(b"\r\n");
-        }
-        Bytes::from(block)
-    }
 }
 
 /// How the body's fill ended.
@@ -85,7 +62,8 @@ struct Body {
     /// Bytes allocated for the body, for the RAM budget.
     allocated: u64,
     /// The body's pieces, each with the offset of its first byte (for range reads).
-    chunks: VecDeque<(u64, Bytes)>,
+    /// Most bodies are one piece, held inline rather than in an allocation of its own.
+    chunks: SmallVec<[(u64, Bytes); 1]>,
     /// Bytes before this offset were dropped after every reader had them (pass-through).
     released: u64,
     /// The readers that attached while the body was filling, for [`Object::release_read`].
@@ -98,8 +76,9 @@ struct Body {
 pub struct Object {
     meta: ArcSwap<ObjectMeta>,
     body: RwLock<Body>,
-    /// Bumped on every change to the body so that waiting readers wake up.
-    progress: watch::Sender<u64>,
+    /// Wakes the readers waiting for the body to change. Inline, where a channel would be an
+    /// allocation of its own per stored object.
+    progress: Notify,
     /// Set when the object leaves the cache (evicted, purged, replaced).
     removed: AtomicBool,
     /// Set once the object is on disk or queued for it, so it is written once.
@@ -134,13 +113,13 @@ impl Object {
             body: RwLock::new(Body {
                 staging: BytesMut::new(),
                 allocated: 0,
-                chunks: VecDeque::new(),
+                chunks: SmallVec::new(),
                 released: 0,
                 readers: Vec::new(),
                 length: 0,
                 state: FillState::Filling,
             }),
-            progress: watch::Sender::new(0),
+            progress: Notify::new(),
             removed: AtomicBool::new(false),
             on_disk: AtomicBool::new(false),
             ban_tested: AtomicU64::new(stored),
@@ -166,7 +145,7 @@ impl Object {
             state.allocated = length;
             state.length = length;
             if !body.is_empty() {
-                state.chunks.push_back((0, body));
+                state.chunks.push((0, body));
             }
             state.state = FillState::Complete;
         }
@@ -231,24 +210,20 @@ impl Object {
     }
 
     /// Memory held by the object, for the RAM budget: the body's allocations plus an estimate
-    /// of the metadata (fields are held twice, as a map and as the serialized block).
+    /// of the metadata.
     pub fn weight(&self) -> u64 {
         let meta = self.meta.load();
-        let fields: usize = meta
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 96)
-            .sum();
         let variant: usize = meta
             .variant
             .iter()
             .map(|(name, value)| name.len() + value.as_ref().map_or(0, String::len) + 48)
             .sum();
-        // The object's fixed cost (its Arcs, locks, wake-up channel, map slots, allocator
-        // headers), measured: about 2 KiB per object beyond its bytes.
-        let structures = 2048;
+        // The object's fixed cost (its Arcs, lock, map slots, allocator headers and rounding),
+        // measured: about 900 bytes per object beyond its bytes (RSS over entries, a cache
+        // full of 1 KiB objects).
+        let structures = 896;
         self.read_body().allocated
-            + (fields + meta.h1_fields.len() + meta.url.len() + variant + structures) as u64
+            + (meta.fields.len() + meta.url.len() + variant + structures) as u64
     }
 
     /// Copies the next piece of the body into the object's own buffers and wakes the readers.
@@ -275,15 +250,10 @@ impl Object {
                 let chunk = body.staging.split().freeze();
                 let offset = body.length;
                 body.length += chunk.len() as u64;
-                if body.chunks.capacity() == 0 {
-                    // Most small bodies arrive in one piece: room for exactly one, so that
-                    // the shrink at the end has nothing to reallocate.
-                    body.chunks.reserve_exact(1);
-                }
-                body.chunks.push_back((offset, chunk));
+                body.chunks.push((offset, chunk));
             }
         }
-        self.progress.send_modify(|generation| *generation += 1);
+        self.progress.notify_waiters();
     }
 
     /// Marks the body complete.
@@ -304,9 +274,11 @@ impl Object {
                 body.chunks.shrink_to_fit();
                 // Drop the handle on the last buffer's unused tail; the chunks keep what is used.
                 body.staging = BytesMut::new();
+                // Readers are tracked for `release_read`, which only runs while the body fills.
+                body.readers = Vec::new();
             }
         }
-        self.progress.send_modify(|generation| *generation += 1);
+        self.progress.notify_waiters();
     }
 
     /// Marks the object as no longer in the cache.
@@ -321,16 +293,15 @@ impl Object {
 
     /// Waits until the body is complete or aborted, returning the final state.
     pub async fn wait_end(&self) -> FillState {
-        let mut progress = self.progress.subscribe();
         loop {
-            progress.borrow_and_update();
+            // Registered before looking, so that a change made in between still wakes it.
+            let mut changed = std::pin::pin!(self.progress.notified());
+            changed.as_mut().enable();
             let state = self.state();
             if state != FillState::Filling {
                 return state;
             }
-            if progress.changed().await.is_err() {
-                return self.state();
-            }
+            changed.await;
         }
     }
 
@@ -352,7 +323,6 @@ impl Object {
             object: Arc::clone(self),
             position: start,
             end: end.unwrap_or(u64::MAX),
-            progress: None,
             slot,
         }
     }
@@ -380,17 +350,19 @@ impl Object {
                 }
                 lowest = lowest.min(position);
             }
-            while let Some((offset, chunk)) = body.chunks.front() {
-                let chunk_end = offset + chunk.len() as u64;
-                if chunk_end > lowest {
-                    break;
-                }
-                body.chunks.pop_front();
-                body.released = chunk_end;
+            let read_by_all = body
+                .chunks
+                .iter()
+                .take_while(|(offset, chunk)| offset + chunk.len() as u64 <= lowest)
+                .count();
+            if let Some(last) = read_by_all.checked_sub(1) {
+                let (offset, chunk) = &body.chunks[last];
+                body.released = offset + chunk.len() as u64;
+                body.chunks.drain(..read_by_all);
             }
         }
         if shed_any {
-            self.progress.send_modify(|generation| *generation += 1);
+            self.progress.notify_waiters();
         }
         Arc::strong_count(self) > 1
     }
@@ -450,7 +422,6 @@ pub struct BodyReader {
     object: Arc<Object>,
     position: u64,
     end: u64,
-    progress: Option<watch::Receiver<u64>>,
     slot: Option<Arc<ReaderSlot>>,
 }
 
@@ -472,40 +443,42 @@ impl BodyReader {
 
     /// The next piece of the body; `Ok(None)` at the end of the range or body.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, Truncated> {
+        if let Some(ready) = self.take_ready() {
+            return ready;
+        }
+        let object = Arc::clone(&self.object);
         loop {
-            if self.position >= self.end {
-                return Ok(None);
+            // Registered before looking again, so that an append made in between still wakes it.
+            let mut changed = std::pin::pin!(object.progress.notified());
+            changed.as_mut().enable();
+            if let Some(ready) = self.take_ready() {
+                return ready;
             }
-            if let Some(progress) = &mut self.progress {
-                progress.borrow_and_update();
+            changed.await;
+        }
+    }
+
+    /// What the reader can have now: the next piece, the end, or a truncation. `None` when it
+    /// has caught up with a body that is still filling.
+    fn take_ready(&mut self) -> Option<Result<Option<Bytes>, Truncated>> {
+        if self.position >= self.end {
+            return Some(Ok(None));
+        }
+        let body = self.object.read_body();
+        if self.is_cut_off(&body) {
+            return Some(Err(Truncated));
+        }
+        if self.position < body.length {
+            if let Some(chunk) = slice_at(&body, self.position, self.end) {
+                drop(body);
+                self.advance(chunk.len());
+                return Some(Ok(Some(chunk)));
             }
-            {
-                let body = self.object.read_body();
-                if self.is_cut_off(&body) {
-                    return Err(Truncated);
-                }
-                if self.position < body.length {
-                    if let Some(chunk) = slice_at(&body, self.position, self.end) {
-                        drop(body);
-                        self.advance(chunk.len());
-                        return Ok(Some(chunk));
-                    }
-                }
-                match body.state {
-                    FillState::Complete => return Ok(None),
-                    FillState::Aborted => return Err(Truncated),
-                    FillState::Filling => {}
-                }
-            }
-            match &mut self.progress {
-                // Subscribe, then look again: the change we would wait for may already be here.
-                None => self.progress = Some(self.object.progress.subscribe()),
-                Some(progress) => {
-                    if progress.changed().await.is_err() {
-                        return Err(Truncated);
-                    }
-                }
-            }
+        }
+        match body.state {
+            FillState::Complete => Some(Ok(None)),
+            FillState::Aborted => Some(Err(Truncated)),
+            FillState::Filling => None,
         }
     }
 
@@ -542,7 +515,7 @@ impl ObjectMeta {
         ObjectMeta {
             url: "http://test/".into(),
             status: StatusCode::OK,
-            headers: HeaderMap::new(),
+            fields: Fields::default(),
             variant: Vec::new(),
             timing: Timing {
                 request_time: 0,
@@ -551,9 +524,6 @@ impl ObjectMeta {
                 age: 0,
             },
             freshness,
-            etag: None,
-            last_modified: None,
-            h1_fields: Bytes::new(),
             content_length: None,
             slice_size: 0,
             slice_set: 0,
@@ -608,6 +578,28 @@ mod tests {
         assert_eq!(object.read_body().chunks.len(), 0);
         drop((fast, slow));
         assert!(!object.release_read(250), "nobody holds it any more");
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_fill_wakes_its_waiters_and_leaves_a_compact_object() {
+        let object = Object::filling(ObjectMeta::for_tests());
+        let waiter = tokio::spawn({
+            let object = Arc::clone(&object);
+            async move { object.wait_end().await }
+        });
+        let reader = tokio::spawn(read_all(object.reader(0, None)));
+        tokio::task::yield_now().await;
+        object.append(&[b'x'; 1024], Some(1024));
+        object.finish();
+        assert_eq!(waiter.await.unwrap(), FillState::Complete);
+        assert_eq!(reader.await.unwrap().unwrap().len(), 1024);
+        let body = object.read_body();
+        // A body that came in one piece is one chunk, held inline; the readers tracked while
+        // it filled are let go.
+        assert_eq!(body.chunks.len(), 1);
+        assert!(!body.chunks.spilled());
+        assert!(body.readers.is_empty());
+        assert_eq!(body.allocated, 1024);
     }
 
     #[tokio::test]

@@ -63,7 +63,7 @@ pub fn write_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
     match &response.headers {
-        ResponseHeaders::Stored(meta) => out.extend_from_slice(&meta.h1_fields),
+        ResponseHeaders::Stored(meta) => out.extend_from_slice(meta.fields.as_bytes()),
         ResponseHeaders::Map(map) => {
             for (name, value) in map {
                 out.extend_from_slice(name.as_str().as_bytes());

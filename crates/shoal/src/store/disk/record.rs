@@ -30,7 +30,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::cache::policy::{Freshness, Timing};
 use crate::cache::CacheKey;
-use crate::store::ObjectMeta;
+use crate::store::{Fields, ObjectMeta};
 
 /// Bytes reserved at the start of each segment for its header.
 pub const SEGMENT_HEADER_LEN: u64 = 4096;
@@ -225,7 +225,7 @@ pub fn decode_summary(bytes: &[u8]) -> Option<(u64, Vec<SummaryEntry>)> {
 
 /// Serializes everything of [`ObjectMeta`] that is not derived from the header fields.
 pub fn encode_meta(meta: &ObjectMeta) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + meta.h1_fields.len());
+    let mut out = Vec::with_capacity(256 + meta.fields.len());
     out.push(META_VERSION);
     out.extend_from_slice(&meta.status.as_u16().to_le_bytes());
     out.extend_from_slice(&meta.content_length.unwrap_or(u64::MAX).to_le_bytes());
@@ -261,9 +261,9 @@ pub fn encode_meta(meta: &ObjectMeta) -> Vec<u8> {
             None => out.push(0),
         }
     }
-    out.extend_from_slice(&(meta.headers.len() as u32).to_le_bytes());
-    for (name, value) in &meta.headers {
-        put_bytes(&mut out, name.as_str().as_bytes());
+    out.extend_from_slice(&(meta.fields.iter().count() as u32).to_le_bytes());
+    for (name, value) in meta.fields.iter() {
+        put_bytes(&mut out, name);
         put_bytes(&mut out, value.as_bytes());
     }
     out
@@ -319,10 +319,7 @@ pub fn decode_meta(bytes: &[u8]) -> Option<ObjectMeta> {
     Some(ObjectMeta {
         url,
         status,
-        etag: headers.get(http::header::ETAG).cloned(),
-        last_modified: crate::cache::policy::http_date(&headers, http::header::LAST_MODIFIED),
-        h1_fields: ObjectMeta::serialize_fields(&headers),
-        headers,
+        fields: Fields::new(&headers),
         variant,
         timing,
         freshness,
@@ -417,10 +414,7 @@ mod tests {
         ObjectMeta {
             url: "http://example.test/a?b".into(),
             status: StatusCode::NOT_FOUND,
-            h1_fields: ObjectMeta::serialize_fields(&headers),
-            etag: headers.get("etag").cloned(),
-            last_modified: crate::cache::policy::http_date(&headers, http::header::LAST_MODIFIED),
-            headers,
+            fields: Fields::new(&headers),
             variant: vec![
                 ("accept-encoding".into(), Some("gzip".into())),
                 ("x".into(), None),
@@ -450,13 +444,13 @@ mod tests {
         let decoded = decode_meta(&encode_meta(&original)).unwrap();
         assert_eq!(decoded.url, original.url);
         assert_eq!(decoded.status, original.status);
-        assert_eq!(decoded.headers, original.headers);
-        assert_eq!(decoded.h1_fields, original.h1_fields);
+        assert_eq!(decoded.fields, original.fields);
+        assert_eq!(decoded.fields.to_map().get_all("x-many").iter().count(), 2);
         assert_eq!(decoded.variant, original.variant);
         assert_eq!(decoded.timing, original.timing);
         assert_eq!(decoded.freshness, original.freshness);
-        assert_eq!(decoded.etag, original.etag);
-        assert_eq!(decoded.last_modified, original.last_modified);
+        assert_eq!(decoded.fields.etag().unwrap(), "\"v1\"");
+        assert_eq!(decoded.fields.last_modified(), Some(784_903_526_000));
         assert_eq!(decoded.content_length, Some(11));
         assert_eq!(decoded.slice_size, 1 << 20);
         assert_eq!(decoded.slice_set, 99);
