@@ -224,3 +224,20 @@ async fn start_admin(proxy: &Arc<Proxy>) -> anyhow::Result<Option<SocketAddr>> {
     tracing::info!(address = %bound, "admin API");
     Ok(Some(bound))
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    /// A header map of `(name, value)` pairs, in order, repeated names appended.
+    pub fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+}

@@ -103,17 +103,7 @@ pub fn strong_match(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
-            );
-        }
-        map
-    }
+    use crate::test_support::header_map as request;
 
     const LM: u64 = 1_700_000_000_000; // Tue, 14 Nov 2023 22:13:20 GMT
 

@@ -306,18 +306,8 @@ pub fn reuse(freshness: &Freshness, age: u64, request: &CacheControl) -> Reuse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::header_map as headers;
     use http::header::CACHE_CONTROL;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
-            );
-        }
-        map
-    }
 
     const NOW: u64 = 1_700_000_000_000;
     const DATE_NOW: &str = "Tue, 14 Nov 2023 22:13:20 GMT";

@@ -188,17 +188,7 @@ pub fn merge_not_modified(stored: &mut HeaderMap, update: &HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in pairs {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
-            );
-        }
-        headers
-    }
+    use crate::test_support::header_map as map;
 
     #[test]
     fn hop_by_hop_fields_and_connection_options_are_removed() {
