@@ -223,7 +223,7 @@ impl Object {
         // full of 1 KiB objects).
         let structures = 896;
         self.read_body().allocated
-            + (meta.fields.len() + meta.url.len() + variant + structures) as u64
+            + (meta.fields.byte_len() + meta.url.len() + variant + structures) as u64
     }
 
     /// Copies the next piece of the body into the object's own buffers and wakes the readers.
@@ -590,9 +590,21 @@ mod tests {
         let reader = tokio::spawn(read_all(object.reader(0, None)));
         tokio::task::yield_now().await;
         object.append(&[b'x'; 1024], Some(1024));
+        // Both take what the append brought and wait again: only the end can wake them now.
+        tokio::task::yield_now().await;
         object.finish();
-        assert_eq!(waiter.await.unwrap(), FillState::Complete);
-        assert_eq!(reader.await.unwrap().unwrap().len(), 1024);
+        // Bounded, so that a lost wake-up fails the test instead of hanging it.
+        let within = std::time::Duration::from_secs(10);
+        let state = tokio::time::timeout(within, waiter).await;
+        assert_eq!(
+            state.expect("the waiter was woken").unwrap(),
+            FillState::Complete
+        );
+        let read = tokio::time::timeout(within, reader).await;
+        assert_eq!(
+            read.expect("the reader was woken").unwrap().unwrap().len(),
+            1024
+        );
         let body = object.read_body();
         // A body that came in one piece is one chunk, held inline; the readers tracked while
         // it filled are let go.

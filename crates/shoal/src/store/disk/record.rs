@@ -225,7 +225,7 @@ pub fn decode_summary(bytes: &[u8]) -> Option<(u64, Vec<SummaryEntry>)> {
 
 /// Serializes everything of [`ObjectMeta`] that is not derived from the header fields.
 pub fn encode_meta(meta: &ObjectMeta) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + meta.fields.len());
+    let mut out = Vec::with_capacity(256 + meta.fields.byte_len());
     out.push(META_VERSION);
     out.extend_from_slice(&meta.status.as_u16().to_le_bytes());
     out.extend_from_slice(&meta.content_length.unwrap_or(u64::MAX).to_le_bytes());
@@ -261,7 +261,7 @@ pub fn encode_meta(meta: &ObjectMeta) -> Vec<u8> {
             None => out.push(0),
         }
     }
-    out.extend_from_slice(&(meta.fields.iter().count() as u32).to_le_bytes());
+    out.extend_from_slice(&(meta.fields.count() as u32).to_le_bytes());
     for (name, value) in meta.fields.iter() {
         put_bytes(&mut out, name);
         put_bytes(&mut out, value.as_bytes());
