@@ -238,6 +238,11 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         new.server.tcp_notsent_lowat != running.server.tcp_notsent_lowat,
     );
     new.server.tcp_notsent_lowat = running.server.tcp_notsent_lowat;
+    keep(
+        "server.defer_accept",
+        new.server.defer_accept != running.server.defer_accept,
+    );
+    new.server.defer_accept = running.server.defer_accept;
     keep("admin", new.admin != running.admin);
     new.admin = running.admin.clone();
     keep("disk", new.disk != running.disk);
