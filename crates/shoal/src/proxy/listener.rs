@@ -277,6 +277,17 @@ async fn serve_tls(
 mod tests {
     use super::*;
 
+    /// The one plain listener of `server` (on 127.0.0.1, port 0), and its address.
+    fn bind_loopback(server: &ServerConfig) -> (TcpListener, SocketAddr) {
+        let listener = Listeners::bind(server, None, false)
+            .unwrap()
+            .listeners
+            .remove(0)
+            .socket;
+        let address = listener.local_addr().unwrap();
+        (listener, address)
+    }
+
     /// `start` sets neither TCP_NODELAY nor TCP_NOTSENT_LOWAT on Linux: the accepted socket
     /// must have them from the listener, or small responses would wait for the client's
     /// delayed ACKs, and large ones would queue without limit in the kernel.
@@ -289,12 +300,7 @@ mod tests {
             defer_accept: crate::config::Span(std::time::Duration::ZERO),
             ..ServerConfig::default()
         };
-        let listener = Listeners::bind(&server, None, false)
-            .unwrap()
-            .listeners
-            .remove(0)
-            .socket;
-        let address = listener.local_addr().unwrap();
+        let (listener, address) = bind_loopback(&server);
         let _client = TcpStream::connect(address).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
         assert!(accepted.nodelay().unwrap());
@@ -315,12 +321,7 @@ mod tests {
             defer_accept: crate::config::Span(std::time::Duration::from_secs(30)),
             ..ServerConfig::default()
         };
-        let listener = Listeners::bind(&server, None, false)
-            .unwrap()
-            .listeners
-            .remove(0)
-            .socket;
-        let address = listener.local_addr().unwrap();
+        let (listener, address) = bind_loopback(&server);
         let mut client = TcpStream::connect(address).await.unwrap();
         let silent = tokio::time::timeout(std::time::Duration::from_millis(300), listener.accept());
         assert!(silent.await.is_err(), "accepted before the client spoke");
