@@ -124,8 +124,9 @@ pub struct ServerConfig {
     /// Wake the node for a new connection only once the client has sent its first bytes
     /// (`TCP_DEFER_ACCEPT`, Linux), which spares an empty read and a wake-up per connection
     /// (every HTTP and TLS client speaks first). A connection that sends nothing is handed over
-    /// after about this long anyway, and then has `header_read_timeout` like any other. 0s:
-    /// every connection is handed over as soon as it is established.
+    /// after about this long anyway (in whole seconds, at least 1), and then has
+    /// `header_read_timeout` like any other. 0s: every connection is handed over as soon as it
+    /// is established.
     pub defer_accept: Span,
     /// Longest request line (method, target, version); longer gets 414.
     pub max_request_line: ByteSize,
