@@ -660,7 +660,7 @@ impl ConfigSource {
 }
 
 /// Longest `server.defer_accept`.
-pub const MAX_DEFER_ACCEPT: std::time::Duration = std::time::Duration::from_secs(60);
+const MAX_DEFER_ACCEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Size of a directory given with `--cache-dir` but no `--cache-disk`.
 pub const DEFAULT_DISK_SIZE: ByteSize = ByteSize(1 << 30);

@@ -113,8 +113,8 @@ fn bind_one(
 
 /// Sets `TCP_DEFER_ACCEPT`: the listener reports a connection once its first bytes have
 /// arrived (or after about `after`), so that the accepting worker finds the request there
-/// instead of waking once for the connection and again for its data. Measured in
-/// bench/RESULTS.md ("Deferred accept"): a quarter less CPU per new connection.
+/// instead of waking once for the connection and again for its data: a quarter less CPU per
+/// new connection (bench/RESULTS.md, "A nine-round full run, and deferred accept").
 ///
 /// Written by hand because no safe binding exists: std's `set_deferaccept` is unstable, and
 /// socket2, nix and rustix do not have the option.

@@ -33,22 +33,25 @@ impl Fields {
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum();
         let mut block = Vec::with_capacity(size);
+        // The entity tag's place in the block, noted while writing it rather than found again
+        // by reading the block back: this runs once per stored response, on the miss path.
+        let mut etag = None;
         for (name, value) in headers {
             block.extend_from_slice(name.as_str().as_bytes());
             block.extend_from_slice(b": ");
+            if name == ETAG && etag.is_none() {
+                etag = Some(block.len()..block.len() + value.len());
+            }
             block.extend_from_slice(value.as_bytes());
             block.extend_from_slice(b"\r\n");
         }
-        let mut fields = Fields {
-            block: Bytes::from(block),
-            etag: None,
-            last_modified: None,
-        };
-        fields.etag = fields.get(&ETAG);
-        fields.last_modified = fields
-            .get(&LAST_MODIFIED)
-            .and_then(|value| policy::http_date_value(&value));
-        fields
+        let block = Bytes::from(block);
+        Fields {
+            // A slice of the block, so the value costs no allocation of its own.
+            etag: etag.and_then(|place| HeaderValue::from_maybe_shared(block.slice(place)).ok()),
+            last_modified: policy::http_date(headers, LAST_MODIFIED),
+            block,
+        }
     }
 
     /// The field lines, as an HTTP/1.1 response head carries them.
