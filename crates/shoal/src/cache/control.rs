@@ -1,10 +1,46 @@
-//! `Cache-Control` directives (RFC 9111 §5.2), parsed once per message into plain fields.
+//! `Cache-Control` directives (RFC 9111 §5.2), parsed once per message into plain fields, and
+//! the fields that stand in for them when a response targets CDN caches (RFC 9213
+//! `CDN-Cache-Control`, `Surrogate-Control`).
 
-use http::header::{CACHE_CONTROL, PRAGMA};
+use http::header::{HeaderName, CACHE_CONTROL, PRAGMA};
 use http::HeaderMap;
 
+/// RFC 9213's field for CDN caches: when present, it governs this cache instead of
+/// `Cache-Control`.
+static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+/// The Edge Architecture 1.0 field for surrogates (reverse proxies such as this one).
+static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+
+/// The name this node answers to in `Surrogate-Control` targets (`max-age=60;shoal`) and
+/// announces in `Surrogate-Capability`.
+pub const SURROGATE_ID: &str = "shoal";
+
+/// The `Surrogate-Capability` this node adds to its requests to origins, so that they may
+/// target it.
+pub const SURROGATE_CAPABILITY: &str = "shoal=\"Surrogate/1.0\"";
+
+/// The targeted fields a response's directives for this cache may come from, before
+/// `Cache-Control` (`cache.cdn_cache_control`, `cache.surrogate_control`).
+#[derive(Clone, Copy, Debug)]
+pub struct Targets {
+    /// Honour `CDN-Cache-Control`.
+    pub cdn_cache_control: bool,
+    /// Honour `Surrogate-Control` directives that are untargeted or targeted at this node.
+    pub surrogate_control: bool,
+}
+
+impl Targets {
+    /// The targeted fields `config` has this node honour.
+    pub fn of(config: &crate::config::CacheConfig) -> Targets {
+        Targets {
+            cdn_cache_control: config.cdn_cache_control,
+            surrogate_control: config.surrogate_control,
+        }
+    }
+}
+
 /// RFC 9111 §1.2.2: delta-seconds too large to represent are taken as 2^31.
-const DELTA_SECONDS_CAP: u64 = 1 << 31;
+pub(super) const DELTA_SECONDS_CAP: u64 = 1 << 31;
 
 /// The directives Shoal acts on, from a request or a response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,6 +63,9 @@ pub struct CacheControl {
     pub must_revalidate: bool,
     /// `proxy-revalidate`.
     pub proxy_revalidate: bool,
+    /// `must-understand` (RFC 9111 §5.2.2.3): store only a status whose caching rules the cache
+    /// knows, and then despite `no-store`.
+    pub must_understand: bool,
     /// `stale-while-revalidate` (RFC 5861).
     pub stale_while_revalidate: Option<u64>,
     /// `stale-if-error` (RFC 5861).
@@ -37,24 +76,17 @@ pub struct CacheControl {
     pub min_fresh: Option<u64>,
     /// Request `only-if-cached`.
     pub only_if_cached: bool,
+    /// Read from a field targeted at this cache (`CDN-Cache-Control`, `Surrogate-Control`):
+    /// `Cache-Control` and `Expires` do not apply (RFC 9213 §2.2).
+    pub targeted: bool,
 }
 
 impl CacheControl {
     /// Parses every `Cache-Control` field line of `headers`. Where there is none, a request's
     /// `Pragma: no-cache` counts as `no-cache` (RFC 9111 §5.4).
     pub fn parse(headers: &HeaderMap) -> CacheControl {
-        let mut directives = CacheControl::default();
-        let mut seen_any = false;
-        for value in headers.get_all(CACHE_CONTROL) {
-            seen_any = true;
-            let Ok(text) = value.to_str() else {
-                continue;
-            };
-            for (name, argument) in directives_of(text) {
-                directives.apply(name, argument);
-            }
-        }
-        if !seen_any {
+        let (mut directives, _) = CacheControl::of_field(headers, &CACHE_CONTROL);
+        if !headers.contains_key(CACHE_CONTROL) {
             directives.no_cache = headers.get_all(PRAGMA).iter().any(|v| {
                 v.to_str().is_ok_and(|t| {
                     t.split(',')
@@ -63,6 +95,42 @@ impl CacheControl {
             });
         }
         directives
+    }
+
+    /// The directives that govern this cache for a response: those of `CDN-Cache-Control`
+    /// when it has any (RFC 9213), else the `Surrogate-Control` directives meant for this
+    /// node, else `Cache-Control`'s. A response's own fields only: a request's are read with
+    /// [`CacheControl::parse`].
+    pub fn of_response(headers: &HeaderMap, targets: Targets) -> CacheControl {
+        if targets.cdn_cache_control {
+            let (mut directives, any) = CacheControl::of_field(headers, &CDN_CACHE_CONTROL);
+            if any {
+                directives.targeted = true;
+                return directives;
+            }
+        }
+        if targets.surrogate_control {
+            if let Some(directives) = surrogate_directives(headers) {
+                return directives;
+            }
+        }
+        CacheControl::parse(headers)
+    }
+
+    /// The directives of every line of field `name`, and whether there was any.
+    fn of_field(headers: &HeaderMap, name: &HeaderName) -> (CacheControl, bool) {
+        let mut directives = CacheControl::default();
+        let mut any = false;
+        for value in headers.get_all(name) {
+            let Ok(text) = value.to_str() else {
+                continue;
+            };
+            for (name, argument) in directives_of(text) {
+                directives.apply(name, argument);
+                any = true;
+            }
+        }
+        (directives, any)
     }
 
     fn apply(&mut self, name: &str, argument: Option<&str>) {
@@ -104,6 +172,7 @@ impl CacheControl {
             }
             "must-revalidate" => self.must_revalidate = true,
             "proxy-revalidate" => self.proxy_revalidate = true,
+            "must-understand" => self.must_understand = true,
             "stale-while-revalidate" => {
                 if let Some(value) = argument.and_then(parse_delta_seconds) {
                     self.stale_while_revalidate.get_or_insert(value);
@@ -125,10 +194,75 @@ impl CacheControl {
         }
     }
 
-    /// Whether a stale response may never be served without revalidation by a shared cache
-    /// (`must-revalidate`, `proxy-revalidate`, or `s-maxage`, which implies the latter).
+    /// Whether a response may never be served by a shared cache without a successful
+    /// revalidation, not even when the origin fails (RFC 9111 §4.2.4): `must-revalidate`,
+    /// `proxy-revalidate`, `s-maxage` (which implies the latter) or `no-cache`.
     pub fn forbids_stale(&self) -> bool {
-        self.must_revalidate || self.proxy_revalidate || self.s_maxage.is_some()
+        self.must_revalidate || self.proxy_revalidate || self.s_maxage.is_some() || self.no_cache
+    }
+}
+
+/// `Surrogate-Control` read for this node (Edge Architecture Specification 1.0): `max-age`
+/// (with `+grace`, taken as `stale-while-revalidate`) and `no-store`, each untargeted or
+/// targeted at [`SURROGATE_ID`] (`no-store;shoal`). Directives targeted at this node win over
+/// untargeted ones; those targeted at others are not this node's. `None` when nothing applies.
+fn surrogate_directives(headers: &HeaderMap) -> Option<CacheControl> {
+    let mut untargeted = CacheControl::default();
+    let mut ours = CacheControl::default();
+    let (mut any_untargeted, mut any_ours) = (false, false);
+    for value in headers.get_all(&SURROGATE_CONTROL) {
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        for (name, argument) in directives_of(text) {
+            let (name, argument, target) = split_target(name, argument);
+            let (directives, any) = match target {
+                None => (&mut untargeted, &mut any_untargeted),
+                Some(target) if target.eq_ignore_ascii_case(SURROGATE_ID) => {
+                    (&mut ours, &mut any_ours)
+                }
+                Some(_) => continue,
+            };
+            if name.eq_ignore_ascii_case("max-age") {
+                let argument = argument.unwrap_or_default();
+                let (fresh, grace) = argument.split_once('+').unwrap_or((argument, ""));
+                directives
+                    .max_age
+                    .get_or_insert(parse_delta_seconds(fresh).unwrap_or(0));
+                if let Some(grace) = parse_delta_seconds(grace) {
+                    directives.stale_while_revalidate.get_or_insert(grace);
+                }
+                *any = true;
+            } else if name.eq_ignore_ascii_case("no-store") {
+                directives.no_store = true;
+                *any = true;
+            }
+        }
+    }
+    let mut directives = match (any_ours, any_untargeted) {
+        (true, _) => ours,
+        (false, true) => untargeted,
+        (false, false) => return None,
+    };
+    directives.targeted = true;
+    Some(directives)
+}
+
+/// A `Surrogate-Control` directive without its target: `max-age=60;shoal` is `max-age`, `60`
+/// and `shoal`; `no-store;shoal` is `no-store` and `shoal`.
+fn split_target<'a>(
+    name: &'a str,
+    argument: Option<&'a str>,
+) -> (&'a str, Option<&'a str>, Option<&'a str>) {
+    match argument {
+        Some(argument) => match argument.rsplit_once(';') {
+            Some((argument, target)) => (name, Some(argument), Some(target.trim())),
+            None => (name, Some(argument), None),
+        },
+        None => match name.split_once(';') {
+            Some((name, target)) => (name.trim_end(), None, Some(target.trim())),
+            None => (name, None, None),
+        },
     }
 }
 
@@ -210,6 +344,8 @@ mod tests {
         assert!(!cc.private);
         assert_eq!(cc.private_fields, ["set-cookie", "x-a"]);
         assert!(cc.forbids_stale());
+        assert!(parse(&["max-age=60, no-cache"]).forbids_stale());
+        assert!(!parse(&["max-age=60, public"]).forbids_stale());
     }
 
     #[test]
@@ -246,5 +382,80 @@ mod tests {
         assert!(CacheControl::parse(&headers).no_cache);
         headers.insert(CACHE_CONTROL, "max-age=5".parse().unwrap());
         assert!(!CacheControl::parse(&headers).no_cache);
+    }
+
+    const BOTH: Targets = Targets {
+        cdn_cache_control: true,
+        surrogate_control: true,
+    };
+
+    fn of_response(fields: &[(&str, &str)], targets: Targets) -> CacheControl {
+        CacheControl::of_response(&crate::test_support::header_map(fields), targets)
+    }
+
+    /// RFC 9213: `CDN-Cache-Control` governs this cache when it has directives, and
+    /// `Cache-Control` is then ignored; off, or empty, it changes nothing.
+    #[test]
+    fn cdn_cache_control_replaces_cache_control() {
+        let fields = [
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=600, stale-if-error=60"),
+        ];
+        let cc = of_response(&fields, BOTH);
+        assert_eq!(
+            (cc.max_age, cc.no_store, cc.targeted),
+            (Some(600), false, true)
+        );
+        assert_eq!(cc.stale_if_error, Some(60));
+        let off = Targets {
+            cdn_cache_control: false,
+            ..BOTH
+        };
+        assert!(of_response(&fields, off).no_store);
+        let empty = [("cache-control", "max-age=5"), ("cdn-cache-control", " ")];
+        assert_eq!(of_response(&empty, BOTH), parse(&["max-age=5"]));
+    }
+
+    /// Edge Architecture 1.0: untargeted directives and those targeted at this node apply,
+    /// the latter first; those for other surrogates do not.
+    #[test]
+    fn surrogate_control_directives_for_this_node() {
+        let cc = |value: &str| {
+            of_response(
+                &[("cache-control", "max-age=1"), ("surrogate-control", value)],
+                BOTH,
+            )
+        };
+        let fresh = cc("max-age=3600");
+        assert_eq!((fresh.max_age, fresh.targeted), (Some(3600), true));
+        assert_eq!(cc("MaX-aGe=3600, foobar").max_age, Some(3600));
+        assert_eq!(cc("max-age=3600;shoal").max_age, Some(3600));
+        assert_eq!(cc("max-age=60, max-age=3600;shoal").max_age, Some(3600));
+        assert!(cc("max-age=60, no-store;shoal").no_store);
+        assert_eq!(cc("max-age=60, no-store;shoal").max_age, None);
+        let plus = cc("max-age=30+90");
+        assert_eq!(
+            (plus.max_age, plus.stale_while_revalidate),
+            (Some(30), Some(90))
+        );
+        assert_eq!(cc("max-age=99999999999").max_age, Some(DELTA_SECONDS_CAP));
+        // Nothing for this node: Cache-Control governs.
+        assert_eq!(cc("max-age=3600;not-for-you"), parse(&["max-age=1"]));
+        assert_eq!(cc("content=\"ESI/1.0\""), parse(&["max-age=1"]));
+        // Cache-Control's no-store is not this node's once Surrogate-Control speaks.
+        let over = of_response(
+            &[
+                ("cache-control", "no-store"),
+                ("surrogate-control", "max-age=10000;shoal"),
+            ],
+            BOTH,
+        );
+        assert_eq!((over.no_store, over.max_age), (false, Some(10000)));
+        let off = Targets {
+            surrogate_control: false,
+            ..BOTH
+        };
+        let ignored = of_response(&[("surrogate-control", "no-store")], off);
+        assert!(!ignored.no_store && !ignored.targeted);
     }
 }

@@ -31,6 +31,8 @@ pub enum NotStorable {
     VaryStar,
     /// Larger than `cache.max_object_size`.
     TooLarge,
+    /// `must-understand` with a status code Shoal does not know.
+    MustUnderstand,
 }
 
 impl NotStorable {
@@ -47,6 +49,7 @@ impl NotStorable {
             NotStorable::SetCookie => "set-cookie",
             NotStorable::VaryStar => "vary-star",
             NotStorable::TooLarge => "too-large",
+            NotStorable::MustUnderstand => "must-understand",
         }
     }
 }
@@ -56,6 +59,15 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
         200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// The status codes RFC 9110 defines, whose caching rules Shoal follows: what
+/// `must-understand` asks a cache to know before it stores a response.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
     )
 }
 
@@ -83,7 +95,12 @@ pub fn storability(
     if status == StatusCode::PARTIAL_CONTENT {
         return Err(NotStorable::Partial);
     }
-    if request_cc.no_store || response_cc.no_store {
+    // A response that says `must-understand` asks for `no-store` only from caches that do not
+    // know its status code; Shoal knows the codes of RFC 9110 and nothing else.
+    if response_cc.must_understand && !understood(status) {
+        return Err(NotStorable::MustUnderstand);
+    }
+    if request_cc.no_store || (response_cc.no_store && !response_cc.must_understand) {
         return Err(NotStorable::NoStore);
     }
     if response_cc.private {
@@ -105,7 +122,7 @@ pub fn storability(
     }
     let explicit = response_cc.max_age.is_some()
         || response_cc.s_maxage.is_some()
-        || response.contains_key(EXPIRES)
+        || (response.contains_key(EXPIRES) && !response_cc.targeted)
         || response_cc.public;
     if !explicit && !heuristically_cacheable(status) {
         return Err(NotStorable::Status);
@@ -143,9 +160,7 @@ impl Timing {
         let date = http_date(headers, DATE).unwrap_or(response_time);
         let age = headers
             .get(http::header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_delta_seconds)
-            .map_or(0, |seconds| seconds * 1000);
+            .map_or(0, |value| age_seconds(value) * 1000);
         Timing {
             request_time,
             response_time,
@@ -165,6 +180,21 @@ impl Timing {
     pub fn current_age(&self, now: u64) -> u64 {
         self.corrected_initial_age() + now.saturating_sub(self.response_time)
     }
+}
+
+/// An `Age` value in seconds (RFC 9111 §5.1): of a list, its first member; when that is not a
+/// delta-seconds (`abc`, `-7200`, `7200.0`, `7200;foo=bar`), an age that leaves the response
+/// stale for good, rather than 0, which would take the broken value for a fresh one.
+fn age_seconds(value: &http::HeaderValue) -> u64 {
+    let first = value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .next()
+        .unwrap_or_default();
+    std::str::from_utf8(first)
+        .ok()
+        .and_then(parse_delta_seconds)
+        .unwrap_or(super::control::DELTA_SECONDS_CAP)
 }
 
 /// Parses an HTTP date field as milliseconds since the epoch.
@@ -205,7 +235,7 @@ pub fn freshness(
 ) -> Freshness {
     let explicit = if let Some(seconds) = cc.s_maxage.or(cc.max_age) {
         Some(seconds * 1000)
-    } else if headers.contains_key(EXPIRES) {
+    } else if headers.contains_key(EXPIRES) && !cc.targeted {
         // An invalid Expires (such as "0") means already expired.
         Some(http_date(headers, EXPIRES).map_or(0, |expires| expires.saturating_sub(timing.date)))
     } else {
@@ -449,6 +479,25 @@ mod tests {
             Err(VaryStar),
         );
         check(Method::GET, &[], 206, &[], Err(Partial));
+        // must-understand: a known status is stored despite the no-store meant for caches that
+        // do not know it; an unknown one is not, whatever its freshness.
+        let understood = [("cache-control", "max-age=60, must-understand, no-store")];
+        check(Method::GET, &[], 200, &understood, Ok(()));
+        check(Method::GET, &[], 308, &understood, Ok(()));
+        check(
+            Method::GET,
+            &[],
+            299,
+            &[("cache-control", "max-age=60, must-understand")],
+            Err(NotStorable::MustUnderstand),
+        );
+        check(
+            Method::GET,
+            &[("cache-control", "no-store")],
+            200,
+            &understood,
+            Err(NoStore),
+        );
     }
 
     #[test]
@@ -529,9 +578,29 @@ mod tests {
         assert_eq!(from_headers.age, 7000);
     }
 
+    /// RFC 9111 §5.1: the first member of a list counts; a value that is not a delta-seconds
+    /// makes the response stale, whatever its freshness lifetime.
+    #[test]
+    fn an_age_is_its_first_member_and_a_broken_one_is_stale() {
+        let age = |value: &str| Timing::of_response(&headers(&[("age", value)]), NOW, NOW).age;
+        assert_eq!(age("0,7200"), 0);
+        assert_eq!(age(" 30 , 0"), 30_000);
+        assert_eq!(age("7200,0"), 7_200_000);
+        let stale = super::super::control::DELTA_SECONDS_CAP * 1000;
+        for broken in ["abc", "-7200", "7200.0", "7200;foo=bar", "", ",5"] {
+            assert_eq!(age(broken), stale, "Age: {broken}");
+        }
+        let none = Timing::of_response(&HeaderMap::new(), NOW, NOW);
+        assert_eq!(none.age, 0);
+    }
+
     #[test]
     fn reuse_table() {
-        let config = CacheConfig::default();
+        // A grace configured for origins that give none (the default is none).
+        let config = CacheConfig {
+            stale_while_revalidate: crate::config::Span(std::time::Duration::from_secs(10)),
+            ..CacheConfig::default()
+        };
         let check = |resp_cc: &str, req_cc: &str, age_s: u64, expected: Reuse| {
             let resp = headers(&[(CACHE_CONTROL.as_str(), resp_cc)]);
             let f = freshness(
@@ -559,7 +628,7 @@ mod tests {
             stale_if_error: false,
         };
         check("max-age=60", "", 10, Reuse::Fresh);
-        check("max-age=60", "", 65, Reuse::StaleWhileRevalidate); // default 10 s grace
+        check("max-age=60", "", 65, Reuse::StaleWhileRevalidate); // the configured 10 s
         check("max-age=60", "", 75, revalidate);
         check(
             "max-age=60, stale-while-revalidate=100",
@@ -577,7 +646,7 @@ mod tests {
                 stale_if_error: false,
             },
         );
-        check("max-age=60, no-cache", "", 1, revalidate);
+        check("max-age=60, no-cache", "", 1, strict);
         check("max-age=60", "no-cache", 1, revalidate);
         check("max-age=60", "max-age=5", 10, revalidate);
         check("max-age=60", "min-fresh=55", 10, revalidate);

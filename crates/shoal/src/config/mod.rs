@@ -413,12 +413,22 @@ pub struct CacheConfig {
     /// Freshness given to 404, 410 and other negative answers without explicit freshness.
     pub negative_ttl: Span,
     /// Default time a stale object may be served while it is refreshed in the background,
-    /// when the origin does not say (`stale-while-revalidate`).
+    /// when the origin does not say (`stale-while-revalidate`). None by default: RFC 9111
+    /// §4.2.4 lets a cache serve stale only with the origin's or the client's leave, or by an
+    /// agreement with the origin, which setting this is (Varnish's grace).
     pub stale_while_revalidate: Span,
     /// Default time a stale object may be served when the origin fails (`stale-if-error`).
     pub stale_if_error: Span,
     /// Store responses that carry `Set-Cookie` (the header is stored and served with them).
     pub store_set_cookie: bool,
+    /// Take this cache's directives from `CDN-Cache-Control` (RFC 9213) when a response has
+    /// it, instead of from `Cache-Control` and `Expires`. The field is forwarded unchanged.
+    pub cdn_cache_control: bool,
+    /// Take this cache's directives from `Surrogate-Control` (`max-age`, `no-store`, untargeted
+    /// or targeted `;shoal`) when a response has them, instead of from `Cache-Control` and
+    /// `Expires`, and announce `Surrogate-Capability: shoal="Surrogate/1.0"` to origins. The
+    /// field is forwarded unchanged.
+    pub surrogate_control: bool,
     /// Name of the response header reporting the cache outcome; empty to leave it out.
     pub status_header: String,
     /// How the query string takes part in the cache key.
@@ -443,9 +453,11 @@ impl Default for CacheConfig {
             heuristic_fraction: 0.1,
             heuristic_max: Span(std::time::Duration::from_secs(86_400)),
             negative_ttl: Span(std::time::Duration::from_secs(30)),
-            stale_while_revalidate: Span(std::time::Duration::from_secs(10)),
+            stale_while_revalidate: Span(std::time::Duration::ZERO),
             stale_if_error: Span(std::time::Duration::from_secs(3600)),
             store_set_cookie: false,
+            cdn_cache_control: true,
+            surrogate_control: true,
             status_header: "X-Cache".to_owned(),
             query: QueryKey::Keep,
             ignore_query_params: Vec::new(),

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::{
     headers, now_millis, request_host, slices, target, ClientRequest, Counter, Proxy, ProxyError,
 };
+use crate::cache::control::Targets;
 use crate::cache::key::normalized_header;
 use crate::cache::policy::{self, NotStorable, Timing};
 use crate::cache::{CacheControl, CacheKey, FlightGuard, FlightOutcome, Role};
@@ -269,9 +270,9 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
     let sliced = slices::sliceable(parts.status, &parts.headers, declared_length, slice_size);
     let timing = Timing::of_response(&parts.headers, request_time, response_time);
     headers::forward_response(&mut parts.headers, response_time);
-    let response_cc = CacheControl::parse(&parts.headers);
     let live = proxy.live();
     let config = &live.config.cache;
+    let response_cc = CacheControl::of_response(&parts.headers, Targets::of(config));
     let verdict = policy::storability(
         &Method::GET,
         // The forwarded request: what the origin saw (Authorization included).
@@ -348,14 +349,16 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
 }
 
 /// The part a probe for slice `index` got, as `(first byte, object length)`, when it can be
-/// stored: the slice asked for, of an object within one slice (stored whole) or sliceable.
+/// stored: the whole slice asked for (an origin may answer with less, which is not a slice),
+/// of an object within one slice (stored whole) or sliceable.
 fn storable_part(headers: &HeaderMap, index: u64, slice_size: u64) -> Option<(u64, u64)> {
-    let (first, _, total) = slices::content_range(headers)?;
+    let (first, last, total) = slices::content_range(headers)?;
     let total = total?;
+    let whole_slice =
+        first == index * slice_size && last < total && last + 1 == (first + slice_size).min(total);
     let small = first == 0 && total <= slice_size;
-    (first == index * slice_size
-        && (small || slices::sliceable(StatusCode::OK, headers, Some(total), slice_size)))
-    .then_some((first, total))
+    (whole_slice && (small || slices::sliceable(StatusCode::OK, headers, Some(total), slice_size)))
+        .then_some((first, total))
 }
 
 /// An origin body to store in slices: from byte `base` of the object, and either the whole rest
@@ -511,15 +514,44 @@ fn refresh(
     let mut meta = ObjectMeta::clone(&stale.meta());
     let mut fields = meta.fields.to_map();
     headers::merge_not_modified(&mut fields, &update);
-    let cc = CacheControl::parse(&fields);
-    meta.freshness = policy::freshness(
-        meta.status,
-        &fields,
-        &cc,
-        &timing,
-        &proxy.live().config.cache,
-    );
+    let live = proxy.live();
+    let config = &live.config.cache;
+    let cc = CacheControl::of_response(&fields, Targets::of(config));
+    meta.freshness = policy::freshness(meta.status, &fields, &cc, &timing, config);
     meta.timing = timing;
     meta.fields = Fields::new(&fields);
     stale.set_meta(meta);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::header_map;
+
+    /// A probe's answer is stored only when it is the whole slice asked for: an origin that
+    /// answers with less (or more) gives no slice the node could complete.
+    #[test]
+    fn a_probe_answer_is_a_slice_only_when_it_is_the_whole_slice() {
+        let part = |range: &str| {
+            let headers = header_map(&[("content-range", range), ("etag", "\"v1\"")]);
+            storable_part(&headers, 0, 1024)
+        };
+        assert_eq!(part("bytes 0-9/10"), Some((0, 10)));
+        assert_eq!(part("bytes 0-1023/5000"), Some((0, 5000)));
+        assert_eq!(part("bytes 0-4/10"), None);
+        assert_eq!(part("bytes 0-99/5000"), None);
+        assert_eq!(part("bytes 0-4999/5000"), None);
+        assert_eq!(part("bytes 5-9/10"), None);
+        assert_eq!(part("bytes 0-9/*"), None);
+        let second = header_map(&[
+            ("content-range", "bytes 1024-2047/5000"),
+            ("etag", "\"v1\""),
+        ]);
+        assert_eq!(storable_part(&second, 1, 1024), Some((1024, 5000)));
+        let last = header_map(&[
+            ("content-range", "bytes 4096-4999/5000"),
+            ("etag", "\"v1\""),
+        ]);
+        assert_eq!(storable_part(&last, 4, 1024), Some((4096, 5000)));
+    }
 }

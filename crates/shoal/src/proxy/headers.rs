@@ -15,10 +15,13 @@ use crate::config::{HostHeader, OriginConfig};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static PROXY_AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("proxy-authentication-info");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The fields that apply to one connection only.
-static HOP_BY_HOP: [&HeaderName; 9] = [
+/// The fields that apply to one connection only (with the proxy authentication fields, which
+/// are between a client and the proxy next to it, and which RFC 9111 §3.1 keeps out of a
+/// stored response).
+static HOP_BY_HOP: [&HeaderName; 10] = [
     &CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
@@ -28,6 +31,7 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &UPGRADE,
     &PROXY_AUTHORIZATION,
     &PROXY_AUTHENTICATE,
+    &PROXY_AUTHENTICATION_INFO,
 ];
 
 /// Removes the fields that apply to one connection only, and those `Connection` names.
@@ -167,14 +171,13 @@ pub fn forward_response(headers: &mut HeaderMap, received_at: u64) {
 }
 
 /// Fields a `304 Not Modified` from the origin may update in a stored response: all of them
-/// except framing and fields about the body itself (RFC 9111 §3.2).
+/// except framing and the fields that describe the stored body itself (RFC 9111 §3.2): its
+/// length, coding, range and digest, and its `ETag`, which must keep naming the bytes kept.
 pub fn merge_not_modified(stored: &mut HeaderMap, update: &HeaderMap) {
+    const ABOUT_THE_BODY: [&str; 4] = ["content-encoding", "content-range", "content-md5", "etag"];
     let mut replaced: Vec<&HeaderName> = Vec::new();
     for (name, value) in update {
-        if name == CONTENT_LENGTH
-            || name.as_str() == "content-encoding"
-            || name.as_str() == "content-range"
-        {
+        if name == CONTENT_LENGTH || ABOUT_THE_BODY.contains(&name.as_str()) {
             continue;
         }
         if !replaced.contains(&name) {
@@ -198,6 +201,8 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("te", "trailers"),
             ("upgrade", "h2c"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authentication-info", "nextnonce=x"),
             ("accept", "*/*"),
         ]);
         remove_hop_by_hop(&mut headers);
@@ -270,9 +275,13 @@ mod tests {
         let update = map(&[
             ("cache-control", "max-age=60"),
             ("content-length", "0"),
+            ("etag", "\"2\""),
+            ("content-md5", "N7UdGUp1E+RbVvZSTy1R8g=="),
             ("x-a", "3"),
         ]);
         merge_not_modified(&mut stored, &update);
+        assert_eq!(stored["etag"], "\"1\"");
+        assert!(!stored.contains_key("content-md5"));
         assert_eq!(stored["cache-control"], "max-age=60");
         assert_eq!(stored["content-type"], "text/plain");
         assert_eq!(stored.get_all("x-a").iter().count(), 1);

@@ -45,6 +45,10 @@ use crate::upstream::cluster::PEER_HEADER;
 use crate::upstream::{RequestBody, Trace, UpstreamError};
 use fetch::{FetchPlan, FetchResult};
 
+/// Announces to origins what this node understands of `Surrogate-Control`.
+static SURROGATE_CAPABILITY: http::HeaderName =
+    http::HeaderName::from_static("surrogate-capability");
+
 /// A request as the pipeline sees it, whatever the client's HTTP version.
 pub struct ClientRequest {
     /// Method, target, version and header fields.
@@ -978,6 +982,12 @@ impl Proxy {
             scheme(tls),
             &live.config.origin,
         );
+        if live.config.cache.surrogate_control {
+            head.headers.append(
+                &SURROGATE_CAPABILITY,
+                HeaderValue::from_static(crate::cache::control::SURROGATE_CAPABILITY),
+            );
+        }
         // Origins are spoken to in HTTP/1.1 whatever the client used.
         head.version = http::Version::HTTP_11;
         // The request target in origin form, as the origin client sends it; routing reads the

@@ -318,7 +318,11 @@ async fn fetch_slices(
         .and_then(|v| v.parse::<u64>().ok());
     let base = match parts.status {
         StatusCode::PARTIAL_CONTENT => match content_range(&parts.headers) {
-            Some((from, _, Some(total))) if from == start && total == body.length => start,
+            Some((from, last, Some(total)))
+                if from == start && last + 1 == end && total == body.length =>
+            {
+                start
+            }
             _ => u64::MAX,
         },
         StatusCode::OK if declared.is_none_or(|length| length == body.length) => 0,

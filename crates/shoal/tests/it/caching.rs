@@ -27,6 +27,19 @@ async fn statuses(node: &shoal::Node, path: &str, times: usize) -> Vec<String> {
     out
 }
 
+/// An origin answering with `headers`, a node in front of it, and the cache statuses of two
+/// requests for `path` ("MISS HIT", "PASS PASS", ...).
+async fn two_requests(
+    headers: &[(&'static str, &'static str)],
+    path: &str,
+) -> (String, Origin, shoal::Node) {
+    let headers = Box::leak(headers.to_vec().into_boxed_slice());
+    let origin = origin_with(headers).await;
+    let node = node(&origin).await;
+    let statuses = statuses(&node, path, 2).await.join(" ");
+    (statuses, origin, node)
+}
+
 #[tokio::test]
 async fn storability_follows_the_response_directives() {
     let cases: [(&[(&str, &str)], &str); 8] = [
@@ -52,17 +65,91 @@ async fn storability_follows_the_response_directives() {
         ),
     ];
     for (index, (headers, expected)) in cases.into_iter().enumerate() {
-        let headers: &'static [(&'static str, &'static str)] =
-            Box::leak(headers.to_vec().into_boxed_slice());
-        let origin = origin_with(headers).await;
-        let node = node(&origin).await;
         // Not storable: both go to the origin; storable: a miss, then a hit.
-        assert_eq!(
-            statuses(&node, "/s", 2).await.join(" "),
-            expected,
-            "case {index}: {headers:?}"
-        );
+        let (statuses, _, _) = two_requests(headers, "/s").await;
+        assert_eq!(statuses, expected, "case {index}: {headers:?}");
     }
+}
+
+/// Fields targeted at this cache (RFC 9213 `CDN-Cache-Control`, `Surrogate-Control`) govern
+/// it in place of `Cache-Control` and `Expires`, and reach the client unchanged; the origin is
+/// told what the node understands.
+#[tokio::test]
+async fn targeted_fields_govern_this_cache_instead_of_cache_control() {
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (
+            &[
+                ("cache-control", "no-store"),
+                ("surrogate-control", "max-age=60;shoal"),
+            ],
+            "MISS HIT",
+        ),
+        (
+            &[
+                ("cache-control", "max-age=60"),
+                ("surrogate-control", "no-store"),
+            ],
+            "PASS PASS",
+        ),
+        (
+            &[
+                ("cache-control", "max-age=60"),
+                ("surrogate-control", "no-store;another-cdn"),
+            ],
+            "MISS HIT",
+        ),
+        (
+            &[
+                ("cache-control", "private"),
+                ("cdn-cache-control", "max-age=60"),
+            ],
+            "MISS HIT",
+        ),
+        (
+            &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "no-store"),
+            ],
+            "PASS PASS",
+        ),
+        // A lifetime of 0 from the targeted field: Expires, far ahead, does not count.
+        (
+            &[
+                ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+                ("surrogate-control", "max-age=0"),
+            ],
+            "MISS MISS",
+        ),
+    ];
+    for (index, (headers, expected)) in cases.into_iter().enumerate() {
+        let (statuses, origin, node) = two_requests(headers, "/t").await;
+        assert_eq!(statuses, expected, "case {index}: {headers:?}");
+        let capability = origin.last("/t").headers["surrogate-capability"].clone();
+        assert_eq!(capability, "shoal=\"Surrogate/1.0\"");
+        let (_, forwarded, _) = get(&node, "/t").await;
+        for (name, value) in headers {
+            if name.ends_with("control") && *name != "cache-control" {
+                assert_eq!(forwarded[*name], *value, "case {index}: {name} forwarded");
+            }
+        }
+    }
+    // Off, the fields are only forwarded: Cache-Control governs.
+    let origin = origin_with(&[
+        ("cache-control", "no-store"),
+        ("surrogate-control", "max-age=60"),
+        ("cdn-cache-control", "max-age=60"),
+    ])
+    .await;
+    let node = node_with(&origin, |config| {
+        config.cache.surrogate_control = false;
+        config.cache.cdn_cache_control = false;
+    })
+    .await;
+    assert_eq!(statuses(&node, "/t", 2).await.join(" "), "PASS PASS");
+    assert!(!origin
+        .last("/t")
+        .headers
+        .contains_key("surrogate-capability"));
 }
 
 #[tokio::test]
@@ -194,6 +281,25 @@ async fn a_changed_object_replaces_the_stored_one() {
     version.store(2, Ordering::SeqCst);
     let (_, headers, body) = get(&node, "/c").await;
     assert_eq!((&body[..], cache_status(&headers)), (&b"v2"[..], "MISS"));
+}
+
+/// RFC 9111 §4.3.2: without `Last-Modified`, `If-Modified-Since` is held against `Date`.
+#[tokio::test]
+async fn if_modified_since_without_last_modified_uses_the_date() {
+    // Fresh for 31 years: the Date is of 2015.
+    let origin = origin_with(&[
+        ("cache-control", "max-age=999999999"),
+        ("date", "Thu, 01 Jan 2015 00:00:00 GMT"),
+    ])
+    .await;
+    let node = node(&origin).await;
+    get(&node, "/dated").await;
+    let since = |date: &'static str| [("if-modified-since", date)];
+    let (status, headers, _) =
+        get_with(&node, "/dated", &since("Fri, 02 Jan 2015 00:00:00 GMT")).await;
+    assert_eq!((status, cache_status(&headers)), (304, "HIT"));
+    let (status, _, _) = get_with(&node, "/dated", &since("Wed, 31 Dec 2014 00:00:00 GMT")).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
@@ -483,10 +589,10 @@ async fn stale_content_is_served_when_the_origin_errs_but_not_past_must_revalida
         if fail.load(Ordering::SeqCst) == 1 {
             return Reply::status(500);
         }
-        let strict = if seen.target == "/strict" {
-            ", must-revalidate"
-        } else {
-            ""
+        let strict = match seen.target.as_str() {
+            "/strict" => ", must-revalidate",
+            "/no-cache" => ", no-cache",
+            _ => "",
         };
         Reply::ok("good").header("cache-control", &format!("max-age=1{strict}"))
     })
@@ -497,6 +603,7 @@ async fn stale_content_is_served_when_the_origin_errs_but_not_past_must_revalida
     .await;
     get(&node, "/lenient").await;
     get(&node, "/strict").await;
+    get(&node, "/no-cache").await;
     failing.store(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, headers, body) = get(&node, "/lenient").await;
@@ -506,6 +613,14 @@ async fn stale_content_is_served_when_the_origin_errs_but_not_past_must_revalida
     );
     let (status, _, _) = get(&node, "/strict").await;
     assert_eq!(status, 500);
+    // `no-cache` allows no use without a successful revalidation, even on an error.
+    let (status, _, _) = get(&node, "/no-cache").await;
+    assert_eq!(status, 500);
+    // Nor when the origin cannot be reached at all.
+    origin.stop();
+    assert_eq!(get(&node, "/strict").await.0, 503);
+    assert_eq!(get(&node, "/no-cache").await.0, 503);
+    assert_eq!(get(&node, "/lenient").await.0, 200);
 }
 
 #[tokio::test]

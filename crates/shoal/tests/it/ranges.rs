@@ -165,6 +165,39 @@ async fn ranges_of_large_objects_without_a_validator_are_passed_to_the_origin() 
     assert_eq!(origin.last("/large").headers["range"], "bytes=0-4");
 }
 
+/// An origin that answers a slice request with less than the slice (here, always the first
+/// five bytes of ten) gives no slice to store: the client's own range goes to it, and the
+/// client gets the origin's answer, whole, rather than a part the node cannot complete.
+#[tokio::test]
+async fn a_part_shorter_than_the_slice_asked_for_is_not_stored() {
+    let origin = Origin::start(|_| {
+        // In two pieces: the node has answered its client before the body ends.
+        let pieces = vec![Bytes::from_static(b"01"), Bytes::from_static(b"234")];
+        Reply {
+            status: http::StatusCode::PARTIAL_CONTENT,
+            ..Reply::ok(Bytes::new())
+        }
+        .body(Body::Paced(pieces, Duration::from_millis(100)))
+        .header("content-range", "bytes 0-4/10")
+        .header("content-length", "5")
+        .header("cache-control", "max-age=3600")
+    })
+    .await;
+    let node = node(&origin).await;
+    for _ in 0..2 {
+        let answer = get_with(&node, "/short", &[("range", "bytes=-5")]);
+        let (status, headers, body) = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("the response completes");
+        let range = headers["content-range"].to_str().unwrap();
+        assert_eq!(
+            (status, range, &body[..]),
+            (206, "bytes 0-4/10", &b"01234"[..])
+        );
+    }
+    assert_eq!(origin.last("/short").headers["range"], "bytes=-5");
+}
+
 #[tokio::test]
 async fn ranges_are_served_from_an_object_still_filling() {
     let (release, gate) = tokio::sync::mpsc::channel(4);
