@@ -5,9 +5,9 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use shoal::cache::control::Targets;
 use shoal::cache::policy::Timing;
 use shoal::cache::CacheControl;
+use shoal::config::CacheConfig;
 
 /// The fields the values go to, in turn.
 const FIELDS: [&str; 4] = ["cache-control", "cdn-cache-control", "surrogate-control", "age"];
@@ -22,11 +22,7 @@ fuzz_target!(|values: Vec<&[u8]>| {
     let parsed = CacheControl::parse(&headers);
     let _ = parsed.forbids_stale();
     let _ = format!("{parsed:?}");
-    let targets = Targets {
-        cdn_cache_control: true,
-        surrogate_control: true,
-    };
-    let governing = CacheControl::of_response(&headers, targets);
+    let governing = CacheControl::of_response(&headers, &CacheConfig::default());
     let _ = governing.forbids_stale();
     let timing = Timing::of_response(&headers, 1_000, 2_000);
     let _ = timing.current_age(3_000);

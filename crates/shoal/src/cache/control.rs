@@ -2,8 +2,10 @@
 //! the fields that stand in for them when a response targets CDN caches (RFC 9213
 //! `CDN-Cache-Control`, `Surrogate-Control`).
 
-use http::header::{HeaderName, CACHE_CONTROL, PRAGMA};
+use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, PRAGMA};
 use http::HeaderMap;
+
+use crate::config::CacheConfig;
 
 /// RFC 9213's field for CDN caches: when present, it governs this cache instead of
 /// `Cache-Control`.
@@ -11,32 +13,20 @@ static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-contro
 /// The Edge Architecture 1.0 field for surrogates (reverse proxies such as this one).
 static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
 
-/// The name this node answers to in `Surrogate-Control` targets (`max-age=60;shoal`) and
-/// announces in `Surrogate-Capability`.
+/// The field by which a surrogate tells origins what it understands.
+static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
+
+/// The name this node answers to in `Surrogate-Control` targets (`max-age=60;shoal`), as it
+/// announces itself in `Surrogate-Capability`.
 pub const SURROGATE_ID: &str = "shoal";
 
-/// The `Surrogate-Capability` this node adds to its requests to origins, so that they may
-/// target it.
-pub const SURROGATE_CAPABILITY: &str = "shoal=\"Surrogate/1.0\"";
-
-/// The targeted fields a response's directives for this cache may come from, before
-/// `Cache-Control` (`cache.cdn_cache_control`, `cache.surrogate_control`).
-#[derive(Clone, Copy, Debug)]
-pub struct Targets {
-    /// Honour `CDN-Cache-Control`.
-    pub cdn_cache_control: bool,
-    /// Honour `Surrogate-Control` directives that are untargeted or targeted at this node.
-    pub surrogate_control: bool,
-}
-
-impl Targets {
-    /// The targeted fields `config` has this node honour.
-    pub fn of(config: &crate::config::CacheConfig) -> Targets {
-        Targets {
-            cdn_cache_control: config.cdn_cache_control,
-            surrogate_control: config.surrogate_control,
-        }
-    }
+/// Adds this node's `Surrogate-Capability` to a request for an origin, so that the origin may
+/// target it (`cache.surrogate_control`).
+pub fn announce_surrogate(request: &mut HeaderMap) {
+    request.append(
+        &SURROGATE_CAPABILITY,
+        HeaderValue::from_static("shoal=\"Surrogate/1.0\""),
+    );
 }
 
 /// RFC 9111 §1.2.2: delta-seconds too large to represent are taken as 2^31.
@@ -85,8 +75,8 @@ impl CacheControl {
     /// Parses every `Cache-Control` field line of `headers`. Where there is none, a request's
     /// `Pragma: no-cache` counts as `no-cache` (RFC 9111 §5.4).
     pub fn parse(headers: &HeaderMap) -> CacheControl {
-        let (mut directives, _) = CacheControl::of_field(headers, &CACHE_CONTROL);
-        if !headers.contains_key(CACHE_CONTROL) {
+        let (mut directives, present, _) = CacheControl::of_field(headers, &CACHE_CONTROL);
+        if !present {
             directives.no_cache = headers.get_all(PRAGMA).iter().any(|v| {
                 v.to_str().is_ok_and(|t| {
                     t.split(',')
@@ -99,17 +89,17 @@ impl CacheControl {
 
     /// The directives that govern this cache for a response: those of `CDN-Cache-Control`
     /// when it has any (RFC 9213), else the `Surrogate-Control` directives meant for this
-    /// node, else `Cache-Control`'s. A response's own fields only: a request's are read with
-    /// [`CacheControl::parse`].
-    pub fn of_response(headers: &HeaderMap, targets: Targets) -> CacheControl {
-        if targets.cdn_cache_control {
-            let (mut directives, any) = CacheControl::of_field(headers, &CDN_CACHE_CONTROL);
+    /// node, else `Cache-Control`'s, as `config` has the node honour the first two. A
+    /// response's own fields only: a request's are read with [`CacheControl::parse`].
+    pub fn of_response(headers: &HeaderMap, config: &CacheConfig) -> CacheControl {
+        if config.cdn_cache_control {
+            let (mut directives, _, any) = CacheControl::of_field(headers, &CDN_CACHE_CONTROL);
             if any {
                 directives.targeted = true;
                 return directives;
             }
         }
-        if targets.surrogate_control {
+        if config.surrogate_control {
             if let Some(directives) = surrogate_directives(headers) {
                 return directives;
             }
@@ -117,11 +107,13 @@ impl CacheControl {
         CacheControl::parse(headers)
     }
 
-    /// The directives of every line of field `name`, and whether there was any.
-    fn of_field(headers: &HeaderMap, name: &HeaderName) -> (CacheControl, bool) {
+    /// The directives of every line of field `name`, whether the field is there at all, and
+    /// whether it had any directive.
+    fn of_field(headers: &HeaderMap, name: &HeaderName) -> (CacheControl, bool, bool) {
         let mut directives = CacheControl::default();
-        let mut any = false;
+        let (mut present, mut any) = (false, false);
         for value in headers.get_all(name) {
+            present = true;
             let Ok(text) = value.to_str() else {
                 continue;
             };
@@ -130,7 +122,7 @@ impl CacheControl {
                 any = true;
             }
         }
-        (directives, any)
+        (directives, present, any)
     }
 
     fn apply(&mut self, name: &str, argument: Option<&str>) {
@@ -209,41 +201,34 @@ impl CacheControl {
 fn surrogate_directives(headers: &HeaderMap) -> Option<CacheControl> {
     let mut untargeted = CacheControl::default();
     let mut ours = CacheControl::default();
-    let (mut any_untargeted, mut any_ours) = (false, false);
     for value in headers.get_all(&SURROGATE_CONTROL) {
         let Ok(text) = value.to_str() else {
             continue;
         };
         for (name, argument) in directives_of(text) {
             let (name, argument, target) = split_target(name, argument);
-            let (directives, any) = match target {
-                None => (&mut untargeted, &mut any_untargeted),
-                Some(target) if target.eq_ignore_ascii_case(SURROGATE_ID) => {
-                    (&mut ours, &mut any_ours)
-                }
+            let directives = match target {
+                None => &mut untargeted,
+                Some(target) if target.eq_ignore_ascii_case(SURROGATE_ID) => &mut ours,
                 Some(_) => continue,
             };
             if name.eq_ignore_ascii_case("max-age") {
-                let argument = argument.unwrap_or_default();
-                let (fresh, grace) = argument.split_once('+').unwrap_or((argument, ""));
-                directives
-                    .max_age
-                    .get_or_insert(parse_delta_seconds(fresh).unwrap_or(0));
-                if let Some(grace) = parse_delta_seconds(grace) {
-                    directives.stale_while_revalidate.get_or_insert(grace);
+                let (fresh, grace) = match argument.and_then(|a| a.split_once('+')) {
+                    Some((fresh, grace)) => (Some(fresh), Some(grace)),
+                    None => (argument, None),
+                };
+                directives.apply(name, fresh);
+                if let Some(grace) = grace {
+                    directives.apply("stale-while-revalidate", Some(grace));
                 }
-                *any = true;
             } else if name.eq_ignore_ascii_case("no-store") {
-                directives.no_store = true;
-                *any = true;
+                directives.apply(name, None);
             }
         }
     }
-    let mut directives = match (any_ours, any_untargeted) {
-        (true, _) => ours,
-        (false, true) => untargeted,
-        (false, false) => return None,
-    };
+    // Only `max-age` and `no-store` are read, so these two say whether anything applies.
+    let applies = |directives: &CacheControl| directives.max_age.is_some() || directives.no_store;
+    let mut directives = [ours, untargeted].into_iter().find(applies)?;
     directives.targeted = true;
     Some(directives)
 }
@@ -384,13 +369,8 @@ mod tests {
         assert!(!CacheControl::parse(&headers).no_cache);
     }
 
-    const BOTH: Targets = Targets {
-        cdn_cache_control: true,
-        surrogate_control: true,
-    };
-
-    fn of_response(fields: &[(&str, &str)], targets: Targets) -> CacheControl {
-        CacheControl::of_response(&crate::test_support::header_map(fields), targets)
+    fn of_response(fields: &[(&str, &str)], config: &CacheConfig) -> CacheControl {
+        CacheControl::of_response(&crate::test_support::header_map(fields), config)
     }
 
     /// RFC 9213: `CDN-Cache-Control` governs this cache when it has directives, and
@@ -401,19 +381,22 @@ mod tests {
             ("cache-control", "no-store"),
             ("cdn-cache-control", "max-age=600, stale-if-error=60"),
         ];
-        let cc = of_response(&fields, BOTH);
+        let cc = of_response(&fields, &CacheConfig::default());
         assert_eq!(
             (cc.max_age, cc.no_store, cc.targeted),
             (Some(600), false, true)
         );
         assert_eq!(cc.stale_if_error, Some(60));
-        let off = Targets {
+        let off = CacheConfig {
             cdn_cache_control: false,
-            ..BOTH
+            ..CacheConfig::default()
         };
-        assert!(of_response(&fields, off).no_store);
+        assert!(of_response(&fields, &off).no_store);
         let empty = [("cache-control", "max-age=5"), ("cdn-cache-control", " ")];
-        assert_eq!(of_response(&empty, BOTH), parse(&["max-age=5"]));
+        assert_eq!(
+            of_response(&empty, &CacheConfig::default()),
+            parse(&["max-age=5"])
+        );
     }
 
     /// Edge Architecture 1.0: untargeted directives and those targeted at this node apply,
@@ -423,7 +406,7 @@ mod tests {
         let cc = |value: &str| {
             of_response(
                 &[("cache-control", "max-age=1"), ("surrogate-control", value)],
-                BOTH,
+                &CacheConfig::default(),
             )
         };
         let fresh = cc("max-age=3600");
@@ -448,14 +431,14 @@ mod tests {
                 ("cache-control", "no-store"),
                 ("surrogate-control", "max-age=10000;shoal"),
             ],
-            BOTH,
+            &CacheConfig::default(),
         );
         assert_eq!((over.no_store, over.max_age), (false, Some(10000)));
-        let off = Targets {
+        let off = CacheConfig {
             surrogate_control: false,
-            ..BOTH
+            ..CacheConfig::default()
         };
-        let ignored = of_response(&[("surrogate-control", "no-store")], off);
+        let ignored = of_response(&[("surrogate-control", "no-store")], &off);
         assert!(!ignored.no_store && !ignored.targeted);
     }
 }

@@ -124,10 +124,13 @@ impl Proxy {
             headers.contains_key(IF_NONE_MATCH) || headers.contains_key(IF_MODIFIED_SINCE);
         // Without Last-Modified, If-Modified-Since is held against the stored response's Date
         // (or when it arrived, which is what `timing.date` holds without one): RFC 9111 §4.3.2.
-        let modified = meta.fields.last_modified().unwrap_or(meta.timing.date);
         if conditional
             && meta.status.is_success()
-            && conditional::not_modified(headers, meta.fields.etag(), Some(modified))
+            && conditional::not_modified(
+                headers,
+                meta.fields.etag(),
+                Some(meta.fields.last_modified().unwrap_or(meta.timing.date)),
+            )
         {
             let mut fields = HeaderMap::new();
             for name in NOT_MODIFIED_FIELDS {

@@ -16,7 +16,6 @@ use tokio::sync::oneshot;
 use super::{
     headers, now_millis, request_host, slices, target, ClientRequest, Counter, Proxy, ProxyError,
 };
-use crate::cache::control::Targets;
 use crate::cache::key::normalized_header;
 use crate::cache::policy::{self, NotStorable, Timing};
 use crate::cache::{CacheControl, CacheKey, FlightGuard, FlightOutcome, Role};
@@ -272,7 +271,7 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
     headers::forward_response(&mut parts.headers, response_time);
     let live = proxy.live();
     let config = &live.config.cache;
-    let response_cc = CacheControl::of_response(&parts.headers, Targets::of(config));
+    let response_cc = CacheControl::of_response(&parts.headers, config);
     let verdict = policy::storability(
         &Method::GET,
         // The forwarded request: what the origin saw (Authorization included).
@@ -516,7 +515,7 @@ fn refresh(
     headers::merge_not_modified(&mut fields, &update);
     let live = proxy.live();
     let config = &live.config.cache;
-    let cc = CacheControl::of_response(&fields, Targets::of(config));
+    let cc = CacheControl::of_response(&fields, config);
     meta.freshness = policy::freshness(meta.status, &fields, &cc, &timing, config);
     meta.timing = timing;
     meta.fields = Fields::new(&fields);

@@ -174,10 +174,16 @@ pub fn forward_response(headers: &mut HeaderMap, received_at: u64) {
 /// except framing and the fields that describe the stored body itself (RFC 9111 §3.2): its
 /// length, coding, range and digest, and its `ETag`, which must keep naming the bytes kept.
 pub fn merge_not_modified(stored: &mut HeaderMap, update: &HeaderMap) {
-    const ABOUT_THE_BODY: [&str; 4] = ["content-encoding", "content-range", "content-md5", "etag"];
+    const ABOUT_THE_BODY: [&str; 5] = [
+        "content-length",
+        "content-encoding",
+        "content-range",
+        "content-md5",
+        "etag",
+    ];
     let mut replaced: Vec<&HeaderName> = Vec::new();
     for (name, value) in update {
-        if name == CONTENT_LENGTH || ABOUT_THE_BODY.contains(&name.as_str()) {
+        if ABOUT_THE_BODY.contains(&name.as_str()) {
             continue;
         }
         if !replaced.contains(&name) {

@@ -45,10 +45,6 @@ use crate::upstream::cluster::PEER_HEADER;
 use crate::upstream::{RequestBody, Trace, UpstreamError};
 use fetch::{FetchPlan, FetchResult};
 
-/// Announces to origins what this node understands of `Surrogate-Control`.
-static SURROGATE_CAPABILITY: http::HeaderName =
-    http::HeaderName::from_static("surrogate-capability");
-
 /// A request as the pipeline sees it, whatever the client's HTTP version.
 pub struct ClientRequest {
     /// Method, target, version and header fields.
@@ -983,10 +979,7 @@ impl Proxy {
             &live.config.origin,
         );
         if live.config.cache.surrogate_control {
-            head.headers.append(
-                &SURROGATE_CAPABILITY,
-                HeaderValue::from_static(crate::cache::control::SURROGATE_CAPABILITY),
-            );
+            crate::cache::control::announce_surrogate(&mut head.headers);
         }
         // Origins are spoken to in HTTP/1.1 whatever the client used.
         head.version = http::Version::HTTP_11;
