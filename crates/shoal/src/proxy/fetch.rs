@@ -1,9 +1,12 @@
-//! fetch and store: one origin request on behalf of a collapsed miss or a revalidation, run as
-//! a task of its own. It reads the origin's body as fast as the origin sends it into a filling
+//! fetch and store: one origin request on behalf of a collapsed miss or a revalidation, run by
+//! the leading client's task until the response head is in, then as a task of its own. It reads the origin's body as fast as the origin sends it into a filling
 //! [`Object`] that any number of clients read at their own pace, and stores the object once it
 //! is complete. A client that goes away does not stop it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Context;
 
 use http::header::{
     HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
@@ -146,30 +149,12 @@ pub(super) struct Fetched {
 }
 
 /// The client whose miss started a fetch, if any (a background refresh has none).
-pub(super) struct Leader {
+struct Leader {
     sender: Option<oneshot::Sender<Fetched>>,
     origin: Option<Trace>,
 }
 
 impl Leader {
-    /// A leader and where it receives the result.
-    pub(super) fn new() -> (Leader, oneshot::Receiver<Fetched>) {
-        let (sender, receiver) = oneshot::channel();
-        let leader = Leader {
-            sender: Some(sender),
-            origin: None,
-        };
-        (leader, receiver)
-    }
-
-    /// No client waits: the fetch refreshes the cache in the background.
-    pub(super) fn none() -> Leader {
-        Leader {
-            sender: None,
-            origin: None,
-        }
-    }
-
     /// Tells the leader (once; later calls do nothing).
     fn send(&mut self, result: FetchResult) {
         if let Some(sender) = self.sender.take() {
@@ -182,12 +167,75 @@ impl Leader {
     }
 }
 
-/// Starts the fetch described by `plan` as a task of its own. The future is boxed first: it
-/// holds a whole origin exchange and is several kilobytes, and the runtime moves a task's future
-/// a few times while it spawns and finishes it; moving a pointer instead saved about 5,000
-/// instructions of `memcpy` per miss (callgrind).
-pub(super) fn spawn(proxy: Arc<Proxy>, plan: FetchPlan, flight: FlightGuard, reply: Leader) {
-    tokio::spawn(Box::pin(run(proxy, plan, flight, reply)));
+/// Starts the fetch described by `plan` as a task of its own, with no client waiting for it:
+/// a background refresh.
+pub(super) fn spawn(proxy: Arc<Proxy>, plan: FetchPlan, flight: FlightGuard) {
+    let reply = Leader {
+        sender: None,
+        origin: None,
+    };
+    drop(Unfinished::new(run(proxy, plan, flight, reply)));
+}
+
+/// Runs the fetch described by `plan` for the client whose miss leads it, and returns what the
+/// client is to answer with once the response head is in (`None` if the fetch ended without
+/// telling).
+///
+/// Until then the fetch runs in the client's own task, where the origin's answer wakes it
+/// directly; spawned at once, it cost two task hand-overs per miss on a worker's queue (the new
+/// task's first turn, then the wake-up of the client by the fetch), the better part of a paced
+/// miss's latency (bench/RESULTS.md). Whatever is left of it then (the rest of the body, for
+/// the followers and the store) goes on in a task of its own, as it does if the client goes
+/// away first: the fetch belongs to the object, not to this client.
+pub(super) async fn lead(
+    proxy: Arc<Proxy>,
+    plan: FetchPlan,
+    flight: FlightGuard,
+) -> Option<Fetched> {
+    let (sender, mut receiver) = oneshot::channel();
+    let reply = Leader {
+        sender: Some(sender),
+        origin: None,
+    };
+    let mut fetch = Unfinished::new(run(proxy, plan, flight, reply));
+    std::future::poll_fn(|cx| {
+        fetch.poll_here(cx);
+        // Ready once the fetch has sent its result, or has ended (its sender dropped) without.
+        Pin::new(&mut receiver).poll(cx).map(Result::ok)
+    })
+    .await
+}
+
+/// A fetch driven by whichever task holds it, and given a task of its own when dropped before
+/// it has finished. The future is boxed: it holds a whole origin exchange and is several
+/// kilobytes, and a spawn moves a task's future a few times; moving a pointer instead saved
+/// about 5,000 instructions of `memcpy` per miss (callgrind).
+struct Unfinished(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Unfinished {
+    fn new(fetch: impl Future<Output = ()> + Send + 'static) -> Unfinished {
+        Unfinished(Some(Box::pin(fetch)))
+    }
+
+    /// Drives the fetch as far as it can go now, in the calling task.
+    fn poll_here(&mut self, cx: &mut Context<'_>) {
+        if let Some(fetch) = &mut self.0 {
+            if fetch.as_mut().poll(cx).is_ready() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(fetch) = self.0.take() {
+            // Without a runtime (it is shutting down) there is no one left to fetch for.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(fetch);
+            }
+        }
+    }
 }
 
 /// Runs the fetch described by `plan`, reporting to the followers through `flight` and to the

@@ -800,7 +800,6 @@ impl Proxy {
                 };
             }
         };
-        // fetch, in a task of its own: the fetch belongs to the object, not to this client.
         let plan = FetchPlan::new(
             self,
             key,
@@ -808,9 +807,7 @@ impl Proxy {
             request_cc.clone(),
             stale.as_ref().map(|s| Arc::clone(&s.object)),
         );
-        let (leader, fetched) = fetch::Leader::new();
-        fetch::spawn(Arc::clone(self), plan, guard, leader);
-        let Ok(fetched) = fetched.await else {
+        let Some(fetched) = fetch::lead(Arc::clone(self), plan, guard).await else {
             return Err(ProxyError::Internal("fetch task ended without a result"));
         };
         let mut response = self.answer_miss(fetched.result, request, stale).await?;
@@ -892,7 +889,7 @@ impl Proxy {
                 request_cc.clone(),
                 Some(Arc::clone(object)),
             );
-            fetch::spawn(Arc::clone(self), plan, guard, fetch::Leader::none());
+            fetch::spawn(Arc::clone(self), plan, guard);
         }
     }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use shoal::proxy::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -147,6 +148,40 @@ async fn a_client_that_leaves_does_not_abort_the_fetch() {
         (200, "HIT", 200_000)
     );
     assert_eq!(origin.count("/left"), 1);
+}
+
+/// The leading client's task drives the fetch until the response head is in; a leader that
+/// goes away before that (an HTTP/2 stream reset drops its request at once) hands the fetch to
+/// a task of its own, and the clients waiting on it still get the object.
+#[tokio::test]
+async fn a_leader_that_leaves_before_the_answer_does_not_abort_the_fetch() {
+    let origin = Origin::start(|_| {
+        Reply::ok("awaited")
+            .header("cache-control", "max-age=60")
+            .delay(Duration::from_millis(300))
+    })
+    .await;
+    let node = node(&origin).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("{}/early", base(&node));
+    let leader = tokio::spawn(h2.get(&url).send());
+    assert!(eventually(|| origin.count("/early") == 1).await);
+    let follower = tokio::spawn(client().get(&url).send());
+    let collapsed = || node.proxy.metrics().get(Counter::Collapsed) == 1;
+    assert!(eventually(collapsed).await);
+    leader.abort();
+    let response = follower.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), "awaited");
+    let (status, headers, body) = get(&node, "/early").await;
+    assert_eq!(
+        (status, cache_status(&headers), &body[..]),
+        (200, "HIT", &b"awaited"[..])
+    );
+    assert_eq!(origin.count("/early"), 1);
 }
 
 #[tokio::test]
