@@ -1,7 +1,8 @@
 //! fetch and store: one origin request on behalf of a collapsed miss or a revalidation, run by
-//! the leading client's task until the response head is in, then as a task of its own. It reads the origin's body as fast as the origin sends it into a filling
-//! [`Object`] that any number of clients read at their own pace, and stores the object once it
-//! is complete. A client that goes away does not stop it.
+//! the leading client's task until the response head is in, then as a task of its own. It
+//! reads the origin's body as fast as the origin sends it into a filling [`Object`] that any
+//! number of clients read at their own pace, and stores the object once it is complete. A
+//! client that goes away does not stop it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -155,6 +156,14 @@ struct Leader {
 }
 
 impl Leader {
+    /// A leader told through `sender`, or none (a background refresh).
+    fn new(sender: Option<oneshot::Sender<Fetched>>) -> Leader {
+        Leader {
+            sender,
+            origin: None,
+        }
+    }
+
     /// Tells the leader (once; later calls do nothing).
     fn send(&mut self, result: FetchResult) {
         if let Some(sender) = self.sender.take() {
@@ -170,11 +179,7 @@ impl Leader {
 /// Starts the fetch described by `plan` as a task of its own, with no client waiting for it:
 /// a background refresh. Boxed as in [`Unfinished`].
 pub(super) fn spawn(proxy: Arc<Proxy>, plan: FetchPlan, flight: FlightGuard) {
-    let reply = Leader {
-        sender: None,
-        origin: None,
-    };
-    tokio::spawn(Box::pin(run(proxy, plan, flight, reply)));
+    tokio::spawn(Box::pin(run(proxy, plan, flight, Leader::new(None))));
 }
 
 /// Runs the fetch described by `plan` for the client whose miss leads it, and returns what the
@@ -194,10 +199,7 @@ pub(super) async fn lead(
     flight: FlightGuard,
 ) -> Option<Fetched> {
     let (sender, mut receiver) = oneshot::channel();
-    let reply = Leader {
-        sender: Some(sender),
-        origin: None,
-    };
+    let reply = Leader::new(Some(sender));
     let mut fetch = Unfinished::new(run(proxy, plan, flight, reply));
     std::future::poll_fn(|cx| {
         fetch.poll_here(cx);
