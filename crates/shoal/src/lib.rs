@@ -12,6 +12,7 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod geo;
+pub mod prefix;
 pub mod proxy;
 pub mod router;
 pub mod signed_url;

@@ -69,37 +69,100 @@ fn strip_default_port<'a>(host: &'a str, scheme: &str) -> &'a str {
     host.strip_suffix(default).unwrap_or(host)
 }
 
-/// Hashes the path with percent-escapes normalized (RFC 3986 §6.2.2): escapes of unreserved
-/// characters are decoded and hex digits uppercased, so `/%7Efoo` and `/~foo` share a key.
+/// Hashes the path in its normal form (see [`normalize_path`]).
 fn hash_path(hasher: &mut Xxh3, path: &str) {
-    if !path.contains('%') {
-        hasher.update(path.as_bytes());
-        return;
+    match normalize_path(path) {
+        Some(normal) => hasher.update(normal.as_bytes()),
+        None => hasher.update(path.as_bytes()),
     }
+}
+
+/// The normal form of a request path (RFC 3986 §6.2.2), or `None` when `path` is in it
+/// already (most are: the check allocates nothing). Escapes of unreserved characters are
+/// decoded (`/%7Efoo` is `/~foo`), other escapes get uppercase hex digits (`%2f` is `%2F`, and
+/// stays an escape), then dot segments are resolved (`/a/%2e%2e/b` is `/b`). The node keys the
+/// cache and asks the origin with this one form, so that the two can never disagree on which
+/// resource a path names.
+pub fn normalize_path(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' && index + 2 < bytes.len() {
-            let high = (bytes[index + 1] as char).to_digit(16);
-            let low = (bytes[index + 2] as char).to_digit(16);
-            if let (Some(high), Some(low)) = (high, low) {
-                let decoded = (high * 16 + low) as u8;
-                if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) {
-                    hasher.update(&[decoded]);
+    let escaped = bytes.contains(&b'%');
+    if !escaped && !has_dot_segment(path) {
+        return None;
+    }
+    let decoded = match escaped {
+        false => path.to_owned(),
+        true => {
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut index = 0;
+            while index < bytes.len() {
+                let hex = |at: usize| bytes.get(at).and_then(|&b| (b as char).to_digit(16));
+                if let (b'%', Some(high), Some(low)) =
+                    (bytes[index], hex(index + 1), hex(index + 2))
+                {
+                    let decoded = (high * 16 + low) as u8;
+                    if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) {
+                        out.push(decoded);
+                    } else {
+                        out.push(b'%');
+                        out.push(bytes[index + 1].to_ascii_uppercase());
+                        out.push(bytes[index + 2].to_ascii_uppercase());
+                    }
+                    index += 3;
                 } else {
-                    hasher.update(&[
-                        b'%',
-                        bytes[index + 1].to_ascii_uppercase(),
-                        bytes[index + 2].to_ascii_uppercase(),
-                    ]);
+                    out.push(bytes[index]);
+                    index += 1;
                 }
-                index += 3;
+            }
+            // Only ASCII was decoded, and every other byte was copied whole.
+            String::from_utf8(out).ok()?
+        }
+    };
+    let normal = match has_dot_segment(&decoded) {
+        true => remove_dot_segments(&decoded),
+        false => decoded,
+    };
+    (normal != path).then_some(normal)
+}
+
+/// Whether a `.` or `..` segment is in `path`.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/')
+        .any(|segment| segment == "." || segment == "..")
+}
+
+/// RFC 3986 §5.2.4 for a path that starts with `/` (others are returned as they are).
+fn remove_dot_segments(path: &str) -> String {
+    let Some(rest) = path.strip_prefix('/') else {
+        return path.to_owned();
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
+    for (index, segment) in segments.iter().enumerate() {
+        let last = index + 1 == segments.len();
+        match *segment {
+            "." => {}
+            ".." => {
+                kept.pop();
+            }
+            other => {
+                kept.push(other);
                 continue;
             }
         }
-        hasher.update(&bytes[index..index + 1]);
-        index += 1;
+        // `/a/b/..` is the directory `/a/`.
+        if last {
+            kept.push("");
+        }
     }
+    let mut normal = String::with_capacity(path.len());
+    for segment in kept {
+        normal.push('/');
+        normal.push_str(segment);
+    }
+    if normal.is_empty() {
+        normal.push('/');
+    }
+    normal
 }
 
 fn hash_query(hasher: &mut Xxh3, query: &str, config: &CacheConfig) {
@@ -181,6 +244,35 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_normalized_once_as_rfc_3986_says() {
+        let cases = [
+            ("/plain/path.html", None),
+            ("/%78pk", Some("/xpk")),
+            ("/%7efoo", Some("/~foo")),
+            ("/a%2fb", Some("/a%2Fb")),
+            ("/a%2Fb", None),
+            ("/%2e%2e/", Some("/")),
+            ("/../", Some("/")),
+            ("/..", Some("/")),
+            ("/a/b/..", Some("/a/")),
+            ("/a/b/../c", Some("/a/c")),
+            ("/a/./b", Some("/a/b")),
+            ("/a/.", Some("/a/")),
+            ("/a//b/../c", Some("/a//c")),
+            ("/../../etc/passwd", Some("/etc/passwd")),
+            ("/a/%2E%2e/b", Some("/b")),
+            ("/a/.b/..c", None),
+            ("/50%", None),
+            ("/%zz", None),
+            ("/%c3%a9", Some("/%C3%A9")),
+            ("*", None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(normalize_path(path).as_deref(), expected, "{path}");
+        }
+    }
+
+    #[test]
     fn normalization() {
         let config = CacheConfig::default();
         let same = |a: (&str, &str), b: (&str, &str)| {
@@ -192,6 +284,9 @@ mod tests {
         };
         same(("Example.COM", "/a"), ("example.com:80", "/a"));
         same(("h", "/%7efoo"), ("h", "/~foo"));
+        same(("h", "/%78pk"), ("h", "/xpk"));
+        same(("h", "/%2e%2e/secret"), ("h", "/../secret"));
+        same(("h", "/a/./b/../c"), ("h", "/a/c"));
         same(("h", "/a%2fb"), ("h", "/a%2Fb"));
         same(("h", ""), ("h", "/"));
         assert_ne!(key("h", "/a?x=1", &config), key("h", "/a?x=2", &config));

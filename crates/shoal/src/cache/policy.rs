@@ -71,9 +71,12 @@ fn understood(status: StatusCode) -> bool {
     )
 }
 
-/// Client errors that get the short negative TTL when the origin says nothing.
+/// Client errors that get the short negative TTL when the origin says nothing: answers about
+/// the URL. 405 and 501 are about the method, and a request can make them with fields the
+/// cache key does not hold (a method override the origin honours), so that one client's 405
+/// would be everyone's; they are stored only with the freshness the origin gives them.
 fn negative(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 404 | 405 | 410 | 414 | 501)
+    matches!(status.as_u16(), 404 | 410 | 414)
 }
 
 /// Decides whether a response to `method` may be stored (RFC 9111 §3).

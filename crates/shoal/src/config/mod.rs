@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use units::{ByteSize, Span};
+pub use crate::prefix::IpPrefix;
+
+pub use units::{ByteSize, FieldName, Span};
 pub use upstream::{
     ClusterConfig, HealthConfig, HostConfig, Policy, PoolConfig, RetryConfig, RouteConfig,
 };
@@ -136,11 +138,22 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Largest request body forwarded to an origin; larger gets 413.
     pub max_request_body: ByteSize,
+    /// HTTP/2: most streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub h2_max_streams: u32,
+    /// HTTP/2: most request bodies one connection may have forwarded to origins at once (each
+    /// holds an origin connection for as long as the client takes to send it); the connection's
+    /// other uploads wait for a turn before any of their body is read.
+    pub h2_max_uploads: usize,
     /// Methods served (GET and HEAD from the cache, the rest passed to the origin); others get
     /// 405. CONNECT is never served (a reverse proxy does not tunnel); TRACE only if listed.
     pub methods: Vec<String>,
     /// Name this node gives itself in the `Via` header.
     pub via: String,
+    /// Proxies in front of this node (client addresses or CIDR prefixes, such as
+    /// "10.0.0.0/8"): their `X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded` and
+    /// `X-Real-IP` are kept (and the node's own appended). From any other client these fields
+    /// are claims nobody checked, and are removed before the request goes on.
+    pub trusted_proxies: Vec<IpPrefix>,
     /// On SIGTERM or Ctrl-C, how long in-flight responses may take to finish before the
     /// process exits.
     pub shutdown_grace: Span,
@@ -169,10 +182,13 @@ impl Default for ServerConfig {
             max_header_bytes: ByteSize(64 << 10),
             max_headers: 128,
             max_request_body: ByteSize(100 << 20),
+            h2_max_streams: 128,
+            h2_max_uploads: 16,
             methods: ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
                 .map(str::to_owned)
                 .to_vec(),
             via: "shoal".to_owned(),
+            trusted_proxies: Vec::new(),
             shutdown_grace: Span(std::time::Duration::from_secs(10)),
         }
     }
@@ -359,6 +375,10 @@ pub struct OriginConfig {
     pub x_forwarded_for: bool,
     /// Append a `Forwarded` element (RFC 7239) with the client address and protocol.
     pub forwarded: bool,
+    /// Request fields removed before a request goes to an origin: fields that make origins
+    /// answer another method, path or host than the one the cache key is made of, so that one
+    /// client's request could fill the cache for everyone with that answer.
+    pub strip_request_headers: Vec<FieldName>,
     /// For `https://` origins: a PEM file of CA certificates trusted besides the system's.
     pub tls_ca: Option<PathBuf>,
     /// For `https://` origins: accept any certificate, unverified. For tests against
@@ -378,6 +398,22 @@ impl Default for OriginConfig {
             max_idle_per_origin: 256,
             x_forwarded_for: true,
             forwarded: true,
+            strip_request_headers: [
+                "x-http-method-override",
+                "x-http-method",
+                "x-method-override",
+                "x-original-url",
+                "x-rewrite-url",
+                "x-original-host",
+                "x-forwarded-host",
+                "x-forwarded-port",
+                "x-forwarded-server",
+                "x-forwarded-scheme",
+                "x-forwarded-ssl",
+                "x-host",
+            ]
+            .map(|name| FieldName(http::HeaderName::from_static(name)))
+            .to_vec(),
             tls_ca: None,
             danger_accept_invalid_certs_for_testing: false,
         }

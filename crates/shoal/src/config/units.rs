@@ -185,6 +185,25 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// A header field name, such as `x-original-url` (stored lowercase).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldName(pub http::HeaderName);
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        http::HeaderName::from_bytes(text.as_bytes())
+            .map(FieldName)
+            .map_err(|_| de::Error::custom(format!("`{text}` is not a header field name")))
+    }
+}
+
+impl serde::Serialize for FieldName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

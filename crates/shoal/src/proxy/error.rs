@@ -51,6 +51,10 @@ pub enum ProxyError {
     /// A collapsed fetch that this request followed failed with this status.
     #[error("origin fetch failed ({0})")]
     FollowedFailure(StatusCode),
+    /// The request has passed through this node before (its `Via` says so): the node is,
+    /// through some path, its own origin.
+    #[error("request loop: the request has been through this node already")]
+    LoopDetected,
     /// A bug or an impossible state; the request cannot be served.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -67,7 +71,9 @@ impl ProxyError {
             ProxyError::NotCached => Side::Client,
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => Side::Client,
             ProxyError::Upstream(_) | ProxyError::FollowedFailure(_) => Side::Origin,
-            ProxyError::Internal(_) | ProxyError::Overloaded => Side::Internal,
+            ProxyError::Internal(_) | ProxyError::Overloaded | ProxyError::LoopDetected => {
+                Side::Internal
+            }
         }
     }
 
@@ -87,9 +93,13 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TooLarge)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
+            ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TimedOut(_))) => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::FollowedFailure(status) => *status,
+            ProxyError::LoopDetected => StatusCode::LOOP_DETECTED,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,6 +123,9 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TooLarge)) => {
                 "request body too large"
             }
+            ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TimedOut(_))) => {
+                "request body timed out"
+            }
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => "request body could not be read",
             ProxyError::FollowedFailure(status) if *status == StatusCode::GATEWAY_TIMEOUT => {
                 "origin timed out"
@@ -121,6 +134,7 @@ impl ProxyError {
                 "no origin server is reachable"
             }
             ProxyError::FollowedFailure(_) => "origin failed",
+            ProxyError::LoopDetected => "request loop detected",
             ProxyError::Internal(_) => "internal error",
         }
     }

@@ -504,6 +504,12 @@ async fn fill(
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
                     received += data.len() as u64;
+                    if declared_length.is_some_and(|length| received > length) {
+                        proxy.metrics.origin_error(Counter::OriginBroken);
+                        tracing::warn!(url = %plan.url, received, "origin body longer than its Content-Length; not stored");
+                        object.abort();
+                        return;
+                    }
                     proxy.metrics.add(Counter::OriginBytes, data.len() as u64);
                     held.add(data.len() as u64);
                     object.append(&data, declared_length);

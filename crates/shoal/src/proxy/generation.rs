@@ -39,7 +39,10 @@ pub struct Generation {
     pub(super) access_log: Option<Arc<AccessLog>>,
     /// Client connection limits and timeouts.
     pub(super) connection: Settings,
-    /// `1.1 <name>`, appended to `Via` on responses and on HTTP/1.1 requests.
+    /// This node's mark in `Via` (`via_token`), which lasts as long as the process: a request
+    /// that carries it has been here before.
+    pub(super) instance: Arc<str>,
+    /// `1.1 <name> (<instance>)`, appended to `Via` on responses and on HTTP/1.1 requests.
     pub(super) via: HeaderValue,
     /// `1.0 <name>` and `2 <name>`: `Via` names the protocol a request was received with.
     pub(super) via_http10: HeaderValue,
@@ -75,7 +78,8 @@ impl Generation {
             tracing::error!(%error, "running without an access log");
             None
         });
-        Generation::build(config, 1, workers, None, access_log.map(Arc::new))
+        let instance = Arc::from(via_token());
+        Generation::build(config, 1, workers, None, access_log.map(Arc::new), instance)
     }
 
     /// The generation after `self` for `config`, or why `config` cannot be put in force.
@@ -109,7 +113,15 @@ impl Generation {
                 .map_err(|error| error.to_string())?
                 .map(Arc::new)
         };
-        let next = Generation::build(config, self.number + 1, workers, Some(self), access_log)?;
+        let instance = Arc::clone(&self.instance);
+        let next = Generation::build(
+            config,
+            self.number + 1,
+            workers,
+            Some(self),
+            access_log,
+            instance,
+        )?;
         let new_pools = next
             .routes
             .pools()
@@ -131,9 +143,10 @@ impl Generation {
         workers: usize,
         previous: Option<&Generation>,
         access_log: Option<Arc<AccessLog>>,
+        instance: Arc<str>,
     ) -> Result<Generation, String> {
         let via_as = |protocol: &str| {
-            HeaderValue::from_str(&format!("{protocol} {}", config.server.via))
+            HeaderValue::from_str(&format!("{protocol} {} ({instance})", config.server.via))
                 .unwrap_or_else(|_| HeaderValue::from_static("1.1 shoal"))
         };
         let status_header = (!config.cache.status_header.is_empty())
@@ -166,6 +179,7 @@ impl Generation {
             via: via_as("1.1"),
             via_http10: via_as("1.0"),
             via_http2: via_as("2"),
+            instance,
             status_header,
             tag_header: HeaderName::from_bytes(config.cache.tag_header.as_bytes())
                 .unwrap_or(HeaderName::from_static("surrogate-key")),
@@ -188,6 +202,16 @@ impl Generation {
                 .then(|| HeaderValue::from_str(&config.server.hsts).ok())
                 .flatten(),
             config: Arc::new(config),
+        })
+    }
+
+    /// Whether a request's `Via` says it has passed through this node already: a loop.
+    pub(super) fn looped(&self, headers: &http::HeaderMap) -> bool {
+        headers.get_all(http::header::VIA).iter().any(|value| {
+            value
+                .as_bytes()
+                .windows(self.instance.len())
+                .any(|window| window == self.instance.as_bytes())
         })
     }
 
@@ -250,4 +274,15 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     keep("demo", new.demo != running.demo);
     new.demo = running.demo.clone();
     kept
+}
+
+/// A mark for this node in `Via`, unique to the process: `shoal-` and 12 hex digits from the
+/// standard library's per-process random hash keys. Nodes share a `server.via` name (a parent
+/// tier and its edges are all "shoal" by default), so the name alone cannot tell a loop from
+/// the next tier.
+fn via_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(super::now_millis() as u128 | (u128::from(std::process::id()) << 64));
+    format!("shoal-{:012x}", hasher.finish() >> 16)
 }

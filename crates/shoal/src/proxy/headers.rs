@@ -11,12 +11,14 @@ use http::header::{
 use http::HeaderMap;
 use smallvec::SmallVec;
 
-use crate::config::{HostHeader, OriginConfig};
+use crate::config::{FieldName, HostHeader, OriginConfig};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static PROXY_AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("proxy-authentication-info");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The fields that apply to one connection only (with the proxy authentication fields, which
 /// are between a client and the proxy next to it, and which RFC 9111 §3.1 keeps out of a
@@ -82,16 +84,47 @@ fn push_ip(out: &mut FieldText, ip: std::net::IpAddr) {
 /// The text of a field value being built: on the stack unless it is unusually long.
 type FieldText = SmallVec<[u8; 128]>;
 
+/// Who sent a request to this node, as far as its forwarding fields go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// A proxy of `server.trusted_proxies`: its forwarding fields say who its client was.
+    TrustedProxy,
+    /// Anyone else: forwarding fields it sent are claims nobody checked.
+    Client,
+}
+
+/// The fields in which proxies say who the client was and how it connected.
+static FORWARDING: [&HeaderName; 4] =
+    [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &FORWARDED, &X_REAL_IP];
+
+/// Removes the fields named in `unkeyed` (`origin.strip_request_headers`) and, from a client
+/// that is not a trusted proxy, the forwarding fields: one pass over the names finds which are
+/// there (usually none), and only those are removed.
+fn remove_claims(headers: &mut HeaderMap, sender: Sender, unkeyed: &[FieldName]) {
+    let mut found: SmallVec<[HeaderName; 4]> = SmallVec::new();
+    for name in headers.keys() {
+        let forwarding = sender == Sender::Client && FORWARDING.contains(&name);
+        if forwarding || unkeyed.iter().any(|field| field.0 == name) {
+            found.push(name.clone());
+        }
+    }
+    for name in found {
+        headers.remove(name);
+    }
+}
+
 /// Rewrites a client's request headers for the origin.
 pub fn forward_request(
     headers: &mut HeaderMap,
     client: SocketAddr,
+    sender: Sender,
     host: Option<&str>,
     via: &HeaderValue,
     scheme: &str,
     config: &OriginConfig,
 ) {
     remove_hop_by_hop(headers);
+    remove_claims(headers, sender, &config.strip_request_headers);
     // Room for the fields added below at once, rather than growing the map for each.
     headers.reserve(5);
     match &config.host_header {
@@ -126,11 +159,14 @@ pub fn forward_request(
             headers.insert(&X_FORWARDED_FOR, value);
         }
         // The de facto companion of X-Forwarded-For: origins that redirect HTTP to HTTPS
-        // read it to tell the two apart behind a proxy.
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
-        );
+        // read it to tell the two apart behind a proxy. A trusted proxy's says how its own
+        // client came.
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(
+                &X_FORWARDED_PROTO,
+                HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+            );
+        }
     }
     if config.forwarded {
         text.clear();
@@ -220,7 +256,7 @@ mod tests {
     fn forwarding_headers_are_appended() {
         let mut headers = map(&[
             ("x-forwarded-for", "10.0.0.1"),
-            ("x-forwarded-proto", "https"),
+            ("x-forwarded-proto", "http"),
             ("via", "1.0 other"),
             ("host", "a.example"),
         ]);
@@ -229,12 +265,13 @@ mod tests {
         forward_request(
             &mut headers,
             client,
+            Sender::TrustedProxy,
             Some("a.example"),
             &HeaderValue::from_static("1.1 shoal"),
             "http",
             &config,
         );
-        // The client's claim is replaced by what the node saw.
+        // A trusted proxy's word on its own client is kept.
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
         let via: Vec<_> = headers.get_all("via").iter().collect();
@@ -249,17 +286,32 @@ mod tests {
             host_header: HostHeader::Origin,
             ..OriginConfig::default()
         };
-        let mut headers = map(&[("host", "a.example")]);
+        let mut headers = map(&[
+            ("host", "a.example"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4;proto=http;host=evil.example"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-original-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+        ]);
         let v6: SocketAddr = "[::1]:80".parse().unwrap();
         forward_request(
             &mut headers,
             v6,
+            Sender::Client,
             Some("a.example"),
             &HeaderValue::from_static("2 shoal"),
             "https",
             &config,
         );
+        // Only what the node saw: the client's claims are gone.
         assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-for"], "::1");
+        assert_eq!(headers.get_all("forwarded").iter().count(), 1);
+        for gone in ["x-real-ip", "x-original-url", "x-http-method-override"] {
+            assert!(!headers.contains_key(gone), "{gone} was forwarded");
+        }
         // The origin's own host is set by `Upstream::send`, per attempt.
         assert_eq!(headers["host"], "a.example");
         assert_eq!(headers["via"], "2 shoal");

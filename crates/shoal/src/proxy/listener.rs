@@ -260,14 +260,14 @@ async fn serve_tls(
         }
         Err(_) => {
             tracing::debug!(%peer, "TLS handshake timed out");
-            proxy.metrics.add(Counter::TlsHandshakeErrors, 1);
+            proxy.metrics.add(Counter::HandshakeTimeouts, 1);
             return;
         }
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
     let stream = ClientStream::Tls(Box::new(stream));
     if h2 {
-        super::h2::serve(stream, bytes::Bytes::new(), peer, proxy).await;
+        super::h2::serve(stream, bytes::Bytes::new(), peer, proxy, settings).await;
     } else {
         http1::serve_connection(stream, peer, proxy, ticks, settings).await;
     }

@@ -51,8 +51,20 @@ pub enum Counter {
     Collapsed,
     /// Body bytes received from origins (and peers and parents).
     OriginBytes,
-    /// TLS handshakes that failed or timed out.
+    /// TLS handshakes that failed (not in time: `HandshakeTimeouts`).
     TlsHandshakeErrors,
+    /// Connections closed because their TLS handshake, or the HTTP/2 preface and first
+    /// SETTINGS, did not complete within `server.header_read_timeout`.
+    HandshakeTimeouts,
+    /// Requests whose head did not arrive within `server.header_read_timeout` (HTTP/1: 408;
+    /// HTTP/2: a header block or a frame left unfinished, the connection closed with GOAWAY).
+    HeaderTimeouts,
+    /// Connections closed after `server.keepalive_timeout` with no request (HTTP/2 with
+    /// GOAWAY).
+    IdleTimeouts,
+    /// Request bodies that stalled for `server.body_read_timeout` (HTTP/2: the stream, or a
+    /// connection stalled inside a DATA frame, with GOAWAY).
+    BodyTimeouts,
     /// Connections refused because their client IP had `server.max_connections_per_ip` open
     /// (also counted in `RefusedConnections`).
     RefusedPerClient,
@@ -64,7 +76,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    const ALL: [Counter; 24] = [
+    const ALL: [Counter; 28] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -86,6 +98,10 @@ impl Counter {
         Counter::Collapsed,
         Counter::OriginBytes,
         Counter::TlsHandshakeErrors,
+        Counter::HandshakeTimeouts,
+        Counter::HeaderTimeouts,
+        Counter::IdleTimeouts,
+        Counter::BodyTimeouts,
         Counter::RefusedPerClient,
         Counter::RateLimited,
         Counter::Shed,
@@ -115,6 +131,10 @@ impl Counter {
             Counter::Collapsed => "collapsed",
             Counter::OriginBytes => "origin_bytes",
             Counter::TlsHandshakeErrors => "tls_handshake_errors",
+            Counter::HandshakeTimeouts => "handshake_timeouts",
+            Counter::HeaderTimeouts => "header_timeouts",
+            Counter::IdleTimeouts => "idle_timeouts",
+            Counter::BodyTimeouts => "body_timeouts",
             Counter::RefusedPerClient => "refused_per_client",
             Counter::RateLimited => "rate_limited",
             Counter::Shed => "shed",

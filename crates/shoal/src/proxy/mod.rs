@@ -9,7 +9,7 @@ mod deliver;
 mod error;
 mod fetch;
 mod generation;
-mod h2;
+pub mod h2;
 mod headers;
 pub mod http1;
 mod limits;
@@ -650,7 +650,9 @@ impl Proxy {
     }
 
     /// recv, the admission checks, in order: the client's request rate (429), the method
-    /// (405), plain HTTP on a node that redirects to HTTPS (308, the answer), the URL's
+    /// (405), a request that has been through this node before (508), credentials in the host
+    /// (400); then the path is normalized (what the cache key and the origin both see from
+    /// here on); plain HTTP on a node that redirects to HTTPS (308, the answer), the URL's
     /// signature where its route wants one (403; the signature's parameters are removed), the
     /// declared body size (413).
     fn admit(&self, request: &mut ClientRequest) -> Result<Option<ProxyResponse>, ProxyError> {
@@ -666,6 +668,17 @@ impl Proxy {
         if method == Method::CONNECT || !live.methods.contains(method) {
             return Err(ProxyError::MethodNotAllowed(live.allow.clone()));
         }
+        if live.looped(&request.head.headers) {
+            return Err(ProxyError::LoopDetected);
+        }
+        if request_host(&request.head).contains('@') {
+            // Credentials in the target (`http://user:pw@host/`) or in `Host`: never a host.
+            return Err(ProxyError::BadRequest {
+                status: StatusCode::BAD_REQUEST,
+                reason: "userinfo in the request's host",
+            });
+        }
+        normalize_target(&mut request.head)?;
         if !request.tls && server.redirect_to_https {
             return redirect_to_https(server, request).map(Some);
         }
@@ -967,9 +980,15 @@ impl Proxy {
             http::Version::HTTP_2 => &live.via_http2,
             _ => &live.via,
         };
+        let trusted = live.config.server.trusted_proxies.iter();
+        let sender = match trusted.into_iter().any(|proxy| proxy.contains(client.ip())) {
+            true => headers::Sender::TrustedProxy,
+            false => headers::Sender::Client,
+        };
         headers::forward_request(
             &mut head.headers,
             client,
+            sender,
             (!host.is_empty()).then_some(host),
             via,
             scheme(tls),
@@ -1059,6 +1078,23 @@ fn check_signature(live: &Generation, request: &mut ClientRequest) -> Result<(),
     );
     request.head.uri = http::Uri::from_parts(parts)
         .map_err(|_| ProxyError::Internal("a verified target no longer parses"))?;
+    Ok(())
+}
+
+/// Puts the request's path in its normal form (`cache::key::normalize_path`), so that the
+/// cache key, the route, the signature check and the origin all read the same one.
+fn normalize_target(head: &mut http::request::Parts) -> Result<(), ProxyError> {
+    let Some(normal) = crate::cache::key::normalize_path(head.uri.path()) else {
+        return Ok(());
+    };
+    let target = match head.uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = head.uri.clone().into_parts();
+    let invalid = || ProxyError::Internal("a normalized target no longer parses");
+    parts.path_and_query = Some(target.parse().map_err(|_| invalid())?);
+    head.uri = http::Uri::from_parts(parts).map_err(|_| invalid())?;
     Ok(())
 }
 

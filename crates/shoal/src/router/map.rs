@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use super::config::RouterConfig;
 use crate::geo::{Code2, Geo};
+use crate::prefix::IpPrefix;
 
 /// One edge node.
 #[derive(Debug)]
@@ -461,34 +462,8 @@ fn hash_pair(a: u64, b: u64) -> u64 {
 
 /// `192.0.2.0/24` or `2001:db8::/32` as the network (host bits cleared) and its length.
 pub fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
-    let (address, length) = text.trim().split_once('/')?;
-    let address: IpAddr = address.parse().ok()?;
-    let length: u8 = length.parse().ok()?;
-    let bits = if address.is_ipv4() { 32 } else { 128 };
-    (length <= bits).then(|| (mask(address, length), length))
-}
-
-fn mask(address: IpAddr, length: u8) -> IpAddr {
-    match address {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let mask = if length == 0 {
-                0
-            } else {
-                u32::MAX << (32 - length)
-            };
-            IpAddr::from((bits & mask).to_be_bytes())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let mask = if length == 0 {
-                0
-            } else {
-                u128::MAX << (128 - length)
-            };
-            IpAddr::from((bits & mask).to_be_bytes())
-        }
-    }
+    let prefix: IpPrefix = text.parse().ok()?;
+    Some((prefix.network, prefix.length))
 }
 
 /// Longest-prefix match: one hash map per prefix length present, tried longest first, so a
@@ -526,7 +501,7 @@ impl PrefixTable {
             &self.v6
         };
         table.iter().find_map(|(length, map)| {
-            map.get(&mask(address, *length))
+            map.get(&crate::prefix::mask(address, *length))
                 .map(|&rule| (rule, *length))
         })
     }

@@ -3,6 +3,7 @@
 //! instead of filling memory), or an HTTP/2 stream. Until its first piece is taken, a body can
 //! be handed to another origin when the connection to the first one fails.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -17,9 +18,12 @@ pub enum RequestBodyError {
     /// Longer than `server.max_request_body`.
     #[error("request body too large")]
     TooLarge,
-    /// Malformed, cut short or stalled.
+    /// Malformed or cut short.
     #[error("request body: {0}")]
     Broken(String),
+    /// The client sent nothing for this long (`server.body_read_timeout`).
+    #[error("request body: nothing received for {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 /// A request body on its way to an origin.
@@ -38,11 +42,15 @@ struct Shared {
 
 enum Source {
     Channel(mpsc::Receiver<Result<Bytes, RequestBodyError>>),
-    /// An HTTP/2 stream, cut off once it exceeds `limit` bytes.
+    /// An HTTP/2 stream, cut off once it exceeds `limit` bytes or sends nothing for
+    /// `timeout` while it is read.
     Stream {
         incoming: hyper::body::Incoming,
         received: u64,
         limit: u64,
+        timeout: std::time::Duration,
+        /// Armed while a read waits for the client.
+        stall: Option<Pin<Box<tokio::time::Sleep>>>,
     },
 }
 
@@ -73,14 +81,21 @@ impl RequestBody {
         RequestBody::with(Source::Channel(receiver), length)
     }
 
-    /// An HTTP/2 request stream of at most `limit` bytes.
-    pub fn stream(incoming: hyper::body::Incoming, limit: u64) -> RequestBody {
+    /// An HTTP/2 request stream of at most `limit` bytes, with at most `timeout` between two
+    /// pieces (`server.body_read_timeout`).
+    pub fn stream(
+        incoming: hyper::body::Incoming,
+        limit: u64,
+        timeout: std::time::Duration,
+    ) -> RequestBody {
         let length = incoming.size_hint().exact();
         RequestBody::with(
             Source::Stream {
                 incoming,
                 received: 0,
                 limit,
+                timeout,
+                stall: None,
             },
             length,
         )
@@ -141,8 +156,21 @@ impl Body for RequestBody {
                 incoming,
                 received,
                 limit,
+                timeout,
+                stall,
             } => {
-                let frame = std::task::ready!(Pin::new(incoming).poll_frame(cx));
+                let Poll::Ready(frame) = Pin::new(incoming).poll_frame(cx) else {
+                    // Waiting for the client: for at most `timeout`.
+                    let timeout = *timeout;
+                    let stall = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    return match stall.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            Poll::Ready(Some(Err(RequestBodyError::TimedOut(timeout))))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
+                };
+                *stall = None;
                 if let Some(Ok(frame)) = &frame {
                     if let Some(data) = frame.data_ref() {
                         *received += data.len() as u64;

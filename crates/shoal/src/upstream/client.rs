@@ -10,9 +10,10 @@
 //! instructions per miss (bench/RESULTS.md).
 //!
 //! What it does: request heads in origin form with `Content-Length` or chunked framing; response
-//! heads parsed strictly (obs-fold, invalid or conflicting `Content-Length`, oversized heads are
-//! errors); 1xx interim responses skipped; bodies framed per RFC 9112 §6.3 (none for HEAD, 1xx,
-//! 204 and 304; chunked; a length; or until close); keep-alive per the response's version and
+//! heads parsed strictly (obs-fold, invalid or conflicting `Content-Length`, oversized heads,
+//! framing that could be read two ways and transfer codings other than chunked are errors); a
+//! few 1xx interim responses skipped; bodies framed per RFC 9112 §6.3 (none for HEAD, 1xx, 204
+//! and 304; chunked; a length; or until close); keep-alive per the response's version and
 //! `Connection`; TLS for `https://` hosts. A request that finds its pooled connection closed
 //! by the origin before any answer is sent again on a new connection, once. The request body,
 //! if any, is sent before the answer is read.
@@ -46,6 +47,8 @@ const MAX_HEADERS: usize = 128;
 const BODY_READ: usize = 64 * 1024;
 /// Most request body bytes gathered behind the head for its first write.
 const GATHER_BODY: usize = 64 * 1024;
+/// Most interim (1xx) responses accepted before the final one.
+const MAX_INTERIM: usize = 8;
 /// A pooled connection keeps a read buffer up to this size for its next response.
 const KEEP_BUFFER: usize = 16 * 1024;
 
@@ -351,6 +354,7 @@ async fn exchange(
         }
     }
     let is_head = parts.method == Method::HEAD;
+    let mut interim = 0;
     loop {
         let parsed = match parse_response_head(&mut conn.buffer) {
             Err(reason) => return Err(Exchange::Failed(ClientError::Protocol(reason))),
@@ -378,8 +382,18 @@ async fn exchange(
                 ))),
             });
         };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // Never asked for (`Upgrade` is not forwarded): what follows is not HTTP.
+            let reason = "101 Switching Protocols to a request without Upgrade".into();
+            return Err(Exchange::Failed(ClientError::Protocol(reason)));
+        }
         if response.status().is_informational() {
-            // 100 Continue, 103 Early Hints: the real answer follows.
+            // 100 Continue, 103 Early Hints: the real answer follows, after a few at most.
+            interim += 1;
+            if interim > MAX_INTERIM {
+                let reason = "too many interim (1xx) responses".into();
+                return Err(Exchange::Failed(ClientError::Protocol(reason)));
+            }
             continue;
         }
         let framing = response_framing(&response, is_head).map_err(Exchange::Failed)?;
@@ -551,6 +565,11 @@ enum Framing {
     Close,
 }
 
+/// The framing of `response`'s body, or why it cannot be relayed. A response whose length a
+/// recipient could read two ways is refused rather than repaired (RFC 9112 §6.3, as nginx
+/// does): `Transfer-Encoding` with `Content-Length`, in an HTTP/1.0 response, or with any
+/// coding but a single `chunked`, which is all this proxy applies; a coding it passed on
+/// undecoded would reach clients (and the cache) as if it were the content.
 fn response_framing(response: &Response<()>, is_head: bool) -> Result<Framing, ClientError> {
     let status = response.status();
     if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
@@ -558,17 +577,23 @@ fn response_framing(response: &Response<()>, is_head: bool) -> Result<Framing, C
     }
     let headers = response.headers();
     if headers.contains_key(TRANSFER_ENCODING) {
-        let last = headers
+        let refuse = |reason: &str| Err(ClientError::Protocol(reason.into()));
+        if headers.contains_key(CONTENT_LENGTH) {
+            return refuse("the response has both Transfer-Encoding and Content-Length");
+        }
+        if response.version() == Version::HTTP_10 {
+            return refuse("Transfer-Encoding in an HTTP/1.0 response");
+        }
+        let mut codings = headers
             .get_all(TRANSFER_ENCODING)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .rfind(|coding| !coding.is_empty());
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked,
-            _ => Framing::Close,
-        });
+            .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|coding| !coding.is_empty());
+        return match (codings.next(), codings.next()) {
+            (Some(coding), None) if coding.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
+            _ => refuse("a transfer coding other than a single chunked"),
+        };
     }
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
@@ -771,12 +796,8 @@ mod tests {
                 "Length(7)",
             ),
             (
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n",
                 "Chunked",
-            ),
-            (
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-                "Close",
             ),
             ("HTTP/1.1 200 OK\r\n\r\n", "Close"),
             (
@@ -799,6 +820,14 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 8\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: +7\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 0x7\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(framing(bad).is_err(), "{bad:?} was accepted");
         }

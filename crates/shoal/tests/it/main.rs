@@ -9,6 +9,8 @@ mod crash;
 mod ctl;
 mod dashboard;
 mod disk;
+mod hostile;
+mod hostile_h2;
 mod limits;
 mod origin_client;
 mod process;

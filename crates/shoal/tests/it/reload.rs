@@ -127,7 +127,8 @@ async fn sighup_and_ctl_reload_put_a_new_file_in_force_and_refuse_a_bad_one() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["via"], "1.1 edge-7");
+    let via = response.headers()["via"].to_str().unwrap();
+    assert!(via.starts_with("1.1 edge-7 (shoal-"), "{via}");
     assert_eq!(response.text().await.unwrap(), "from A");
     let config = ctl(&node, &["config"]).await;
     let config: serde_json::Value = serde_json::from_slice(&config.stdout).unwrap();

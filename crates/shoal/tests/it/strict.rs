@@ -249,7 +249,8 @@ async fn http10_clients_get_keep_alive_only_when_asked() {
     let reply = raw(node.listen[0], b"GET / HTTP/1.0\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("Connection: close"), "{reply}");
-    assert_eq!(origin.last("/").headers["via"], "1.0 shoal");
+    let via = origin.last("/").headers["via"].clone();
+    assert!(via.to_str().unwrap().starts_with("1.0 shoal "), "{via:?}");
     let reply = raw(
         node.listen[0],
         b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n",

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -363,4 +364,106 @@ pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// What the raw origin does with a request.
+pub struct Answer {
+    pub bytes: Vec<u8>,
+    /// Close the connection after writing (without saying so in the response).
+    pub close: bool,
+}
+
+pub fn answer(bytes: &str) -> Answer {
+    Answer {
+        bytes: bytes.as_bytes().to_vec(),
+        close: false,
+    }
+}
+
+/// An origin that reads request heads (and `Content-Length` bodies) and writes what `reply`
+/// returns for each (given the request and how many came before it on its connection); counts
+/// connections and keeps the requests it read.
+pub struct RawOrigin {
+    pub url: String,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawOrigin {
+    pub async fn start(reply: impl Fn(&str, usize) -> Answer + Send + Sync + 'static) -> RawOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let reply = Arc::new(reply);
+        let (counted, recorded) = (Arc::clone(&connections), Arc::clone(&requests));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (reply, recorded) = (Arc::clone(&reply), Arc::clone(&recorded));
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    for earlier in 0.. {
+                        let Some(request) = read_request(&mut stream, &mut buffer).await else {
+                            return;
+                        };
+                        recorded.lock().unwrap().push(request.clone());
+                        let answer = reply(&request, earlier);
+                        if stream.write_all(&answer.bytes).await.is_err() || answer.close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawOrigin {
+            url,
+            connections,
+            requests,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// How many GET requests for `path` it read.
+    pub fn fetched(&self, path: &str) -> usize {
+        let line = format!("GET {path} ");
+        self.requests()
+            .iter()
+            .filter(|request| request.starts_with(&line))
+            .count()
+    }
+}
+
+/// One request (head and `Content-Length` body) as text; `None` when the connection closes.
+async fn read_request(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end + 4]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if buffer.len() >= end + 4 + length {
+                let request = String::from_utf8_lossy(&buffer[..end + 4 + length]).into_owned();
+                buffer.drain(..end + 4 + length);
+                return Some(request);
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        }
+    }
 }

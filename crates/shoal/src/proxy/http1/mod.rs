@@ -222,8 +222,10 @@ enum BodyOutcome {
     Complete,
     TooLarge,
     Invalid(ParseError),
-    /// The client stopped sending (closed, timed out, or the socket failed).
+    /// The client stopped sending (closed, or the socket failed).
     Broken,
+    /// The client sent nothing for `server.body_read_timeout`.
+    Stalled,
     /// The origin side stopped taking the body; the rest was not read.
     Abandoned,
 }
@@ -247,8 +249,17 @@ pub async fn serve_connection(
         batch: Vec::new(),
     };
     if let Some((stream, preface)) = connection.run().await {
+        // The settings in force now (kept out of this future, which every connection holds).
+        let settings = proxy.live().connection;
         // Boxed: HTTP/2's connection state is large and only the connections using it pay.
-        Box::pin(super::h2::serve(stream, preface.freeze(), peer, proxy)).await;
+        Box::pin(super::h2::serve(
+            stream,
+            preface.freeze(),
+            peer,
+            proxy,
+            settings,
+        ))
+        .await;
     }
 }
 
@@ -288,6 +299,7 @@ impl Connection {
                     return None;
                 }
                 Err(ConnectionError::Timeout { started: true }) => {
+                    self.proxy.metrics.add(super::Counter::HeaderTimeouts, 1);
                     tracing::info!(peer = %self.peer, "request head timed out");
                     let error = ProxyError::BadRequest {
                         status: StatusCode::REQUEST_TIMEOUT,
@@ -297,9 +309,11 @@ impl Connection {
                     reply.await;
                     return None;
                 }
-                Err(ConnectionError::Timeout { started: false }) | Err(ConnectionError::Io) => {
-                    return None
+                Err(ConnectionError::Timeout { started: false }) => {
+                    self.proxy.metrics.add(super::Counter::IdleTimeouts, 1);
+                    return None;
                 }
+                Err(ConnectionError::Io) => return None,
             };
             first = false;
             // Boxed: the whole request pipeline's state lives on the heap only while a request is
@@ -505,6 +519,15 @@ impl Connection {
                     })
                 }
                 Some(BodyOutcome::Broken) => return Ok(false),
+                Some(BodyOutcome::Stalled) => {
+                    self.proxy.metrics.add(super::Counter::BodyTimeouts, 1);
+                    tracing::info!(peer = %self.peer, "request body timed out");
+                    keep_alive = false;
+                    error_response(&ProxyError::BadRequest {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        reason: "request body timed out",
+                    })
+                }
                 // The body was not read to its end: the connection cannot be reused.
                 Some(BodyOutcome::Abandoned) | None => {
                     keep_alive = false;
@@ -604,6 +627,18 @@ impl Connection {
                 }
             }
             let batch_bytes: usize = batch.iter().map(Bytes::len).sum();
+            if let BodyFraming::Length(length) = framing {
+                // The head promised `length` bytes: a byte more would be read by the client
+                // as the start of its next response.
+                let room = length - sent;
+                if batch_bytes as u64 > room {
+                    tracing::warn!(peer = %self.peer, length, "response body longer than its length; cut there, closing");
+                    let kept = cut_to(&mut batch, room);
+                    self.send_batch(&batch, kept, framing).await?;
+                    self.batch = Vec::new();
+                    return Ok((false, sent + kept as u64));
+                }
+            }
             if batches.take(batch_bytes as u64) {
                 tokio::task::yield_now().await;
             }
@@ -694,6 +729,21 @@ impl Connection {
     }
 }
 
+/// Shortens `batch` to its first `room` bytes; returns their count.
+fn cut_to(batch: &mut Vec<Bytes>, room: u64) -> usize {
+    let mut kept = 0;
+    batch.retain_mut(|chunk| {
+        let left = room as usize - kept;
+        if left == 0 {
+            return false;
+        }
+        chunk.truncate(left);
+        kept += chunk.len();
+        true
+    });
+    kept
+}
+
 async fn write_vectored_all(
     stream: &mut ClientStream,
     mut slices: &mut [IoSlice<'_>],
@@ -771,7 +821,13 @@ async fn pump_body(
         input.reserve(16 * 1024);
         match tokio::time::timeout(settings.body_timeout, stream.read_buf(input)).await {
             Ok(Ok(read)) if read > 0 => {}
-            _ => {
+            Err(_) => {
+                let _ = sender
+                    .send(Err(RequestBodyError::TimedOut(settings.body_timeout)))
+                    .await;
+                return BodyOutcome::Stalled;
+            }
+            Ok(_) => {
                 let _ = sender
                     .send(Err(RequestBodyError::Broken(
                         "client stopped sending the body".into(),
@@ -841,6 +897,24 @@ mod tests {
             !batches.take(steady),
             "a first batch short of WRITE_BATCH gives no turn, though over the steady budget"
         );
+    }
+
+    /// A body that runs past the length its head declared is cut at that length, whatever
+    /// its chunks.
+    #[test]
+    fn a_batch_is_cut_at_the_room_left() {
+        let chunks = || {
+            vec![
+                Bytes::from_static(b"hello"),
+                Bytes::from_static(b"HTTP/1.1 200"),
+            ]
+        };
+        for (room, expected) in [(0, ""), (3, "hel"), (5, "hello"), (7, "helloHT")] {
+            let mut batch = chunks();
+            let kept = cut_to(&mut batch, room);
+            assert_eq!(kept, expected.len());
+            assert_eq!(batch.concat(), expected.as_bytes(), "room {room}");
+        }
     }
 
     /// Every client connection's task holds this future while idle: keep it small (10,000 idle

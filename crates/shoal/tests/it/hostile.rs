@@ -1,0 +1,299 @@
+//! A hostile origin and a hostile client (issue 26): each test is an attack that once worked,
+//! made on real sockets, with what the node must do instead.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{
+    answer, cache_status, client, get, get_with, node, node_for, node_with, raw, Answer, Origin,
+    RawOrigin, Reply,
+};
+
+/// The bytes a pipelined client reads after the node's answer to its first request: with the
+/// origin's framing copied through, they would be of the origin's choosing.
+const INJECTED: &str = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Injected: yes\r\n\r\nsmuggled";
+
+/// An origin's reply whose framing a proxy could read two ways, or whose coding it cannot
+/// apply: 502, nothing stored, and the client's next request answered by the node itself.
+#[tokio::test]
+async fn origin_framing_that_could_be_read_two_ways_is_502_and_never_stored() {
+    let chunk = format!("hello{INJECTED}");
+    let chunked = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
+    let origin = RawOrigin::start(move |request, _| {
+        let target = request.split(' ').nth(1).unwrap();
+        let head = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n";
+        let bytes = match target {
+            "/length-and-chunked" => {
+                format!("{head}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}")
+            }
+            "/chunked-and-length" => {
+                format!("{head}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n{chunked}")
+            }
+            "/gzip" => format!("{head}Transfer-Encoding: gzip\r\n\r\n\x1f\x08\x00gzipped-bytes"),
+            "/gzip-then-chunked" => {
+                format!("{head}Transfer-Encoding: gzip, chunked\r\n\r\n{chunked}")
+            }
+            "/two-codings" => {
+                format!("{head}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}")
+            }
+            "/http10-chunked" => format!(
+                "HTTP/1.0 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}"
+            ),
+            "/switching" => format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n{INJECTED}"),
+            _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
+        };
+        Answer {
+            bytes: bytes.into_bytes(),
+            close: true,
+        }
+    })
+    .await;
+    let node = node_for(&origin.url, |config| {
+        // 405 from the node itself, with this list: the answer to the second request.
+        config.server.methods = vec!["GET".into(), "HEAD".into()];
+    })
+    .await;
+    let paths = [
+        "/length-and-chunked",
+        "/chunked-and-length",
+        "/gzip",
+        "/gzip-then-chunked",
+        "/two-codings",
+        "/http10-chunked",
+        "/switching",
+    ];
+    for path in paths {
+        let mut stream = TcpStream::connect(node.listen[0]).await.unwrap();
+        let pipelined = format!(
+            "GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\nDELETE /next HTTP/1.1\r\nHost: a.test\r\n\r\n"
+        );
+        stream.write_all(pipelined.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
+        let received = String::from_utf8_lossy(&received);
+        assert!(
+            received.starts_with("HTTP/1.1 502 "),
+            "{path}: {received:?}"
+        );
+        assert!(!received.contains("X-Injected"), "{path}: {received:?}");
+        // What follows the 502 is the node's own answer to the second request.
+        let second = received.match_indices("HTTP/1.1 ").nth(1).map(|(at, _)| at);
+        if let Some(at) = second {
+            assert!(
+                received[at..].starts_with("HTTP/1.1 405 "),
+                "{path}: {received:?}"
+            );
+        }
+        let (status, headers, _) = get(&node, path).await;
+        assert_eq!((status, cache_status(&headers)), (502, "SYNTH"), "{path}");
+    }
+    for path in paths {
+        assert!(
+            origin.fetched(path) >= 2,
+            "{path}: stored ({} fetches)",
+            origin.fetched(path)
+        );
+    }
+}
+
+/// A body longer than the origin's `Content-Length` never reaches the client past that
+/// length: the rest is the origin's next response on a connection that is then not reused.
+#[tokio::test]
+async fn an_origin_body_longer_than_its_length_is_cut_at_the_length() {
+    let origin = RawOrigin::start(|_, _| {
+        answer(&format!(
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\nhello{INJECTED}"
+        ))
+    })
+    .await;
+    let node = node_for(&origin.url, |_| {}).await;
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(node.listen[0]).await.unwrap();
+        stream
+            .write_all(b"GET /long HTTP/1.1\r\nHost: a.test\r\n\r\nGET /long HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
+        let received = String::from_utf8_lossy(&received);
+        assert!(!received.contains("X-Injected"), "{received:?}");
+        assert_eq!(received.matches("\r\n\r\nhello").count(), 2, "{received:?}");
+    }
+    assert_eq!(origin.fetched("/long"), 1);
+    assert_eq!(
+        origin.connections(),
+        1,
+        "one connection, whose extra bytes were never read as a response"
+    );
+}
+
+/// Forwarding fields from a client are claims nobody checked: they never reach the origin,
+/// whose answer would then be cached for everyone, unless the client is a trusted proxy.
+#[tokio::test]
+async fn client_forwarding_claims_never_reach_the_origin() {
+    let origin = Origin::fixed("hello").await;
+    let claims = [
+        ("forwarded", "for=6.6.6.6;proto=https;host=evil.example"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-real-ip", "6.6.6.6"),
+    ];
+    let node = node(&origin).await;
+    get_with(&node, "/claims", &claims).await;
+    let seen = origin.last("/claims").headers;
+    let host = seen["host"].to_str().unwrap().to_owned();
+    assert_eq!(
+        seen.get_all("forwarded").iter().collect::<Vec<_>>(),
+        [format!("for=127.0.0.1;proto=http;host=\"{host}\"").as_str()]
+    );
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert!(!seen.contains_key("x-real-ip"));
+
+    let silent = node_with(&origin, |config| {
+        config.origin.x_forwarded_for = false;
+        config.origin.forwarded = false;
+    })
+    .await;
+    get_with(&silent, "/silent", &claims).await;
+    let seen = origin.last("/silent").headers;
+    for (name, _) in claims {
+        assert!(!seen.contains_key(name), "{name} reached the origin");
+    }
+
+    let behind_a_proxy = node_with(&origin, |config| {
+        config.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    get_with(&behind_a_proxy, "/trusted", &claims).await;
+    let seen = origin.last("/trusted").headers;
+    assert_eq!(seen["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(seen["x-real-ip"], "6.6.6.6");
+    assert_eq!(seen.get_all("forwarded").iter().count(), 2);
+}
+
+/// The cache key and the origin request name the same path: the path is normalized once
+/// (unreserved escapes decoded, dot segments resolved) and the origin asked for that form.
+#[tokio::test]
+async fn the_origin_is_asked_for_the_path_the_key_was_made_of() {
+    let origin =
+        Origin::start(|seen| Reply::ok(seen.target.clone()).header("cache-control", "max-age=60"))
+            .await;
+    let node = node(&origin).await;
+    let address = node.listen[0];
+    let ask = move |target: &'static str| async move {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+        raw(address, request.as_bytes()).await
+    };
+    let reply = ask("/%78pk").await;
+    assert!(reply.ends_with("\r\n\r\n/xpk"), "{reply}");
+    let reply = ask("/xpk").await;
+    assert!(
+        reply.contains("x-cache: HIT") && reply.ends_with("/xpk"),
+        "{reply}"
+    );
+    for (target, expected) in [
+        ("/a/%2e%2e/b?q=1", "/b?q=1"),
+        ("/../secret", "/secret"),
+        ("/%2E%2E/secret", "/secret"),
+        ("/d/./e/../f", "/d/f"),
+    ] {
+        let reply = ask(target).await;
+        assert!(
+            reply.ends_with(&format!("\r\n\r\n{expected}")),
+            "{target}: {reply}"
+        );
+    }
+    assert_eq!(origin.count("/xpk"), 1);
+    assert_eq!(origin.count("/secret"), 1, "both spellings share one key");
+    assert!(origin
+        .seen()
+        .iter()
+        .all(|seen| !seen.target.contains('%') && !seen.target.contains("..")));
+}
+
+/// Fields that make an origin answer another method, path or host than the key holds are not
+/// forwarded, and a 405 or 501 (about the method, not the URL) is not cached negatively.
+#[tokio::test]
+async fn unkeyed_override_fields_cannot_poison_the_cache() {
+    let origin = Origin::start(|seen| {
+        let overridden = [
+            "x-http-method-override",
+            "x-original-url",
+            "x-forwarded-host",
+            "x-host",
+        ]
+        .iter()
+        .any(|name| seen.headers.contains_key(*name));
+        match (overridden, seen.target.as_str()) {
+            (true, _) => Reply::status(404),
+            (false, "/method") => Reply::status(405),
+            (false, "/not-implemented") => Reply::status(501),
+            _ => Reply::ok("page").header("cache-control", "max-age=60"),
+        }
+    })
+    .await;
+    let node = node(&origin).await;
+    for (name, value) in [
+        ("x-http-method-override", "DELETE"),
+        ("x-original-url", "/admin"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-host", "evil.example"),
+    ] {
+        let path = format!("/page-{name}");
+        let (status, _, body) = get_with(&node, &path, &[(name, value)]).await;
+        assert_eq!((status, &body[..]), (200, &b"page"[..]), "{name}");
+        let (status, headers, _) = get(&node, &path).await;
+        assert_eq!((status, cache_status(&headers)), (200, "HIT"), "{name}");
+    }
+    for path in ["/method", "/not-implemented"] {
+        get(&node, path).await;
+        get(&node, path).await;
+        assert_eq!(origin.count(path), 2, "{path} was cached negatively");
+    }
+}
+
+/// Credentials in the request's host are refused, never forwarded as a `Host`.
+#[tokio::test]
+async fn userinfo_in_the_host_is_refused() {
+    let origin = Origin::fixed("hello").await;
+    let node = node(&origin).await;
+    for request in [
+        "GET http://user:pw@a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: user@a.test\r\n\r\n",
+    ] {
+        let reply = raw(node.listen[0], request.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{request:?}: {reply}");
+    }
+    assert!(origin.seen().is_empty());
+}
+
+/// A node that is (through any path) its own origin answers 508 at once.
+#[tokio::test]
+async fn a_request_loop_is_answered_508_at_once() {
+    let address = crate::process::free_port();
+    let node = node_for(&format!("http://{address}"), |config| {
+        config.server.listen = vec![address];
+    })
+    .await;
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let response = client()
+            .request(method.clone(), format!("http://{address}/loop"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 508, "{method}");
+    }
+    assert_eq!(
+        node.proxy
+            .metrics()
+            .get(shoal::proxy::Counter::OriginRequests),
+        2
+    );
+}
