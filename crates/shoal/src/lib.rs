@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod router;
 pub mod signed_url;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 pub mod upstream;
 

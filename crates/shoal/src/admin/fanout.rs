@@ -99,7 +99,7 @@ async fn call(
     url: &str,
     token: Option<&str>,
 ) -> Result<Value, String> {
-    let mut request = http::Request::post(url);
+    let mut request = http::Request::post(url).header(super::guard::CHANGE_HEADER, "1");
     if let Some(token) = token {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }

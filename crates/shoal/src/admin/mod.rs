@@ -15,12 +15,15 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 mod fanout;
+pub mod guard;
 
+use self::guard::{Guard, Refusal};
 use crate::cache::ban::Matcher;
 use crate::proxy::Generation;
 use crate::proxy::{now_millis, Proxy};
 use crate::store::disk::{DiskStats, VolumeState};
 use crate::store::Store;
+use crate::throttle::LogBudget;
 use crate::upstream::pool::{AdminState, CheckResult};
 use crate::upstream::Pool;
 
@@ -33,6 +36,7 @@ pub async fn start(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
+    let guard = Arc::new(Guard::new(token.as_deref(), &proxy.config().admin.names));
     let token: Option<Arc<str>> = token.map(Into::into);
     let started = std::time::Instant::now();
     tokio::spawn(async move {
@@ -42,23 +46,22 @@ pub async fn start(
             };
             let proxy = Arc::clone(&proxy);
             let token = token.clone();
+            let guard = Arc::clone(&guard);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |request: http::Request<hyper::body::Incoming>| {
                         let proxy = Arc::clone(&proxy);
                         let token = token.clone();
+                        let guard = Arc::clone(&guard);
                         async move {
-                            if request.method() == Method::GET {
+                            if request.method() == Method::GET && guard.check(&request).is_ok() {
                                 if let Some(page) = dashboard_file(request.uri().path()) {
                                     return Ok::<_, std::convert::Infallible>(page);
                                 }
                             }
-                            let response = match authorized(&request, token.as_deref()) {
-                                true => route(&proxy, &request, started, token.as_deref()).await,
-                                false => {
-                                    tracing::warn!(%peer, path = request.uri().path(), "admin request without a valid token");
-                                    unauthorized()
-                                }
+                            let response = match guard.check(&request) {
+                                Ok(()) => route(&proxy, &request, started, token.as_deref()).await,
+                                Err(refusal) => refused(&refusal, peer, request.uri().path()),
                             };
                             Ok::<_, std::convert::Infallible>(response)
                         }
@@ -165,35 +168,21 @@ fn dashboard_file(path: &str) -> Option<Response<Full<Bytes>>> {
         .ok()
 }
 
-/// Whether `request` carries the token (always true without one).
-fn authorized<B>(request: &http::Request<B>, token: Option<&str>) -> bool {
-    let Some(token) = token else {
-        return true;
-    };
-    let presented = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compared in time independent of where they differ.
-    presented.len() == token.len()
-        && presented
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
-}
-
-fn unauthorized() -> Response<Full<Bytes>> {
-    let mut response = text(
-        StatusCode::UNAUTHORIZED,
-        "a valid admin token is needed: Authorization: Bearer TOKEN\n".into(),
-    );
-    response.headers_mut().insert(
-        http::header::WWW_AUTHENTICATE,
-        http::HeaderValue::from_static("Bearer realm=\"shoal admin\""),
-    );
+/// The answer to a request the guard refused, logged within a budget (anyone who can reach
+/// the listener can send these as fast as they like).
+fn refused(refusal: &Refusal, peer: SocketAddr, path: &str) -> Response<Full<Bytes>> {
+    static LOGGED: LogBudget = LogBudget::new(5);
+    if let Some(held_back) = LOGGED.admit() {
+        tracing::warn!(%peer, path, ?refusal, held_back, "admin request refused");
+    }
+    let (status, reason) = refusal.answer();
+    let mut response = text(status, reason.into());
+    if *refusal == Refusal::Unauthorized {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"shoal admin\""),
+        );
+    }
     response
 }
 
@@ -208,7 +197,7 @@ async fn route<B>(
         (&Method::POST, path @ ("/purge" | "/ban" | "/purge-tag")) => {
             let done = match invalidate(proxy, path, query) {
                 Ok(done) => done,
-                Err(reason) => return text(StatusCode::BAD_REQUEST, format!("{reason}\n")),
+                Err((status, reason)) => return text(status, format!("{reason}\n")),
             };
             match fanout::wanted(query) {
                 true => fanout::to_peers(proxy, path, query, token, done).await,
@@ -307,8 +296,12 @@ async fn route<B>(
 /// `POST /ban?prefix=URL-PREFIX` or `POST /ban?regex=EXPRESSION`.
 /// `POST /purge?url=`, `/ban?prefix=|regex=` and `/purge-tag?tag=` on this node: what was
 /// done, as JSON, or why the request is refused.
-fn invalidate(proxy: &Proxy, path: &str, query: &str) -> Result<serde_json::Value, String> {
-    let refuse = |message: &str| Err(message.to_owned());
+fn invalidate(
+    proxy: &Proxy,
+    path: &str,
+    query: &str,
+) -> Result<serde_json::Value, (StatusCode, String)> {
+    let refuse = |message: &str| Err((StatusCode::BAD_REQUEST, message.to_owned()));
     let matcher = match path {
         "/purge" => {
             let Some((host, target)) = parameter(query, "url").as_deref().and_then(parse_url)
@@ -342,7 +335,13 @@ fn invalidate(proxy: &Proxy, path: &str, query: &str) -> Result<serde_json::Valu
     };
     let (kind, value) = matcher.describe();
     let described = serde_json::json!({ kind: value });
-    let created = proxy.ban(matcher);
+    let created = proxy.ban(matcher).map_err(|held| {
+        let reason = format!(
+            "the node holds {held} bans, its cache.max_bans; a broader ban covers several, and \
+             bans end after 30 days"
+        );
+        (StatusCode::INSUFFICIENT_STORAGE, reason)
+    })?;
     tracing::info!(%described, "ban added through the admin API");
     Ok(serde_json::json!({ "banned": described, "created": created }))
 }

@@ -73,14 +73,18 @@ pub struct Bans {
 
 impl Bans {
     /// Adds a ban made at `now` (in milliseconds, kept strictly increasing so that two bans in
-    /// one millisecond are told apart). Returns its time.
-    pub fn add(&self, matcher: Matcher, now: u64) -> u64 {
+    /// one millisecond are told apart), unless `max` bans are held already (each lookup of an
+    /// older object may test every one): returns its time, or the number held.
+    pub fn add(&self, matcher: Matcher, now: u64, max: usize) -> Result<u64, usize> {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
-        let created = now.max(self.newest.load(Ordering::Relaxed) + 1);
         list.retain(|ban| ban.created + BAN_LIFETIME_MILLIS > now);
+        if list.len() >= max {
+            return Err(list.len());
+        }
+        let created = now.max(self.newest.load(Ordering::Relaxed) + 1);
         list.push(Ban { created, matcher });
         self.newest.store(created, Ordering::Release);
-        created
+        Ok(created)
     }
 
     /// Whether a ban newer than `since` exists (an object's stored time, or the newest ban it
@@ -117,7 +121,9 @@ mod tests {
     fn a_ban_covers_only_older_matching_objects() {
         let bans = Bans::default();
         assert!(!bans.newer_than(1_000));
-        let created = bans.add(Matcher::Prefix("http://a.test/img/".into()), 2_000);
+        let created = bans
+            .add(Matcher::Prefix("http://a.test/img/".into()), 2_000, 10)
+            .unwrap();
         assert!(bans.newer_than(1_000));
         assert!(!bans.newer_than(3_000), "stored after the ban");
         assert_eq!(
@@ -134,8 +140,9 @@ mod tests {
     #[test]
     fn regex_and_tag_bans() {
         let bans = Bans::default();
-        bans.add(Matcher::Regex(regex::Regex::new(r"\.css$").unwrap()), 10);
-        bans.add(Matcher::Tag("product-42".into()), 11);
+        let regex = Matcher::Regex(regex::Regex::new(r"\.css$").unwrap());
+        bans.add(regex, 10, 10).unwrap();
+        bans.add(Matcher::Tag("product-42".into()), 11, 10).unwrap();
         assert!(bans.test("http://a.test/x.css", None, 1).0);
         assert!(!bans.test("http://a.test/x.css?v=1", None, 1).0);
         assert!(
@@ -145,9 +152,11 @@ mod tests {
         assert!(!bans.test("http://a.test/p", Some(b"product-420"), 1).0);
         // Bans in the same millisecond stay distinct and ordered.
         let (first, second) = (
-            bans.add(Matcher::Tag("a".into()), 5),
-            bans.add(Matcher::Tag("b".into()), 5),
+            bans.add(Matcher::Tag("a".into()), 5, 10).unwrap(),
+            bans.add(Matcher::Tag("b".into()), 5, 10).unwrap(),
         );
         assert!(second > first && first > 11);
+        // Four held, the most allowed: the next is refused, with the number held.
+        assert_eq!(bans.add(Matcher::Tag("c".into()), 6, 4), Err(4));
     }
 }

@@ -446,8 +446,11 @@ pub struct CacheConfig {
     pub heuristic_fraction: f64,
     /// Upper bound of heuristic freshness.
     pub heuristic_max: Span,
-    /// Freshness given to 404, 410 and other negative answers without explicit freshness.
+    /// Freshness given to 404, 410 and 414 answers without explicit freshness.
     pub negative_ttl: Span,
+    /// Most bans held at once (each lookup of an object stored before a ban may test it);
+    /// more are refused with 507 until older ones end (after 30 days).
+    pub max_bans: usize,
     /// Default time a stale object may be served while it is refreshed in the background,
     /// when the origin does not say (`stale-while-revalidate`). None by default: RFC 9111
     /// §4.2.4 lets a cache serve stale only with the origin's or the client's leave, or by an
@@ -489,6 +492,7 @@ impl Default for CacheConfig {
             heuristic_fraction: 0.1,
             heuristic_max: Span(std::time::Duration::from_secs(86_400)),
             negative_ttl: Span(std::time::Duration::from_secs(30)),
+            max_bans: 1000,
             stale_while_revalidate: Span(std::time::Duration::ZERO),
             stale_if_error: Span(std::time::Duration::from_secs(3600)),
             store_set_cookie: false,
@@ -632,6 +636,10 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// A file holding the token (its first line), instead of `token`.
     pub token_file: Option<PathBuf>,
+    /// Host names the admin API is reached by, besides `localhost` and its addresses (a
+    /// request under any other name in `Host` is refused: that is what a DNS-rebinding page
+    /// sends).
+    pub names: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -640,6 +648,7 @@ impl Default for AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             token: None,
             token_file: None,
+            names: Vec::new(),
         }
     }
 }

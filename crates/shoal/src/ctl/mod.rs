@@ -399,7 +399,9 @@ impl Api {
         if let Some(token) = &self.token {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
+        // What the admin asks of a change, to tell it from a cross-site form.
         let request = request
+            .header(crate::admin::guard::CHANGE_HEADER, "1")
             .body(Full::new(Bytes::new()))
             .map_err(|error| format!("bad request: {error}"))?;
         let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))

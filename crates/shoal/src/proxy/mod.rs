@@ -514,9 +514,11 @@ impl Proxy {
         banned
     }
 
-    /// Adds a ban; it is written next to the disk tier so that it outlives a restart.
-    pub fn ban(&self, matcher: Matcher) -> u64 {
-        let created = self.bans.add(matcher, now_millis());
+    /// Adds a ban, unless `cache.max_bans` are held (then the number held); it is written next
+    /// to the disk tier so that it outlives a restart.
+    pub fn ban(&self, matcher: Matcher) -> Result<u64, usize> {
+        let max = self.live().config.cache.max_bans;
+        let created = self.bans.add(matcher, now_millis(), max)?;
         if let Some(path) = bans_file(&self.live().config) {
             let text: String = self
                 .bans
@@ -534,7 +536,7 @@ impl Proxy {
                 tracing::warn!(file = %path.display(), %error, "cannot save the bans; they hold until a restart");
             }
         }
-        created
+        Ok(created)
     }
 
     /// Every ban, oldest first.
@@ -1153,7 +1155,8 @@ fn load_bans(config: &Config) -> Bans {
             _ => continue,
         };
         if let Ok(created) = created.parse() {
-            bans.add(matcher, created);
+            // Saved under the limit in force then; kept whatever it is now.
+            let _ = bans.add(matcher, created, usize::MAX);
         }
     }
     bans

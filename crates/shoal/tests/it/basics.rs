@@ -404,6 +404,7 @@ async fn admin(node: &shoal::Node, method: reqwest::Method, path: &str) -> Strin
     let url = format!("http://{}{path}", node.admin.unwrap());
     client()
         .request(method, url)
+        .header("x-shoal-admin", "1")
         .send()
         .await
         .unwrap()

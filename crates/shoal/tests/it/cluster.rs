@@ -284,6 +284,7 @@ async fn a_cluster_wide_purge_needs_the_peers_admin_addresses() {
             "http://{}/purge?url=http://{HOST}/p&cluster=1",
             node.admin.unwrap()
         ))
+        .header("x-shoal-admin", "1")
         .send()
         .await
         .unwrap();

@@ -156,6 +156,7 @@ async fn a_restarted_node_serves_from_disk_and_purges_stay_purged() {
             "http://{}/purge?url=http://disk.test/purged",
             second.admin.unwrap()
         ))
+        .header("x-shoal-admin", "1")
         .send()
         .await
         .unwrap();
@@ -419,6 +420,7 @@ async fn a_ban_outlives_a_restart() {
             "http://{}/ban?prefix=http://disk.test/old/",
             first.admin.unwrap()
         ))
+        .header("x-shoal-admin", "1")
         .send()
         .await
         .unwrap();

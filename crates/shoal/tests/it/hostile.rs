@@ -297,3 +297,104 @@ async fn a_request_loop_is_answered_508_at_once() {
         2
     );
 }
+
+/// A page elsewhere cannot drive the admin API through the operator's browser: not by a
+/// cross-site form or fetch (Origin, and no custom header), not by DNS rebinding (Host). And
+/// the bans it could add are capped.
+#[tokio::test]
+async fn the_admin_api_refuses_cross_site_and_rebound_requests() {
+    let origin = Origin::fixed("hello").await;
+    let node = node_with(&origin, |config| config.cache.max_bans = 2).await;
+    let admin = node.admin.unwrap();
+    let send = |method: reqwest::Method, path: &str, headers: &[(&str, &str)]| {
+        let mut request = client().request(method, format!("http://{admin}{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    use reqwest::Method;
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let marked = ("x-shoal-admin", "1");
+    let foreign = ("origin", "http://evil.example");
+    assert_eq!(send(Method::POST, "/ban?regex=.*", &[form]).await, 403);
+    assert_eq!(send(Method::POST, "/reload", &[]).await, 403);
+    assert_eq!(
+        send(Method::POST, "/purge?url=http://a/x", &[marked, foreign]).await,
+        403
+    );
+    assert_eq!(
+        send(
+            Method::POST,
+            "/upstreams/state?pool=origin&host=x&state=down",
+            &[foreign]
+        )
+        .await,
+        403
+    );
+    for path in ["/config", "/cache", "/stats"] {
+        assert_eq!(
+            send(Method::GET, path, &[("host", "evil.example")]).await,
+            421,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        send(
+            Method::POST,
+            "/ban?prefix=http://a/",
+            &[marked, ("host", "evil.example:9090")]
+        )
+        .await,
+        421
+    );
+    assert!(node.proxy.bans().is_empty(), "a refused request banned");
+    // The admin's own page, and the command line, still work.
+    let own = format!("http://{admin}");
+    let from_the_dashboard = [marked, ("origin", own.as_str())];
+    assert_eq!(
+        send(Method::POST, "/ban?prefix=http://a/1", &from_the_dashboard).await,
+        200
+    );
+    assert_eq!(
+        send(
+            Method::POST,
+            "/ban?prefix=http://a/2",
+            &[("content-type", "application/json")]
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        send(Method::GET, "/config", &[("host", "localhost")]).await,
+        200
+    );
+    // The cap, with a clear answer.
+    let response = client()
+        .post(format!("http://{admin}/ban?prefix=http://a/3"))
+        .header("x-shoal-admin", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 507);
+    assert!(response.text().await.unwrap().contains("cache.max_bans"));
+    assert_eq!(node.proxy.bans().len(), 2);
+}
+
+/// The token's scheme is case-insensitive, and a token of another length is just wrong.
+#[tokio::test]
+async fn the_admin_token_scheme_is_case_insensitive() {
+    let origin = Origin::fixed("hello").await;
+    let token = "the-admin-token-0123456789";
+    let node = node_with(&origin, |config| config.admin.token = Some(token.into())).await;
+    let status = |authorization: String| {
+        let request = client()
+            .get(format!("http://{}/stats", node.admin.unwrap()))
+            .header("authorization", authorization);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(format!("Bearer {token}")).await, 200);
+    assert_eq!(status(format!("bearer {token}")).await, 200);
+    assert_eq!(status(format!("Bearer {token}x")).await, 401);
+    assert_eq!(status("Bearer short".into()).await, 401);
+}

@@ -308,6 +308,7 @@ async fn a_purge_drops_the_slices_with_the_head() {
     let purged: serde_json::Value = serde_json::from_slice(
         &client()
             .post(purge)
+            .header("x-shoal-admin", "1")
             .send()
             .await
             .unwrap()

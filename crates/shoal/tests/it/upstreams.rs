@@ -48,6 +48,7 @@ async fn counting_origin(name: &'static str) -> Origin {
 async fn admin(node: &shoal::Node, method: reqwest::Method, path: &str) -> serde_json::Value {
     let response = client()
         .request(method, format!("http://{}{path}", node.admin.unwrap()))
+        .header("x-shoal-admin", "1")
         .send()
         .await
         .unwrap();
