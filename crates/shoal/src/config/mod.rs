@@ -392,7 +392,7 @@ impl Default for OriginConfig {
             urls: Vec::new(),
             host_header: HostHeader::Preserve,
             connect_timeout: Span(std::time::Duration::from_secs(5)),
-            first_byte_timeout: Span(std::time::Duration::from_secs(30)),
+            first_byte_timeout: Span(std::time::Duration::from_secs(15)),
             body_timeout: Span(std::time::Duration::from_secs(30)),
             idle_timeout: Span(std::time::Duration::from_secs(60)),
             max_idle_per_origin: 256,
@@ -877,6 +877,32 @@ impl Config {
 
     /// Rules that involve more than one value; on failure, the keys involved (the first one set
     /// in the file is blamed) and what is wrong.
+    /// `retries.deadline`, or (unset) the first-byte timeout plus the connect timeout.
+    pub fn retry_deadline(&self) -> std::time::Duration {
+        match self.retries.deadline {
+            Some(deadline) => deadline.duration(),
+            None => {
+                self.origin.first_byte_timeout.duration() + self.origin.connect_timeout.duration()
+            }
+        }
+    }
+
+    /// What a valid configuration sets that cannot work as its writer probably meant: logged
+    /// when it is put in force.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(deadline) = self.retries.deadline {
+            let first_byte = self.origin.first_byte_timeout;
+            if self.retries.tries > 1 && deadline.duration() <= first_byte.duration() {
+                warnings.push(format!(
+                    "retries.deadline ({deadline}) is not longer than origin.first_byte_timeout \
+                     ({first_byte}): a host that times out is never retried on the next one"
+                ));
+            }
+        }
+        warnings
+    }
+
     fn check(&self) -> Result<(), (&'static [&'static str], String)> {
         if self.server.listen.is_empty() && self.server.listen_tls.is_empty() {
             return Err((
@@ -1288,6 +1314,23 @@ mod tests {
         assert_eq!(config.origin.urls[0].port, 1234);
     }
 
+    /// The shipped retry window always lets a timed-out attempt be retried; one written
+    /// shorter than the first-byte timeout is warned about.
+    #[test]
+    fn retry_deadlines_that_cannot_retry_a_timeout_are_warned_about() {
+        let config = Config::default();
+        assert!(config.retry_deadline() > config.origin.first_byte_timeout.duration());
+        assert!(config.warnings().is_empty());
+        let text = "[origin]\nfirst_byte_timeout = \"30s\"\n[retries]\ndeadline = \"10s\"\n";
+        let config = Config::parse(text, Path::new("shoal.toml")).unwrap();
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("retries.deadline (10s)"),
+            "{warnings:?}"
+        );
+    }
+
     #[test]
     fn the_example_file_is_valid_and_complete() {
         let text = include_str!("../../../../examples/shoal.toml");
@@ -1321,6 +1364,13 @@ mod tests {
             "max_inflight_memory",
             "tcp_notsent_lowat",
             "defer_accept",
+            "h2_max_streams",
+            "h2_max_uploads",
+            "trusted_proxies",
+            "strip_request_headers",
+            "max_bans",
+            "names",
+            "deadline",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),

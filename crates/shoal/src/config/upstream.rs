@@ -152,8 +152,10 @@ pub struct ClusterConfig {
 pub struct RetryConfig {
     /// Most attempts per request, the first included.
     pub tries: u32,
-    /// No new attempt starts after this much time since the first.
-    pub deadline: Span,
+    /// No new attempt starts after this much time since the first. Unset: the origin's
+    /// first-byte timeout plus its connect timeout, so that an attempt that timed out can
+    /// always be followed by one on the next host.
+    pub deadline: Option<Span>,
     /// Statuses retried on the next host (idempotent requests only), as connection errors and
     /// timeouts are.
     pub on_status: Vec<u16>,
@@ -163,7 +165,7 @@ impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
             tries: 3,
-            deadline: Span(std::time::Duration::from_secs(10)),
+            deadline: None,
             on_status: vec![502, 503, 504],
         }
     }

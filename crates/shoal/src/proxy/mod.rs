@@ -151,6 +151,9 @@ impl Proxy {
     /// threads (see [`set_worker`]). Fails when the TLS listeners' certificates do not load.
     pub fn new(config: Arc<Config>, workers: usize) -> Result<Arc<Proxy>, String> {
         let config = Arc::unwrap_or_clone(config);
+        for warning in config.warnings() {
+            tracing::warn!(%warning, "configuration");
+        }
         let tls = match config.server.listen_tls.is_empty() {
             true => None,
             false => {
@@ -280,6 +283,9 @@ impl Proxy {
                 .map_err(|error| format!("certificates: {error}")),
             None => Ok(None),
         };
+        for warning in config.warnings() {
+            tracing::warn!(%warning, "configuration");
+        }
         let result = certificates.and_then(|certificates| {
             let (next, report, new_pools) = running.next(config, self.workers)?;
             if let (Some((resolver, _)), Some(certificates)) = (&self.tls, certificates) {

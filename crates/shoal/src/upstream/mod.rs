@@ -104,6 +104,8 @@ pub struct Upstream {
     /// Send each origin its own `host:port` as `Host` (`origin.host_header = "origin"`).
     host_is_origin: bool,
     retries: RetryConfig,
+    /// `retries.deadline`, or what it is when unset.
+    retry_deadline: Duration,
 }
 
 impl Upstream {
@@ -138,6 +140,7 @@ impl Upstream {
             first_byte_timeout: origin.first_byte_timeout.duration(),
             host_is_origin: origin.host_header == crate::config::HostHeader::Origin,
             retries: config.retries.clone(),
+            retry_deadline: config.retry_deadline(),
         })
     }
 
@@ -205,7 +208,7 @@ impl Upstream {
             false => self.retries.tries as usize,
         };
         for attempt in 0..tries {
-            if attempt > 0 && started.elapsed() >= self.retries.deadline.duration() {
+            if attempt > 0 && started.elapsed() >= self.retry_deadline {
                 break;
             }
             let Some(index) = pick(&tried, now_millis()) else {

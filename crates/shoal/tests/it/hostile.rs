@@ -398,3 +398,62 @@ async fn the_admin_token_scheme_is_case_insensitive() {
     assert_eq!(status(format!("Bearer {token}x")).await, 401);
     assert_eq!(status("Bearer short".into()).await, 401);
 }
+
+/// With the shipped retry settings, a host that hangs is timed out and the request goes on
+/// to the healthy host beside it; the hung host's timeouts count against it until it is
+/// ejected.
+#[tokio::test]
+async fn a_hung_host_is_timed_out_retried_elsewhere_and_ejected() {
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_address = hung.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hung.accept().await {
+            held.push(stream);
+        }
+    });
+    let healthy = Origin::fixed("healthy").await;
+    let node = node_for(&healthy.url(), |config| {
+        // Shorter than shipped, to keep the test short; the deadline is left to follow it.
+        config.origin.first_byte_timeout = shoal::config::Span(Duration::from_millis(300));
+        assert!(
+            config.retries.deadline.is_none(),
+            "the shipped deadline is derived"
+        );
+        config.pools = vec![shoal::config::PoolConfig {
+            name: "origin".into(),
+            policy: shoal::config::Policy::Failover,
+            parent: false,
+            hosts: [format!("http://{hung_address}"), healthy.url()]
+                .iter()
+                .map(|url| shoal::config::HostConfig {
+                    url: url.parse().unwrap(),
+                    weight: 1,
+                    max_connections: 0,
+                })
+                .collect(),
+            health: None,
+            tls_ca: None,
+            danger_accept_invalid_certs_for_testing: false,
+        }];
+    })
+    .await;
+    for index in 0..4 {
+        let (status, _, body) = get(&node, &format!("/hung-{index}")).await;
+        assert_eq!(
+            (status, &body[..]),
+            (200, &b"healthy"[..]),
+            "request {index}"
+        );
+    }
+    let upstreams = client()
+        .get(format!("http://{}/upstreams", node.admin.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let upstreams: serde_json::Value = serde_json::from_slice(&upstreams).unwrap();
+    assert_eq!(upstreams[0]["hosts"][0]["state"], "ejected", "{upstreams}");
+}
