@@ -40,6 +40,7 @@ use crate::cache::policy::{self, Reuse};
 use crate::cache::{CacheControl, CacheKey, CacheStatus, Collapser, FlightOutcome, Role};
 use crate::config::{Config, ConfigSource, OriginUrl};
 use crate::store::{DiskStore, MemoryStore, Object, Store};
+use crate::throttle::LogBudget;
 use crate::tls::{CertResolver, Certificates};
 use crate::upstream::cluster::PEER_HEADER;
 use crate::upstream::{RequestBody, Trace, UpstreamError};
@@ -602,13 +603,24 @@ impl Proxy {
         let response = match self.route(request).await {
             Ok(response) => response,
             Err(error) => {
+                // Lines within a budget: clients choose how many of these there are.
+                static REJECTED: LogBudget = LogBudget::new(10);
+                static FAILED: LogBudget = LogBudget::new(50);
                 match error.side() {
                     // Counted; a line each would let a flood fill the log.
                     _ if matches!(error, ProxyError::RateLimited(_) | ProxyError::Overloaded) => {
                         tracing::debug!(%error, "request rejected")
                     }
-                    Side::Client => tracing::info!(%error, "request rejected"),
-                    Side::Origin | Side::Internal => tracing::warn!(%error, "request failed"),
+                    Side::Client => {
+                        if let Some(held_back) = REJECTED.admit() {
+                            tracing::info!(%error, held_back, "request rejected")
+                        }
+                    }
+                    Side::Origin | Side::Internal => {
+                        if let Some(held_back) = FAILED.admit() {
+                            tracing::warn!(%error, held_back, "request failed")
+                        }
+                    }
                 }
                 error_response(&error)
             }

@@ -7,8 +7,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    answer, cache_status, client, get, get_with, node, node_for, node_with, raw, Answer, Origin,
-    RawOrigin, Reply,
+    answer, cache_status, client, eventually, get, get_with, node, node_for, node_with, raw,
+    Answer, Origin, RawOrigin, Reply,
 };
 
 /// The bytes a pipelined client reads after the node's answer to its first request: with the
@@ -456,4 +456,67 @@ async fn a_hung_host_is_timed_out_retried_elsewhere_and_ejected() {
         .unwrap();
     let upstreams: serde_json::Value = serde_json::from_slice(&upstreams).unwrap();
     assert_eq!(upstreams[0]["hosts"][0]["state"], "ejected", "{upstreams}");
+}
+
+/// Requests the parser refuses are in the access log, so an operator sees an attack; a flood
+/// of them is logged within a budget, not line for line.
+#[tokio::test]
+async fn refused_requests_are_in_the_access_log_within_a_budget() {
+    let origin = Origin::fixed("hello").await;
+    let dir = crate::disk::TempDir::new("refused-log");
+    let path = dir.0.join("access.log");
+    let log = path.clone();
+    let node = node_with(&origin, |config| {
+        config.log.access = Some(log);
+        config.server.max_request_line = shoal::config::ByteSize(256);
+        config.server.header_read_timeout = shoal::config::Span(Duration::from_millis(300));
+    })
+    .await;
+    let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(400));
+    let cases: [(&[u8], u16); 4] = [
+        (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (long.as_bytes(), 414),
+        (b"GET /slow HTTP/1.1\r\nHost: a\r\n", 408),
+        (
+            b"GET /big HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999999\r\n\r\n",
+            413,
+        ),
+    ];
+    for (request, status) in cases {
+        let reply = raw(node.listen[0], request).await;
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status} ")), "{reply}");
+    }
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        eventually(|| read().lines().count() == 4).await,
+        "{}",
+        read()
+    );
+    let lines: Vec<serde_json::Value> = read()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let statuses: Vec<_> = lines
+        .iter()
+        .map(|line| line["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [400, 414, 408, 413]);
+    assert_eq!(lines[2]["target"], "/slow");
+    assert_eq!(lines[3]["target"], "/big");
+    assert!(lines.iter().all(|line| line["cache"] == "SYNTH"));
+
+    // A flood: far more refusals than lines.
+    let garbage: &[u8] = b"\x16\x03\x01 not http\r\n\r\n";
+    let before = read().lines().count();
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        tasks.push(tokio::spawn(raw(node.listen[0], garbage)));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logged = read().lines().count() - before;
+    assert!(logged > 0, "the flood left no trace");
+    assert!(logged < 1000, "every one of 1,000 refusals was logged");
 }

@@ -23,6 +23,7 @@ use super::http1::parse::Limits;
 use super::http1::Settings;
 use super::stream::ClientStream;
 use super::{BodyError, ClientRequest, Proxy, ProxyError, ProxyResponse};
+use crate::throttle::LogBudget;
 use crate::upstream::RequestBody;
 
 type H2Body = BoxBody<Bytes, BodyError>;
@@ -107,7 +108,11 @@ async fn answer(
     let is_head = head.method == http::Method::HEAD;
     if let Err(error) = check_limits(&head, &settings.limits) {
         proxy.metrics().add(super::Counter::ClientErrors, 1);
-        tracing::info!(%peer, status = error.status().as_u16(), %error, "malformed request");
+        static LOGGED: LogBudget = LogBudget::new(10);
+        if let Some(held_back) = LOGGED.admit() {
+            let status = error.status().as_u16();
+            tracing::info!(%peer, status, %error, held_back, "malformed request");
+        }
         return (super::error_response(&error), is_head, None);
     }
     let has_body = !http_body::Body::is_end_stream(&body);

@@ -27,6 +27,7 @@ use super::frames::{FrameTracker, Waiting};
 use crate::proxy::http1::Settings;
 use crate::proxy::stream::ClientStream;
 use crate::proxy::{Counter, Proxy};
+use crate::throttle::LogBudget;
 
 /// How long a connection sent GOAWAY for a missed deadline has to close before it is dropped:
 /// hyper waits for the client's answer to a PING first, which a stalled client never sends.
@@ -78,9 +79,14 @@ pub(super) async fn enforce<C: Future>(
                 return Poll::Ready(None);
             };
             proxy.metrics().add(expiry.counter(), 1);
+            static LOGGED: LogBudget = LogBudget::new(10);
             match expiry {
                 Expiry::Idle => tracing::debug!(%peer, reason = expiry.as_str(), "closing"),
-                _ => tracing::info!(%peer, reason = expiry.as_str(), "closing"),
+                _ => {
+                    if let Some(held_back) = LOGGED.admit() {
+                        tracing::info!(%peer, reason = expiry.as_str(), held_back, "closing");
+                    }
+                }
             }
             shutdown(connection.as_mut());
             closing = Some(now + GOAWAY_GRACE);

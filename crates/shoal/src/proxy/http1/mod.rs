@@ -30,6 +30,7 @@ use self::idle::IdleTicks;
 use self::parse::{ChunkedDecoder, Decoded, Framing, Head, Limits, ParseError, H2_PREFACE};
 use self::write::{chunk_size_line, write_head, BodyFraming, WriteContext};
 use super::{error_response, ClientRequest, Proxy, ProxyError, ProxyResponse};
+use crate::throttle::LogBudget;
 use crate::upstream::{RequestBody, RequestBodyError};
 
 /// Bodies smaller than this are copied behind the head and sent with one write.
@@ -101,6 +102,9 @@ impl LoggedRequest {
         }
     }
 }
+
+/// The log lines of request bodies refused or timed out.
+static BODY_LOGGED: LogBudget = LogBudget::new(10);
 
 /// How long an idle connection stays open once the node is shutting down.
 const DRAIN_IDLE_LINGER: Duration = Duration::from_millis(1000);
@@ -289,24 +293,15 @@ impl Connection {
                 Ok(NextRequest::Http2) => return Some((self.stream, self.input)),
                 Err(ConnectionError::Parse(error)) => {
                     self.proxy.metrics.add(super::Counter::ClientErrors, 1);
-                    tracing::info!(peer = %self.peer, status = error.status.as_u16(), reason = error.reason, "malformed request");
-                    let error = ProxyError::BadRequest {
-                        status: error.status,
-                        reason: error.reason,
-                    };
-                    let reply = Box::pin(self.reply_and_close(error_response(&error)));
-                    reply.await;
+                    let reject = Box::pin(self.reject(error.status, error.reason, None));
+                    reject.await;
                     return None;
                 }
                 Err(ConnectionError::Timeout { started: true }) => {
                     self.proxy.metrics.add(super::Counter::HeaderTimeouts, 1);
-                    tracing::info!(peer = %self.peer, "request head timed out");
-                    let error = ProxyError::BadRequest {
-                        status: StatusCode::REQUEST_TIMEOUT,
-                        reason: "request head timed out",
-                    };
-                    let reply = Box::pin(self.reply_and_close(error_response(&error)));
-                    reply.await;
+                    let timeout = StatusCode::REQUEST_TIMEOUT;
+                    let reject = Box::pin(self.reject(timeout, "request head timed out", None));
+                    reject.await;
                     return None;
                 }
                 Err(ConnectionError::Timeout { started: false }) => {
@@ -453,12 +448,9 @@ impl Connection {
             _ => None,
         };
         if declared.is_some_and(|length| length > self.settings.max_body) {
-            let error = ProxyError::BadRequest {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                reason: "request body too large",
-            };
-            tracing::info!(peer = %self.peer, "request body too large");
-            self.reply_and_close(error_response(&error)).await;
+            let too_large = StatusCode::PAYLOAD_TOO_LARGE;
+            self.reject(too_large, "request body too large", Some(&parts))
+                .await;
             return Ok(false);
         }
         let mut keep_alive = keep_alive;
@@ -511,7 +503,9 @@ impl Connection {
                 }
                 Some(BodyOutcome::Invalid(error)) => {
                     self.proxy.metrics.add(super::Counter::ClientErrors, 1);
-                    tracing::info!(peer = %self.peer, reason = error.reason, "malformed request body");
+                    if let Some(held_back) = BODY_LOGGED.admit() {
+                        tracing::info!(peer = %self.peer, reason = error.reason, held_back, "malformed request body");
+                    }
                     keep_alive = false;
                     error_response(&ProxyError::BadRequest {
                         status: error.status,
@@ -521,7 +515,9 @@ impl Connection {
                 Some(BodyOutcome::Broken) => return Ok(false),
                 Some(BodyOutcome::Stalled) => {
                     self.proxy.metrics.add(super::Counter::BodyTimeouts, 1);
-                    tracing::info!(peer = %self.peer, "request body timed out");
+                    if let Some(held_back) = BODY_LOGGED.admit() {
+                        tracing::info!(peer = %self.peer, held_back, "request body timed out");
+                    }
                     keep_alive = false;
                     error_response(&ProxyError::BadRequest {
                         status: StatusCode::REQUEST_TIMEOUT,
@@ -552,6 +548,41 @@ impl Connection {
             log.record(logged.entry(self.peer.ip(), status, sent, cache, origin));
         }
         Ok(keep)
+    }
+
+    /// Answers a request the parser refused (or whose head or body broke a limit) with
+    /// `status` and closes the connection. The log line and the access log entry are kept
+    /// within a budget: whoever sends these can send them as fast as they like, and an
+    /// operator needs to see that they come, not every one.
+    async fn reject(
+        &mut self,
+        status: StatusCode,
+        reason: &'static str,
+        head: Option<&http::request::Parts>,
+    ) {
+        static LOGGED: LogBudget = LogBudget::new(10);
+        static RECORDED: LogBudget = LogBudget::new(100);
+        if let Some(held_back) = LOGGED.admit() {
+            tracing::info!(peer = %self.peer, status = status.as_u16(), reason, held_back, "request refused");
+        }
+        if let Some(log) = self.proxy.access_log() {
+            if RECORDED.admit().is_some() {
+                let client = self.peer.ip();
+                let entry = match head {
+                    Some(head) => LoggedRequest::of(head).entry(
+                        client,
+                        status.as_u16(),
+                        0,
+                        crate::cache::CacheStatus::Synthetic,
+                        None,
+                    ),
+                    None => refused_entry(&self.input, client, status),
+                };
+                log.record(entry);
+            }
+        }
+        let error = ProxyError::BadRequest { status, reason };
+        self.reply_and_close(error_response(&error)).await;
     }
 
     async fn reply_and_close(&mut self, response: ProxyResponse) {
@@ -726,6 +757,48 @@ impl Connection {
                     "client did not accept data in time",
                 )
             })?
+    }
+}
+
+/// The access log entry of a request refused before it was parsed: what its request line
+/// gives of the method and target (as far as it is there and printable), from `input`.
+fn refused_entry(
+    input: &[u8],
+    client: std::net::IpAddr,
+    status: StatusCode,
+) -> crate::accesslog::Entry {
+    let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut words = line.trim_ascii().splitn(3, |&b| b == b' ');
+    let method = words
+        .next()
+        .and_then(|word| Method::from_bytes(word).ok())
+        .unwrap_or_else(|| Method::from_bytes(b"-").unwrap_or_default());
+    let target: String = words
+        .next()
+        .map(|word| String::from_utf8_lossy(word).chars().take(512).collect())
+        .filter(|target: &String| target.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "-".to_owned());
+    let version = match words.next() {
+        Some(b"HTTP/1.0") => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    crate::accesslog::Entry {
+        time: super::now_millis(),
+        client,
+        method,
+        host: String::new(),
+        target,
+        version,
+        status: status.as_u16(),
+        bytes: 0,
+        cache: crate::cache::CacheStatus::Synthetic,
+        micros: 0,
+        upstream: None,
+        origin_micros: None,
+        user_agent: None,
+        referer: None,
+        country: None,
+        asn: None,
     }
 }
 
