@@ -558,6 +558,29 @@ impl Proxy {
         in_ram || on_disk
     }
 
+    /// Marks every stored copy of `target` on `host` (both schemes, every variant) as needing
+    /// revalidation before its next use: the next request asks the origin conditionally, and
+    /// a 304 makes it fresh again. The copy on disk is rewritten with the mark; one only on
+    /// disk (not read into RAM) is removed, since marking it would mean reading it first.
+    pub fn invalidate_url(&self, host: &str, target: &str) {
+        for scheme in ["http", "https"] {
+            let key = self.key_of(scheme, host, target);
+            let in_ram = self.store.lookup(key);
+            for object in in_ram.iter().flat_map(|entry| entry.variants.iter()) {
+                let mut meta = crate::store::ObjectMeta::clone(&object.meta());
+                meta.freshness.lifetime = 0;
+                meta.freshness.always_revalidate = true;
+                object.set_meta(meta);
+                if let (true, Some(disk)) = (object.is_on_disk(), &self.disk) {
+                    disk.write(key, object);
+                }
+            }
+            if let (None, Some(disk)) = (in_ram, &self.disk) {
+                disk.remove(key);
+            }
+        }
+    }
+
     /// Writes `object` to disk unless it is there (or queued) already: called when it is
     /// requested a second time, or fetched for a key the admission filter has seen before.
     fn offer_to_disk(&self, key: CacheKey, object: &Object) {
@@ -964,10 +987,12 @@ impl Proxy {
     }
 
     /// RFC 9111 §4.4: a successful unsafe request invalidates the target URI and the
-    /// `Location` and `Content-Location` URIs on the same host.
+    /// `Location` and `Content-Location` URIs on the same host. Any client may send one, so
+    /// invalidating marks the stored copies stale rather than removing them
+    /// (`Proxy::invalidate_url`): a flood of writes costs revalidations, never the objects.
     fn invalidate_after_write(&self, head: &http::request::Parts, response: &http::HeaderMap) {
         let host = request_host(head);
-        self.purge_url(host, target(head));
+        self.invalidate_url(host, target(head));
         for name in [LOCATION, CONTENT_LOCATION] {
             let Some(location) = response.get(name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -980,7 +1005,7 @@ impl Proxy {
                 .is_none_or(|authority| authority.as_str().eq_ignore_ascii_case(host));
             if same_host {
                 let path = uri.path_and_query().map_or("/", |p| p.as_str());
-                self.purge_url(host, path);
+                self.invalidate_url(host, path);
             }
         }
     }

@@ -520,3 +520,48 @@ async fn refused_requests_are_in_the_access_log_within_a_budget() {
     assert!(logged > 0, "the flood left no trace");
     assert!(logged < 1000, "every one of 1,000 refusals was logged");
 }
+
+/// Any client's successful write invalidates the URL (RFC 9111 §4.4), as a mark that the
+/// next request must revalidate, not as a removal: a flood of writes cannot empty the cache
+/// of what the origin can confirm with a 304.
+#[tokio::test]
+async fn a_write_marks_the_stored_copy_stale_instead_of_removing_it() {
+    let origin =
+        Origin::start(
+            |seen| match (seen.method.as_str(), seen.headers.get("if-none-match")) {
+                ("GET", Some(etag)) if etag == "\"v1\"" => {
+                    Reply::status(304).header("etag", "\"v1\"")
+                }
+                ("GET", _) => Reply::ok("hot object")
+                    .header("cache-control", "max-age=600")
+                    .header("etag", "\"v1\""),
+                _ => Reply::status(204),
+            },
+        )
+        .await;
+    let node = node(&origin).await;
+    get(&node, "/hot").await;
+    assert_eq!(cache_status(&get(&node, "/hot").await.1), "HIT");
+    for _ in 0..3 {
+        let response = client()
+            .post(format!("{}/hot", crate::support::base(&node)))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+        let (status, headers, body) = get(&node, "/hot").await;
+        assert_eq!(
+            (status, cache_status(&headers), &body[..]),
+            (200, "REVALIDATED", &b"hot object"[..])
+        );
+        assert!(origin.last("/hot").headers.contains_key("if-none-match"));
+        assert_eq!(cache_status(&get(&node, "/hot").await.1), "HIT");
+    }
+    let full_fetches = origin
+        .seen()
+        .iter()
+        .filter(|seen| seen.method == "GET" && !seen.headers.contains_key("if-none-match"))
+        .count();
+    assert_eq!(full_fetches, 1, "the object was fetched whole only once");
+}
