@@ -448,6 +448,11 @@ pub struct CacheConfig {
     pub heuristic_max: Span,
     /// Freshness given to 404, 410 and 414 answers without explicit freshness.
     pub negative_ttl: Span,
+    /// A fill whose readers have all left (clients that read part of a large object and went
+    /// away) goes on, so that the next request finds the object stored, only while no more than
+    /// this is left to fetch (of a body of unknown length: until this much has come); a
+    /// larger rest is abandoned. A sliced object's fill stops at the end of its current slice.
+    pub finish_without_readers: ByteSize,
     /// Most bans held at once (each lookup of an object stored before a ban may test it);
     /// more are refused with 507 until older ones end (after 30 days).
     pub max_bans: usize,
@@ -493,6 +498,7 @@ impl Default for CacheConfig {
             heuristic_max: Span(std::time::Duration::from_secs(86_400)),
             negative_ttl: Span(std::time::Duration::from_secs(30)),
             max_bans: 1000,
+            finish_without_readers: ByteSize(8 << 20),
             stale_while_revalidate: Span(std::time::Duration::ZERO),
             stale_if_error: Span(std::time::Duration::from_secs(3600)),
             store_set_cookie: false,
@@ -1369,6 +1375,7 @@ mod tests {
             "trusted_proxies",
             "strip_request_headers",
             "max_bans",
+            "finish_without_readers",
             "names",
             "deadline",
         ] {

@@ -475,7 +475,11 @@ async fn store_sliced(
 /// off; it bounds the memory such a pass-through holds.
 const PASS_THROUGH_WINDOW: u64 = 32 << 20;
 
-/// Reads the origin's body into `object` and stores it when complete.
+/// How many body bytes a fill takes between two looks at whether its readers are there.
+pub(super) const LOOK_FOR_READERS_EVERY: u64 = 256 << 10;
+
+/// Reads the origin's body into `object` and stores it when complete, unless every reader
+/// leaves with more than `cache.finish_without_readers` to go (then it is abandoned).
 async fn fill(
     proxy: &Proxy,
     plan: &FetchPlan,
@@ -485,6 +489,9 @@ async fn fill(
     declared_length: Option<u64>,
 ) {
     let max = proxy.live().config.cache.max_object_size.bytes();
+    let finish_limit = proxy.live().config.cache.finish_without_readers.bytes();
+    // Whether the readers are still there is looked at every so often, not every piece.
+    let mut next_look = 0;
     let timeout = proxy.live().config.origin.body_timeout.duration();
     let mut flight = Some(flight);
     let mut received: u64 = 0;
@@ -513,6 +520,22 @@ async fn fill(
                     proxy.metrics.add(Counter::OriginBytes, data.len() as u64);
                     held.add(data.len() as u64);
                     object.append(&data, declared_length);
+                    let rest_is_large = match declared_length {
+                        Some(length) => length - received > finish_limit,
+                        None => received > finish_limit,
+                    };
+                    if rest_is_large && received >= next_look {
+                        next_look = received + LOOK_FOR_READERS_EVERY;
+                        if object.readers_left() {
+                            proxy.metrics.add(Counter::AbandonedFills, 1);
+                            tracing::debug!(url = %plan.url, received, "every reader left; fill abandoned");
+                            object.abort();
+                            if let Some(flight) = flight.take() {
+                                flight.finish(FlightOutcome::Pending);
+                            }
+                            return;
+                        }
+                    }
                     if received > max {
                         // Too large to keep: stop offering it to new requests and pass it
                         // through to the clients already reading it, in bounded memory.

@@ -73,10 +73,13 @@ pub enum Counter {
     /// Misses not fetched (503, or stale content) because `server.max_inflight_memory` was
     /// reached.
     Shed,
+    /// Fills abandoned because every reader left with more than
+    /// `cache.finish_without_readers` still to fetch.
+    AbandonedFills,
 }
 
 impl Counter {
-    const ALL: [Counter; 28] = [
+    const ALL: [Counter; 29] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -105,6 +108,7 @@ impl Counter {
         Counter::RefusedPerClient,
         Counter::RateLimited,
         Counter::Shed,
+        Counter::AbandonedFills,
     ];
 
     /// The name used by the admin API.
@@ -138,6 +142,7 @@ impl Counter {
             Counter::RefusedPerClient => "refused_per_client",
             Counter::RateLimited => "rate_limited",
             Counter::Shed => "shed",
+            Counter::AbandonedFills => "abandoned_fills",
         }
     }
 }

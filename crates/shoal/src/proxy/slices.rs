@@ -22,7 +22,7 @@ use super::{BodyError, Counter, Proxy};
 use crate::cache::policy;
 use crate::cache::{CacheKey, FlightGuard, FlightOutcome, Role};
 use crate::store::disk::variant_hash;
-use crate::store::{BodyReader, Fields, Object, ObjectMeta, Store};
+use crate::store::{BodyReader, Fields, Object, ObjectMeta, ReaderMark, Store};
 use crate::upstream::{OriginBody, RequestBody};
 
 /// The version of a response for slicing: a hash of its strong `ETag`, or of a strong
@@ -97,6 +97,9 @@ pub struct SlicedBody {
     proxy: Arc<Proxy>,
     key: CacheKey,
     head: Arc<ObjectMeta>,
+    /// The stored head, which the body's readers watch (`Object::watch`), so that a fill can
+    /// tell when they have all gone.
+    head_object: Arc<Object>,
     head_on_disk: bool,
     variant: u64,
     version: u64,
@@ -113,7 +116,7 @@ impl SlicedBody {
     pub(super) fn new(
         proxy: &Arc<Proxy>,
         key: CacheKey,
-        head: &Object,
+        head: &Arc<Object>,
         request: http::request::Parts,
     ) -> Option<Arc<SlicedBody>> {
         let meta = head.meta_full();
@@ -129,6 +132,7 @@ impl SlicedBody {
             slice_size: u64::from(meta.slice_size),
             length: meta.content_length?,
             head_on_disk: head.is_on_disk(),
+            head_object: Arc::clone(head),
             head: meta,
             request,
         }))
@@ -152,6 +156,7 @@ impl SlicedBody {
     /// A reader of bytes `[start, end)` of the object (`end` = `None` for everything).
     pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> SliceReader {
         SliceReader {
+            _watch: self.head_object.watch(),
             body: Arc::clone(self),
             position: start,
             end: end.unwrap_or(self.length).min(self.length),
@@ -215,6 +220,8 @@ type SliceTask = tokio::task::JoinHandle<Result<Arc<Object>, BodyError>>;
 /// Reads a byte range of a sliced object, slice after slice, with the next slice on its way
 /// (from disk or the origin) while the current one is sent.
 pub struct SliceReader {
+    /// Counts this reader as one of the object's while it reads.
+    _watch: ReaderMark,
     body: Arc<SlicedBody>,
     position: u64,
     end: u64,
@@ -471,6 +478,17 @@ pub(super) async fn fill_slices(
                     proxy.offer_to_disk(key, &object);
                 }
                 guard.finish(FlightOutcome::Pending);
+                let finish_limit = proxy.live().config.cache.finish_without_readers.bytes();
+                if last_end - position > finish_limit && body.head_object.readers_left() {
+                    // Nobody reads this object now: the slices stored so far stay, the rest
+                    // is fetched when someone asks for it.
+                    proxy.metrics.add(Counter::AbandonedFills, 1);
+                    tracing::debug!(url = %body.head.url, position, "every reader left; slice fill abandoned");
+                    for guard in slices.filter_map(|(_, guard)| guard) {
+                        guard.finish(FlightOutcome::Pending);
+                    }
+                    return;
+                }
             }
         }
     }

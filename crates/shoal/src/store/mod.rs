@@ -19,7 +19,7 @@ pub use disk::DiskStore;
 pub use eviction::{touch, Evicted, Resident, S3Fifo};
 pub use fields::Fields;
 pub use memory::MemoryStore;
-pub use object::{BodyReader, FillState, Object, ObjectMeta, Truncated};
+pub use object::{BodyReader, FillState, Object, ObjectMeta, ReaderMark, Truncated};
 
 use crate::cache::CacheKey;
 

@@ -66,8 +66,11 @@ struct Body {
     chunks: SmallVec<[(u64, Bytes); 1]>,
     /// Bytes before this offset were dropped after every reader had them (pass-through).
     released: u64,
-    /// The readers that attached while the body was filling, for [`Object::release_read`].
+    /// The readers that attached while the body was filling, for [`Object::release_read`]
+    /// and [`Object::readers_left`] (and the watchers of [`Object::watch`]).
     readers: Vec<Weak<ReaderSlot>>,
+    /// Whether any reader or watcher ever attached.
+    had_readers: bool,
     length: u64,
     state: FillState,
 }
@@ -116,6 +119,7 @@ impl Object {
                 chunks: SmallVec::new(),
                 released: 0,
                 readers: Vec::new(),
+                had_readers: false,
                 length: 0,
                 state: FillState::Filling,
             }),
@@ -314,9 +318,7 @@ impl Object {
                 position: AtomicU64::new(start),
                 shed: AtomicBool::new(false),
             });
-            let mut body = self.write_body();
-            body.readers.retain(|reader| reader.strong_count() > 0);
-            body.readers.push(Arc::downgrade(&slot));
+            self.track(&slot);
             slot
         });
         BodyReader {
@@ -325,6 +327,36 @@ impl Object {
             end: end.unwrap_or(u64::MAX),
             slot,
         }
+    }
+
+    fn track(&self, slot: &Arc<ReaderSlot>) {
+        let mut body = self.write_body();
+        body.readers.retain(|reader| reader.strong_count() > 0);
+        body.readers.push(Arc::downgrade(slot));
+        body.had_readers = true;
+    }
+
+    /// Counts the holder of the returned mark as a reader of the object until the mark is
+    /// dropped: for the readers of a sliced object, who read its slices, not its head.
+    pub fn watch(&self) -> ReaderMark {
+        let slot = Arc::new(ReaderSlot {
+            position: AtomicU64::new(0),
+            shed: AtomicBool::new(false),
+        });
+        self.track(&slot);
+        ReaderMark { _slot: slot }
+    }
+
+    /// Whether the object had readers and every one has left (or was cut off): a fill that
+    /// goes on now does so for nobody in particular.
+    pub fn readers_left(&self) -> bool {
+        let body = self.read_body();
+        body.had_readers
+            && !body
+                .readers
+                .iter()
+                .filter_map(Weak::upgrade)
+                .any(|slot| !slot.shed.load(Ordering::Acquire))
     }
 
     /// For a body passed through without being stored: drops the chunks every reader has
@@ -392,6 +424,11 @@ fn next_buffer_size(received: u64, expected: Option<u64>, incoming: usize) -> us
         Some(total) if total > received => (total - received).min(MAX_BUFFER as u64) as usize,
         _ => (incoming * 2).clamp(4096, 64 * 1024),
     }
+}
+
+/// Counts as a reader of an object while held (`Object::watch`).
+pub struct ReaderMark {
+    _slot: Arc<ReaderSlot>,
 }
 
 /// A reader's progress, visible to the writer of a pass-through body.

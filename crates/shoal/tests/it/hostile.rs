@@ -6,9 +6,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use bytes::Bytes;
+
 use crate::support::{
     answer, cache_status, client, eventually, get, get_with, node, node_for, node_with, raw,
-    Answer, Origin, RawOrigin, Reply,
+    Answer, Body, Origin, RawOrigin, Reply,
 };
 
 /// The bytes a pipelined client reads after the node's answer to its first request: with the
@@ -564,4 +566,71 @@ async fn a_write_marks_the_stored_copy_stale_instead_of_removing_it() {
         .filter(|seen| seen.method == "GET" && !seen.headers.contains_key("if-none-match"))
         .count();
     assert_eq!(full_fetches, 1, "the object was fetched whole only once");
+}
+
+/// Reads the first piece of `path` and goes away.
+async fn read_a_little(node: &shoal::Node, path: &str) {
+    let url = format!("{}{path}", crate::support::base(node));
+    let mut response = client().get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.chunk().await.unwrap().is_some());
+}
+
+/// A client that reads a little of a large object and leaves does not make the node fetch
+/// the rest for nobody; a small rest is still fetched, so the next request finds it stored.
+#[tokio::test]
+async fn a_fill_every_reader_left_is_abandoned_past_a_size() {
+    const PIECE: usize = 256 << 10;
+    let origin = Origin::start(|seen| {
+        let pieces = if seen.target.starts_with("/small") {
+            8
+        } else {
+            96
+        };
+        let body = Body::Paced(
+            vec![Bytes::from(vec![b'x'; PIECE]); pieces],
+            Duration::from_millis(5),
+        );
+        let reply = Reply::ok("")
+            .header("cache-control", "max-age=60")
+            .body(body);
+        match seen.target.starts_with("/sliced") {
+            true => reply
+                .header("etag", "\"v1\"")
+                .header("content-length", &(pieces * PIECE).to_string()),
+            false => reply,
+        }
+    })
+    .await;
+    let node = node_with(&origin, |config| {
+        config.cache.finish_without_readers = shoal::config::ByteSize(4 << 20);
+    })
+    .await;
+    let counter = |counter| node.proxy.metrics().get(counter);
+    use shoal::proxy::Counter;
+    for (round, path) in ["/large", "/sliced"].iter().enumerate() {
+        read_a_little(&node, path).await;
+        assert!(
+            eventually(|| counter(Counter::AbandonedFills) == round as u64 + 1).await,
+            "{path}: the fill went on for nobody"
+        );
+        assert!(eventually(|| node.proxy.fetches_in_flight() == 0).await);
+        let (_, headers, body) = get(&node, path).await;
+        assert_eq!(body.len(), 96 * PIECE, "{path}");
+        match *path {
+            // The head and the slices filled stay; the rest is asked for again.
+            "/sliced" => assert!(origin.count(path) > 1, "the rest of the slices"),
+            _ => assert_ne!(
+                cache_status(&headers),
+                "HIT",
+                "{path}: a partial fill was stored"
+            ),
+        }
+    }
+    // 2 MiB: the rest is within the limit, so the object is stored for the next request.
+    read_a_little(&node, "/small").await;
+    assert!(eventually(|| node.proxy.fetches_in_flight() == 0).await);
+    let (_, headers, body) = get(&node, "/small").await;
+    assert_eq!((cache_status(&headers), body.len()), ("HIT", 8 * PIECE));
+    assert_eq!(counter(Counter::AbandonedFills), 2);
 }
