@@ -331,6 +331,20 @@ async fn a_full_disk_is_dropped_and_the_node_keeps_serving() {
     assert_eq!(body, body_for("/fill/259"));
     let (status, _, _) = fetch(&node, "/after").await;
     assert_eq!(status, 200);
+
+    // Room is made (the full segment goes): the directory is tried again, with back-off,
+    // and written to once more, without a restart.
+    let written = disk_stats(&node).objects_written;
+    std::fs::remove_file(dir.0.join("segment-00001.dat")).unwrap();
+    let mut n = 0;
+    while disk_stats(&node).objects_written <= written && n < 150 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        fetch(&node, &format!("/again/{n}")).await;
+        n += 1;
+    }
+    let stats = disk_stats(&node);
+    assert_eq!(stats.dirs[0].state, VolumeState::Ready, "{stats:?}");
+    assert!(stats.objects_written > written, "{stats:?}");
 }
 
 #[tokio::test]
@@ -437,4 +451,74 @@ async fn a_ban_outlives_a_restart() {
     );
     let (_, headers, _) = fetch(&second, "/kept").await;
     assert_eq!(cache_status(&headers), "HIT");
+}
+
+/// A directory that cannot be used at start (here its path runs through a file) is tried
+/// again with back-off, and used as soon as it can be, without a restart.
+#[tokio::test]
+async fn a_directory_that_fails_is_tried_again_and_used_once_it_works() {
+    let origin = origin().await;
+    let dir = TempDir::new("comes-back");
+    let blocker = dir.0.join("not-yet");
+    std::fs::write(&blocker, b"a file where the directory should be").unwrap();
+    let cache = blocker.join("cache");
+    let node = node_with(&origin, |config| {
+        with_disk(config, &cache);
+        config.disk.admission = Admission::Always;
+    })
+    .await;
+    let state = || disk_stats(&node).dirs[0].state;
+    assert_eq!(state(), shoal::store::disk::VolumeState::Failed);
+    fetch(&node, "/before").await;
+    assert_eq!(disk_stats(&node).objects_written, 0);
+    // The operator fixes it.
+    std::fs::remove_file(&blocker).unwrap();
+    std::fs::create_dir_all(&blocker).unwrap();
+    let back = || state() == shoal::store::disk::VolumeState::Ready;
+    let mut waited = 0;
+    while !back() && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert!(
+        back(),
+        "still {:?}: {:?}",
+        state(),
+        disk_stats(&node).dirs[0].failure
+    );
+    fetch(&node, "/after").await;
+    assert!(eventually(|| disk_stats(&node).objects_written == 1).await);
+    assert!(cache.join("segment-00000.dat").exists());
+}
+
+/// A directory configured larger than its file system has room for is sized to what fits,
+/// instead of failing with "disk full" once the ring gets there.
+#[tokio::test]
+async fn a_directory_larger_than_its_file_system_uses_what_fits() {
+    let origin = origin().await;
+    let dir = TempDir::new("too-large");
+    let stats = nix::sys::statvfs::statvfs(&dir.0).unwrap();
+    let free = stats.blocks_available() * stats.fragment_size();
+    let segment = 64u64 << 20;
+    let node = node_with(&origin, |config| {
+        config.disk.dirs = vec![DiskDir {
+            path: dir.0.clone(),
+            size: ByteSize(free + (100 << 30)),
+        }];
+        config.disk.segment_size = Some(ByteSize(segment));
+    })
+    .await;
+    disk_ready(&node).await;
+    let stats = disk_stats(&node);
+    let dir_stats = &stats.dirs[0];
+    assert_eq!(
+        dir_stats.state,
+        shoal::store::disk::VolumeState::Ready,
+        "{stats:?}"
+    );
+    assert!(
+        (dir_stats.segments as u64) * segment <= free,
+        "{} segments of 64 MiB on {free} bytes free",
+        dir_stats.segments
+    );
 }

@@ -11,8 +11,11 @@ mod index;
 mod record;
 mod volume;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 
@@ -84,9 +87,7 @@ pub struct DirStats {
 
 /// The disk tier.
 pub struct DiskStore {
-    volumes: Vec<Arc<Volume>>,
-    index: Arc<index::Index>,
-    counters: Arc<Counters>,
+    shared: Arc<Shared>,
     doorkeeper: Mutex<Doorkeeper>,
     admission: Admission,
     max_object_size: u64,
@@ -94,33 +95,101 @@ pub struct DiskStore {
     capacity: u64,
 }
 
+/// What the disk tier and its doctor thread share.
+struct Shared {
+    dirs: Vec<Dir>,
+    index: Arc<index::Index>,
+    counters: Arc<Counters>,
+    io_threads: usize,
+    /// Set by [`DiskStore::shutdown`]: failed directories are not tried again.
+    stopping: AtomicBool,
+}
+
+/// A configured cache directory and the volume in use for it, which the doctor replaces when
+/// one that failed can be opened again.
+struct Dir {
+    number: u8,
+    path: std::path::PathBuf,
+    size: u64,
+    segment_size: u64,
+    volume: ArcSwap<Volume>,
+}
+
+impl Dir {
+    fn open(
+        &self,
+        shared_index: &Arc<index::Index>,
+        counters: &Arc<Counters>,
+        io: usize,
+    ) -> Arc<Volume> {
+        Volume::open(
+            self.number,
+            &self.path,
+            self.size,
+            self.segment_size,
+            io,
+            shared_index,
+            counters,
+        )
+    }
+}
+
+/// The first wait before a failed directory is tried again, and the longest.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(300);
+/// A directory back in use for this long has its next failure retried after `FIRST_RETRY`
+/// again.
+const STABLE: Duration = Duration::from_secs(600);
+
 impl DiskStore {
-    /// Opens every configured directory; those that cannot be used are logged and skipped.
-    /// The index is rebuilt in the background: until a directory is ready it is not used.
+    /// Opens every configured directory; those that cannot be used are logged and tried again
+    /// later (with back-off), as are those whose disk fails while in use. The index is rebuilt
+    /// in the background: until a directory is ready it is not used.
     pub fn open(config: &DiskConfig) -> DiskStore {
         let index = Arc::new(index::Index::default());
         let counters = Arc::new(Counters::default());
-        let volumes = config
+        let dirs = config
             .dirs
             .iter()
             .enumerate()
             .map(|(number, dir)| {
-                Volume::open(
+                let size = dir.size.bytes();
+                let segment_size = config.segment_size_for(size);
+                let volume = Volume::open(
                     number as u8,
                     &dir.path,
-                    dir.size.bytes(),
-                    config.segment_size_for(dir.size.bytes()),
+                    size,
+                    segment_size,
                     config.io_threads,
                     &index,
                     &counters,
-                )
+                );
+                Dir {
+                    number: number as u8,
+                    path: dir.path.clone(),
+                    size,
+                    segment_size,
+                    volume: ArcSwap::new(volume),
+                }
             })
             .collect();
-        let capacity: u64 = config.dirs.iter().map(|dir| dir.size.bytes()).sum();
-        DiskStore {
-            volumes,
+        let shared = Arc::new(Shared {
+            dirs,
             index,
             counters,
+            io_threads: config.io_threads,
+            stopping: AtomicBool::new(false),
+        });
+        let doctor = Arc::downgrade(&shared);
+        if let Err(error) = std::thread::Builder::new()
+            .name("shoal-disk-doctor".into())
+            .spawn(move || retry_failed(&doctor))
+        {
+            tracing::error!(%error, "failed disk cache directories will not be tried again");
+        }
+        let capacity: u64 = config.dirs.iter().map(|dir| dir.size.bytes()).sum();
+        DiskStore {
+            shared,
             // Remember about as many keys as the disk holds objects of 32 KiB.
             doorkeeper: Mutex::new(Doorkeeper::new((capacity / (32 << 10)) as usize)),
             admission: config.admission,
@@ -130,8 +199,13 @@ impl DiskStore {
         }
     }
 
-    fn volume_of(&self, key: CacheKey) -> &Volume {
-        &self.volumes[(key.0 % self.volumes.len() as u128) as usize]
+    fn volume_of(&self, key: CacheKey) -> arc_swap::Guard<Arc<Volume>> {
+        let dirs = &self.shared.dirs;
+        dirs[(key.0 % dirs.len() as u128) as usize].volume.load()
+    }
+
+    fn volume(&self, number: u8) -> arc_swap::Guard<Arc<Volume>> {
+        self.shared.dirs[number as usize].volume.load()
     }
 
     /// Whether an object fetched for `key` should go to disk now. With `second-request`
@@ -167,26 +241,25 @@ impl DiskStore {
         };
         let queued = self.volume_of(key).write(job);
         if !queued {
-            self.counters.writes_dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .writes_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
         queued
     }
 
     /// Where `key`'s variants are on disk (counting a disk hit), in directories in use.
     pub fn locate(&self, key: CacheKey) -> Vec<Location> {
-        let mut locations = self.index.locate(key);
-        locations.retain(|location| {
-            self.volumes[location.volume as usize].state() == VolumeState::Ready
-        });
+        let mut locations = self.shared.index.locate(key);
+        locations.retain(|location| self.volume(location.volume).state() == VolumeState::Ready);
         locations
     }
 
     /// Where `key`'s variants are on disk, without counting a disk hit (for the admin API).
     pub fn peek(&self, key: CacheKey) -> Vec<Location> {
-        let mut locations = self.index.peek(key);
-        locations.retain(|location| {
-            self.volumes[location.volume as usize].state() == VolumeState::Ready
-        });
+        let mut locations = self.shared.index.peek(key);
+        locations.retain(|location| self.volume(location.volume).state() == VolumeState::Ready);
         locations
     }
 
@@ -194,31 +267,33 @@ impl DiskStore {
     /// from the index (and logged), so the object is fetched again; a read error disables the
     /// directory.
     pub async fn read(&self, key: CacheKey, location: Location) -> Result<Arc<Object>, ReadError> {
-        let volume = &self.volumes[location.volume as usize];
+        let volume = self.volume(location.volume);
+        let index = &self.shared.index;
+        let counters = &self.shared.counters;
         let result = volume
-            .read(key, location, self.read_timeout, &self.index)
+            .read(key, location, self.read_timeout, index)
             .await
             .and_then(|record| decode_object(&record).ok_or(ReadError::Corrupt));
         match &result {
             Ok(_) => {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                counters.hits.fetch_add(1, Ordering::Relaxed);
             }
             Err(ReadError::Corrupt) => {
-                self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                counters.corrupt.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     dir = %volume.path.display(),
                     segment = location.segment,
                     offset = location.offset,
                     "disk record failed its checksum; dropped, the object will be fetched again"
                 );
-                self.index.remove_location(key, &location);
+                index.remove_location(key, &location);
             }
-            Err(ReadError::Overwritten) => self.index.remove_location(key, &location),
+            Err(ReadError::Overwritten) => index.remove_location(key, &location),
             Err(ReadError::Io(error)) => {
-                volume.fail(&self.index, &format!("read failed: {error}"));
+                volume.fail(index, &format!("read failed: {error}"));
             }
             Err(ReadError::TimedOut) => {
-                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(dir = %volume.path.display(), "disk read timed out; fetching from the origin");
             }
             Err(ReadError::Busy | ReadError::Unavailable) => {}
@@ -230,30 +305,35 @@ impl DiskStore {
     pub fn remove(&self, key: CacheKey) -> bool {
         // The tombstone is queued before the index entry goes, so that a write of the key
         // already queued cannot put it back (see the writer's flush).
-        self.volume_of(key).tombstone(key, &self.index);
-        self.index.remove(key)
+        self.volume_of(key).tombstone(key, &self.shared.index);
+        self.shared.index.remove(key)
     }
 
     /// Whether every directory has finished rebuilding (or failed).
     pub fn is_ready(&self) -> bool {
-        self.volumes
+        self.shared
+            .dirs
             .iter()
-            .all(|volume| volume.state() != VolumeState::Rebuilding)
+            .all(|dir| dir.volume.load().state() != VolumeState::Rebuilding)
     }
 
     /// Writes what is queued and syncs; the store takes no more writes.
     pub fn shutdown(&self) {
-        for volume in &self.volumes {
-            volume.shutdown();
+        self.shared.stopping.store(true, Ordering::Release);
+        for dir in &self.shared.dirs {
+            dir.volume.load().shutdown();
         }
     }
 
     /// Counters and per-directory state.
     pub fn stats(&self) -> DiskStats {
         let counter = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let counters = &self.shared.counters;
         let dirs: Vec<DirStats> = self
-            .volumes
+            .shared
+            .dirs
             .iter()
+            .map(|dir| dir.volume.load_full())
             .map(|volume| DirStats {
                 path: volume.path.display().to_string(),
                 state: volume.state(),
@@ -264,17 +344,82 @@ impl DiskStore {
             })
             .collect();
         DiskStats {
-            entries: self.index.len() as u64,
+            entries: self.shared.index.len() as u64,
             bytes: dirs.iter().map(|dir| dir.bytes).sum(),
             capacity: self.capacity,
-            objects_written: counter(&self.counters.objects_written),
-            bytes_written: counter(&self.counters.bytes_written),
-            writes_dropped: counter(&self.counters.writes_dropped),
-            evictions: counter(&self.counters.evictions),
-            hits: counter(&self.counters.hits),
-            corrupt: counter(&self.counters.corrupt),
-            read_timeouts: counter(&self.counters.timeouts),
+            objects_written: counter(&counters.objects_written),
+            bytes_written: counter(&counters.bytes_written),
+            writes_dropped: counter(&counters.writes_dropped),
+            evictions: counter(&counters.evictions),
+            hits: counter(&counters.hits),
+            corrupt: counter(&counters.corrupt),
+            read_timeouts: counter(&counters.timeouts),
             dirs,
+        }
+    }
+}
+
+/// The doctor: tries each failed directory again, after 1 s, then twice as long after every
+/// failed try (at most 5 minutes), and puts it back in use when it opens (its index rebuilt
+/// from what its segments hold). A disk that fills up, goes read-only or loses its directory
+/// is used again once it is fixed, without a restart.
+fn retry_failed(shared: &std::sync::Weak<Shared>) {
+    let mut retries: Vec<Retry> = Vec::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        retries.resize_with(shared.dirs.len(), Retry::default);
+        let now = Instant::now();
+        for (dir, retry) in shared.dirs.iter().zip(&mut retries) {
+            let volume = dir.volume.load_full();
+            if volume.state() != VolumeState::Failed {
+                if retry.ready_since.get_or_insert(now).elapsed() >= STABLE {
+                    retry.wait = FIRST_RETRY;
+                }
+                continue;
+            }
+            retry.ready_since = None;
+            let due = *retry.due.get_or_insert(now + retry.wait);
+            if now < due {
+                continue;
+            }
+            // The failed volume lets go of the directory's lock for the new one.
+            volume.release();
+            let fresh = dir.open(&shared.index, &shared.counters, shared.io_threads);
+            retry.due = None;
+            match fresh.state() {
+                VolumeState::Failed => {
+                    retry.wait = (retry.wait * 2).min(LAST_RETRY);
+                    tracing::warn!(dir = %dir.path.display(), seconds = retry.wait.as_secs(), "disk cache directory still unusable; trying again later");
+                }
+                _ => {
+                    tracing::info!(dir = %dir.path.display(), failure = volume.failure().unwrap_or_default(), "disk cache directory usable again; back in use once its index is rebuilt");
+                    retry.wait = (retry.wait * 2).min(LAST_RETRY);
+                    dir.volume.store(fresh);
+                }
+            }
+        }
+    }
+}
+
+/// When a failed directory is tried next.
+struct Retry {
+    wait: Duration,
+    due: Option<Instant>,
+    ready_since: Option<Instant>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            wait: FIRST_RETRY,
+            due: None,
+            ready_since: None,
         }
     }
 }

@@ -207,6 +207,7 @@ impl Volume {
                 "in use by another process (its lock file is held)",
             )
         })?;
+        let size = fit_to_free_space(path, size, segment_size)?;
         let count = (size / segment_size).min(u64::from(u16::MAX)) as usize;
         let files = (0..count)
             .map(|slot| {
@@ -334,6 +335,11 @@ impl Volume {
         }
     }
 
+    /// Lets go of the directory's lock (a failed volume, before the directory is opened again).
+    pub fn release(&self) {
+        lock(&self.lock_file).take();
+    }
+
     /// Ends the writer after it has written and synced everything queued, and lets go of the
     /// directory.
     pub fn shutdown(&self) {
@@ -368,6 +374,54 @@ impl Volume {
         }
         Ok(Bytes::from(record))
     }
+}
+
+/// `size`, or what the file system under `path` can hold when that is less: its free space
+/// and what the directory's segments take already (segment files grow as they are written, so
+/// a ring larger than the disk would fail with "disk full" once it got there). Fewer than four
+/// segments is no ring.
+fn fit_to_free_space(path: &Path, size: u64, segment_size: u64) -> std::io::Result<u64> {
+    let Some(free) = free_space(path) else {
+        return Ok(size);
+    };
+    let held: u64 = (0..(size / segment_size).min(u64::from(u16::MAX)) as usize)
+        .filter_map(|slot| std::fs::metadata(segment_path(path, slot)).ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    // A little room left for the summaries and whatever else shares the file system.
+    let room = (free + held) / 100 * 95;
+    if size <= room {
+        return Ok(size);
+    }
+    if room / segment_size < 4 {
+        return Err(std::io::Error::new(
+            ErrorKind::StorageFull,
+            format!(
+                "only {} free, less than four segments",
+                crate::config::ByteSize(free)
+            ),
+        ));
+    }
+    tracing::warn!(
+        dir = %path.display(),
+        configured = %crate::config::ByteSize(size),
+        free = %crate::config::ByteSize(free),
+        using = %crate::config::ByteSize(room / segment_size * segment_size),
+        "disk cache directory is larger than its file system has room for; using what fits"
+    );
+    Ok(room)
+}
+
+/// Bytes free for an unprivileged writer on the file system of `path`.
+#[cfg(target_os = "linux")]
+fn free_space(path: &Path) -> Option<u64> {
+    let stats = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(stats.blocks_available() * stats.fragment_size())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn free_space(_: &Path) -> Option<u64> {
+    None
 }
 
 fn volume_failed_to_start(path: &Path, reason: &str) {
