@@ -5,7 +5,7 @@
 //! Needs `dnsperf`, `pdns-server` and `pdns-backend-geoip` (`apt install dnsperf pdns-server
 //! pdns-backend-geoip`). Starts `target/release/shoal route` with the map of
 //! `examples/route.toml` and PowerDNS with `bench/dns/` (the same map as a GeoIP backend zone),
-//! both on 127.0.0.1 with the MaxMind test databases of ../shared/testdata/geoip, and in
+//! both on 127.0.0.1 with the MaxMind test databases of testdata/geoip, and in
 //! rounds (the servers in a rotating order) measures each with the same queries: 4,096
 //! `dl.cdn.test A` queries whose EDNS Client Subnet values are spread evenly over the map's four
 //! rules (the operator prefix, the AS number, the country and the default; many distinct
@@ -192,7 +192,7 @@ fn main() {
 }
 
 /// Client subnets over the four rules of examples/route.toml, `PER_RULE` each, taken from the
-/// networks the MaxMind test databases know (../shared/testdata/geoip/README.md): every address
+/// networks the MaxMind test databases know (testdata/geoip/README.md): every address
 /// of each range, cycled, with a few wider source prefixes as resolvers send them.
 fn probes() -> Vec<Probe> {
     let prefix_rule: &[(&str, u8)] = &[("216.160.83.56", 29)];
@@ -306,8 +306,8 @@ fn start_shoal(root: &Path, work: &Path) -> Child {
     let config = std::fs::read_to_string(root.join("examples/route.toml"))
         .unwrap()
         .replace(
-            "../shared/testdata/geoip",
-            &root.join("../shared/testdata/geoip").to_string_lossy(),
+            "testdata/geoip",
+            &root.join("testdata/geoip").to_string_lossy(),
         )
         .replace("127.0.0.1:9190", SHOAL_ADMIN);
     let path = work.join("route.toml");
@@ -343,7 +343,7 @@ fn start_powerdns(
         .unwrap()
         .replace(
             "GEOIP",
-            &root.join("../shared/testdata/geoip").to_string_lossy(),
+            &root.join("testdata/geoip").to_string_lossy(),
         )
         .replace("CONFDIR", &directory.to_string_lossy())
         .replace("local-port=5398", &format!("local-port={}", address.port()))

@@ -400,7 +400,7 @@ mod tests {
     }
 
     fn geoip_dir() -> PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/geoip")
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/geoip")
     }
 
     #[test]

@@ -202,15 +202,15 @@ impl Zone {
     }
 
     /// The zone of `examples/route.toml` in the project at `root`, with the MaxMind test
-    /// databases of `root/../shared/testdata/geoip` and an IPv6 address for the default node.
+    /// databases of `root/testdata/geoip` and an IPv6 address for the default node.
     /// For the tests and the `dns_query` fuzz target.
     #[doc(hidden)]
     pub fn example(root: &std::path::Path) -> Result<Zone, String> {
         let text = std::fs::read_to_string(root.join("examples/route.toml"))
             .map_err(|error| error.to_string())?
             .replace(
-                "../shared/testdata/geoip",
-                &root.join("../shared/testdata/geoip").to_string_lossy(),
+                "testdata/geoip",
+                &root.join("testdata/geoip").to_string_lossy(),
             )
             .replace(r#"["127.0.0.13"]"#, r#"["127.0.0.13", "2001:db8::13"]"#);
         let config: super::config::RouterConfig =

@@ -14,7 +14,7 @@ use shoal::router::config::RouterConfig;
 use shoal::router::Router;
 
 fn geoip() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/geoip")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/geoip")
 }
 
 /// `examples/route.toml` with its database paths made absolute (tests run in crates/shoal).
@@ -374,7 +374,7 @@ async fn a_reload_changes_the_map_at_once_and_a_bad_file_changes_nothing() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/route.toml"),
     )
     .unwrap()
-    .replace("../shared/testdata/geoip", geoip().to_str().unwrap());
+    .replace("testdata/geoip", geoip().to_str().unwrap());
     std::fs::write(&file, &text).unwrap();
     let router = start_router(RouterConfig::load(&file).unwrap(), Some(file.clone())).await;
     let server = router.dns[0];
