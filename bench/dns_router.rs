@@ -341,10 +341,7 @@ fn start_powerdns(
     std::fs::create_dir_all(&directory).unwrap();
     let conf = std::fs::read_to_string(root.join("bench/dns/powerdns.conf"))
         .unwrap()
-        .replace(
-            "GEOIP",
-            &root.join("testdata/geoip").to_string_lossy(),
-        )
+        .replace("GEOIP", &root.join("testdata/geoip").to_string_lossy())
         .replace("CONFDIR", &directory.to_string_lossy())
         .replace("local-port=5398", &format!("local-port={}", address.port()))
         + threads;

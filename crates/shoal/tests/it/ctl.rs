@@ -344,8 +344,7 @@ async fn the_access_log_has_a_line_per_request_and_reopens_after_rotation() {
 #[tokio::test]
 async fn the_traffic_report_counts_clients_by_country_and_network() {
     let origin = Origin::fixed("12345").await;
-    let geoip =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/geoip");
+    let geoip = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/geoip");
     let node = node_with(&origin, |config| {
         config.log.geoip_country = Some(geoip.join("GeoLite2-Country-Test.mmdb"));
         config.log.geoip_asn = Some(geoip.join("GeoLite2-ASN-Test.mmdb"));

@@ -150,20 +150,19 @@ async fn listening_origin() -> (String, Arc<AtomicUsize>) {
     (url, aborted)
 }
 
-/// An upload whose stream stops sending gets 408 once `body_read_timeout` has passed, and its
-/// origin request is abandoned (the origin connection closed), as over HTTP/1.
-#[tokio::test]
-async fn a_stalled_http2_request_body_times_out_and_frees_its_origin_connection() {
-    let (url, aborted) = listening_origin().await;
-    let node = crate::support::node_for(&url, short_timeouts).await;
-    let tcp = TcpStream::connect(node.listen[0]).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await.unwrap();
+/// Opens `count` uploads on one HTTP/2 connection to `address`, each of which sends a first
+/// part and then nothing more; the client and each stream's answer and sender are returned
+/// (held open).
+async fn stalled_uploads(
+    address: std::net::SocketAddr,
+    count: usize,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    Vec<(h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>)>,
+) {
+    let mut client = crate::support::h2_client(address).await;
     let mut streams = Vec::new();
-    for index in 0..3 {
+    for index in 0..count {
         let request = http::Request::post(format!("http://a/upload-{index}"))
             .body(())
             .unwrap();
@@ -174,6 +173,16 @@ async fn a_stalled_http2_request_body_times_out_and_frees_its_origin_connection(
         streams.push((response, stream));
         client = client.ready().await.unwrap();
     }
+    (client, streams)
+}
+
+/// An upload whose stream stops sending gets 408 once `body_read_timeout` has passed, and its
+/// origin request is abandoned (the origin connection closed), as over HTTP/1.
+#[tokio::test]
+async fn a_stalled_http2_request_body_times_out_and_frees_its_origin_connection() {
+    let (url, aborted) = listening_origin().await;
+    let node = crate::support::node_for(&url, short_timeouts).await;
+    let (_client, streams) = stalled_uploads(node.listen[0], 3).await;
     for (response, _stream) in streams {
         let response = tokio::time::timeout(Duration::from_secs(10), response)
             .await
@@ -199,24 +208,7 @@ async fn one_http2_connection_holds_at_most_its_share_of_origin_connections() {
         config.server.body_read_timeout = Span(Duration::from_secs(30));
     })
     .await;
-    let tcp = TcpStream::connect(node.listen[0]).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await.unwrap();
-    let mut streams = Vec::new();
-    for index in 0..10 {
-        let request = http::Request::post(format!("http://a/hold-{index}"))
-            .body(())
-            .unwrap();
-        let (response, mut stream) = client.send_request(request, false).unwrap();
-        stream
-            .send_data(bytes::Bytes::from_static(b"part"), false)
-            .unwrap();
-        streams.push((response, stream));
-        client = client.ready().await.unwrap();
-    }
+    let (_client, _streams) = stalled_uploads(node.listen[0], 10).await;
     let requests = || node.proxy.metrics().get(Counter::OriginRequests);
     assert!(
         eventually(|| requests() == 2).await,
@@ -242,12 +234,7 @@ async fn http2_requests_over_the_head_limits_are_refused_like_http1_ones() {
         config.server.max_header_bytes = shoal::config::ByteSize(4096);
     })
     .await;
-    let tcp = TcpStream::connect(node.listen[0]).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await.unwrap();
+    let mut client = crate::support::h2_client(node.listen[0]).await;
     let long = format!("http://a/{}", "p".repeat(2000));
     let mut many = http::Request::get("http://a/many");
     for index in 0..30 {

@@ -355,6 +355,16 @@ pub async fn read_until_close(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&received).into_owned()
 }
 
+/// An HTTP/2 client (prior knowledge) on a new connection to `address`, ready to send.
+pub async fn h2_client(address: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client.ready().await.unwrap()
+}
+
 /// Polls `condition` every 20 ms for up to 5 s (for effects of background tasks).
 pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     for _ in 0..250 {
