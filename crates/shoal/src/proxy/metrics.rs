@@ -62,6 +62,9 @@ pub enum Counter {
     /// Connections closed after `server.keepalive_timeout` with no request (HTTP/2 with
     /// GOAWAY).
     IdleTimeouts,
+    /// Connections dropped because the client took nothing written to it for
+    /// `server.send_timeout`.
+    SendTimeouts,
     /// Request bodies that stalled for `server.body_read_timeout` (HTTP/2: the stream, or a
     /// connection stalled inside a DATA frame, with GOAWAY).
     BodyTimeouts,
@@ -79,7 +82,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    const ALL: [Counter; 29] = [
+    const ALL: [Counter; 30] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -105,6 +108,7 @@ impl Counter {
         Counter::HeaderTimeouts,
         Counter::IdleTimeouts,
         Counter::BodyTimeouts,
+        Counter::SendTimeouts,
         Counter::RefusedPerClient,
         Counter::RateLimited,
         Counter::Shed,
@@ -139,6 +143,7 @@ impl Counter {
             Counter::HeaderTimeouts => "header_timeouts",
             Counter::IdleTimeouts => "idle_timeouts",
             Counter::BodyTimeouts => "body_timeouts",
+            Counter::SendTimeouts => "send_timeouts",
             Counter::RefusedPerClient => "refused_per_client",
             Counter::RateLimited => "rate_limited",
             Counter::Shed => "shed",

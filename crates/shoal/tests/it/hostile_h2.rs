@@ -260,3 +260,37 @@ async fn http2_requests_over_the_head_limits_are_refused_like_http1_ones() {
         "only the request within the limits went on"
     );
 }
+
+/// A client that opens its flow-control windows wide, asks for a large object and then reads
+/// nothing is dropped once a write has waited `send_timeout` for it, as over HTTP/1.
+#[tokio::test]
+async fn an_http2_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    let origin = crate::support::Origin::start(|_| {
+        crate::support::Reply::ok(vec![b'x'; 16 << 20]).header("cache-control", "max-age=60")
+    })
+    .await;
+    let node = node_with(&origin, |config| {
+        config.server.send_timeout = Span(Duration::from_millis(500));
+    })
+    .await;
+    let mut opening = PREFACE.to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE to the most, and the connection's window as wide.
+    opening.extend(frame(SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+    opening.extend(frame(0x8, 0, 0, &[0x7f, 0xff, 0, 0]));
+    // GET / on authority "a", END_STREAM | END_HEADERS.
+    opening.extend(frame(
+        HEADERS,
+        0x5,
+        1,
+        &[0x82, 0x86, 0x84, 0x41, 0x01, b'a'],
+    ));
+    let mut stream = TcpStream::connect(node.listen[0]).await.unwrap();
+    stream.write_all(&opening).await.unwrap();
+    let counter = |counter| node.proxy.metrics().get(counter);
+    assert!(
+        eventually(|| counter(Counter::SendTimeouts) == 1).await,
+        "a client that reads nothing kept its connection"
+    );
+    assert!(eventually(|| counter(Counter::OpenConnections) == 0).await);
+    drop(stream);
+}

@@ -1,8 +1,9 @@
 //! The timeouts of an HTTP/2 connection, which hyper's server does not enforce: the preface
 //! and first SETTINGS within `header_read_timeout` of the connection's start, a header block
 //! or any frame other than DATA finished within `header_read_timeout` of its first byte, no
-//! pause longer than `body_read_timeout` inside a DATA frame, and no more than
-//! `keepalive_timeout` without an open stream. A connection past one of them is sent GOAWAY
+//! pause longer than `body_read_timeout` inside a DATA frame, no more than
+//! `keepalive_timeout` without an open stream, and no write left waiting on the client for
+//! longer than `send_timeout`. A connection past one of them is sent GOAWAY
 //! (hyper's graceful shutdown) and dropped if it has not closed a moment later. Without them
 //! a few hundred sockets that sent only the preface held every connection slot.
 //!
@@ -79,6 +80,10 @@ pub(super) async fn enforce<C: Future>(
                 return Poll::Ready(None);
             };
             proxy.metrics().add(expiry.counter(), 1);
+            if expiry == Expiry::Send {
+                tracing::debug!(%peer, reason = expiry.as_str(), "dropped");
+                return Poll::Ready(None);
+            }
             static LOGGED: LogBudget = LogBudget::new(10);
             match expiry {
                 Expiry::Idle => tracing::debug!(%peer, reason = expiry.as_str(), "closing"),
@@ -117,6 +122,8 @@ pub(super) struct Activity {
     open_streams: AtomicUsize,
     /// When the last open stream ended (or the connection started).
     idle_since: AtomicU64,
+    /// Since when the socket has not taken what the connection has to write.
+    write_blocked_since: AtomicU64,
 }
 
 /// Why a connection is being closed.
@@ -126,6 +133,9 @@ pub(super) enum Expiry {
     Header,
     Body,
     Idle,
+    /// The client has not read for `send_timeout`: nothing can be written to it, not even
+    /// GOAWAY, so the connection is dropped at once.
+    Send,
 }
 
 impl Expiry {
@@ -135,6 +145,7 @@ impl Expiry {
             Expiry::Header => Counter::HeaderTimeouts,
             Expiry::Body => Counter::BodyTimeouts,
             Expiry::Idle => Counter::IdleTimeouts,
+            Expiry::Send => Counter::SendTimeouts,
         }
     }
 
@@ -144,6 +155,7 @@ impl Expiry {
             Expiry::Header => "HTTP/2 header block or frame left unfinished",
             Expiry::Body => "HTTP/2 DATA frame stalled",
             Expiry::Idle => "HTTP/2 connection idle",
+            Expiry::Send => "HTTP/2 client did not read for the send timeout",
         }
     }
 }
@@ -158,6 +170,7 @@ impl Activity {
             handshake_complete: AtomicBool::new(false),
             open_streams: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(NONE),
         })
     }
 
@@ -190,6 +203,10 @@ impl Activity {
             let last_read = self.last_read.load(Ordering::Relaxed);
             consider(self.at(last_read, settings.body_timeout), Expiry::Body);
         }
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked != NONE {
+            consider(self.at(blocked, settings.send_timeout), Expiry::Send);
+        }
         if head_since == NONE && !in_data && self.open_streams.load(Ordering::Relaxed) == 0 {
             let idle_since = self.idle_since.load(Ordering::Relaxed);
             consider(
@@ -198,6 +215,21 @@ impl Activity {
             );
         }
         next
+    }
+
+    /// Notes whether a write was taken (`Ready`) or had to wait for the client (`Pending`).
+    fn wrote<T>(&self, poll: &Poll<T>) {
+        match poll {
+            Poll::Pending => {
+                let _ = self.write_blocked_since.compare_exchange(
+                    NONE,
+                    self.now(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Poll::Ready(_) => self.write_blocked_since.store(NONE, Ordering::Relaxed),
+        }
     }
 
     /// A stream has started; it is open until the guard is dropped.
@@ -290,10 +322,14 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
+        let poll = Pin::new(&mut self.stream).poll_write(cx, data);
+        self.activity.wrote(&poll);
+        poll
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        self.activity.wrote(&poll);
+        poll
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
@@ -303,7 +339,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.activity.wrote(&poll);
+        poll
     }
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()

@@ -325,7 +325,12 @@ impl Connection {
                     }
                     return None;
                 }
-                Err(_) => return None,
+                Err(error) => {
+                    if error.kind() == std::io::ErrorKind::TimedOut {
+                        self.proxy.metrics.add(super::Counter::SendTimeouts, 1);
+                    }
+                    return None;
+                }
             }
         }
     }
