@@ -126,6 +126,9 @@ pub enum BodyError {
     /// The origin stopped sending for longer than the body timeout.
     #[error("origin body stalled for {0:?}")]
     Stalled(Duration),
+    /// The client took nothing of the body for the send timeout; it was let go.
+    #[error("the client took nothing for {0:?}")]
+    ClientStalled(Duration),
 }
 
 /// A response body.

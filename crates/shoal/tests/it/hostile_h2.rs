@@ -294,3 +294,56 @@ async fn an_http2_client_that_stops_reading_is_dropped_after_the_send_timeout() 
     assert!(eventually(|| counter(Counter::OpenConnections) == 0).await);
     drop(stream);
 }
+
+/// A stream whose window the client keeps shut, while its connection stays open and reads, is
+/// let go after `send_timeout`: its pass's origin connection is not held at the client's will.
+#[tokio::test]
+async fn a_stream_the_client_never_opens_its_window_for_is_let_go() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let closed = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&closed);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let mut reply = b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 10000000\r\n\r\n".to_vec();
+                reply.extend(vec![b'x'; 64 << 10]);
+                let _ = stream.write_all(&reply).await;
+                while let Ok(1..) = stream.read(&mut head).await {}
+                counted.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let node = crate::support::node_for(&url, |config| {
+        config.server.send_timeout = Span(Duration::from_millis(500));
+    })
+    .await;
+    let mut opening = PREFACE.to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may be sent a byte until a WINDOW_UPDATE.
+    opening.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    let mut get = vec![0x82, 0x86, 0x04, 0x05];
+    get.extend(b"/pass");
+    get.extend([0x41, 0x01, b'a']);
+    opening.extend(frame(HEADERS, 0x5, 1, &get));
+    let mut stream = TcpStream::connect(node.listen[0]).await.unwrap();
+    stream.write_all(&opening).await.unwrap();
+    // The client reads everything the node sends (the connection is not stalled).
+    let reader = tokio::spawn(async move {
+        let mut sink = vec![0u8; 65536];
+        while let Ok(1..) = stream.read(&mut sink).await {}
+    });
+    assert!(
+        eventually(|| closed.load(Ordering::SeqCst) == 1).await,
+        "the origin connection is still held"
+    );
+    assert_eq!(node.proxy.metrics().get(Counter::SendTimeouts), 1);
+    assert_eq!(
+        node.proxy.metrics().get(Counter::OpenConnections),
+        1,
+        "only the stream was let go, not the connection"
+    );
+    reader.abort();
+}

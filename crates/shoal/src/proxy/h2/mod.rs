@@ -50,16 +50,15 @@ pub async fn serve(
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let proxy = Arc::clone(&node);
         let stream = streams.open_stream();
+        let activity = Arc::clone(&streams);
         let uploads = Arc::clone(&uploads);
         async move {
             let response = answer(&proxy, request, peer, tls, settings, uploads).await;
             let (response, is_head, upload) = response;
+            let connection = (tls, &*activity, settings.send_timeout);
+            let held = (stream, upload);
             Ok::<_, Infallible>(into_h2_response(
-                &proxy,
-                response,
-                is_head,
-                tls,
-                (stream, upload),
+                &proxy, response, is_head, connection, held,
             ))
         }
     });
@@ -189,11 +188,13 @@ fn check_limits(head: &http::request::Parts, limits: &Limits) -> Result<(), Prox
 /// connection's open streams, and its upload's turn.
 type Held = (StreamGuard, Option<OwnedSemaphorePermit>);
 
+/// The HTTP/2 response for `response`; its body is kept where the connection's watch
+/// (`activity`) can let it go if the client stops taking it for `send_timeout`.
 fn into_h2_response(
     proxy: &Proxy,
     response: ProxyResponse,
     is_head: bool,
-    tls: bool,
+    (tls, activity, send_timeout): (bool, &Activity, std::time::Duration),
     held: Held,
 ) -> http::Response<H2Body> {
     let ProxyResponse {
@@ -226,16 +227,22 @@ fn into_h2_response(
     ) {
         map.insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
-    let body = (!is_head && body.is_sent()).then_some(body);
-    let stream = futures_util::stream::unfold((body, held), |(body, held)| async move {
-        let mut body = body?;
-        match body.next_chunk().await {
-            Ok(Some(chunk)) => Some((Ok(Frame::data(chunk)), (Some(body), held))),
-            Ok(None) => None,
-            Err(error) => Some((Err(error), (None, held))),
+    let body: H2Body = match (!is_head && body.is_sent()).then_some(body) {
+        // Nothing to send: what the stream holds goes when hyper drops the body.
+        None => StreamBody::new(futures_util::stream::unfold(held, |_| async { None })).boxed(),
+        Some(body) => {
+            let outgoing = activity.sending(body, held, send_timeout);
+            let chunks = futures_util::stream::unfold(Some(outgoing), |outgoing| async move {
+                let outgoing = outgoing?;
+                match outgoing.next_chunk().await {
+                    Ok(Some(chunk)) => Some((Ok(Frame::data(chunk)), Some(outgoing))),
+                    Ok(None) => None,
+                    Err(error) => Some((Err(error), None)),
+                }
+            });
+            StreamBody::new(chunks).boxed()
         }
-    });
-    let body: H2Body = StreamBody::new(stream).boxed();
+    };
     let mut builder = http::Response::builder().status(status);
     if let Some(target) = builder.headers_mut() {
         *target = map;

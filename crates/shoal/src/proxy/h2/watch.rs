@@ -16,7 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::frames::{FrameTracker, Waiting};
 use crate::proxy::http1::Settings;
 use crate::proxy::stream::ClientStream;
-use crate::proxy::{Counter, Proxy};
+use crate::proxy::{BodyError, Counter, Proxy, ResponseBody};
 use crate::throttle::LogBudget;
 
 /// How long a connection sent GOAWAY for a missed deadline has to close before it is dropped:
@@ -64,6 +64,11 @@ pub(super) async fn enforce<C: Future>(
             continue;
         }
         let now = Instant::now();
+        let (dropped, look_again) = activity.drop_stalled();
+        if dropped > 0 {
+            proxy.metrics().add(Counter::SendTimeouts, dropped as u64);
+            tracing::debug!(%peer, streams = dropped, "HTTP/2 streams the client took nothing of; let go");
+        }
         let next = match closing {
             Some(at) => Some((at, None)),
             None if draining => None,
@@ -71,10 +76,15 @@ pub(super) async fn enforce<C: Future>(
                 .deadline(settings)
                 .map(|(at, expiry)| (at, Some(expiry))),
         };
-        let Some((at, expiry)) = next else {
+        let wake = match (next.map(|(at, _)| at), look_again) {
+            (Some(at), Some(look)) => Some(at.min(look)),
+            (at, look) => at.or(look),
+        };
+        let Some(wake) = wake else {
             return Poll::Pending;
         };
-        if at <= now {
+        let expired = next.filter(|(at, _)| *at <= now);
+        if let Some((_, expiry)) = expired {
             let Some(expiry) = expiry else {
                 tracing::debug!(%peer, "HTTP/2 connection did not close after GOAWAY; dropped");
                 return Poll::Ready(None);
@@ -98,14 +108,75 @@ pub(super) async fn enforce<C: Future>(
             // Polled again at once, so that the GOAWAY goes out now.
             continue;
         }
-        if timer.deadline() != at {
-            timer.as_mut().reset(at);
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
         }
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
     })
     .await
+}
+
+/// A response body on its way to the client, with what it holds (its stream's place among the
+/// open streams, an upload's turn), kept here between two of its chunks, where the watch can
+/// reach it: a stream whose window the client keeps shut while the connection reads on is
+/// never polled again, so its body (and a pass's origin connection) would be held for as long
+/// as the client likes. The watch drops it once the client has taken nothing for
+/// `send_timeout`, as HTTP/1 drops a client that does not accept a write.
+pub(super) struct Outgoing<H> {
+    sending: Mutex<Option<(ResponseBody, H)>>,
+    started: Instant,
+    /// When the last chunk was handed to hyper, in ms since the connection started.
+    last_taken: AtomicU64,
+    timeout: Duration,
+}
+
+impl<H> Outgoing<H> {
+    /// The next chunk of the body; an error once the watch has let it go.
+    pub(super) async fn next_chunk(&self) -> Result<Option<Bytes>, BodyError> {
+        let Some((mut body, held)) = lock(&self.sending).take() else {
+            return Err(BodyError::ClientStalled(self.timeout));
+        };
+        let chunk = body.next_chunk().await;
+        if let Ok(Some(_)) = chunk {
+            let taken = self.started.elapsed().as_millis() as u64;
+            self.last_taken.store(taken, Ordering::Relaxed);
+            *lock(&self.sending) = Some((body, held));
+        }
+        chunk
+    }
+}
+
+/// What the watch sees of an [`Outgoing`], whatever it holds.
+trait Stallable: Send + Sync {
+    /// Drops the body if it has waited for the client since before `deadline` (ms); else
+    /// when it will have waited too long, if it is waiting.
+    fn drop_if_waited(&self, now: u64) -> Result<bool, Option<u64>>;
+}
+
+impl<H: Send> Stallable for Outgoing<H> {
+    fn drop_if_waited(&self, now: u64) -> Result<bool, Option<u64>> {
+        // Locked: being read right now, so not waiting for the client.
+        let Ok(mut sending) = self.sending.try_lock() else {
+            return Err(None);
+        };
+        if sending.is_none() {
+            return Err(None);
+        }
+        let due = self.last_taken.load(Ordering::Relaxed) + self.timeout.as_millis() as u64;
+        if now < due {
+            return Err(Some(due));
+        }
+        sending.take();
+        Ok(true)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What the connection's watch reads, written as the socket is read and streams come and go.
@@ -124,6 +195,10 @@ pub(super) struct Activity {
     idle_since: AtomicU64,
     /// Since when the socket has not taken what the connection has to write.
     write_blocked_since: AtomicU64,
+    /// The bodies being sent, for [`Activity::drop_stalled`].
+    outgoing: Mutex<Vec<Weak<dyn Stallable>>>,
+    /// When to look at them next (ms).
+    next_look: AtomicU64,
 }
 
 /// Why a connection is being closed.
@@ -171,6 +246,8 @@ impl Activity {
             open_streams: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(NONE),
+            outgoing: Mutex::new(Vec::new()),
+            next_look: AtomicU64::new(0),
         })
     }
 
@@ -215,6 +292,60 @@ impl Activity {
             );
         }
         next
+    }
+
+    /// Keeps `body` (with what it holds) where the watch can let it go if the client stops
+    /// taking it for `timeout`.
+    pub(super) fn sending<H: Send + 'static>(
+        &self,
+        body: ResponseBody,
+        held: H,
+        timeout: Duration,
+    ) -> Arc<Outgoing<H>> {
+        let outgoing = Arc::new(Outgoing {
+            sending: Mutex::new(Some((body, held))),
+            started: self.started,
+            last_taken: AtomicU64::new(self.now()),
+            timeout,
+        });
+        let weak: Weak<dyn Stallable> = Arc::downgrade(&outgoing) as Weak<dyn Stallable>;
+        let mut list = lock(&self.outgoing);
+        list.retain(|body| body.strong_count() > 0);
+        list.push(weak);
+        outgoing
+    }
+
+    /// Lets go of the bodies the client has taken nothing of for the send timeout, at most
+    /// every so often; returns how many, and when to look again (none while nothing is sent).
+    pub(super) fn drop_stalled(&self) -> (usize, Option<Instant>) {
+        let now = self.now();
+        let next = self.next_look.load(Ordering::Relaxed);
+        if now < next {
+            return (0, Some(self.at(next, Duration::ZERO)));
+        }
+        let mut dropped = 0;
+        let mut earliest: Option<u64> = None;
+        let list = lock(&self.outgoing);
+        for body in list.iter().filter_map(Weak::upgrade) {
+            match body.drop_if_waited(now) {
+                Ok(_) => dropped += 1,
+                Err(Some(due)) => earliest = Some(earliest.map_or(due, |e| e.min(due))),
+                // Being read, or done: looked at again after a while.
+                Err(None) if earliest.is_none() => earliest = Some(now + 1000),
+                Err(None) => {}
+            }
+        }
+        let sending = list.iter().any(|body| body.strong_count() > 0);
+        drop(list);
+        match (sending, earliest) {
+            (true, Some(due)) => {
+                // Not more often than every 100 ms, however many bodies there are.
+                let due = due.max(now + 100);
+                self.next_look.store(due, Ordering::Relaxed);
+                (dropped, Some(self.at(due, Duration::ZERO)))
+            }
+            _ => (dropped, None),
+        }
     }
 
     /// Notes whether a write was taken (`Ready`) or had to wait for the client (`Pending`).
