@@ -540,3 +540,54 @@ async fn the_command_line_shortcut_serves_one_certificate() {
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.text().await.unwrap(), "over tls");
 }
+
+/// The deadlines hold over TLS too: a client that never starts its handshake is closed within
+/// the head timeout, and an HTTP/2 connection over TLS that goes quiet after its SETTINGS is
+/// sent GOAWAY and closed after the keep-alive timeout; each is counted.
+#[tokio::test]
+async fn tls_handshakes_and_http2_over_tls_keep_their_deadlines() {
+    use shoal::proxy::Counter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::fixed("x").await;
+    let dir = TempDir::new("tls-deadlines");
+    let ca = Authority::new();
+    let a = ca.issue(&dir.0, "a", &["a.test"]);
+    let node = tls_node(&origin, |config| {
+        config.tls.certificates = vec![a];
+        config.server.header_read_timeout = Span(Duration::from_millis(400));
+        config.server.keepalive_timeout = Span(Duration::from_millis(600));
+        config.server.defer_accept = Span(Duration::ZERO);
+    })
+    .await;
+    let counter = |counter| node.proxy.metrics().get(counter);
+    let mut silent = tokio::net::TcpStream::connect(node.listen_tls[0])
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut sink));
+    assert!(
+        closed.await.is_ok(),
+        "a silent TLS client kept its connection"
+    );
+    assert_eq!(counter(Counter::HandshakeTimeouts), 1);
+
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(ca.client_config(rustls::ALL_VERSIONS, false)));
+    let tcp = tokio::net::TcpStream::connect(node.listen_tls[0])
+        .await
+        .unwrap();
+    let name = ServerName::try_from("a.test".to_owned()).unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // The preface and an empty SETTINGS frame, then nothing.
+    let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    opening.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    stream.write_all(&opening).await.unwrap();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received));
+    assert!(
+        read.await.is_ok(),
+        "an idle HTTP/2 connection over TLS stayed open"
+    );
+    assert_eq!(counter(Counter::IdleTimeouts), 1);
+}
