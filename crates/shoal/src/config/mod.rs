@@ -440,7 +440,9 @@ pub struct CacheConfig {
     /// Bytes of objects kept in RAM: bodies, header fields and each object's fixed cost (about
     /// 0.9 KiB), so that the process's memory follows it. A 1 KiB object counts about 2.3 KiB.
     pub memory: ByteSize,
-    /// Objects larger than this are streamed to the client without being stored.
+    /// Objects larger than this are streamed to the client without being stored (objects
+    /// stored in slices are not held whole, and not bound by it). Unset: 128MiB, or half of
+    /// `memory` when that is less.
     pub max_object_size: ByteSize,
     /// Fraction of the time since `Last-Modified` used as heuristic freshness.
     pub heuristic_fraction: f64,
@@ -535,7 +537,8 @@ pub struct DiskConfig {
     /// A disk read that takes longer is abandoned and the object fetched from the origin; after
     /// three in a row the directory is considered stalled and dropped.
     pub read_timeout: Span,
-    /// Objects larger than this are not written to disk.
+    /// Objects larger than this are not written to disk (large objects go as their slices).
+    /// Unset: 1MiB, or `cache.slice_size` when that is larger.
     pub max_object_size: ByteSize,
 }
 
@@ -758,26 +761,53 @@ impl Config {
         pools
     }
 
-    /// Loads the file (if any), applies the command-line overrides and checks the result.
+    /// Loads the file (if any), applies the command-line overrides, derives what neither set
+    /// from what they did, and checks the result.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let mut config = match file {
+        let (mut config, text) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     file: path.to_owned(),
                     source,
                 })?;
-                Config::parse(&text, path)?
+                (parse_toml(&text, path)?, text)
             }
-            None => Config::default(),
+            None => (Config::default(), String::new()),
         };
         config.apply(overrides)?;
+        config.derive_unset(&text);
+        let file = file.unwrap_or(Path::new("<command line>"));
+        config.check_written(&text, file)?;
         Ok(config)
     }
 
     /// Parses and checks a config file's text; `file` is used in error messages.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let config: Config = parse_toml(text, file)?;
-        config.check().map_err(|(keys, message)| {
+        let mut config: Config = parse_toml(text, file)?;
+        config.derive_unset(text);
+        config.check_written(text, file)?;
+        Ok(config)
+    }
+
+    /// Gives the settings whose defaults depend on others, and that the file (`text`) does not
+    /// set, the value that fits what was set, so that a default never conflicts with a value
+    /// the user wrote: `cache.max_object_size` is at most half of `cache.memory`, and
+    /// `disk.max_object_size` at least `cache.slice_size`.
+    fn derive_unset(&mut self, text: &str) {
+        let written = |key: &str| line_of_key(text, key) > 0;
+        if !written("cache.max_object_size") {
+            let half = ByteSize(self.cache.memory.bytes() / 2);
+            self.cache.max_object_size = self.cache.max_object_size.min(half);
+        }
+        if !written("disk.max_object_size") {
+            self.disk.max_object_size = self.disk.max_object_size.max(self.cache.slice_size);
+        }
+    }
+
+    /// [`Config::check`], with the error naming the line of the file (`text`) that sets the
+    /// first of the keys involved.
+    fn check_written(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
+        self.check().map_err(|(keys, message)| {
             // Blame the first of the keys involved that the file actually sets.
             let (key, line) = keys
                 .iter()
@@ -790,8 +820,7 @@ impl Config {
                 key: key.to_owned(),
                 message,
             }
-        })?;
-        Ok(config)
+        })
     }
 
     fn apply(&mut self, overrides: &Overrides) -> Result<(), ConfigError> {
@@ -877,8 +906,7 @@ impl Config {
                 dir.size = size;
             }
         }
-        self.check()
-            .map_err(|(keys, message)| flag_error(keys[0], message))
+        Ok(())
     }
 
     /// Rules that involve more than one value; on failure, the keys involved (the first one set
@@ -1265,10 +1293,6 @@ mod tests {
             "shoal.toml:1: key `bogus`: unknown field `bogus`",
         );
         check(
-            "[cache]\nmemory = \"1MiB\"\n",
-            "shoal.toml:2: key `cache.memory`: 128MiB is larger than cache.memory",
-        );
-        check(
             "[cache]\nmemory = \"1MiB\"\nmax_object_size = \"2MiB\"\n",
             "shoal.toml:3: key `cache.max_object_size`",
         );
@@ -1293,8 +1317,8 @@ mod tests {
             "shoal.toml:2: key `disk.admission`: unknown variant `sometimes`",
         );
         check(
-            "[cache]\nslice_size = \"2MiB\"\n[disk]\ndirs = [{ path = \"/c\", size = \"1GiB\" }]\n",
-            "shoal.toml:2: key `cache.slice_size`",
+            "[cache]\nslice_size = \"2MiB\"\n[disk]\nmax_object_size = \"1MiB\"\ndirs = [{ path = \"/c\", size = \"1GiB\" }]\n",
+            "shoal.toml:4: key `disk.max_object_size`",
         );
         check(
             "[server]\n\ntcp_notsent_lowat = \"8GiB\"\n",
@@ -1318,6 +1342,28 @@ mod tests {
             .unwrap();
         assert_eq!(config.cache.memory, ByteSize(512 << 20));
         assert_eq!(config.origin.urls[0].port, 1234);
+    }
+
+    /// A default never conflicts with a value the user gave: those that depend on another
+    /// setting follow it when unset, and only a value written is refused, by its own line.
+    #[test]
+    fn unset_defaults_follow_what_was_set() {
+        let small = Overrides {
+            cache_memory: Some("64MiB".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(None, &small).unwrap();
+        assert_eq!(config.cache.max_object_size, ByteSize(32 << 20));
+        let only_memory = "[cache]\nmemory = \"64MiB\"\n";
+        let config = Config::parse(only_memory, Path::new("shoal.toml")).unwrap();
+        assert_eq!(config.cache.max_object_size, ByteSize(32 << 20));
+        let large_slices = "[cache]\nslice_size = \"4MiB\"\n[disk]\ndirs = [{ path = \"/tmp/x\", size = \"1GiB\" }]\n";
+        let config = Config::parse(large_slices, Path::new("shoal.toml")).unwrap();
+        assert_eq!(config.disk.max_object_size, ByteSize(4 << 20));
+        // What the user wrote is kept, and refused by its own key and line when it cannot be.
+        let written = "[cache]\nmemory = \"64MiB\"\nmax_object_size = \"100MiB\"\n";
+        let error = Config::parse(written, Path::new("shoal.toml")).unwrap_err().to_string();
+        assert!(error.starts_with("shoal.toml:3: key `cache.max_object_size`"), "{error}");
     }
 
     /// The shipped retry window always lets a timed-out attempt be retried; one written

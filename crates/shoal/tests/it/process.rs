@@ -272,3 +272,25 @@ impl Load {
         )
     }
 }
+
+/// `shoal serve --cache-mem 64MiB` starts and serves (issue 27): the default largest object
+/// follows the memory given instead of conflicting with it.
+#[tokio::test]
+async fn a_small_ram_cache_starts() {
+    let origin = crate::support::Origin::fixed("small").await;
+    let listen = free_port();
+    let args: Vec<OsString> = ["--cache-mem", "64MiB", "--origin", &origin.url()]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let node = Node::start(&args, listen, |_| true).await;
+    let body = crate::support::client()
+        .get(format!("http://{}/", node.endpoint.listen))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "small");
+}
