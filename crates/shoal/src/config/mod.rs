@@ -1362,8 +1362,13 @@ mod tests {
         assert_eq!(config.disk.max_object_size, ByteSize(4 << 20));
         // What the user wrote is kept, and refused by its own key and line when it cannot be.
         let written = "[cache]\nmemory = \"64MiB\"\nmax_object_size = \"100MiB\"\n";
-        let error = Config::parse(written, Path::new("shoal.toml")).unwrap_err().to_string();
-        assert!(error.starts_with("shoal.toml:3: key `cache.max_object_size`"), "{error}");
+        let error = Config::parse(written, Path::new("shoal.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("shoal.toml:3: key `cache.max_object_size`"),
+            "{error}"
+        );
     }
 
     /// The shipped retry window always lets a timed-out attempt be retried; one written

@@ -152,6 +152,9 @@ pub fn error_response(error: &ProxyError) -> ProxyResponse {
     let retry_after = match error {
         ProxyError::RateLimited(seconds) => Some(*seconds),
         ProxyError::Overloaded => Some(1),
+        // When ejected hosts come back, or an operator brings one up.
+        ProxyError::Upstream(UpstreamError::Unavailable { .. }) => Some(5),
+        ProxyError::FollowedFailure(StatusCode::SERVICE_UNAVAILABLE) => Some(5),
         _ => None,
     };
     if let (Some(seconds), ResponseHeaders::Map(headers)) = (retry_after, &mut response.headers) {

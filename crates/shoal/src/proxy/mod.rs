@@ -371,15 +371,20 @@ impl Proxy {
         let destination = live
             .routes
             .destination(request_host_of(&head.headers, &head.uri), head.uri.path());
-        live.upstream()
-            .send(
-                destination.pool,
-                key,
-                head,
-                body,
-                destination.fallthrough_404,
-            )
-            .await
+        let sent = live.upstream().send(
+            destination.pool,
+            key,
+            head,
+            body,
+            destination.fallthrough_404,
+        );
+        let (mut response, trace) = sent.await?;
+        // The cache status header is this node's to give: a parent's or origin's would be
+        // stored with the object and served beside the node's own.
+        if let Some(name) = &live.status_header {
+            response.headers_mut().remove(name);
+        }
+        Ok((response, trace))
     }
 
     /// The access log, if configured.
@@ -1030,6 +1035,15 @@ impl Proxy {
             true => headers::Sender::TrustedProxy,
             false => headers::Sender::Client,
         };
+        // The peer marker makes a node fetch from the origin itself: believed only from the
+        // peers and the trusted proxies (a parent tier's edges), else anyone could make every
+        // node of a cluster fetch each object.
+        let peer = live
+            .cluster()
+            .is_some_and(|cluster| cluster.is_peer(client.ip()));
+        if !peer && sender == headers::Sender::Client {
+            head.headers.remove(PEER_HEADER);
+        }
         headers::forward_request(
             &mut head.headers,
             client,

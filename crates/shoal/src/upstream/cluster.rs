@@ -23,6 +23,9 @@ pub struct Cluster {
     pub me: usize,
     /// This node's id (its `host:port` in the list), sent in [`PEER_HEADER`].
     pub id: http::HeaderValue,
+    /// The peers' addresses: [`PEER_HEADER`] is believed only from them (and from
+    /// `server.trusted_proxies`, such as the edges in front of a parent tier).
+    addresses: Vec<std::net::IpAddr>,
 }
 
 impl Cluster {
@@ -56,7 +59,13 @@ impl Cluster {
             me,
             id: http::HeaderValue::from_str(&peers[me].authority)
                 .unwrap_or_else(|_| http::HeaderValue::from_static("peer")),
+            addresses: peer_addresses(peers),
         })
+    }
+
+    /// Whether a client at `address` is one of the peers.
+    pub fn is_peer(&self, address: std::net::IpAddr) -> bool {
+        self.addresses.contains(&address.to_canonical())
     }
 
     /// The peer that owns `key` among those up and not `tried`; `None` when it is this node.
@@ -67,6 +76,32 @@ impl Cluster {
         })?;
         (owner != self.me).then_some(owner)
     }
+}
+
+/// The addresses of `peers`: as written, or what their names resolve to now (once, when the
+/// configuration is put in force).
+fn peer_addresses(peers: &[crate::config::OriginUrl]) -> Vec<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let mut addresses: Vec<std::net::IpAddr> = peers
+        .iter()
+        .flat_map(|peer| {
+            let host = peer.host.trim_start_matches('[').trim_end_matches(']');
+            match host.parse::<std::net::IpAddr>() {
+                Ok(address) => vec![address],
+                Err(_) => (host, peer.port)
+                    .to_socket_addrs()
+                    .map(|found| found.map(|address| address.ip()).collect())
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(peer = %peer.authority, %error, "cannot resolve a peer; its requests are not taken as a peer's");
+                        Vec::new()
+                    }),
+            }
+        })
+        .map(|address| address.to_canonical())
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    addresses
 }
 
 #[cfg(test)]

@@ -298,18 +298,19 @@ impl Upstream {
         if let Some(response) = last_response {
             return Ok(response);
         }
-        if let Some(UpstreamError::Connect { reason, .. }) = &last_error {
-            if tried.len() == pool.hosts.len() {
-                return Err(UpstreamError::Unavailable {
-                    pool: pool.name.clone(),
-                    reason: reason.clone(),
-                });
-            }
+        // No host took the request (every one tried refused it, or none could be tried: all
+        // down, draining or at their connection limit): unavailable, 503 and Retry-After.
+        match last_error {
+            Some(UpstreamError::Connect { reason, .. }) => Err(UpstreamError::Unavailable {
+                pool: pool.name.clone(),
+                reason,
+            }),
+            Some(error) => Err(error),
+            None => Err(UpstreamError::Unavailable {
+                pool: pool.name.clone(),
+                reason: String::from("no host can be tried (down, draining or at its limit)"),
+            }),
         }
-        Err(last_error.unwrap_or_else(|| UpstreamError::Connect {
-            origin: pool.name.clone(),
-            reason: String::from("no host to try"),
-        }))
     }
 }
 

@@ -11,6 +11,7 @@ mod dashboard;
 mod disk;
 mod hostile;
 mod hostile_h2;
+mod joints;
 mod limits;
 mod origin_client;
 mod process;
