@@ -3,7 +3,7 @@
 //! outcome: an object to read as it fills, "pass" (the response cannot be shared, so go to the
 //! origin yourself, at once), or a failure. Keys found uncacheable are remembered for a while so
 //! that requests for them skip the table instead of queueing behind fetches that are never
-//! shared.
+//! shared; they still fetch as misses, so a cacheable answer is stored and ends the mark.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -103,6 +103,20 @@ impl Collapser {
         };
         guard.finish(FlightOutcome::Object(object));
         Role::Follower(follower)
+    }
+
+    /// A fetch for `key` that nobody can join: for a key recently found uncacheable, whose
+    /// requests must not queue behind one another (Varnish's hit-for-miss), but whose response
+    /// is still stored when it turns out cacheable.
+    pub fn alone(self: &Arc<Self>, key: CacheKey) -> FlightGuard {
+        FlightGuard {
+            collapser: Arc::clone(self),
+            key,
+            flight: Arc::new(Flight {
+                outcome: watch::Sender::new(FlightOutcome::Pending),
+            }),
+            settled: false,
+        }
     }
 
     /// Whether a fetch for `key` is under way (a background refresh checks before starting one).

@@ -58,6 +58,31 @@ impl CacheKey {
         CacheKey(hasher.digest128())
     }
 
+    /// The key of one variant's fetch: the request's normalized values of the fields `vary`
+    /// names, under this key. Requests that want the same variant share it, so their misses
+    /// collapse into one fetch per variant, not one for the whole URL.
+    pub fn variant<'a>(
+        self,
+        vary: impl IntoIterator<Item = &'a str>,
+        request: &HeaderMap,
+    ) -> CacheKey {
+        let mut hasher = Xxh3::new();
+        hasher.update(b"variant\0");
+        hasher.update(&self.0.to_le_bytes());
+        for name in vary {
+            hasher.update(name.as_bytes());
+            match normalized_header(request, name) {
+                Some(value) => {
+                    hasher.update(b"=");
+                    hasher.update(value.as_bytes());
+                }
+                None => hasher.update(b"!"),
+            }
+            hasher.update(b"\0");
+        }
+        CacheKey(hasher.digest128())
+    }
+
     /// The key as 32 hex digits, for the admin API and logs.
     pub fn to_hex(self) -> String {
         format!("{:032x}", self.0)

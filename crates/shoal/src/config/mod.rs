@@ -484,7 +484,8 @@ pub struct CacheConfig {
     /// Objects larger than this (with a validator to tell their versions apart) are cached in
     /// slices of this size, fetched from the origin with `Range` requests as they are needed.
     pub slice_size: ByteSize,
-    /// How long a URL found uncacheable is sent straight to the origin without collapsing.
+    /// How long a URL found uncacheable is fetched without collapsing (hit-for-miss: a
+    /// cacheable answer is still stored, and clears the mark).
     pub remember_uncacheable: Span,
     /// Response header whose tags (separated by spaces or commas) purge-by-tag matches, such as
     /// `Surrogate-Key` or `Cache-Tag`.

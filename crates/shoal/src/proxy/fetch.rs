@@ -392,6 +392,7 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
         return store_sliced(&proxy, &plan, flight, reply, meta, body).await;
     }
     let object = Object::filling(meta);
+    proxy.collapser.clear_uncacheable(plan.key);
     let mut flight = flight;
     flight.publish(Arc::clone(&object));
     reply.send(FetchResult::Stored(Arc::clone(&object)));

@@ -47,8 +47,11 @@ pub enum Counter {
     RefusedConnections,
     /// Body bytes sent to clients over HTTP/1.
     BytesSent,
-    /// Misses that joined a fetch already under way instead of making their own.
+    /// Misses answered by a fetch already under way instead of making their own.
     Collapsed,
+    /// Misses of URLs recently found uncacheable, fetched without collapsing (and stored if
+    /// the answer is cacheable now).
+    HitForMiss,
     /// Body bytes received from origins (and peers and parents).
     OriginBytes,
     /// TLS handshakes that failed (not in time: `HandshakeTimeouts`).
@@ -82,7 +85,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    const ALL: [Counter; 30] = [
+    const ALL: [Counter; 31] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -102,6 +105,7 @@ impl Counter {
         Counter::RefusedConnections,
         Counter::BytesSent,
         Counter::Collapsed,
+        Counter::HitForMiss,
         Counter::OriginBytes,
         Counter::TlsHandshakeErrors,
         Counter::HandshakeTimeouts,
@@ -137,6 +141,7 @@ impl Counter {
             Counter::RefusedConnections => "refused_connections",
             Counter::BytesSent => "bytes_sent",
             Counter::Collapsed => "collapsed",
+            Counter::HitForMiss => "hit_for_miss",
             Counter::OriginBytes => "origin_bytes",
             Counter::TlsHandshakeErrors => "tls_handshake_errors",
             Counter::HandshakeTimeouts => "handshake_timeouts",

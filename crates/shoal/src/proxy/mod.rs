@@ -825,9 +825,6 @@ impl Proxy {
         request_cc: &CacheControl,
         stale: Option<Stale>,
     ) -> Result<ProxyResponse, ProxyError> {
-        if self.collapser.is_uncacheable(key) {
-            return self.pass(request).await;
-        }
         // Shed a new fetch, not one under way (joining it costs no memory), and serve stale
         // content instead when there is some.
         if self.overloaded() && !self.collapser.in_flight(key) {
@@ -841,24 +838,44 @@ impl Proxy {
             };
         }
         let fetched_meanwhile = || self.fetched_meanwhile(key, &request, request_cc);
-        let guard = match self.collapser.join_unless(key, fetched_meanwhile) {
-            Role::Leader(guard) => guard,
-            Role::Follower(follower) => {
-                self.metrics.add(Counter::Collapsed, 1);
-                return match follower.outcome().await {
+        let guard = if self.collapser.is_uncacheable(key) {
+            // Hit-for-miss: fetch without making anyone wait for this fetch, and still store
+            // a response that turns out cacheable.
+            self.metrics.add(Counter::HitForMiss, 1);
+            self.collapser.alone(key)
+        } else {
+            // First collapse on the URL; a follower whose leader fetched another variant (the
+            // response varies and this request's values differ) then collapses with the
+            // requests that want its own variant, as Varnish wakes its waiting list.
+            let mut flight = key;
+            loop {
+                let follower = match self.collapser.join_unless(flight, fetched_meanwhile) {
+                    Role::Leader(guard) => break guard,
+                    Role::Follower(follower) => follower,
+                };
+                match follower.outcome().await {
                     FlightOutcome::Object(object)
                         if deliver::variant_matches(&object, &request.head.headers) =>
                     {
-                        Ok(self.deliver(&object, &request, CacheStatus::Hit).await)
+                        self.metrics.add(Counter::Collapsed, 1);
+                        return Ok(self.deliver(&object, &request, CacheStatus::Hit).await);
                     }
-                    FlightOutcome::Failed(status) => match stale {
-                        Some(stale) if stale.usable_on_error => Ok(self
-                            .deliver(&stale.object, &request, CacheStatus::Stale)
-                            .await),
-                        _ => Err(ProxyError::FollowedFailure(status)),
-                    },
-                    _ => self.pass(request).await,
-                };
+                    FlightOutcome::Object(object) if flight == key => {
+                        let meta = object.meta();
+                        let vary = meta.variant.iter().map(|(name, _)| name.as_str());
+                        flight = key.variant(vary, &request.head.headers);
+                    }
+                    FlightOutcome::Failed(status) => {
+                        self.metrics.add(Counter::Collapsed, 1);
+                        return match stale {
+                            Some(stale) if stale.usable_on_error => Ok(self
+                                .deliver(&stale.object, &request, CacheStatus::Stale)
+                                .await),
+                            _ => Err(ProxyError::FollowedFailure(status)),
+                        };
+                    }
+                    _ => return self.pass(request).await,
+                }
             }
         };
         let plan = FetchPlan::new(

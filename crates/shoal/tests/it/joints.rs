@@ -121,3 +121,97 @@ async fn a_forged_peer_marker_does_not_bypass_cluster_ownership() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(origin.count("/owned"), 1, "one fetch for the cluster");
 }
+
+/// Concurrent misses for a URL that varies on Accept-Encoding collapse per variant: six
+/// requests over two variants make one origin fetch each, and both variants are stored.
+#[tokio::test]
+async fn concurrent_misses_collapse_per_variant() {
+    let origin = Origin::start(|seen| {
+        let encoding = seen
+            .headers
+            .get("accept-encoding")
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Reply::ok(format!("variant for {encoding}"))
+            .header("cache-control", "max-age=60")
+            .header("vary", "Accept-Encoding")
+            .delay(Duration::from_millis(300))
+    })
+    .await;
+    let node = node(&origin).await;
+    let encodings = ["gzip", "br", "gzip", "br", "gzip", "br"];
+    let requests = encodings.map(|encoding| {
+        let base = base(&node);
+        tokio::spawn(async move {
+            let response = client()
+                .get(format!("{base}/varies"))
+                .header("accept-encoding", encoding)
+                .send()
+                .await
+                .unwrap();
+            (encoding, response.text().await.unwrap())
+        })
+    });
+    for request in requests {
+        let (encoding, body) = request.await.unwrap();
+        assert_eq!(body, format!("variant for {encoding}"));
+    }
+    assert_eq!(origin.count("/varies"), 2, "one fetch per variant");
+    for encoding in ["gzip", "br"] {
+        let (status, headers, body) =
+            get_with(&node, "/varies", &[("accept-encoding", encoding)]).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, format!("variant for {encoding}"));
+        assert_eq!(cache_status(&headers), "HIT", "{encoding} was stored");
+    }
+    assert_eq!(origin.count("/varies"), 2);
+}
+
+/// Hit-for-miss, not hit-for-pass: after a `no-store` answer the URL's requests go to the
+/// origin without queueing behind one another, and the first cacheable answer is stored.
+#[tokio::test]
+async fn an_uncacheable_mark_lets_a_cacheable_answer_be_stored() {
+    let answers = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let origin = Origin::start(move |_| {
+        let n = answers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // The first four answers are uncacheable, the rest cacheable.
+        let cache_control = if n < 4 { "no-store" } else { "max-age=60" };
+        Reply::ok(format!("answer {n}"))
+            .header("cache-control", cache_control)
+            .delay(Duration::from_millis(200))
+    })
+    .await;
+    let node = node(&origin).await;
+    let (_, headers, _) = get(&node, "/changes").await;
+    assert_eq!(cache_status(&headers), "PASS");
+    // Marked uncacheable: three at once do not wait for each other.
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            let base = base(&node);
+            tokio::spawn(async move { client().get(format!("{base}/changes")).send().await })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(origin.max_concurrent(), 3, "not queued behind one fetch");
+    // The origin now says the URL is cacheable: that answer is stored at once, within the
+    // mark's 10 s.
+    let (_, headers, body) = get(&node, "/changes").await;
+    assert_eq!(&body[..], b"answer 4");
+    assert_eq!(cache_status(&headers), "MISS");
+    let (_, headers, body) = get(&node, "/changes").await;
+    assert_eq!(&body[..], b"answer 4");
+    assert_eq!(cache_status(&headers), "HIT");
+    assert_eq!(origin.count("/changes"), 5);
+    let stats = client()
+        .get(format!("http://{}/stats", node.admin.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["counters"]["hit_for_miss"], 4, "{stats}");
+}
