@@ -241,6 +241,80 @@ async fn a_record_that_fails_its_checksum_is_dropped_and_fetched_again() {
     assert_eq!(disk_stats(&node).corrupt, 1);
 }
 
+/// Damage in the middle of the segment being written loses only the damaged records: the
+/// rebuild goes on at the next record that verifies, and writing resumes after the last one.
+#[tokio::test]
+async fn a_damaged_record_in_the_active_segment_loses_only_itself() {
+    use std::os::unix::fs::FileExt;
+    let origin = origin().await;
+    let dir = TempDir::new("resync");
+    let paths = ["/one", "/two", "/three", "/four", "/five"];
+    let node = node_with(&origin, |config| {
+        with_disk(config, &dir.0);
+        config.disk.admission = Admission::Always;
+    })
+    .await;
+    disk_ready(&node).await;
+    for (written, path) in (1..).zip(paths) {
+        fetch(&node, path).await;
+        assert!(eventually(|| disk_stats(&node).objects_written == written).await);
+    }
+    shut_down(&node);
+    let segment = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.0.join("segment-00000.dat"))
+        .unwrap();
+    let flip = |at: usize| {
+        let mut byte = [0u8];
+        segment.read_exact_at(&mut byte, at as u64).unwrap();
+        segment.write_all_at(&[byte[0] ^ 0x01], at as u64).unwrap();
+    };
+    // A flipped byte in one body (its header still says where it ends)...
+    flip(offset_of(&dir.0, "/two") + 7_000);
+    // ...and one in another record's header, which hides where that record ends.
+    let data = std::fs::read(dir.0.join("segment-00000.dat")).unwrap();
+    let four = offset_of(&dir.0, "/four");
+    let header = data[..four]
+        .windows(4)
+        .rposition(|window| window == b"SHRC")
+        .expect("the record header before the body");
+    flip(header + 45);
+
+    let restart = || {
+        node_with(&origin, |config| {
+            with_disk(config, &dir.0);
+            config.disk.admission = Admission::Always;
+        })
+    };
+    let node = restart().await;
+    disk_ready(&node).await;
+    assert_eq!(disk_stats(&node).entries, 3, "all but the two damaged");
+    assert_eq!(disk_stats(&node).corrupt, 2);
+    for path in ["/one", "/three", "/five"] {
+        let (_, headers, body) = fetch(&node, path).await;
+        assert_eq!(cache_status(&headers), "HIT", "{path} survived");
+        assert!(body == body_for(path), "{path}");
+    }
+    for path in ["/two", "/four"] {
+        let (_, headers, body) = fetch(&node, path).await;
+        assert_eq!(cache_status(&headers), "MISS", "{path} was damaged");
+        assert!(body == body_for(path));
+    }
+    assert!(eventually(|| disk_stats(&node).entries == 5).await);
+    shut_down(&node);
+
+    // The new copies went after the last good record, not over it.
+    let node = restart().await;
+    disk_ready(&node).await;
+    assert_eq!(disk_stats(&node).entries, 5);
+    for path in paths {
+        let (_, headers, body) = fetch(&node, path).await;
+        assert_eq!(cache_status(&headers), "HIT", "{path}");
+        assert!(body == body_for(path), "{path}");
+    }
+}
+
 #[tokio::test]
 async fn a_torn_write_is_cut_off_at_restart_and_writing_goes_on_after_it() {
     let origin = origin().await;

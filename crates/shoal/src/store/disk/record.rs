@@ -20,7 +20,8 @@
 //! ```
 //!
 //! The sequence number tells a record of the segment's current life from a leftover of an
-//! earlier one, so a scan stops at the first record that is torn, corrupt or stale. A sealed
+//! earlier one, so a scan skips records that are torn, corrupt or stale, and resumes at the
+//! next record of the current life that verifies. A sealed
 //! segment also has a summary file listing its records, so that a restart reads summaries
 //! instead of whole segments.
 
@@ -38,7 +39,7 @@ pub const SEGMENT_HEADER_LEN: u64 = 4096;
 pub const RECORD_HEADER_LEN: usize = 56;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"SHOALSG1";
-const RECORD_MAGIC: &[u8; 4] = b"SHRC";
+pub const RECORD_MAGIC: &[u8; 4] = b"SHRC";
 const SUMMARY_MAGIC: &[u8; 8] = b"SHOALIX1";
 const META_VERSION: u8 = 1;
 

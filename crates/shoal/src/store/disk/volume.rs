@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use super::index::{Index, Location};
 use super::record::{
-    self, Kind, RecordHeader, SummaryEntry, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    self, Kind, RecordHeader, SummaryEntry, RECORD_HEADER_LEN, RECORD_MAGIC, SEGMENT_HEADER_LEN,
 };
 use super::Counters;
 use crate::cache::CacheKey;
@@ -584,8 +584,10 @@ impl Writer {
         Ok(())
     }
 
-    /// Reads a segment's records in order up to the first one that is torn, corrupt or from an
-    /// earlier life of the segment. Returns them and where the good part ends.
+    /// Reads the records of a segment's current life. A record that is torn, corrupt or from
+    /// an earlier life of the segment does not end the scan: it goes on at the next record of
+    /// this life that verifies, so one flipped byte loses one object, not every object written
+    /// after it. Returns the records and where the last good one ends (where writing goes on).
     fn scan(&self, slot: usize, sequence: u64) -> std::io::Result<(Vec<SummaryEntry>, u64)> {
         let file = &self.volume.files[slot];
         let length = file.metadata()?.len().min(self.volume.segment_size);
@@ -593,24 +595,41 @@ impl Writer {
         file.read_exact_at(&mut data, 0)?;
         let mut entries = Vec::new();
         let mut offset = SEGMENT_HEADER_LEN as usize;
-        while let Some(header) = data.get(offset..).and_then(RecordHeader::parse) {
-            let end = offset + header.record_len() as usize;
-            if header.sequence != sequence
-                || end > data.len()
-                || !header.verifies(&data[offset..end])
-            {
-                break;
+        let mut good_end = offset;
+        let mut skipped = 0u64;
+        while offset < data.len() {
+            if let Some(header) = record_at(&data, offset, sequence) {
+                entries.push(SummaryEntry {
+                    kind: header.kind,
+                    key: header.key,
+                    variant: header.variant,
+                    offset: offset as u32,
+                    length: header.record_len() as u32,
+                });
+                offset += header.record_len() as usize;
+                good_end = offset;
+                continue;
             }
-            entries.push(SummaryEntry {
-                kind: header.kind,
-                key: header.key,
-                variant: header.variant,
-                offset: offset as u32,
-                length: header.record_len() as u32,
-            });
-            offset = end;
+            // The end of what this life wrote, or damage: either way, look for a later record.
+            match next_record(&data, offset, sequence) {
+                Some(next) => {
+                    skipped += 1;
+                    offset = next;
+                }
+                None => break,
+            }
         }
-        Ok((entries, offset as u64))
+        if skipped > 0 {
+            self.counters.corrupt.fetch_add(skipped, Ordering::Relaxed);
+            tracing::warn!(
+                directory = %self.volume.path.display(),
+                segment = slot,
+                skipped,
+                kept = entries.len(),
+                "damaged records skipped while rebuilding the index"
+            );
+        }
+        Ok((entries, good_end as u64))
     }
 
     fn run(&mut self, jobs: &Receiver<WriteJob>) {
@@ -776,4 +795,40 @@ impl Writer {
         self.summary.clear();
         Ok(())
     }
+}
+
+/// The header of the record of life `sequence` that starts at `offset` and verifies, if any.
+fn record_at(data: &[u8], offset: usize, sequence: u64) -> Option<RecordHeader> {
+    let header = RecordHeader::parse(data.get(offset..)?)?;
+    let end = offset.checked_add(header.record_len() as usize)?;
+    (header.sequence == sequence && end <= data.len() && header.verifies(&data[offset..end]))
+        .then_some(header)
+}
+
+/// Where the next intact record of life `sequence` after the bad one at `offset` starts. Where
+/// the bad record's header still reads, the place after the length it declares is tried first
+/// (a flipped byte in a body leaves the header right); otherwise the first later place that
+/// holds a whole record of this life whose checksum verifies, so random bytes are never taken
+/// for a record. The bytes of a well-formed record could sit inside a stored body (an origin
+/// chooses its bodies) and be found by that search; it reaches them only after damage to a
+/// header, which is rare enough to accept for a cache.
+fn next_record(data: &[u8], offset: usize, sequence: u64) -> Option<usize> {
+    if let Some(header) = data.get(offset..).and_then(RecordHeader::parse) {
+        let declared_end = offset.saturating_add(header.record_len() as usize);
+        if record_at(data, declared_end, sequence).is_some() {
+            return Some(declared_end);
+        }
+    }
+    let mut from = offset + 1;
+    while let Some(found) = data
+        .get(from..)
+        .and_then(|rest| memchr::memmem::find(rest, RECORD_MAGIC))
+    {
+        let candidate = from + found;
+        if record_at(data, candidate, sequence).is_some() {
+            return Some(candidate);
+        }
+        from = candidate + 1;
+    }
+    None
 }
