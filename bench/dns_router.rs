@@ -5,7 +5,7 @@
 //! Needs `dnsperf`, `pdns-server` and `pdns-backend-geoip` (`apt install dnsperf pdns-server
 //! pdns-backend-geoip`). Starts `target/release/shoal route` with the map of
 //! `examples/route.toml` and PowerDNS with `bench/dns/` (the same map as a GeoIP backend zone),
-//! both on 127.0.0.1 with the MaxMind test databases of testdata/geoip, and in
+//! both on 127.0.0.1 with the test databases of testdata/geoip (made by tests/it/geoip.rs), and in
 //! rounds (the servers in a rotating order) measures each with the same queries: 4,096
 //! `dl.cdn.test A` queries whose EDNS Client Subnet values are spread evenly over the map's four
 //! rules (the operator prefix, the AS number, the country and the default; many distinct
@@ -192,7 +192,7 @@ fn main() {
 }
 
 /// Client subnets over the four rules of examples/route.toml, `PER_RULE` each, taken from the
-/// networks the MaxMind test databases know (testdata/geoip/README.md): every address
+/// networks the test databases know (testdata/geoip/README.md): every address
 /// of each range, cycled, with a few wider source prefixes as resolvers send them.
 fn probes() -> Vec<Probe> {
     let prefix_rule: &[(&str, u8)] = &[("216.160.83.56", 29)];
@@ -204,7 +204,7 @@ fn probes() -> Vec<Probe> {
         ("81.2.69.192", 28),
         ("2.125.160.216", 29),
     ];
-    // US, CN, BT, PH, GI; networks with an ASN but no country; addresses in no database.
+    // CN, BT, PH; networks with an ASN but no country; addresses in no database.
     let default_rule: &[(&str, u8)] = &[
         ("175.16.199.0", 24),
         ("214.78.120.0", 22),

@@ -408,8 +408,8 @@ mod tests {
         let dir = geoip_dir();
         let log = AccessLog::open(
             &LogConfig {
-                geoip_country: Some(dir.join("GeoIP2-Country-Test.mmdb")),
-                geoip_asn: Some(dir.join("GeoLite2-ASN-Test.mmdb")),
+                geoip_country: Some(dir.join("country.mmdb")),
+                geoip_asn: Some(dir.join("asn.mmdb")),
                 ..LogConfig::default()
             },
             None,
@@ -449,11 +449,7 @@ mod tests {
     #[test]
     fn the_test_databases_resolve_countries_and_networks() {
         let dir = geoip_dir();
-        let geo = Geo::open(
-            Some(&dir.join("GeoIP2-Country-Test.mmdb")),
-            Some(&dir.join("GeoLite2-ASN-Test.mmdb")),
-        )
-        .unwrap();
+        let geo = Geo::open(Some(&dir.join("country.mmdb")), Some(&dir.join("asn.mmdb"))).unwrap();
         let ip = |text: &str| text.parse::<IpAddr>().unwrap();
         assert_eq!(geo.country(ip("81.2.69.142")).as_deref(), Some("GB"));
         assert_eq!(geo.country(ip("89.160.20.130")).as_deref(), Some("SE"));

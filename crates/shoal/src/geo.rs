@@ -34,6 +34,19 @@ struct AsnRecord {
     autonomous_system_number: Option<u32>,
 }
 
+/// The length of the network of `reader` that holds `ip`, in `ip`'s family (0 when there is
+/// no database, or its answer comes from above the IPv4 part of an IPv6 database).
+fn network_length(reader: Option<&maxminddb::Reader<Vec<u8>>>, ip: IpAddr) -> u8 {
+    let Some(network) = reader.and_then(|reader| reader.lookup(ip).ok()?.network().ok()) else {
+        return 0;
+    };
+    if network.is_ipv4() == ip.is_ipv4() {
+        network.prefix()
+    } else {
+        0
+    }
+}
+
 /// A two-letter code (country: ISO 3166-1; continent: EU, NA, ...), uppercase.
 pub type Code2 = [u8; 2];
 
@@ -92,6 +105,17 @@ impl Geo {
             ),
             Ok(None) | Err(_) => (None, None),
         }
+    }
+
+    /// The prefix length of the country database's network that holds `ip` (with data or
+    /// without): every address in it has the same location. 0 without the database.
+    pub fn location_network(&self, ip: IpAddr) -> u8 {
+        network_length(self.country.as_ref(), ip)
+    }
+
+    /// As [`Geo::location_network`], for the AS database.
+    pub fn asn_network(&self, ip: IpAddr) -> u8 {
+        network_length(self.asn.as_ref(), ip)
     }
 
     /// The ISO code of the country of `ip`, as text.

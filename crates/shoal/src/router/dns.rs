@@ -148,10 +148,8 @@ impl Zone {
             bytes: out,
             addresses,
         } = answer;
-        let matched = self
-            .map
-            .load()
-            .choose(client, common.v6, self.answers, addresses);
+        let map = self.map.load();
+        let matched = map.choose(client, common.v6, self.answers, addresses);
         if addresses.is_empty() {
             return false; // no data: the general path adds the SOA
         }
@@ -184,24 +182,24 @@ impl Zone {
             // OPT: root owner, payload size 1232, version 0, no flags.
             out.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
             match common.subnet {
-                None => out.extend_from_slice(&0u16.to_be_bytes()),
                 Some(subnet) => {
-                    // The subnet echoed, its scope the source prefix: the answer holds for
-                    // the whole subnet the client sent.
+                    // The subnet echoed, with the scope of the data that decided the answer.
+                    let scope = map.scope(client, matched);
                     let sent = &query[subnet.option..subnet.option + subnet.length];
                     out.extend_from_slice(&(4 + subnet.length as u16).to_be_bytes());
                     out.extend_from_slice(&8u16.to_be_bytes());
                     out.extend_from_slice(&(subnet.length as u16).to_be_bytes());
                     out.extend_from_slice(&sent[..3]);
-                    out.push(sent[2]);
+                    out.push(scope);
                     out.extend_from_slice(&sent[4..]);
                 }
+                None => out.extend_from_slice(&0u16.to_be_bytes()),
             }
         }
         true
     }
 
-    /// The zone of `examples/route.toml` in the project at `root`, with the MaxMind test
+    /// The zone of `examples/route.toml` in the project at `root`, with the GeoIP test
     /// databases of `root/testdata/geoip` and an IPv6 address for the default node.
     /// For the tests and the `dns_query` fuzz target.
     #[doc(hidden)]
@@ -290,13 +288,10 @@ impl Zone {
                     let v6 = kind == RecordType::AAAA;
                     let client = subnet.map_or(source, |subnet| subnet.addr());
                     let mut addresses = Vec::new();
-                    let matched = self
-                        .map
-                        .load()
-                        .choose(client, v6, self.answers, &mut addresses);
+                    let map = self.map.load();
+                    let matched = map.choose(client, v6, self.answers, &mut addresses);
                     self.count(matched);
-                    // The answer holds for the whole subnet the client sent.
-                    scope = subnet.map_or(0, |subnet| subnet.source_prefix());
+                    scope = map.scope(client, matched);
                     for address in addresses {
                         let rdata = match address {
                             IpAddr::V4(v4) => RData::A(A(v4)),

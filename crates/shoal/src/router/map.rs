@@ -5,7 +5,7 @@
 //! distinct nodes. Built whole from a configuration, then only read (a reload builds a new one).
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -281,6 +281,26 @@ impl Map {
         (self.default, Matched::Default)
     }
 
+    /// The EDNS Client Subnet scope of an answer for `address` (RFC 7871 §7.2.1): the prefix
+    /// length over which the data that decided it (`matched`) gives the same rule. Not the
+    /// length of the matched rule's prefix or GeoIP network alone: a longer operator prefix
+    /// inside it, or the GeoIP network consulted before the one that decided, could decide
+    /// otherwise for part of it, so the scope is the longest of the data consulted.
+    pub fn scope(&self, address: IpAddr, matched: Matched) -> u8 {
+        let canonical = address.to_canonical();
+        let mut scope = self.prefixes.constant_block(canonical);
+        if !matches!(matched, Matched::Prefix(_)) {
+            scope = scope.max(self.geo.asn_network(canonical));
+            if !matches!(matched, Matched::Asn(_)) {
+                scope = scope.max(self.geo.location_network(canonical));
+            }
+        }
+        if canonical.is_ipv4() && address.is_ipv6() {
+            scope += 96; // an IPv4-mapped IPv6 subnet: the scope counts the mapping's bits
+        }
+        scope
+    }
+
     /// Up to `count` distinct nodes for a client at `address` that have addresses of the
     /// family asked for (`v6`), from the first group of its rule with such a node up; when
     /// every node is down, the router fails open from the default rule's groups, all nodes
@@ -474,10 +494,25 @@ struct PrefixTable {
     /// (length, network → rule), longest first; IPv4 and IPv6 apart.
     v4: Vec<(u8, HashMap<IpAddr, usize>)>,
     v6: Vec<(u8, HashMap<IpAddr, usize>)>,
+    /// At index `d`, the `/d` networks that hold a prefix longer than `d`: where the answer
+    /// for an address could change within its `/d` (for EDNS Client Subnet scopes).
+    above_v4: Vec<HashSet<IpAddr>>,
+    above_v6: Vec<HashSet<IpAddr>>,
 }
 
 impl PrefixTable {
     fn insert(&mut self, network: IpAddr, length: u8, rule: usize) {
+        let above = if network.is_ipv4() {
+            &mut self.above_v4
+        } else {
+            &mut self.above_v6
+        };
+        for depth in 0..length {
+            if above.len() <= usize::from(depth) {
+                above.resize_with(usize::from(depth) + 1, HashSet::new);
+            }
+            above[usize::from(depth)].insert(crate::prefix::mask(network, depth));
+        }
         let table = if network.is_ipv4() {
             &mut self.v4
         } else {
@@ -505,6 +540,33 @@ impl PrefixTable {
                 .map(|&rule| (rule, *length))
         })
     }
+
+    /// The shortest prefix length `s` such that every address in `address`'s `/s` gets the
+    /// same answer from this table: one more than the deepest `/d` around `address` that holds
+    /// a longer prefix. Such depths are the first ones, 0 to some `d`, so a binary search
+    /// finds the last.
+    fn constant_block(&self, address: IpAddr) -> u8 {
+        let above = if address.is_ipv4() {
+            &self.above_v4
+        } else {
+            &self.above_v6
+        };
+        let holds =
+            |depth: usize| above[depth].contains(&crate::prefix::mask(address, depth as u8));
+        if above.is_empty() || !holds(0) {
+            return 0;
+        }
+        let (mut deepest, mut beyond) = (0, above.len());
+        while beyond - deepest > 1 {
+            let middle = (deepest + beyond) / 2;
+            if holds(middle) {
+                deepest = middle;
+            } else {
+                beyond = middle;
+            }
+        }
+        deepest as u8 + 1
+    }
 }
 
 #[cfg(test)]
@@ -524,6 +586,18 @@ mod tests {
         assert_eq!(at("10.2.2.3"), Some((1, 8)));
         assert_eq!(at("11.0.0.1"), None);
         assert_eq!(at("2001:db8:1::1"), Some((3, 32)));
+        // Where the answer stays the same: 10.2.0.0/15 (10.1.0.0/16 is the other half of
+        // 10.0.0.0/15), the whole /16, 11.0.0.0/8 (10.0.0.0/8 the other half of its /7).
+        let block = |text: &str| table.constant_block(text.parse().unwrap());
+        assert_eq!(block("10.2.2.3"), 15);
+        assert_eq!(block("10.1.2.3"), 16);
+        assert_eq!(block("11.0.0.1"), 8);
+        assert_eq!(block("200.0.0.1"), 1);
+        assert_eq!(block("2001:db8:1::1"), 32);
+        assert_eq!(
+            PrefixTable::default().constant_block("10.0.0.1".parse().unwrap()),
+            0
+        );
         assert_eq!(
             parse_cidr("10.1.2.3/8"),
             Some(("10.0.0.0".parse().unwrap(), 8))

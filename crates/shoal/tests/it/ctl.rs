@@ -346,8 +346,8 @@ async fn the_traffic_report_counts_clients_by_country_and_network() {
     let origin = Origin::fixed("12345").await;
     let geoip = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/geoip");
     let node = node_with(&origin, |config| {
-        config.log.geoip_country = Some(geoip.join("GeoLite2-Country-Test.mmdb"));
-        config.log.geoip_asn = Some(geoip.join("GeoLite2-ASN-Test.mmdb"));
+        config.log.geoip_country = Some(geoip.join("country.mmdb"));
+        config.log.geoip_asn = Some(geoip.join("asn.mmdb"));
     })
     .await;
     get(&node, "/a").await;

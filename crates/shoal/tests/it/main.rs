@@ -9,6 +9,7 @@ mod crash;
 mod ctl;
 mod dashboard;
 mod disk;
+mod geoip;
 mod hostile;
 mod hostile_h2;
 mod joints;

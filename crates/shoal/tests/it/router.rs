@@ -1,6 +1,6 @@
 //! The request router's DNS answers: `examples/route.toml` (GB → 127.0.0.11, AS29518 →
 //! 127.0.0.12, the operator prefix 216.160.83.56/29 → 127.0.0.14, anyone else → 127.0.0.13)
-//! against the MaxMind test databases, asked with `dig` (when installed; CI installs it) and
+//! against the test databases of testdata/geoip, asked with `dig` (when installed; CI installs it) and
 //! with a Rust client (hickory-proto messages over UDP), client addresses given as EDNS Client
 //! Subnet.
 
@@ -21,8 +21,8 @@ fn geoip() -> PathBuf {
 fn example() -> RouterConfig {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/route.toml");
     let mut config = RouterConfig::load(&file).unwrap();
-    config.geoip.country = Some(geoip().join("GeoIP2-Country-Test.mmdb"));
-    config.geoip.asn = Some(geoip().join("GeoLite2-ASN-Test.mmdb"));
+    config.geoip.country = Some(geoip().join("country.mmdb"));
+    config.geoip.asn = Some(geoip().join("asn.mmdb"));
     config
 }
 
@@ -132,14 +132,64 @@ fn addresses(answer: &Message) -> Vec<IpAddr> {
         .collect()
 }
 
+/// With the /24 client subnets most public resolvers send, the scope is the prefix length of
+/// the data that decided the answer, not the source prefix: a /24 that holds a longer operator
+/// prefix gets a scope longer than 24 (its answer is not the same for all of it), and a /24 in
+/// a wide network without data a shorter one.
+#[tokio::test]
+async fn the_client_subnet_scope_is_that_of_the_deciding_data() {
+    let server = start(&example()).await;
+    for (subnet, expected, scope) in [
+        ("81.2.69.0", "127.0.0.11", 24),    // the GB network is a /24
+        ("89.160.20.0", "127.0.0.12", 24),  // so is the AS29518 one
+        ("216.160.83.0", "127.0.0.13", 27), // holds the operator's 216.160.83.56/29
+        ("8.8.8.0", "127.0.0.13", 6),       // nothing in 8.0.0.0/6
+    ] {
+        let answer = ask(server, "dl.cdn.test", RecordType::A, Some((ip(subnet), 24))).await;
+        assert_eq!(addresses(&answer), [ip(expected)], "{subnet}/24");
+        let Some(EdnsOption::Subnet(echoed)) = answer
+            .extensions()
+            .as_ref()
+            .unwrap()
+            .option(EdnsCode::Subnet)
+        else {
+            panic!("no client subnet echoed for {subnet}/24");
+        };
+        assert_eq!(echoed.source_prefix(), 24);
+        assert_eq!(echoed.scope_prefix(), scope, "{subnet}/24");
+    }
+    // The operator prefix itself, sent whole: its own length.
+    let answer = ask(
+        server,
+        "dl.cdn.test",
+        RecordType::A,
+        Some((ip("216.160.83.56"), 29)),
+    )
+    .await;
+    assert_eq!(addresses(&answer), [ip("127.0.0.14")]);
+    let Some(EdnsOption::Subnet(echoed)) = answer
+        .extensions()
+        .as_ref()
+        .unwrap()
+        .option(EdnsCode::Subnet)
+    else {
+        panic!("no client subnet echoed");
+    };
+    assert_eq!(echoed.scope_prefix(), 29);
+}
+
 #[tokio::test]
 async fn clients_get_the_nodes_of_their_prefix_network_country_or_the_default() {
     let server = start(&example()).await;
-    for (client, expected) in [
-        ("81.2.69.142", "127.0.0.11"),   // GB
-        ("89.160.20.130", "127.0.0.12"), // AS29518 (in SE)
-        ("216.160.83.57", "127.0.0.14"), // the operator prefix (also US and AS209)
-        ("8.8.8.8", "127.0.0.13"),       // in no database
+    // The scope (RFC 7871 §7.2.1) is the prefix length over which the data consulted gives
+    // the same answer (testdata/geoip/README.md has the networks): 81.2.69.0/24 in GB;
+    // 89.160.20.0/24 in AS29518; the operator prefix is a /29; 8.8.8.8 is in 8.0.0.0/6, where
+    // neither database has a network (both have one in the /5 around it).
+    for (client, expected, scope) in [
+        ("81.2.69.142", "127.0.0.11", 24),
+        ("89.160.20.130", "127.0.0.12", 24),
+        ("216.160.83.57", "127.0.0.14", 29),
+        ("8.8.8.8", "127.0.0.13", 6),
     ] {
         let answer = ask(
             server,
@@ -167,7 +217,7 @@ async fn clients_get_the_nodes_of_their_prefix_network_country_or_the_default() 
             other => panic!("no client subnet echoed: {other:?}"),
         };
         assert_eq!(echoed.source_prefix(), 32);
-        assert_eq!(echoed.scope_prefix(), 32);
+        assert_eq!(echoed.scope_prefix(), scope, "{client}");
     }
     // A /27 subnet in GB: the same answer for all of it.
     let subnet = Some((ip("81.2.69.160"), 27));
@@ -250,7 +300,7 @@ async fn dig_sees_the_routing_over_udp_and_tcp() {
     .await
     .unwrap();
     assert!(full.contains("flags: qr aa"), "{full}");
-    assert!(full.contains("CLIENT-SUBNET: 81.2.69.142/32/32"), "{full}");
+    assert!(full.contains("CLIENT-SUBNET: 81.2.69.142/32/24"), "{full}");
     let tcp = dig(vec![
         "+tcp".into(),
         "+subnet=89.160.20.130/32".into(),
