@@ -658,3 +658,68 @@ async fn a_node_near_its_capacity_gets_less_of_the_traffic() {
     assert_eq!(london["effective_weight"], 0.05);
     assert_eq!(london["load"]["requests_per_second"], 990);
 }
+
+/// The README's router command, as a newcomer runs it from the project root of a clone: the
+/// binary reads `examples/route.toml` and the databases it names (inside the checkout) and
+/// gives the answers the example's comments list.
+#[tokio::test]
+async fn the_example_router_runs_from_the_project_root() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dns = crate::process::free_port();
+    let mut router = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .current_dir(&root)
+        .args(["route", "--config", "examples/route.toml", "--dns"])
+        .arg(dns.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut answered = false;
+    for _ in 0..100 {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let probe = ask_once(&socket, dns).await;
+        if probe {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the example router did not start");
+    for (client, expected) in [
+        ("81.2.69.142", "127.0.0.11"),
+        ("89.160.20.130", "127.0.0.12"),
+        ("216.160.83.57", "127.0.0.14"),
+        ("8.8.8.8", "127.0.0.13"),
+    ] {
+        let answer = ask(dns, "dl.cdn.test", RecordType::A, Some((ip(client), 32))).await;
+        assert_eq!(addresses(&answer), [ip(expected)], "{client}");
+    }
+    router.kill().unwrap();
+    router.wait().unwrap();
+}
+
+/// Whether `server` answers a query within 100 ms.
+async fn ask_once(socket: &tokio::net::UdpSocket, server: SocketAddr) -> bool {
+    let mut query = Message::new();
+    query
+        .set_id(1)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .add_query(Query::query(
+            Name::from_ascii("dl.cdn.test").unwrap(),
+            RecordType::A,
+        ));
+    if socket
+        .send_to(&query.to_vec().unwrap(), server)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buffer = [0u8; 512];
+    tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        socket.recv_from(&mut buffer),
+    )
+    .await
+    .is_ok_and(|received| received.is_ok())
+}
