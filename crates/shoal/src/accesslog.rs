@@ -261,7 +261,7 @@ pub fn format_entry(out: &mut String, entry: &Entry, format: LogFormat) {
     match format {
         LogFormat::Json => {
             let line = serde_json::json!({
-                "time": httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(entry.time)),
+                "time": rfc3339_millis(entry.time),
                 "client": entry.client.to_string(),
                 "method": entry.method.as_str(),
                 "host": entry.host,
@@ -328,25 +328,67 @@ fn chrono_like(millis: u64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let seconds = millis / 1000;
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = CivilTime::of(millis);
     format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        t.day,
+        MONTHS[(t.month - 1) as usize],
+        t.year,
+        t.hour,
+        t.minute,
+        t.second
     )
+}
+
+/// `2000-10-10T13:55:36.000Z`: RFC 3339 in UTC with milliseconds, the JSON log's time, as log
+/// pipelines (Loki, Elasticsearch, Vector) parse it.
+fn rfc3339_millis(millis: u64) -> String {
+    let t = CivilTime::of(millis);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        millis % 1000
+    )
+}
+
+/// A UTC date and time of day. Computed here, as httpdate does for its own format, rather than
+/// with a calendar crate for two fixed formats.
+struct CivilTime {
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: u64,
+    minute: u64,
+    second: u64,
+}
+
+impl CivilTime {
+    fn of(millis: u64) -> CivilTime {
+        let seconds = millis / 1000;
+        let (days, rest) = (seconds / 86_400, seconds % 86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        CivilTime {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rest / 3600,
+            minute: rest % 3600 / 60,
+            second: rest % 60,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -393,10 +435,17 @@ mod tests {
         assert_eq!(value["cache"], "HIT");
         assert_eq!(value["bytes"], 1234);
         assert_eq!(value["duration_ms"], 1.5);
-        assert_eq!(value["time"], "Tue, 10 Oct 2000 13:55:36 GMT");
+        assert_eq!(value["time"], "2000-10-10T13:55:36.000Z");
         assert_eq!(value["country"], "GB");
         assert_eq!(value["upstream"], "127.0.0.1:8081");
         assert_eq!(value["origin_ms"], 1.25);
+    }
+
+    #[test]
+    fn times_are_written_in_both_formats() {
+        assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(chrono_like(951_782_400_123), "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
     }
 
     fn geoip_dir() -> PathBuf {

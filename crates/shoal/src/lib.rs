@@ -53,6 +53,7 @@ impl Node {
         let server = &proxy.config().server;
         let listeners = Listeners::bind(server, proxy.tls_server_config(), false)?;
         let (listen, listen_tls) = listeners.local_addrs();
+        proxy.set_bound(listen.clone(), listen_tls.clone());
         proxy.start_health_checks();
         let admin = start_admin(&proxy).await?;
         tokio::spawn(proxy::serve(listeners, Arc::clone(&proxy)));

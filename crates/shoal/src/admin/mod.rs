@@ -234,7 +234,7 @@ async fn route<B>(
             }
         }
         (&Method::GET, "/stats") => json(&stats(proxy)),
-        (&Method::GET, "/metrics") => text(StatusCode::OK, prometheus(proxy, &stats(proxy))),
+        (&Method::GET, "/metrics") => prometheus_text(prometheus(proxy, &stats(proxy))),
         (&Method::GET, "/cache") => json(&cache_listing(proxy)),
         (&Method::GET, "/upstreams") => json(&upstreams(proxy)),
         (&Method::GET, "/top-urls") => {
@@ -385,6 +385,7 @@ struct Status {
     version: &'static str,
     uptime_seconds: u64,
     listen: Vec<SocketAddr>,
+    listen_tls: Vec<SocketAddr>,
     workers: usize,
     cluster: Option<ClusterStatus>,
     requests: u64,
@@ -409,10 +410,12 @@ struct ClusterStatus {
 fn status(proxy: &Proxy, started: std::time::Instant) -> Status {
     let live = proxy.live();
     let config = &live.config;
+    let (listen, listen_tls) = proxy.listening();
     Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: started.elapsed().as_secs(),
-        listen: config.server.listen.clone(),
+        listen,
+        listen_tls,
         workers: config.server.workers,
         cluster: live.cluster().map(|cluster| ClusterStatus {
             this_node: cluster.peers.hosts[cluster.me].url.authority.clone(),
@@ -518,7 +521,7 @@ async fn inspect(proxy: &Proxy, scheme: &str, host: &str, target: &str) -> Inspe
         }
     }
     Inspection {
-        url: format!("http://{host}{target}"),
+        url: format!("{scheme}://{host}{target}"),
         key: key.to_hex(),
         fetch_in_flight: proxy.fetch_keys().contains(&key),
         variants: variants
@@ -905,6 +908,20 @@ pub(crate) fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
 pub(crate) fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Metrics in the Prometheus text format, with the media type its scrapers expect.
+fn prometheus_text(body: String) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::OK, body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     response
 }
 

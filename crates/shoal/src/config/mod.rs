@@ -1293,6 +1293,20 @@ mod tests {
             "[bogus]\n",
             "shoal.toml:1: key `bogus`: unknown field `bogus`",
         );
+        // Inside an array of tables too: the line of the value.
+        let pool = "[[pools]]\nname = \"a\"\nhosts = [{ url = \"http://127.0.0.1:1\" }]\n";
+        check(
+            &format!("{pool}[pools.health]\nmethod = \"POST\"\n"),
+            "shoal.toml:5: key `pools.health.method`: expected GET, HEAD or OPTIONS, not `POST`",
+        );
+        check(
+            &format!("{pool}health = {{ path = \"status\" }}\n"),
+            "shoal.toml:4: key `pools.health`: expected a path starting with /",
+        );
+        check(
+            &format!("{pool}[pools.health]\n\nrise = 0\n"),
+            "shoal.toml:6: key `pools.health.rise`: expected at least 1",
+        );
         check(
             "[cache]\nmemory = \"1MiB\"\nmax_object_size = \"2MiB\"\n",
             "shoal.toml:3: key `cache.max_object_size`",

@@ -51,8 +51,10 @@ pub struct PoolConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// GET, HEAD or OPTIONS.
+    #[serde(deserialize_with = "check_method")]
     pub method: String,
     /// The path requested.
+    #[serde(deserialize_with = "check_path")]
     pub path: String,
     /// The status a healthy host answers with.
     pub expect: u16,
@@ -61,9 +63,40 @@ pub struct HealthConfig {
     /// Time a check may take.
     pub timeout: Span,
     /// Successes in a row that bring a host that is down back up.
+    #[serde(deserialize_with = "at_least_one")]
     pub rise: u32,
     /// Failures in a row that take a host that is up down.
+    #[serde(deserialize_with = "at_least_one")]
     pub fall: u32,
+}
+
+// Checked as they are read, so that an error names the line of the value (pools are arrays of
+// tables, which a check after parsing could not point into).
+fn check_method<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let method = String::deserialize(deserializer)?;
+    match ["GET", "HEAD", "OPTIONS"].contains(&method.as_str()) {
+        true => Ok(method),
+        false => Err(serde::de::Error::custom(format!(
+            "expected GET, HEAD or OPTIONS, not `{method}`"
+        ))),
+    }
+}
+
+fn check_path<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let path = String::deserialize(deserializer)?;
+    match path.starts_with('/') {
+        true => Ok(path),
+        false => Err(serde::de::Error::custom(format!(
+            "expected a path starting with /, not `{path}`"
+        ))),
+    }
+}
+
+fn at_least_one<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    match u32::deserialize(deserializer)? {
+        0 => Err(serde::de::Error::custom("expected at least 1")),
+        count => Ok(count),
+    }
 }
 
 impl Default for HealthConfig {

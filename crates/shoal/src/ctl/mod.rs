@@ -16,10 +16,15 @@ use serde_json::Value;
 #[derive(Args, Debug)]
 pub struct CtlArgs {
     /// The node's admin API.
-    #[arg(long, default_value = "http://127.0.0.1:9090", env = "SHOAL_ADMIN")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:9090",
+        env = "SHOAL_ADMIN",
+        global = true
+    )]
     pub admin: String,
     /// The admin API's bearer token.
-    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
@@ -234,10 +239,7 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
             text
         }),
         // Computed here: the node is not asked.
-        CtlCommand::Sign { url, ttl, key } => {
-            println!("{}", sign(url, ttl, key)?);
-            Ok(())
-        }
+        CtlCommand::Sign { url, ttl, key } => write_out(&format!("{}\n", sign(url, ttl, key)?)),
         CtlCommand::Reload => show(args.json, api.post("/reload").await?, reload_summary),
         CtlCommand::Report { by, top } => {
             let answer = api
@@ -352,14 +354,26 @@ fn show_cluster(json: bool, answer: Value, line: impl Fn(&Value) -> String) -> R
 
 fn show(json: bool, value: Value, table: impl Fn(&Value) -> String) -> Result<(), String> {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
+        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+        write_out(&format!("{text}\n"))
     } else {
-        print!("{}", table(&value));
+        write_out(&table(&value))
     }
-    Ok(())
+}
+
+/// Writes to stdout. A reader that went away (`shoal ctl stats --watch 1 | head`) ends the
+/// program quietly, as `cat` or `grep` end, rather than with a panic or an error.
+fn write_out(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => Err(format!("cannot write to stdout: {error}")),
+    }
 }
 
 /// The admin API of one node.
@@ -473,6 +487,15 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A list of addresses as `a, b`, or `-` for none.
+fn addresses(value: &Value) -> String {
+    let listed: Vec<String> = value.as_array().into_iter().flatten().map(cell).collect();
+    match listed.is_empty() {
+        true => "-".into(),
+        false => listed.join(", "),
+    }
+}
+
 fn cell(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
@@ -517,7 +540,8 @@ fn status_table(status: &Value) -> String {
             "uptime".into(),
             format!("{} s", cell(&status["uptime_seconds"])),
         ],
-        vec!["listen".into(), cell(&status["listen"])],
+        vec!["listen".into(), addresses(&status["listen"])],
+        vec!["listen tls".into(), addresses(&status["listen_tls"])],
         vec!["requests".into(), cell(&status["requests"])],
         vec![
             "fetches in flight".into(),
@@ -606,10 +630,10 @@ async fn watch(api: &Api, seconds: f64) -> Result<(), String> {
             }
         }
         // Clear the screen and draw the table again.
-        print!(
+        write_out(&format!(
             "\x1b[2J\x1b[H{}",
             table(&["counter", "value", "rate"], &rows)
-        );
+        ))?;
         previous = Some(stats);
         tokio::time::sleep(interval).await;
     }

@@ -92,7 +92,7 @@ impl Proxy {
         };
         let age = Some(meta.timing.current_age(now_millis()) / 1000);
         let headers = &request.head.headers;
-        let response = |status, headers, body| {
+        let answer = |cache_status, status, headers, body| {
             Some(ProxyResponse {
                 status,
                 headers,
@@ -102,6 +102,18 @@ impl Proxy {
                 close: false,
                 origin: None,
             })
+        };
+        let response = |status, headers, body| answer(cache_status, status, headers, body);
+        // A hit on a sliced object's head whose body needs slices not stored yet is a miss:
+        // those bytes come from the origin now (docs/caching.md, "Slices").
+        let label = |parts: &[(u64, u64)]| match &sliced {
+            Some(body)
+                if cache_status == CacheStatus::Hit
+                    && !parts.iter().all(|&(start, end)| body.holds(start, end)) =>
+            {
+                CacheStatus::Miss
+            }
+            _ => cache_status,
         };
 
         let precondition =
@@ -199,7 +211,8 @@ impl Proxy {
                         reader: Reader::of(object, sliced.as_ref(), part.start, Some(part.end)),
                         length: Some(part.end - part.start),
                     };
-                    return response(
+                    return answer(
+                        label(&[(part.start, part.end)]),
                         StatusCode::PARTIAL_CONTENT,
                         ResponseHeaders::Map(fields),
                         body,
@@ -217,8 +230,8 @@ impl Proxy {
                     {
                         fields.insert(CONTENT_TYPE, value);
                     }
-                    let source = match sliced {
-                        Some(body) => Source::Slices(body),
+                    let source = match &sliced {
+                        Some(body) => Source::Slices(Arc::clone(body)),
                         None => Source::Object(Arc::clone(object)),
                     };
                     let multipart = Multipart::new(
@@ -228,7 +241,10 @@ impl Proxy {
                         content_type.as_ref().map(|v| v.as_bytes()),
                         &boundary,
                     );
-                    return response(
+                    let spans: Vec<(u64, u64)> =
+                        parts.iter().map(|part| (part.start, part.end)).collect();
+                    return answer(
+                        label(&spans),
                         StatusCode::PARTIAL_CONTENT,
                         ResponseHeaders::Map(fields),
                         ResponseBody::Multipart(multipart),
@@ -237,11 +253,17 @@ impl Proxy {
             }
         }
 
+        let whole = (0, known_length.unwrap_or(0));
         let body = ResponseBody::Object {
             reader: Reader::of(object, sliced.as_ref(), 0, None),
             length: known_length,
         };
-        response(meta.status, ResponseHeaders::Stored(meta), body)
+        answer(
+            label(&[whole]),
+            meta.status,
+            ResponseHeaders::Stored(meta),
+            body,
+        )
     }
 }
 

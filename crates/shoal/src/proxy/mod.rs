@@ -91,6 +91,9 @@ pub struct Proxy {
     /// The certificates of the TLS listeners and their rustls configuration, when there are
     /// TLS listeners.
     tls: Option<(Arc<CertResolver>, Arc<rustls::ServerConfig>)>,
+    /// The addresses the listeners were bound to (plain, TLS), where they differ from the
+    /// configured ones (port 0), for the status.
+    bound: std::sync::OnceLock<(Vec<SocketAddr>, Vec<SocketAddr>)>,
 }
 
 /// A node's load, as reported to request routers.
@@ -165,6 +168,7 @@ impl Proxy {
         };
         Ok(Arc::new(Proxy {
             tls,
+            bound: std::sync::OnceLock::new(),
             store: Arc::new(MemoryStore::new(config.cache.memory.bytes())),
             disk: (!config.disk.dirs.is_empty()).then(|| Arc::new(DiskStore::open(&config.disk))),
             collapser: Arc::new(Collapser::default()),
@@ -180,6 +184,22 @@ impl Proxy {
             workers,
             live: ArcSwap::from_pointee(Generation::first(config, workers)?),
         }))
+    }
+
+    /// Records the addresses the listeners were bound to.
+    pub fn set_bound(&self, listen: Vec<SocketAddr>, listen_tls: Vec<SocketAddr>) {
+        let _ = self.bound.set((listen, listen_tls));
+    }
+
+    /// The addresses the node listens on (plain, TLS): as bound, else as configured.
+    pub fn listening(&self) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        match self.bound.get() {
+            Some(bound) => bound.clone(),
+            None => {
+                let server = &self.live().config.server;
+                (server.listen.clone(), server.listen_tls.clone())
+            }
+        }
     }
 
     /// The rustls configuration of the TLS listeners, if there are any.

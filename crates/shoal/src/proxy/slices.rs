@@ -165,6 +165,24 @@ impl SlicedBody {
         }
     }
 
+    /// Whether every slice holding bytes `[start, end)` is stored (in RAM or on disk) or on its
+    /// way from another request's fetch: whether an answer with those bytes is a hit.
+    pub(super) fn holds(&self, start: u64, end: u64) -> bool {
+        if end <= start {
+            return true;
+        }
+        let proxy = &self.proxy;
+        (start / self.slice_size..=(end - 1) / self.slice_size).all(|index| {
+            let key = self.slice_key(index);
+            proxy.store.peek(key).is_some()
+                || proxy.collapser.in_flight(key)
+                || proxy
+                    .disk
+                    .as_ref()
+                    .is_some_and(|disk| !disk.peek(key).is_empty())
+        })
+    }
+
     /// Slice `index`: from RAM, from disk, from a fetch in flight, or fetched now.
     async fn slice(self: &Arc<Self>, index: u64) -> Result<Arc<Object>, BodyError> {
         let proxy = &self.proxy;

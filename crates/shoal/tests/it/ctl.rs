@@ -432,3 +432,102 @@ async fn the_status_reports_the_load_a_router_reads() {
     assert!(load["bytes_per_second"].as_u64().unwrap() > 0, "{load}");
     assert!(load["connections"].is_u64(), "{load}");
 }
+
+/// The smaller joints of issue 27: global flags after the subcommand, a closed stdout, the TLS
+/// listeners in the status, the media types of `/metrics` and `/health`, and `https://` URLs
+/// inspected as they were given.
+#[tokio::test]
+async fn ctl_and_admin_details_operators_rely_on() {
+    let origin = Origin::start(|_| Reply::ok("x").header("cache-control", "max-age=60")).await;
+    let node = node_with(&origin, |config| {
+        config.server.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];
+        config.admin.token = Some(TOKEN.into());
+    })
+    .await;
+    let admin = format!("http://{}", node.admin.unwrap());
+
+    // --admin and --token after the subcommand, as after `ctl`.
+    let status = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+                .args(["ctl", "status", "--admin", &admin, "--token", TOKEN])
+                .env_remove("SHOAL_ADMIN_TOKEN")
+                .env_remove("SHOAL_ADMIN")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let text = stdout(&status);
+    let tls_line = text
+        .lines()
+        .find(|line| line.starts_with("listen tls"))
+        .unwrap_or_else(|| panic!("no TLS listeners in\n{text}"));
+    assert!(
+        tls_line.contains(&node.listen_tls[0].to_string()),
+        "{tls_line}"
+    );
+
+    // A reader that goes away ends `stats --watch` quietly.
+    let mut watching = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "ctl", "--admin", &admin, "--token", TOKEN, "stats", "--watch", "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let finished = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut first = [0u8; 64];
+        let mut out = watching.stdout.take().unwrap();
+        out.read_exact(&mut first).unwrap();
+        drop(out); // as `| head` does once it has its lines
+        let status = watching.wait().unwrap();
+        let mut errors = String::new();
+        watching
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut errors)
+            .unwrap();
+        (status, errors)
+    })
+    .await
+    .unwrap();
+    assert!(finished.0.success(), "{finished:?}");
+    assert!(!finished.1.contains("panicked"), "{}", finished.1);
+
+    let with_token = |path: &str| {
+        client()
+            .get(format!("{admin}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    let metrics = with_token("/metrics").await.unwrap();
+    assert_eq!(
+        metrics.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let health = with_token("/health").await.unwrap();
+    assert_eq!(
+        health.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+
+    let inspected = with_token("/cache/inspect?url=https://secure.test/page")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let inspected: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    assert_eq!(inspected["url"], "https://secure.test/page");
+}
