@@ -45,9 +45,13 @@ pub fn signature(key: &[u8], path: &str, expires: u64) -> String {
     mac.update(expires.to_string().as_bytes());
     mac.update(b":");
     mac.update(path.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
+    to_hex(&mac.finalize().into_bytes())
+}
+
+/// `bytes` in lowercase hex.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
         hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
         hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
     }
@@ -101,7 +105,8 @@ pub fn verify(target: &str, keys: &[Vec<u8>], now: u64) -> Result<String, Denied
     })
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+/// A SHA-256 digest (64 hex digits) as bytes.
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if text.len() != 64 {
         return None;
     }

@@ -334,7 +334,7 @@ impl Serialize for HostHeader {
 }
 
 /// Shows whether a secret is set, never the secret.
-fn redacted<S: serde::Serializer>(
+pub(crate) fn redacted<S: serde::Serializer>(
     value: &Option<String>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
@@ -1059,6 +1059,17 @@ impl Config {
             return Err((
                 &["admin.token"],
                 "expected at least 16 printable characters without spaces".into(),
+            ));
+        }
+        if self
+            .cluster
+            .secret
+            .as_ref()
+            .is_some_and(|secret| secret.len() < 16)
+        {
+            return Err((
+                &["cluster.secret"],
+                "expected a secret of at least 16 characters".into(),
             ));
         }
         if !self.cluster.admin.is_empty() && self.cluster.admin.len() != self.cluster.peers.len() {

@@ -177,6 +177,12 @@ pub struct ClusterConfig {
     /// (`?cluster=1`, `shoal ctl purge --all`) are sent. The peers must share this node's admin
     /// token. Empty: purges and bans stay on the node they are sent to.
     pub admin: Vec<OriginUrl>,
+    /// A secret shared by the peers (at least 16 characters). Set: the peer marker a node
+    /// sends is signed with it (HMAC-SHA256 over the sender, the time, the method and the
+    /// target) and a marker is believed only with a valid signature less than 30 s old, on top
+    /// of coming from a peer's address. For peers on a network others share.
+    #[serde(serialize_with = "super::redacted")]
+    pub secret: Option<String>,
 }
 
 /// Retrying a failed upstream request on the next host.

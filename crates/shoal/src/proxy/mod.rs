@@ -368,7 +368,8 @@ impl Proxy {
                 tried.push(owner);
                 // A cache fetch has no body: the same head goes to the peer, marked as a
                 // peer's, and (if the peer fails) on to the next one or the origin unmarked.
-                head.headers.insert(PEER_HEADER, cluster.id.clone());
+                let marker = cluster.marker(&head.method, target(head), now_millis() / 1000);
+                head.headers.insert(PEER_HEADER, marker);
                 let sent = live
                     .upstream()
                     .send_to(&cluster.peers, owner, head, RequestBody::empty())
@@ -1075,10 +1076,14 @@ impl Proxy {
         // The peer marker makes a node fetch from the origin itself: believed only from the
         // peers and the trusted proxies (a parent tier's edges), else anyone could make every
         // node of a cluster fetch each object.
-        let peer = live
-            .cluster()
-            .is_some_and(|cluster| cluster.is_peer(client.ip()));
-        if !peer && sender == headers::Sender::Client {
+        // With `cluster.secret`, it must also be signed for this request.
+        let believed = live.cluster().is_some_and(|cluster| {
+            let from = cluster.is_peer(client.ip()) || sender == headers::Sender::TrustedProxy;
+            from && head.headers.get(PEER_HEADER).is_some_and(|marker| {
+                cluster.believes(marker, &head.method, target(head), now_millis() / 1000)
+            })
+        });
+        if !believed {
             head.headers.remove(PEER_HEADER);
         }
         headers::forward_request(

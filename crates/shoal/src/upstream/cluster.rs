@@ -11,7 +11,8 @@ use super::Pool;
 use crate::cache::CacheKey;
 use crate::config::{Config, Policy};
 
-/// The header that marks a request sent by a peer; its value is the sender's id.
+/// The header that marks a request sent by a peer; its value is the sender's id (and, with
+/// `cluster.secret`, the time and a signature: `ID; t=SECONDS; sig=HEX`).
 pub const PEER_HEADER: &str = "x-shoal-peer";
 
 /// This node's view of its cluster.
@@ -26,7 +27,15 @@ pub struct Cluster {
     /// The peers' addresses: [`PEER_HEADER`] is believed only from them (and from
     /// `server.trusted_proxies`, such as the edges in front of a parent tier).
     addresses: Vec<std::net::IpAddr>,
+    /// `cluster.secret`: when set, markers are signed and only signed ones believed.
+    secret: Option<Vec<u8>>,
 }
+
+/// How long a signed marker is believed after it was made (either way, for clocks that
+/// differ a little).
+const MARKER_LIFETIME_SECS: u64 = 30;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 impl Cluster {
     /// The cluster of `config`; `None` without peers, or (logged) when this node is not in
@@ -60,7 +69,64 @@ impl Cluster {
             id: http::HeaderValue::from_str(&peers[me].authority)
                 .unwrap_or_else(|_| http::HeaderValue::from_static("peer")),
             addresses: peer_addresses(peers),
+            secret: config
+                .cluster
+                .secret
+                .as_ref()
+                .map(|secret| secret.as_bytes().to_vec()),
         })
+    }
+
+    /// The marker of a request this node sends to a peer: its id, and with `cluster.secret`
+    /// the time and a signature binding it to this request (`method`, `target`).
+    pub fn marker(&self, method: &http::Method, target: &str, now_secs: u64) -> http::HeaderValue {
+        let Some(secret) = &self.secret else {
+            return self.id.clone();
+        };
+        let id = self.id.to_str().unwrap_or("peer");
+        let signature = marker_signature(secret, id, now_secs, method, target);
+        http::HeaderValue::from_str(&format!("{id}; t={now_secs}; sig={signature}"))
+            .unwrap_or_else(|_| self.id.clone())
+    }
+
+    /// Whether a marker received from a peer's address is believed: always without
+    /// `cluster.secret`; with it, only when signed with it for this request, recently.
+    pub fn believes(
+        &self,
+        marker: &http::HeaderValue,
+        method: &http::Method,
+        target: &str,
+        now_secs: u64,
+    ) -> bool {
+        use hmac::Mac;
+        let Some(secret) = &self.secret else {
+            return true;
+        };
+        let Ok(text) = marker.to_str() else {
+            return false;
+        };
+        let mut parts = text.split(';').map(str::trim);
+        let id = parts.next().unwrap_or("");
+        let (Some(time), Some(signature), None) = (
+            parts.next().and_then(|part| part.strip_prefix("t=")),
+            parts.next().and_then(|part| part.strip_prefix("sig=")),
+            parts.next(),
+        ) else {
+            return false;
+        };
+        let (Ok(time), Some(signature)) = (
+            time.parse::<u64>(),
+            crate::signed_url::decode_hex(signature),
+        ) else {
+            return false;
+        };
+        if time.abs_diff(now_secs) > MARKER_LIFETIME_SECS {
+            return false;
+        }
+        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+        marker_input(&mut mac, id, time, method, target);
+        // Compared in constant time.
+        mac.verify_slice(&signature).is_ok()
     }
 
     /// Whether a client at `address` is one of the peers.
@@ -102,6 +168,27 @@ fn peer_addresses(peers: &[crate::config::OriginUrl]) -> Vec<std::net::IpAddr> {
     addresses.sort_unstable();
     addresses.dedup();
     addresses
+}
+
+fn marker_signature(
+    secret: &[u8],
+    id: &str,
+    time: u64,
+    method: &http::Method,
+    target: &str,
+) -> String {
+    use hmac::Mac;
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+    marker_input(&mut mac, id, time, method, target);
+    crate::signed_url::to_hex(&mac.finalize().into_bytes())
+}
+
+fn marker_input(mac: &mut HmacSha256, id: &str, time: u64, method: &http::Method, target: &str) {
+    use hmac::Mac;
+    for part in [id, &time.to_string(), method.as_str(), target] {
+        mac.update(part.as_bytes());
+        mac.update(b"\n");
+    }
 }
 
 #[cfg(test)]

@@ -215,3 +215,100 @@ async fn an_uncacheable_mark_lets_a_cacheable_answer_be_stored() {
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(stats["counters"]["hit_for_miss"], 4, "{stats}");
 }
+
+/// With `cluster.secret`, the peer marker is believed only when signed with it for the
+/// request, recently: a marker from a peer's own address (loopback here, as every peer) that
+/// is unsigned, signed for another URL or too old is dropped; a good one is believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_cluster_secret_only_signed_peer_markers_are_believed() {
+    use hmac::Mac;
+    const SECRET: &str = "a-cluster-secret-of-some-length";
+    let origin = Origin::fixed("owned").await;
+    let peers: Vec<_> = (0..3).map(|_| free_port()).collect();
+    let dir = crate::disk::TempDir::new("secret");
+    let config = dir.0.join("shoal.toml");
+    std::fs::write(&config, format!("[cluster]\nsecret = \"{SECRET}\"\n")).unwrap();
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--config".into(),
+        config.into(),
+        "--origin".into(),
+        origin.url().into(),
+    ];
+    for peer in &peers {
+        args.push("--peer".into());
+        args.push(format!("http://{peer}").into());
+    }
+    let mut nodes = Vec::new();
+    for &listen in &peers {
+        nodes.push(Node::start(&args, listen, |_| true).await);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed = |target: &str, time: u64| {
+        let id = peers[0].to_string();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        for part in [id.as_str(), &time.to_string(), "GET", target] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        let signature: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        format!("{id}; t={time}; sig={signature}")
+    };
+    let ask = |node: usize, marker: Option<String>| {
+        let mut request = client()
+            .get(format!("http://{}/owned", nodes[node].endpoint.listen))
+            .header("host", "cluster.test");
+        if let Some(marker) = marker {
+            request = request.header("x-shoal-peer", marker);
+        }
+        request.send()
+    };
+    // The cluster works with signed markers: one fetch for all three nodes.
+    for node in 0..3 {
+        assert_eq!(
+            ask(node, None).await.unwrap().text().await.unwrap(),
+            "owned"
+        );
+    }
+    assert_eq!(origin.count("/owned"), 1);
+    // Forged markers: unsigned, for another target, too old, a bad signature.
+    let forged = [
+        peers[0].to_string(),
+        signed("/other", now),
+        signed("/owned", now - 120),
+        signed("/owned", now).replace("sig=", "sig=00"),
+    ];
+    for marker in forged {
+        for node in 0..3 {
+            let response = ask(node, Some(marker.clone())).await.unwrap();
+            assert_eq!(response.text().await.unwrap(), "owned");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(origin.count("/owned"), 1, "no forged marker was believed");
+    // A good marker is believed: each node then fetches the URL from the origin itself, as
+    // a peer's request asks (unbelieved, two of them would ask its owner instead).
+    for node in &nodes {
+        let purge = client()
+            .post(format!(
+                "http://{}/purge?url=http://cluster.test/owned",
+                node.endpoint.admin
+            ))
+            .header("x-shoal-admin", "1")
+            .send()
+            .await
+            .unwrap();
+        assert!(purge.status().is_success(), "{}", purge.status());
+    }
+    for node in 0..3 {
+        ask(node, Some(signed("/owned", now))).await.unwrap();
+    }
+    assert_eq!(origin.count("/owned"), 4, "each node fetched it itself");
+}
