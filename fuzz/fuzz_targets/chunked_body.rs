@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use shoal::proxy::http1::parse::{ChunkedDecoder, Decoded};
+use shoal::wire::http1::{ChunkedDecoder, Decoded};
 
 fn decode(pieces: &mut dyn Iterator<Item = &[u8]>) -> Result<Option<Vec<u8>>, ()> {
     let mut decoder = ChunkedDecoder::new(4096);

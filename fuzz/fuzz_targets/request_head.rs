@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use shoal::proxy::http1::parse::{parse_head, Limits};
+use shoal::wire::http1::{parse_head, Limits};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits { max_request_line: 8192, max_header_bytes: 65536, max_headers: 64 };

@@ -8,10 +8,12 @@
 pub mod accesslog;
 pub mod admin;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod geo;
+pub mod histogram;
 pub mod prefix;
 pub mod proxy;
 pub mod router;
@@ -20,6 +22,7 @@ pub mod store;
 pub mod throttle;
 pub mod tls;
 pub mod upstream;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -28,7 +28,7 @@ impl LogBudget {
     /// Whether a line may be written now: `Some(lines held back before it)`, or `None` when
     /// this second's budget is spent (the line is counted as held back).
     pub fn admit(&self) -> Option<u64> {
-        self.admit_at(crate::proxy::now_millis() / 1000)
+        self.admit_at(crate::clock::now_millis() / 1000)
     }
 
     fn admit_at(&self, second: u64) -> Option<u64> {

@@ -19,8 +19,9 @@ pub mod guard;
 
 use self::guard::{Guard, Refusal};
 use crate::cache::ban::Matcher;
+use crate::clock::now_millis;
 use crate::proxy::Generation;
-use crate::proxy::{now_millis, Proxy};
+use crate::proxy::Proxy;
 use crate::store::disk::{DiskStats, VolumeState};
 use crate::store::Store;
 use crate::throttle::LogBudget;
@@ -106,9 +107,9 @@ struct LatencyStats {
     /// The buckets' upper bounds; each histogram has one more bucket, above the last bound.
     bounds_micros: &'static [u64],
     /// Request latency (to the end of the handler: response head ready) by cache status.
-    requests: std::collections::BTreeMap<&'static str, crate::proxy::HistogramSnapshot>,
+    requests: std::collections::BTreeMap<&'static str, crate::histogram::HistogramSnapshot>,
     /// Origin first-byte latency, every pool's together.
-    origin_first_byte: crate::proxy::HistogramSnapshot,
+    origin_first_byte: crate::histogram::HistogramSnapshot,
 }
 
 #[derive(Serialize)]
@@ -551,7 +552,7 @@ fn stats(proxy: &Proxy) -> Stats {
         clients_tracked: proxy.clients_tracked(),
         inflight_bytes: proxy.inflight_bytes(),
         latency: LatencyStats {
-            bounds_micros: &crate::proxy::LATENCY_BUCKETS_MICROS,
+            bounds_micros: &crate::histogram::LATENCY_BUCKETS_MICROS,
             requests: proxy
                 .metrics()
                 .latency()
@@ -560,7 +561,7 @@ fn stats(proxy: &Proxy) -> Stats {
                 .collect(),
             origin_first_byte: {
                 let live = proxy.live();
-                let mut total = crate::proxy::HistogramSnapshot::default();
+                let mut total = crate::histogram::HistogramSnapshot::default();
                 for pool in upstream_pools(&live) {
                     pool.first_byte.add_to(&mut total);
                 }
@@ -857,7 +858,7 @@ fn histogram(
     out: &mut String,
     name: &str,
     help: &str,
-    series: impl Iterator<Item = (String, crate::proxy::HistogramSnapshot)>,
+    series: impl Iterator<Item = (String, crate::histogram::HistogramSnapshot)>,
 ) {
     let _ = writeln!(
         out,
@@ -867,7 +868,7 @@ fn histogram(
         let mut cumulative = 0;
         for (index, count) in histogram.buckets.iter().enumerate() {
             cumulative += count;
-            let bound = match crate::proxy::LATENCY_BUCKETS_MICROS.get(index) {
+            let bound = match crate::histogram::LATENCY_BUCKETS_MICROS.get(index) {
                 Some(micros) => format!("{}", *micros as f64 / 1e6),
                 None => "+Inf".to_owned(),
             };

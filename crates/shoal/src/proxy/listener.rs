@@ -11,9 +11,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::http1::idle::IdleTicks;
 use super::http1::{self, Settings};
-use super::stream::ClientStream;
 use super::{Counter, Proxy};
 use crate::config::ServerConfig;
+use crate::wire::stream::ClientStream;
 
 /// Bound listening sockets, ready to serve.
 pub struct Listeners {

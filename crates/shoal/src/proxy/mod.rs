@@ -17,7 +17,6 @@ mod listener;
 mod metrics;
 mod response;
 mod slices;
-pub(crate) mod stream;
 mod top_urls;
 
 use std::cell::Cell;
@@ -25,6 +24,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+
+pub(crate) use crate::clock::now_millis;
 use http::header::{HeaderValue, CONTENT_LOCATION, HOST, LOCATION, RANGE};
 use http::{Method, StatusCode};
 
@@ -141,13 +142,6 @@ pub(crate) fn worker_index() -> usize {
 /// Declares the calling thread to be worker `index`, for per-worker state.
 pub fn set_worker(index: usize) {
     WORKER.with(|worker| worker.set(index));
-}
-
-/// Milliseconds since the Unix epoch, the clock of all freshness arithmetic.
-pub fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 impl Proxy {

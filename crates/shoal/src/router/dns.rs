@@ -62,7 +62,7 @@ impl Zone {
             true => name(&format!("hostmaster.{zone}"))?,
             false => name(&config.hostmaster)?,
         };
-        let serial = (crate::proxy::now_millis() / 1000) as u32;
+        let serial = (crate::clock::now_millis() / 1000) as u32;
         let soa = Record::from_rdata(
             apex.clone(),
             ttl,

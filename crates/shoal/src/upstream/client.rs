@@ -35,9 +35,8 @@ use tokio::net::TcpStream;
 use super::RequestBody;
 use super::RequestBodyError;
 use crate::config::OriginUrl;
-use crate::proxy::http1::parse::{keep_alive, ChunkedDecoder, Decoded};
-use crate::proxy::http1::write::chunk_size_line;
-use crate::proxy::stream::OriginStream;
+use crate::wire::http1::{chunk_size_line, keep_alive, ChunkedDecoder, Decoded};
+use crate::wire::stream::OriginStream;
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD_BYTES: usize = 64 * 1024;

@@ -12,8 +12,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::pool::CheckResult;
 use super::Connector;
 use super::Pool;
+use crate::clock::now_millis;
 use crate::config::{HealthConfig, OriginUrl};
-use crate::proxy::now_millis;
 
 /// Starts the checks of every pool that has them, on the current runtime. A pool's checks end
 /// when the pool is gone (a reload removed or replaced it).

@@ -22,8 +22,8 @@ pub use client::OriginBody;
 pub use pool::Pool;
 
 use crate::cache::CacheKey;
+use crate::clock::now_millis;
 use crate::config::{Config, RetryConfig};
-use crate::proxy::now_millis;
 use client::{Client, ClientError};
 
 /// Why an origin request failed.

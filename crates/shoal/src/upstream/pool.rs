@@ -184,7 +184,7 @@ pub struct Pool {
     /// Its `https://` hosts' certificates are not verified (testing only).
     pub accept_invalid_certs: bool,
     /// Time from sending a request to one of its hosts to the response head.
-    pub first_byte: crate::proxy::Histogram,
+    pub first_byte: crate::histogram::Histogram,
     /// Attempts made after a first one failed (retries and fallthrough).
     pub retries: AtomicU64,
     selector: Selector,
@@ -241,7 +241,7 @@ impl Pool {
             health: None,
             tls_ca: None,
             accept_invalid_certs: false,
-            first_byte: crate::proxy::Histogram::default(),
+            first_byte: crate::histogram::Histogram::default(),
             retries: AtomicU64::new(0),
         }
     }

@@ -19,12 +19,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::watch::{Activity, StreamGuard, Watched};
-use super::http1::parse::Limits;
 use super::http1::Settings;
-use super::stream::ClientStream;
 use super::{BodyError, ClientRequest, Proxy, ProxyError, ProxyResponse};
 use crate::throttle::LogBudget;
 use crate::upstream::RequestBody;
+use crate::wire::http1::Limits;
+use crate::wire::stream::ClientStream;
 
 type H2Body = BoxBody<Bytes, BodyError>;
 

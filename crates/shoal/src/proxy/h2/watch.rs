@@ -26,9 +26,9 @@ use tokio::time::Instant;
 
 use super::frames::{FrameTracker, Waiting};
 use crate::proxy::http1::Settings;
-use crate::proxy::stream::ClientStream;
 use crate::proxy::{BodyError, Counter, Proxy, ResponseBody};
 use crate::throttle::LogBudget;
+use crate::wire::stream::ClientStream;
 
 /// How long a connection sent GOAWAY for a missed deadline has to close before it is dropped:
 /// hyper waits for the client's answer to a PING first, which a stalled client never sends.

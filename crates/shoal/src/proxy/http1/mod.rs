@@ -6,12 +6,11 @@
 //! connection: an idle connection here holds no buffer at all (its buffers are released once
 //! the socket has had nothing to read for a tick or two of `idle::IdleTicks`), where hyper
 //! keeps two 8 KiB buffers per connection, which puts 10,000 idle keep-alive connections over
-//! the 100 MiB budget. It also gives one place to enforce the anti-smuggling rules (`parse`).
+//! the 100 MiB budget. It also gives one place to enforce the anti-smuggling rules (`crate::wire::http1`).
 //! Cleartext HTTP/2 connections are recognized by their preface and handed to hyper's HTTP/2
 //! server (`super::h2`).
 
 pub(crate) mod idle;
-pub mod parse;
 pub(crate) mod write;
 
 use std::io::IoSlice;
@@ -19,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::stream::ClientStream;
+use crate::wire::stream::ClientStream;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,11 +26,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use self::idle::IdleTicks;
-use self::parse::{ChunkedDecoder, Decoded, Framing, Head, Limits, ParseError, H2_PREFACE};
-use self::write::{chunk_size_line, write_head, BodyFraming, WriteContext};
+use self::write::{write_head, BodyFraming, WriteContext};
 use super::{error_response, ClientRequest, Proxy, ProxyError, ProxyResponse};
 use crate::throttle::LogBudget;
 use crate::upstream::{RequestBody, RequestBodyError};
+use crate::wire::http1::{
+    chunk_size_line, ChunkedDecoder, Decoded, Framing, Head, Limits, ParseError, H2_PREFACE,
+};
 
 /// Bodies smaller than this are copied behind the head and sent with one write.
 const COALESCE_BELOW: usize = 16 * 1024;
@@ -350,8 +351,9 @@ impl Connection {
                     }
                 } else if first && self.input.starts_with(H2_PREFACE) {
                     return Ok(NextRequest::Http2);
-                } else if let Some(head) = parse::parse_head(&mut self.input, &self.settings.limits)
-                    .map_err(ConnectionError::Parse)?
+                } else if let Some(head) =
+                    crate::wire::http1::parse_head(&mut self.input, &self.settings.limits)
+                        .map_err(ConnectionError::Parse)?
                 {
                     return Ok(NextRequest::Request(Box::new(head)));
                 }

@@ -526,6 +526,23 @@ fn find_crlf(buffer: &[u8], limit: usize) -> Result<Option<usize>, ParseError> {
     Ok(None)
 }
 
+/// The size line that starts a chunk of `length` bytes.
+pub fn chunk_size_line(length: usize, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 16];
+    let mut value = length;
+    let mut index = digits.len();
+    loop {
+        index -= 1;
+        digits[index] = b"0123456789abcdef"[value & 15];
+        value >>= 4;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[index..]);
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,6 +701,20 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad_body)
             );
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        for (length, text) in [
+            (0, "0\r\n"),
+            (10, "a\r\n"),
+            (4096, "1000\r\n"),
+            (255, "ff\r\n"),
+        ] {
+            let mut out = Vec::new();
+            chunk_size_line(length, &mut out);
+            assert_eq!(out, text.as_bytes());
         }
     }
 }

@@ -1,0 +1,8 @@
+//! HTTP/1.1 on the wire, for both sides of the proxy: heads parsed (RFC 9112, strictly) and
+//! their body framing decided, the chunked coding read and written, and the stream types of
+//! client and origin connections. Knows nothing of the pipeline or the configuration: the
+//! client connections (`proxy::http1`) and the origin client (`upstream::client`) both build
+//! on it.
+
+pub mod http1;
+pub mod stream;
