@@ -144,11 +144,8 @@ pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             still_open = proxy.metrics().get(proxy::Counter::OpenConnections),
             "shutting down"
         );
-        if let Some(disk) = proxy.disk() {
-            // Write what is queued for the disk, so a clean restart finds all of it.
-            let disk = Arc::clone(disk);
-            tokio::task::spawn_blocking(move || disk.shutdown()).await?;
-        }
+        let storage = Arc::clone(&proxy);
+        tokio::task::spawn_blocking(move || storage.shutdown_storage()).await?;
         Ok(())
     })
 }

@@ -15,6 +15,7 @@ pub mod http1;
 mod limits;
 mod listener;
 mod metrics;
+mod node;
 mod response;
 mod slices;
 mod top_urls;
@@ -33,13 +34,15 @@ pub use error::{error_response, ProxyError, Side};
 pub use generation::{Generation, ReloadReport};
 pub use listener::{serve, Listeners};
 pub use metrics::{Counter, Histogram, HistogramSnapshot, Metrics, LATENCY_BUCKETS_MICROS};
+use node::Reloads;
+pub use node::{Load, ReloadOutcome};
 pub use response::{BodyError, ProxyResponse, ResponseBody, ResponseHeaders};
 pub use top_urls::{TopUrl, TopUrls};
 
 use crate::cache::ban::{Ban, Bans, Matcher};
 use crate::cache::policy::{self, Reuse};
 use crate::cache::{CacheControl, CacheKey, CacheStatus, Collapser, FlightOutcome, Role};
-use crate::config::{Config, ConfigSource, OriginUrl};
+use crate::config::Config;
 use crate::store::{DiskStore, MemoryStore, Object, Store};
 use crate::throttle::LogBudget;
 use crate::tls::{CertResolver, Certificates};
@@ -97,39 +100,6 @@ pub struct Proxy {
     bound: std::sync::OnceLock<(Vec<SocketAddr>, Vec<SocketAddr>)>,
 }
 
-/// A node's load, as reported to request routers.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct Load {
-    /// Requests per second.
-    pub requests_per_second: u64,
-    /// Body bytes sent per second.
-    pub bytes_per_second: u64,
-    /// Client connections open.
-    pub connections: u64,
-}
-
-/// Where the configuration is read from on reload, and how the last reload went.
-#[derive(Default)]
-struct Reloads {
-    source: Option<ConfigSource>,
-    /// The built-in demo origin, when the node started one: a reloaded file without origins
-    /// keeps fronting it.
-    demo: Option<OriginUrl>,
-    last: Option<ReloadOutcome>,
-}
-
-/// The outcome of the last reload, for the status endpoint.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct ReloadOutcome {
-    /// When it was asked for, in milliseconds since the Unix epoch.
-    pub at: u64,
-    /// What it changed, if it was applied.
-    #[serde(flatten)]
-    pub report: Option<ReloadReport>,
-    /// Why it was refused, if it was.
-    pub error: Option<String>,
-}
-
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
 }
@@ -166,7 +136,8 @@ impl Proxy {
             store: Arc::new(MemoryStore::new(config.cache.memory.bytes())),
             disk: (!config.disk.dirs.is_empty()).then(|| Arc::new(DiskStore::open(&config.disk))),
             collapser: Arc::new(Collapser::default()),
-            bans: load_bans(&config),
+            // Kept beside the first cache directory's segments.
+            bans: Bans::saved_in(config.disk.dirs.first().map(|dir| dir.path.join("bans"))),
             draining: std::sync::atomic::AtomicBool::new(false),
             drain_started: tokio::sync::Notify::new(),
             metrics: Arc::new(Metrics::new(workers)),
@@ -180,54 +151,6 @@ impl Proxy {
         }))
     }
 
-    /// Records the addresses the listeners were bound to.
-    pub fn set_bound(&self, listen: Vec<SocketAddr>, listen_tls: Vec<SocketAddr>) {
-        let _ = self.bound.set((listen, listen_tls));
-    }
-
-    /// The addresses the node listens on (plain, TLS): as bound, else as configured.
-    pub fn listening(&self) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
-        match self.bound.get() {
-            Some(bound) => bound.clone(),
-            None => {
-                let server = &self.live().config.server;
-                (server.listen.clone(), server.listen_tls.clone())
-            }
-        }
-    }
-
-    /// The rustls configuration of the TLS listeners, if there are any.
-    pub fn tls_server_config(&self) -> Option<Arc<rustls::ServerConfig>> {
-        self.tls.as_ref().map(|(_, server)| Arc::clone(server))
-    }
-
-    /// Checks the certificate files every `tls.watch_interval` and loads them again when they
-    /// changed, on the current runtime (nothing to do without TLS listeners).
-    pub fn start_certificate_watch(self: &Arc<Self>) {
-        if self.tls.is_none() {
-            return;
-        }
-        let proxy = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let Some(interval) = proxy
-                    .upgrade()
-                    .map(|proxy| proxy.live().config.tls.watch_interval.duration())
-                else {
-                    return;
-                };
-                tokio::time::sleep(interval).await;
-                let Some(proxy) = proxy.upgrade() else {
-                    return;
-                };
-                if let Some((resolver, _)) = &proxy.tls {
-                    // Reading the files is quick; they are small.
-                    resolver.reload_if_changed(&proxy.live().config.tls);
-                }
-            }
-        });
-    }
-
     /// The configuration in force and what was built from it. Cheap; hold it briefly (load
     /// [`Proxy::generation`] to keep it across awaits).
     pub fn live(&self) -> arc_swap::Guard<Arc<Generation>> {
@@ -237,111 +160,6 @@ impl Proxy {
     /// The generation in force, to keep.
     pub fn generation(&self) -> Arc<Generation> {
         self.live.load_full()
-    }
-
-    /// Remembers where the configuration came from, so that [`Proxy::reload_from_source`] can
-    /// read it again; `demo` is the demo origin the node started, if any.
-    pub fn set_config_source(&self, source: ConfigSource, demo: Option<OriginUrl>) {
-        let mut reloads = self.reloads();
-        reloads.source = Some(source);
-        reloads.demo = demo;
-    }
-
-    fn reloads(&self) -> std::sync::MutexGuard<'_, Reloads> {
-        self.reloads
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Reads the configuration again from where it came from (file and command line) and puts
-    /// it in force; see [`Proxy::reload`].
-    pub fn reload_from_source(&self) -> Result<ReloadReport, String> {
-        let (source, demo) = {
-            let reloads = self.reloads();
-            (reloads.source.clone(), reloads.demo.clone())
-        };
-        let Some(source) = source else {
-            return self.record_reload(Err("this node was not started from a config file".into()));
-        };
-        let mut config = match source.load() {
-            Ok(config) => config,
-            Err(error) => return self.record_reload(Err(error.to_string())),
-        };
-        if config.origin.urls.is_empty() && config.pools.is_empty() {
-            match demo {
-                Some(demo) => config.origin.urls.push(demo),
-                None => {
-                    return self.record_reload(Err(
-                        "no origin configured (the demo origin only starts with the node)".into(),
-                    ))
-                }
-            }
-        }
-        self.reload(config)
-    }
-
-    /// Puts `config` in force for every request from now on: requests in flight finish with
-    /// the generation they started with; cached content stays. Settings that only apply at
-    /// start keep their running value and are named in the report. Refused (and nothing
-    /// changes) when part of the new configuration cannot be set up, such as a log file that
-    /// cannot be opened. Must be called within the tokio runtime (health checks of new pools
-    /// start on it).
-    pub fn reload(&self, config: Config) -> Result<ReloadReport, String> {
-        // One reload at a time: two at once could each build on the same generation.
-        let mut reloads = self.reloads();
-        let running = self.live.load_full();
-        // Certificates load before anything changes: a pair that does not load refuses the
-        // whole reload.
-        let certificates = match &self.tls {
-            Some(_) => Certificates::load(&config.tls)
-                .map(Some)
-                .map_err(|error| format!("certificates: {error}")),
-            None => Ok(None),
-        };
-        for warning in config.warnings() {
-            tracing::warn!(%warning, "configuration");
-        }
-        let result = certificates.and_then(|certificates| {
-            let (next, report, new_pools) = running.next(config, self.workers)?;
-            if let (Some((resolver, _)), Some(certificates)) = (&self.tls, certificates) {
-                resolver.replace(certificates);
-            }
-            Ok((next, report, new_pools))
-        });
-        let result = result.map(|(next, report, new_pools)| {
-            if next.config.cache.memory != running.config.cache.memory {
-                self.store.resize(next.config.cache.memory.bytes());
-            }
-            self.live.store(Arc::new(next));
-            crate::upstream::health::spawn(&new_pools);
-            report
-        });
-        match &result {
-            Ok(report) => tracing::info!(
-                generation = report.generation,
-                changed = ?report.changed,
-                needs_restart = ?report.needs_restart,
-                "configuration reloaded"
-            ),
-            Err(error) => {
-                tracing::error!(%error, "configuration reload refused; the running configuration stays")
-            }
-        }
-        reloads.last = Some(outcome(&result));
-        result
-    }
-
-    fn record_reload(&self, result: Result<ReloadReport, String>) -> Result<ReloadReport, String> {
-        if let Err(error) = &result {
-            tracing::error!(%error, "configuration reload refused; the running configuration stays");
-        }
-        self.reloads().last = Some(outcome(&result));
-        result
-    }
-
-    /// The last reload's outcome, if there was one.
-    pub fn last_reload(&self) -> Option<ReloadOutcome> {
-        self.reloads().last.clone()
     }
 
     /// Sends a request upstream: to the peer that owns `key` when `shared` (a cache fetch) and
@@ -402,53 +220,6 @@ impl Proxy {
         Ok((response, trace))
     }
 
-    /// The access log, if configured.
-    pub fn access_log(&self) -> Option<Arc<crate::accesslog::AccessLog>> {
-        self.live().access_log.clone()
-    }
-
-    /// Reopens the access log file (after rotation).
-    pub fn reopen_access_log(&self) {
-        if let Some(log) = self.live().access_log() {
-            log.reopen();
-        }
-    }
-
-    /// Starts a graceful shutdown: no new connections, and every connection closes after its
-    /// current response (idle ones at once).
-    pub fn drain(&self) {
-        self.draining
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.drain_started.notify_waiters();
-    }
-
-    /// Whether the node is shutting down.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Completes when the node starts shutting down, if it was not when this was called: check
-    /// [`Proxy::is_draining`] after calling it, and the start cannot be missed in between.
-    pub fn drain_started(&self) -> tokio::sync::futures::Notified<'_> {
-        self.drain_started.notified()
-    }
-
-    /// Completes when the node starts shutting down (at once if it has).
-    pub fn drained(&self) -> impl std::future::Future<Output = ()> + '_ {
-        let notified = self.drain_started();
-        let draining = self.is_draining();
-        async move {
-            if !draining {
-                notified.await;
-            }
-        }
-    }
-
-    /// Starts the active health checks of the pools, on the current runtime.
-    pub fn start_health_checks(&self) {
-        crate::upstream::health::spawn(self.live().routes.pools());
-    }
-
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         Arc::clone(&self.live().config)
@@ -457,38 +228,6 @@ impl Proxy {
     /// The request counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// The node's load for a request router: requests and bytes sent per second since the
-    /// previous report (the router asks at its check interval), and connections open.
-    pub fn load(&self) -> Load {
-        let now = std::time::Instant::now();
-        let requests = self.metrics.get(Counter::Requests);
-        let bytes = self.metrics.get(Counter::BytesSent);
-        let mut sample = self
-            .load_sample
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let rate = |count: u64, before: u64, since: std::time::Instant| {
-            let seconds = now.duration_since(since).as_secs_f64();
-            match seconds > 0.0 {
-                true => (count.saturating_sub(before) as f64 / seconds).round() as u64,
-                false => 0,
-            }
-        };
-        let (requests_per_second, bytes_per_second) = match *sample {
-            Some((since, before_requests, before_bytes)) => (
-                rate(requests, before_requests, since),
-                rate(bytes, before_bytes, since),
-            ),
-            None => (0, 0),
-        };
-        *sample = Some((now, requests, bytes));
-        Load {
-            requests_per_second,
-            bytes_per_second,
-            connections: self.metrics.get(Counter::OpenConnections),
-        }
     }
 
     /// Bytes of origin bodies being filled into objects not yet complete.
@@ -541,29 +280,11 @@ impl Proxy {
         banned
     }
 
-    /// Adds a ban, unless `cache.max_bans` are held (then the number held); it is written next
+    /// Adds a ban, unless `cache.max_bans` are held (then the number held); it is saved next
     /// to the disk tier so that it outlives a restart.
     pub fn ban(&self, matcher: Matcher) -> Result<u64, usize> {
         let max = self.live().config.cache.max_bans;
-        let created = self.bans.add(matcher, now_millis(), max)?;
-        if let Some(path) = bans_file(&self.live().config) {
-            let text: String = self
-                .bans
-                .list()
-                .iter()
-                .map(|ban| {
-                    let (kind, value) = ban.matcher.describe();
-                    format!("{} {kind} {value}\n", ban.created)
-                })
-                .collect();
-            let temporary = path.with_extension("tmp");
-            let written =
-                std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &path));
-            if let Err(error) = written {
-                tracing::warn!(file = %path.display(), %error, "cannot save the bans; they hold until a restart");
-            }
-        }
-        Ok(created)
+        self.bans.add(matcher, now_millis(), max)
     }
 
     /// Every ban, oldest first.
@@ -1144,14 +865,6 @@ impl Proxy {
     }
 }
 
-fn outcome(result: &Result<ReloadReport, String>) -> ReloadOutcome {
-    ReloadOutcome {
-        at: now_millis(),
-        report: result.as_ref().ok().cloned(),
-        error: result.as_ref().err().cloned(),
-    }
-}
-
 /// Routes with `signing_keys` serve only signed URLs: checked before anything else, and the
 /// signature's parameters removed from the target (one cache object per file, and the origin
 /// never sees them).
@@ -1219,40 +932,6 @@ fn redirect_to_https(
         reason: "invalid Host",
     })?;
     Ok(error::redirect_response(location))
-}
-
-/// Where bans are kept across restarts: beside the first cache directory's segments.
-fn bans_file(config: &Config) -> Option<std::path::PathBuf> {
-    config.disk.dirs.first().map(|dir| dir.path.join("bans"))
-}
-
-/// The bans saved by a previous run (`created kind value` lines); unreadable lines are skipped.
-fn load_bans(config: &Config) -> Bans {
-    let bans = Bans::default();
-    let Some(text) = bans_file(config).and_then(|path| std::fs::read_to_string(path).ok()) else {
-        return bans;
-    };
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ' ');
-        let (Some(created), Some(kind), Some(value)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let matcher = match kind {
-            "prefix" => Matcher::Prefix(value.to_owned()),
-            "tag" => Matcher::Tag(value.to_owned()),
-            "regex" => match regex::Regex::new(value) {
-                Ok(regex) => Matcher::Regex(regex),
-                Err(_) => continue,
-            },
-            _ => continue,
-        };
-        if let Ok(created) = created.parse() {
-            // Saved under the limit in force then; kept whatever it is now.
-            let _ = bans.add(matcher, created, usize::MAX);
-        }
-    }
-    bans
 }
 
 /// A stored object that needs revalidation, kept as the fallback if the origin fails.

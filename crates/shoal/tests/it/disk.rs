@@ -60,7 +60,7 @@ async fn disk_ready(node: &shoal::Node) {
 
 /// Stops writing and releases the directory, as a clean shutdown does.
 fn shut_down(node: &shoal::Node) {
-    node.proxy.disk().unwrap().shutdown();
+    node.proxy.shutdown_storage();
 }
 
 fn body_for(target: &str) -> Vec<u8> {
