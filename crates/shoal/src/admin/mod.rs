@@ -23,7 +23,6 @@ use crate::clock::now_millis;
 use crate::proxy::Generation;
 use crate::proxy::Proxy;
 use crate::store::disk::{DiskStats, VolumeState};
-use crate::store::Store;
 use crate::throttle::LogBudget;
 use crate::upstream::pool::{AdminState, CheckResult};
 use crate::upstream::Pool;

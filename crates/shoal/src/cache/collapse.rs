@@ -11,58 +11,66 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{CacheKey, KeyMap};
-use crate::store::Object;
 
-/// What followers of a fetch learn once its response head arrives.
+/// What followers of a fetch learn once its response head arrives. `T` is what the
+/// response is stored as (the pipeline's stored object; this module needs nothing of it).
 #[derive(Clone, Debug)]
-pub enum FlightOutcome {
+pub enum FlightOutcome<T> {
     /// Still waiting for the origin's response head.
     Pending,
     /// The response is being stored: read it from this object (it may still be filling).
-    Object(Arc<Object>),
+    Object(T),
     /// The response cannot be shared: make your own request.
     Pass,
     /// The origin failed; the status the leader answered with (502 or 504).
     Failed(http::StatusCode),
 }
 
-struct Flight {
-    outcome: watch::Sender<FlightOutcome>,
+struct Flight<T> {
+    outcome: watch::Sender<FlightOutcome<T>>,
 }
 
 /// The in-flight table.
-#[derive(Default)]
-pub struct Collapser {
-    flights: Mutex<KeyMap<Arc<Flight>>>,
+pub struct Collapser<T> {
+    flights: Mutex<KeyMap<Arc<Flight<T>>>>,
     uncacheable: Mutex<KeyMap<Instant>>,
 }
 
+impl<T> Default for Collapser<T> {
+    fn default() -> Self {
+        Collapser {
+            flights: Mutex::default(),
+            uncacheable: Mutex::default(),
+        }
+    }
+}
+
 /// The role a request gets for its key.
-pub enum Role {
+pub enum Role<T: Clone> {
     /// Fetch from the origin and report through the guard.
-    Leader(FlightGuard),
+    Leader(FlightGuard<T>),
     /// Wait for the leader's outcome.
-    Follower(Follower),
+    Follower(Follower<T>),
 }
 
 /// Held by the leader; reports the outcome to the followers. Dropping it without a report
 /// (the leader failed or was cancelled) releases the followers with [`FlightOutcome::Pass`], so
 /// nobody hangs.
-pub struct FlightGuard {
-    collapser: Arc<Collapser>,
+pub struct FlightGuard<T: Clone> {
+    collapser: Arc<Collapser<T>>,
     key: CacheKey,
-    flight: Arc<Flight>,
+    flight: Arc<Flight<T>>,
     settled: bool,
 }
 
 /// Waits for a leader's outcome.
-pub struct Follower {
-    outcome: watch::Receiver<FlightOutcome>,
+pub struct Follower<T> {
+    outcome: watch::Receiver<FlightOutcome<T>>,
 }
 
-impl Collapser {
+impl<T: Clone> Collapser<T> {
     /// Joins the fetch for `key`, or starts one.
-    pub fn join(self: &Arc<Self>, key: CacheKey) -> Role {
+    pub fn join(self: &Arc<Self>, key: CacheKey) -> Role<T> {
         let mut flights = lock(&self.flights);
         if let Some(flight) = flights.get(&key) {
             return Role::Follower(Follower {
@@ -89,8 +97,8 @@ impl Collapser {
     pub fn join_unless(
         self: &Arc<Self>,
         key: CacheKey,
-        stored: impl FnOnce() -> Option<Arc<Object>>,
-    ) -> Role {
+        stored: impl FnOnce() -> Option<T>,
+    ) -> Role<T> {
         let role = self.join(key);
         let Role::Leader(guard) = role else {
             return role;
@@ -108,7 +116,7 @@ impl Collapser {
     /// A fetch for `key` that nobody can join: for a key recently found uncacheable, whose
     /// requests must not queue behind one another (Varnish's hit-for-miss), but whose response
     /// is still stored when it turns out cacheable.
-    pub fn alone(self: &Arc<Self>, key: CacheKey) -> FlightGuard {
+    pub fn alone(self: &Arc<Self>, key: CacheKey) -> FlightGuard<T> {
         FlightGuard {
             collapser: Arc::clone(self),
             key,
@@ -174,21 +182,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl FlightGuard {
+impl<T: Clone> FlightGuard<T> {
     /// Tells the followers the response is being stored as `object`. The flight stays in the
     /// table, so that later misses attach to the filling object, until [`FlightGuard::finish`].
-    pub fn publish(&mut self, object: Arc<Object>) {
+    pub fn publish(&mut self, object: T) {
         self.flight
             .outcome
             .send_replace(FlightOutcome::Object(object));
     }
 
     /// Ends the flight with a final outcome and removes it from the table.
-    pub fn finish(mut self, outcome: FlightOutcome) {
+    pub fn finish(mut self, outcome: FlightOutcome<T>) {
         self.settle(outcome);
     }
 
-    fn settle(&mut self, outcome: FlightOutcome) {
+    fn settle(&mut self, outcome: FlightOutcome<T>) {
         if self.settled {
             return;
         }
@@ -207,7 +215,7 @@ impl FlightGuard {
     }
 }
 
-impl Drop for FlightGuard {
+impl<T: Clone> Drop for FlightGuard<T> {
     fn drop(&mut self) {
         if !self.settled {
             let published = !matches!(*self.flight.outcome.borrow(), FlightOutcome::Pending);
@@ -220,9 +228,9 @@ impl Drop for FlightGuard {
     }
 }
 
-impl Follower {
+impl<T: Clone> Follower<T> {
     /// Waits for the leader's outcome (never [`FlightOutcome::Pending`]).
-    pub async fn outcome(mut self) -> FlightOutcome {
+    pub async fn outcome(mut self) -> FlightOutcome<T> {
         loop {
             let current = self.outcome.borrow_and_update().clone();
             if !matches!(current, FlightOutcome::Pending) {
@@ -244,9 +252,12 @@ impl Follower {
 mod tests {
     use super::*;
 
+    /// What the tests store: any cloneable thing does.
+    type Stored = Arc<&'static str>;
+
     #[tokio::test]
     async fn followers_hear_the_outcome_and_a_dropped_leader_releases_them() {
-        let collapser = Arc::new(Collapser::default());
+        let collapser = Arc::new(Collapser::<Stored>::default());
         let key = CacheKey(7);
         let Role::Leader(leader) = collapser.join(key) else {
             panic!("first is leader")
@@ -271,9 +282,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_leader_that_finds_the_object_stored_follows_it_instead() {
-        let collapser = Arc::new(Collapser::default());
+        let collapser = Arc::new(Collapser::<Stored>::default());
         let key = CacheKey(9);
-        let object = Object::complete(crate::store::ObjectMeta::for_tests(), Default::default());
+        let object: Stored = Arc::new("stored");
         let Role::Follower(follower) = collapser.join_unless(key, || Some(Arc::clone(&object)))
         else {
             panic!("stored meanwhile: nothing to lead")
@@ -292,7 +303,7 @@ mod tests {
 
     #[test]
     fn uncacheable_marks_expire() {
-        let collapser = Collapser::default();
+        let collapser = Collapser::<Stored>::default();
         collapser.mark_uncacheable(CacheKey(1), Duration::from_secs(60));
         assert!(collapser.is_uncacheable(CacheKey(1)));
         collapser.mark_uncacheable(CacheKey(2), Duration::from_nanos(1));

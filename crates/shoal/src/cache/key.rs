@@ -226,6 +226,15 @@ fn hash_query(hasher: &mut Xxh3, query: &str, config: &CacheConfig) {
     }
 }
 
+/// Whether a variant stored for the request values `stored` (each field `Vary` named, and the
+/// request's [`normalized_header`] value when it was stored) may answer a request with
+/// `request`'s header fields.
+pub fn variant_matches(stored: &[(String, Option<String>)], request: &HeaderMap) -> bool {
+    stored
+        .iter()
+        .all(|(name, value)| normalized_header(request, name) == *value)
+}
+
 /// The normalized value of one request header for variant matching (RFC 9111 §4.1): all field
 /// lines joined with commas, whitespace around list items removed, and case folded for the
 /// content-negotiation fields whose values are case-insensitive.

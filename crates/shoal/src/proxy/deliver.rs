@@ -17,20 +17,9 @@ use super::{
     ProxyResponse, ResponseBody, ResponseHeaders,
 };
 use crate::cache::conditional;
-use crate::cache::key::normalized_header;
 use crate::cache::range::{self, RangeRequest};
 use crate::cache::CacheStatus;
 use crate::store::{FillState, Object};
-
-/// Whether a stored variant was stored for request header values equal to this request's.
-pub(super) fn variant_matches(object: &Object, request: &HeaderMap) -> bool {
-    let meta = object.meta();
-    meta.variant.is_empty()
-        || meta
-            .variant
-            .iter()
-            .all(|(name, value)| normalized_header(request, name) == *value)
-}
 
 /// Fields a 304 carries (RFC 9110 §15.4.5).
 const NOT_MODIFIED_FIELDS: [http::HeaderName; 7] = [

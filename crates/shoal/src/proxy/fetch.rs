@@ -20,10 +20,11 @@ use tokio::sync::oneshot;
 use super::{
     headers, now_millis, request_host, slices, target, ClientRequest, Counter, Proxy, ProxyError,
 };
+use super::{FlightGuard, FlightOutcome, Role};
 use crate::cache::key::normalized_header;
 use crate::cache::policy::{self, NotStorable, Timing};
-use crate::cache::{CacheControl, CacheKey, FlightGuard, FlightOutcome, Role};
-use crate::store::{Fields, Object, ObjectMeta, Store};
+use crate::cache::{CacheControl, CacheKey};
+use crate::store::{Fields, Object, ObjectMeta};
 use crate::upstream::{OriginBody, RequestBody, Trace, UpstreamError};
 
 /// What the leader of a fetch learns once the response head is in.
@@ -271,12 +272,8 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
     if parts.status == StatusCode::NOT_MODIFIED {
         if let Some(stale) = &plan.stale {
             refresh(stale, &parts.headers, request_time, response_time, &proxy);
-            if stale.is_on_disk() {
-                // Rewrite it with its new headers and freshness, for after a restart.
-                if let Some(disk) = &proxy.disk {
-                    disk.write(plan.key, stale);
-                }
-            }
+            // Rewrite it on disk with its new headers and freshness, for after a restart.
+            proxy.tiers.rewrite_on_disk(plan.key, stale);
             flight.finish(FlightOutcome::Object(Arc::clone(stale)));
             reply.send(FetchResult::Refreshed(Arc::clone(stale)));
             return;
@@ -439,10 +436,7 @@ async fn store_sliced(
     meta.slice_set = slices::new_slice_set(plan.key);
     let length = meta.content_length.unwrap_or(0);
     let head = Object::complete(meta, bytes::Bytes::new());
-    proxy.store.insert(plan.key, Arc::clone(&head));
-    if proxy.disk.as_ref().is_some_and(|disk| disk.admit(plan.key)) {
-        proxy.offer_to_disk(plan.key, &head);
-    }
+    proxy.tiers.insert(plan.key, &head);
     proxy.collapser.clear_uncacheable(plan.key);
     let mut request = plan.request.clone();
     request.headers.remove(RANGE);
@@ -571,10 +565,7 @@ async fn fill(
     }
     object.finish();
     if let Some(flight) = flight {
-        proxy.store.insert(plan.key, Arc::clone(&object));
-        if proxy.disk.as_ref().is_some_and(|disk| disk.admit(plan.key)) {
-            proxy.offer_to_disk(plan.key, &object);
-        }
+        proxy.tiers.insert(plan.key, &object);
         proxy.collapser.clear_uncacheable(plan.key);
         flight.finish(FlightOutcome::Pending);
     }

@@ -27,6 +27,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 pub(crate) use crate::clock::now_millis;
+
+// The collapsed fetches of the pipeline, of stored objects.
+type Collapser = crate::cache::Collapser<Arc<Object>>;
+type FlightGuard = crate::cache::FlightGuard<Arc<Object>>;
+type FlightOutcome = crate::cache::FlightOutcome<Arc<Object>>;
+type Role = crate::cache::Role<Arc<Object>>;
 use http::header::{HeaderValue, CONTENT_LOCATION, HOST, LOCATION, RANGE};
 use http::{Method, StatusCode};
 
@@ -40,10 +46,11 @@ pub use response::{BodyError, ProxyResponse, ResponseBody, ResponseHeaders};
 pub use top_urls::{TopUrl, TopUrls};
 
 use crate::cache::ban::{Ban, Bans, Matcher};
+use crate::cache::key::variant_matches;
 use crate::cache::policy::{self, Reuse};
-use crate::cache::{CacheControl, CacheKey, CacheStatus, Collapser, FlightOutcome, Role};
+use crate::cache::{CacheControl, CacheKey, CacheStatus};
 use crate::config::Config;
-use crate::store::{DiskStore, MemoryStore, Object, Store};
+use crate::store::{DiskStore, MemoryStore, Object, Tiers};
 use crate::throttle::LogBudget;
 use crate::tls::{CertResolver, Certificates};
 use crate::upstream::cluster::PEER_HEADER;
@@ -72,9 +79,8 @@ pub struct Proxy {
     reloads: std::sync::Mutex<Reloads>,
     /// Worker threads, each with its own origin client.
     workers: usize,
-    store: Arc<MemoryStore>,
-    /// The disk tier, when cache directories are configured.
-    disk: Option<Arc<DiskStore>>,
+    /// RAM, and the disk when cache directories are configured.
+    tiers: Tiers,
     collapser: Arc<Collapser>,
     /// Bans (by prefix, regex or tag), tested lazily at lookup.
     bans: Bans,
@@ -133,8 +139,10 @@ impl Proxy {
         Ok(Arc::new(Proxy {
             tls,
             bound: std::sync::OnceLock::new(),
-            store: Arc::new(MemoryStore::new(config.cache.memory.bytes())),
-            disk: (!config.disk.dirs.is_empty()).then(|| Arc::new(DiskStore::open(&config.disk))),
+            tiers: Tiers::new(
+                config.cache.memory.bytes(),
+                (!config.disk.dirs.is_empty()).then(|| DiskStore::open(&config.disk)),
+            ),
             collapser: Arc::new(Collapser::default()),
             // Kept beside the first cache directory's segments.
             bans: Bans::saved_in(config.disk.dirs.first().map(|dir| dir.path.join("bans"))),
@@ -252,13 +260,13 @@ impl Proxy {
     }
 
     /// The RAM store.
-    pub fn store(&self) -> &Arc<MemoryStore> {
-        &self.store
+    pub fn store(&self) -> &MemoryStore {
+        self.tiers.ram()
     }
 
     /// The disk tier, if configured.
     pub fn disk(&self) -> Option<&Arc<DiskStore>> {
-        self.disk.as_ref()
+        self.tiers.disk()
     }
 
     /// Whether a ban newer than `object` matches it; a banned object is purged. Costs one
@@ -294,9 +302,7 @@ impl Proxy {
 
     /// Removes every variant of `key` from every tier; returns whether there was one.
     pub fn purge(&self, key: CacheKey) -> bool {
-        let in_ram = self.store.remove(key);
-        let on_disk = self.disk.as_ref().is_some_and(|disk| disk.remove(key));
-        in_ram || on_disk
+        self.tiers.remove(key)
     }
 
     /// Marks every stored copy of `target` on `host` (both schemes, every variant) as needing
@@ -306,34 +312,17 @@ impl Proxy {
     pub fn invalidate_url(&self, host: &str, target: &str) {
         for scheme in ["http", "https"] {
             let key = self.key_of(scheme, host, target);
-            let in_ram = self.store.lookup(key);
+            let in_ram = self.tiers.ram_entry(key);
             for object in in_ram.iter().flat_map(|entry| entry.variants.iter()) {
                 let mut meta = crate::store::ObjectMeta::clone(&object.meta());
                 meta.freshness.lifetime = 0;
                 meta.freshness.always_revalidate = true;
                 object.set_meta(meta);
-                if let (true, Some(disk)) = (object.is_on_disk(), &self.disk) {
-                    disk.write(key, object);
-                }
+                self.tiers.rewrite_on_disk(key, object);
             }
-            if let (None, Some(disk)) = (in_ram, &self.disk) {
-                disk.remove(key);
+            if in_ram.is_none() {
+                self.tiers.remove_from_disk(key);
             }
-        }
-    }
-
-    /// Writes `object` to disk unless it is there (or queued) already: called when it is
-    /// requested a second time, or fetched for a key the admission filter has seen before.
-    fn offer_to_disk(&self, key: CacheKey, object: &Object) {
-        let Some(disk) = &self.disk else {
-            return;
-        };
-        if object.is_on_disk() || !object.claim_disk_write() {
-            return;
-        }
-        // An object the disk cannot hold stays claimed, so hits do not ask again.
-        if disk.can_hold(object) && !disk.write(key, object) {
-            object.release_disk_write();
         }
     }
 
@@ -483,17 +472,10 @@ impl Proxy {
         request: ClientRequest,
         request_cc: CacheControl,
     ) -> Result<ProxyResponse, ProxyError> {
-        let stored = match self.stored_variant(key, &request.head.headers) {
-            Some(object) => {
-                // A second request: what the disk admits.
-                self.offer_to_disk(key, &object);
-                Some(object)
-            }
-            None => match &self.disk {
-                Some(disk) => Box::pin(self.disk_lookup(disk, key, &request.head.headers)).await,
-                None => None,
-            },
-        };
+        let headers = &request.head.headers;
+        let usable = |object: &Object| variant_matches(&object.meta().variant, headers);
+        let promote_after_hits = self.live().config.disk.promote_after_hits;
+        let stored = Box::pin(self.tiers.lookup(key, usable, promote_after_hits)).await;
         let stored = stored.filter(|object| !self.banned(key, object));
         let Some(object) = stored else {
             if request_cc.only_if_cached {
@@ -519,38 +501,6 @@ impl Proxy {
                 miss.await
             }
         }
-    }
-
-    /// The variant in RAM that matches the request `headers`.
-    fn stored_variant(&self, key: CacheKey, headers: &http::HeaderMap) -> Option<Arc<Object>> {
-        let entry = self.store.lookup(key)?;
-        entry
-            .variants
-            .iter()
-            .find(|object| deliver::variant_matches(object, headers))
-            .cloned()
-    }
-
-    /// lookup, disk tier: the variant matching `headers`, read back from disk, and copied into
-    /// RAM once it has been read there often enough. A record that cannot be read is a miss.
-    async fn disk_lookup(
-        &self,
-        disk: &DiskStore,
-        key: CacheKey,
-        headers: &http::HeaderMap,
-    ) -> Option<Arc<Object>> {
-        for location in disk.locate(key) {
-            let Ok(object) = disk.read(key, location).await else {
-                continue;
-            };
-            if deliver::variant_matches(&object, headers) {
-                if location.hits >= self.live().config.disk.promote_after_hits {
-                    self.store.insert(key, Arc::clone(&object));
-                }
-                return Some(object);
-            }
-        }
-        None
     }
 
     /// miss: join or lead the collapsed fetch for `key`.
@@ -591,7 +541,7 @@ impl Proxy {
                 };
                 match follower.outcome().await {
                     FlightOutcome::Object(object)
-                        if deliver::variant_matches(&object, &request.head.headers) =>
+                        if variant_matches(&object.meta().variant, &request.head.headers) =>
                     {
                         self.metrics.add(Counter::Collapsed, 1);
                         return Ok(self.deliver(&object, &request, CacheStatus::Hit).await);
@@ -678,7 +628,11 @@ impl Proxy {
         request: &ClientRequest,
         request_cc: &CacheControl,
     ) -> Option<Arc<Object>> {
-        self.stored_variant(key, &request.head.headers)
+        let headers = &request.head.headers;
+        self.tiers
+            .in_ram(key, |object| {
+                variant_matches(&object.meta().variant, headers)
+            })
             .filter(|object| !self.banned(key, object))
             .filter(|object| reuse_of(object, request_cc) == Reuse::Fresh)
     }
@@ -1029,9 +983,9 @@ mod tests {
         meta.timing.date = now;
         meta.freshness.lifetime = 60_000;
         meta.content_length = Some(5);
-        proxy.store.insert(
+        proxy.tiers.insert_in_ram(
             key,
-            Object::complete(meta, bytes::Bytes::from_static(b"raced")),
+            &Object::complete(meta, bytes::Bytes::from_static(b"raced")),
         );
         let request = |cache_control: Option<&'static str>| {
             let mut head = http::Request::get("/raced").header(HOST, "test");
@@ -1051,7 +1005,12 @@ mod tests {
 
         // A background refresh decided on before the object was refreshed starts no fetch.
         let (refreshing, request_cc) = request(None);
-        let stored = proxy.stored_variant(key, &refreshing.head.headers).unwrap();
+        let stored = proxy
+            .tiers
+            .in_ram(key, |object| {
+                variant_matches(&object.meta().variant, &refreshing.head.headers)
+            })
+            .unwrap();
         proxy.refresh_in_background(key, &refreshing, &request_cc, &stored);
         assert_eq!(proxy.fetches_in_flight(), 0, "no refresh under way");
 

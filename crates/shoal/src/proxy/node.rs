@@ -170,7 +170,7 @@ impl Proxy {
         });
         let result = result.map(|(next, report, new_pools)| {
             if next.config.cache.memory != running.config.cache.memory {
-                self.store.resize(next.config.cache.memory.bytes());
+                self.tiers.resize(next.config.cache.memory.bytes());
             }
             self.live.store(Arc::new(next));
             crate::upstream::health::spawn(&new_pools);
@@ -286,9 +286,7 @@ impl Proxy {
     /// Writes what is queued for the disk and the bans' file, so that a clean restart finds
     /// all of it. Blocks: call it from a blocking thread.
     pub fn shutdown_storage(&self) {
-        if let Some(disk) = &self.disk {
-            disk.shutdown();
-        }
+        self.tiers.shutdown();
         self.bans.flush();
     }
 }

@@ -19,10 +19,11 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
 use super::{BodyError, Counter, Proxy};
+use super::{FlightGuard, FlightOutcome, Role};
 use crate::cache::policy;
-use crate::cache::{CacheKey, FlightGuard, FlightOutcome, Role};
+use crate::cache::CacheKey;
 use crate::store::disk::variant_hash;
-use crate::store::{BodyReader, Fields, Object, ObjectMeta, ReaderMark, Store};
+use crate::store::{BodyReader, Fields, Object, ObjectMeta, ReaderMark};
 use crate::upstream::{OriginBody, RequestBody};
 
 /// The version of a response for slicing: a hash of its strong `ETag`, or of a strong
@@ -174,12 +175,7 @@ impl SlicedBody {
         let proxy = &self.proxy;
         (start / self.slice_size..=(end - 1) / self.slice_size).all(|index| {
             let key = self.slice_key(index);
-            proxy.store.peek(key).is_some()
-                || proxy.collapser.in_flight(key)
-                || proxy
-                    .disk
-                    .as_ref()
-                    .is_some_and(|disk| !disk.peek(key).is_empty())
+            proxy.tiers.holds(key) || proxy.collapser.in_flight(key)
         })
     }
 
@@ -187,19 +183,12 @@ impl SlicedBody {
     async fn slice(self: &Arc<Self>, index: u64) -> Result<Arc<Object>, BodyError> {
         let proxy = &self.proxy;
         let key = self.slice_key(index);
-        let stored = || {
-            let entry = proxy.store.lookup(key)?;
-            entry.variants.first().cloned()
-        };
-        if let Some(object) = stored() {
-            proxy.offer_to_disk(key, &object);
+        // A slice has one variant: its object's.
+        let promote_after_hits = proxy.live().config.disk.promote_after_hits;
+        if let Some(object) = proxy.tiers.lookup(key, |_| true, promote_after_hits).await {
             return Ok(object);
         }
-        if let Some(disk) = &proxy.disk {
-            if let Some(object) = proxy.disk_lookup(disk, key, &HeaderMap::new()).await {
-                return Ok(object);
-            }
-        }
+        let stored = || proxy.tiers.in_ram(key, |_| true);
         match proxy.collapser.join_unless(key, stored) {
             Role::Leader(guard) => {
                 let (reply, answer) = oneshot::channel();
@@ -384,7 +373,7 @@ async fn fetch_slices(
         // The whole object is coming: keep every later slice not stored or in flight already.
         for index in first + 1..body.length.div_ceil(body.slice_size) {
             let key = body.slice_key(index);
-            if proxy.store.lookup(key).is_none() {
+            if proxy.tiers.ram_entry(key).is_none() {
                 if let Role::Leader(guard) = proxy.collapser.join(key) {
                     slices.push((index, Some(guard)));
                 }
@@ -491,9 +480,10 @@ pub(super) async fn fill_slices(
                 object.finish();
                 held.release();
                 let key = body.slice_key(index);
-                proxy.store.insert(key, Arc::clone(&object));
+                // On disk where the head is, whatever the admission filter says.
+                proxy.tiers.insert_in_ram(key, &object);
                 if to_disk {
-                    proxy.offer_to_disk(key, &object);
+                    proxy.tiers.offer_to_disk(key, &object);
                 }
                 guard.finish(FlightOutcome::Pending);
                 let finish_limit = proxy.live().config.cache.finish_without_readers.bytes();

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::{touch, Entry, Evicted, Object, S3Fifo, Store, StoreStats, Variants, MAX_VARIANTS};
+use super::{touch, Entry, Evicted, Object, S3Fifo, StoreStats, Variants, MAX_VARIANTS};
 use crate::cache::{CacheKey, KeyMap};
 
 const SHARDS: usize = 64;
@@ -83,14 +83,17 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Store for MemoryStore {
-    fn lookup(&self, key: CacheKey) -> Option<Arc<Entry>> {
+impl MemoryStore {
+    /// The variants stored for `key`, counting the access for eviction.
+    pub fn lookup(&self, key: CacheKey) -> Option<Arc<Entry>> {
         let entry = read(self.shard(key)).get(&key).cloned()?;
         touch(&entry.frequency);
         Some(entry)
     }
 
-    fn insert(&self, key: CacheKey, object: Arc<Object>) {
+    /// Stores `object` as a variant of `key`, replacing a variant with the same request
+    /// values.
+    pub fn insert(&self, key: CacheKey, object: Arc<Object>) {
         let entry = {
             let mut shard = write(self.shard(key));
             let mut variants: Variants = smallvec::smallvec![Arc::clone(&object)];
@@ -117,7 +120,8 @@ impl Store for MemoryStore {
         self.drop_evicted(evicted);
     }
 
-    fn remove(&self, key: CacheKey) -> bool {
+    /// Drops every variant of `key`; returns whether there was one.
+    pub fn remove(&self, key: CacheKey) -> bool {
         match write(self.shard(key)).remove(&key) {
             Some(entry) => {
                 entry.retire(&[]);
@@ -127,7 +131,8 @@ impl Store for MemoryStore {
         }
     }
 
-    fn stats(&self) -> StoreStats {
+    /// Counters.
+    pub fn stats(&self) -> StoreStats {
         let policy = self
             .policy
             .lock()

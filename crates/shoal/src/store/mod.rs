@@ -1,14 +1,16 @@
-//! Where bytes live. A [`Store`] maps a [`CacheKey`] to an [`Entry`]: the variants of one URL,
-//! each an [`Object`] with a body of refcounted chunks. The RAM tier ([`MemoryStore`]) is in
+//! Where bytes live. A tier maps a [`CacheKey`] to the variants of one URL, each an [`Object`]
+//! with a body of refcounted chunks. The RAM tier ([`MemoryStore`], an [`Entry`] per URL) is in
 //! front; the disk tier ([`DiskStore`]) behind it persists objects across restarts and holds
-//! more than RAM can. This module knows nothing of HTTP caching rules (that is `cache`) nor of
-//! sockets (that is `proxy` and `upstream`).
+//! more than RAM can; [`Tiers`] owns both and the policy between them, and is what the pipeline
+//! asks. This module knows nothing of HTTP caching rules (that is `cache`) nor of sockets (that
+//! is `proxy` and `upstream`).
 
 pub mod disk;
 mod eviction;
 mod fields;
 mod memory;
 mod object;
+mod tiers;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ pub use eviction::{touch, Evicted, Resident, S3Fifo};
 pub use fields::Fields;
 pub use memory::MemoryStore;
 pub use object::{BodyReader, FillState, Object, ObjectMeta, ReaderMark, Truncated};
+pub use tiers::Tiers;
 
 use crate::cache::CacheKey;
 
@@ -91,16 +94,4 @@ pub struct StoreStats {
     pub capacity: u64,
     /// Entries evicted to make room.
     pub evictions: u64,
-}
-
-/// A tier of storage.
-pub trait Store: Send + Sync {
-    /// The variants stored for `key`, counting the access for eviction.
-    fn lookup(&self, key: CacheKey) -> Option<Arc<Entry>>;
-    /// Stores `object` as a variant of `key`, replacing a variant with the same request values.
-    fn insert(&self, key: CacheKey, object: Arc<Object>);
-    /// Drops every variant of `key`; returns whether there was one.
-    fn remove(&self, key: CacheKey) -> bool;
-    /// Counters.
-    fn stats(&self) -> StoreStats;
 }

@@ -683,7 +683,7 @@ async fn the_ram_store_stays_within_its_budget() {
     for index in 0..30 {
         get(&node, &format!("/fill/{index}")).await;
     }
-    let stats = shoal::store::Store::stats(node.proxy.store().as_ref());
+    let stats = node.proxy.store().stats();
     assert!(stats.bytes <= 1_000_000, "{stats:?}");
     assert!(stats.evictions >= 20, "{stats:?}");
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use shoal::config::{Admission, ByteSize, Config, DiskDir};
 use shoal::store::disk::VolumeState;
-use shoal::store::Store;
 
 use crate::support::*;
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use shoal::config::ByteSize;
-use shoal::store::Store;
 
 use crate::support::*;
 
