@@ -13,8 +13,8 @@ use http::{HeaderMap, Method, StatusCode};
 use super::response::{Multipart, Reader, Source};
 use super::slices::SlicedBody;
 use super::{
-    error_response, fetch, now_millis, request_host, target, ClientRequest, Proxy, ProxyError,
-    ProxyResponse, ResponseBody, ResponseHeaders,
+    error_response, fetch, now_millis, Exchange, Proxy, ProxyError, ProxyResponse, ResponseBody,
+    ResponseHeaders,
 };
 use crate::cache::conditional;
 use crate::cache::range::{self, RangeRequest};
@@ -37,13 +37,13 @@ impl Proxy {
     pub(super) async fn deliver(
         self: &Arc<Self>,
         object: &Arc<Object>,
-        request: &ClientRequest,
+        exchange: &Exchange,
         cache_status: CacheStatus,
     ) -> ProxyResponse {
         // Only a range of a body of unknown length waits (for the end of the body); keeping the
         // waiting out of `respond_from` keeps this future, which every hit carries, small.
         loop {
-            if let Some(response) = self.respond_from(object, request, cache_status) {
+            if let Some(response) = self.respond_from(object, exchange, cache_status) {
                 return response;
             }
             object.wait_end().await;
@@ -55,21 +55,17 @@ impl Proxy {
     fn respond_from(
         self: &Arc<Self>,
         object: &Arc<Object>,
-        request: &ClientRequest,
+        exchange: &Exchange,
         cache_status: CacheStatus,
     ) -> Option<ProxyResponse> {
+        let request = &exchange.request;
         let meta = object.meta_full();
         // The head of a sliced object reads its body from the slices.
         let sliced = match meta.slice_size {
             0 => None,
             _ => {
-                let key = self.key_of(
-                    request.scheme(),
-                    request_host(&request.head),
-                    target(&request.head),
-                );
                 let forwarded = fetch::forwarded_request(self, request);
-                match SlicedBody::new(self, key, object, forwarded) {
+                match SlicedBody::new(self, exchange.key, object, forwarded) {
                     Some(body) => Some(body),
                     None => {
                         return Some(error_response(&ProxyError::Internal(

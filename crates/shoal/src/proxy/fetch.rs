@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::{
     headers, now_millis, request_host, slices, target, ClientRequest, Counter, Proxy, ProxyError,
 };
-use super::{FlightGuard, FlightOutcome, Role};
+use super::{Exchange, FlightGuard, FlightOutcome, Role};
 use crate::cache::key::normalized_header;
 use crate::cache::policy::{self, NotStorable, Timing};
 use crate::cache::{CacheControl, CacheKey};
@@ -56,13 +56,9 @@ pub(super) struct FetchPlan {
 impl FetchPlan {
     /// A plan to fetch the whole object `request` asks for (its `Cache-Control` already
     /// parsed, as `request_cc`), conditionally when `stale` is given.
-    pub(super) fn new(
-        proxy: &Proxy,
-        key: CacheKey,
-        request: &ClientRequest,
-        request_cc: CacheControl,
-        stale: Option<Arc<Object>>,
-    ) -> FetchPlan {
+    pub(super) fn new(proxy: &Proxy, exchange: &Exchange, stale: Option<Arc<Object>>) -> FetchPlan {
+        let (key, request) = (exchange.key, &exchange.request);
+        let request_cc = exchange.cache_control.clone();
         let mut head = forwarded_request(proxy, request);
         let slice_size = proxy.live().config.cache.slice_size.bytes();
         let probe = match (&stale, request.head.headers.get(RANGE)) {

@@ -106,6 +106,17 @@ pub struct Proxy {
     bound: std::sync::OnceLock<(Vec<SocketAddr>, Vec<SocketAddr>)>,
 }
 
+/// A cacheable request on its way through the phases, with what they share, computed once
+/// at recv.
+pub(crate) struct Exchange {
+    /// The client's request.
+    pub request: ClientRequest,
+    /// Its cache key.
+    pub key: CacheKey,
+    /// Its `Cache-Control` directives.
+    pub cache_control: CacheControl,
+}
+
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
 }
@@ -413,8 +424,12 @@ impl Proxy {
                 target(&request.head)
             )
         });
-        let request_cc = CacheControl::parse(&request.head.headers);
-        let response = self.lookup(key, request, request_cc).await;
+        let exchange = Exchange {
+            cache_control: CacheControl::parse(&request.head.headers),
+            request,
+            key,
+        };
+        let response = self.lookup(exchange).await;
         if let Ok(response) = &response {
             self.top_urls
                 .add_bytes(key, response.body.length().unwrap_or(0));
@@ -466,38 +481,36 @@ impl Proxy {
     }
 
     /// lookup: a stored variant decides between hit, stale and revalidation; none is a miss.
-    async fn lookup(
-        self: &Arc<Self>,
-        key: CacheKey,
-        request: ClientRequest,
-        request_cc: CacheControl,
-    ) -> Result<ProxyResponse, ProxyError> {
-        let headers = &request.head.headers;
+    async fn lookup(self: &Arc<Self>, exchange: Exchange) -> Result<ProxyResponse, ProxyError> {
+        let key = exchange.key;
+        let headers = &exchange.request.head.headers;
         let usable = |object: &Object| variant_matches(&object.meta().variant, headers);
         let promote_after_hits = self.live().config.disk.promote_after_hits;
         let stored = Box::pin(self.tiers.lookup(key, usable, promote_after_hits)).await;
         let stored = stored.filter(|object| !self.banned(key, object));
         let Some(object) = stored else {
-            if request_cc.only_if_cached {
+            if exchange.cache_control.only_if_cached {
                 return Err(ProxyError::NotCached);
             }
-            let miss = Box::pin(self.miss(key, request, &request_cc, None));
+            let miss = Box::pin(self.miss(exchange, None));
             return miss.await;
         };
-        match reuse_of(&object, &request_cc) {
-            Reuse::Fresh => Ok(self.deliver(&object, &request, CacheStatus::Hit).await),
-            Reuse::StaleAccepted => Ok(self.deliver(&object, &request, CacheStatus::Stale).await),
+        match reuse_of(&object, &exchange.cache_control) {
+            Reuse::Fresh => Ok(self.deliver(&object, &exchange, CacheStatus::Hit).await),
+            Reuse::StaleAccepted => Ok(self.deliver(&object, &exchange, CacheStatus::Stale).await),
             Reuse::StaleWhileRevalidate => {
-                self.refresh_in_background(key, &request, &request_cc, &object);
-                Ok(self.deliver(&object, &request, CacheStatus::Stale).await)
+                self.refresh_in_background(&exchange, &object);
+                Ok(self.deliver(&object, &exchange, CacheStatus::Stale).await)
             }
-            Reuse::Revalidate { .. } if request_cc.only_if_cached => Err(ProxyError::NotCached),
+            Reuse::Revalidate { .. } if exchange.cache_control.only_if_cached => {
+                Err(ProxyError::NotCached)
+            }
             Reuse::Revalidate { stale_if_error } => {
                 let fallback = Stale {
                     object,
                     usable_on_error: stale_if_error,
                 };
-                let miss = Box::pin(self.miss(key, request, &request_cc, Some(fallback)));
+                let miss = Box::pin(self.miss(exchange, Some(fallback)));
                 miss.await
             }
         }
@@ -506,11 +519,11 @@ impl Proxy {
     /// miss: join or lead the collapsed fetch for `key`.
     async fn miss(
         self: &Arc<Self>,
-        key: CacheKey,
-        request: ClientRequest,
-        request_cc: &CacheControl,
+        exchange: Exchange,
         stale: Option<Stale>,
     ) -> Result<ProxyResponse, ProxyError> {
+        let key = exchange.key;
+        let headers = &exchange.request.head.headers;
         // Shed a new fetch, not one under way (joining it costs no memory), and serve stale
         // content instead when there is some.
         if self.overloaded() && !self.collapser.in_flight(key) {
@@ -518,12 +531,12 @@ impl Proxy {
             return match stale {
                 // As when the origin fails: only where stale-if-error (or the grace) allows.
                 Some(stale) if stale.usable_on_error => Ok(self
-                    .deliver(&stale.object, &request, CacheStatus::Stale)
+                    .deliver(&stale.object, &exchange, CacheStatus::Stale)
                     .await),
                 _ => Err(ProxyError::Overloaded),
             };
         }
-        let fetched_meanwhile = || self.fetched_meanwhile(key, &request, request_cc);
+        let fetched_meanwhile = || self.fetched_meanwhile(&exchange);
         let guard = if self.collapser.is_uncacheable(key) {
             // Hit-for-miss: fetch without making anyone wait for this fetch, and still store
             // a response that turns out cacheable.
@@ -541,40 +554,38 @@ impl Proxy {
                 };
                 match follower.outcome().await {
                     FlightOutcome::Object(object)
-                        if variant_matches(&object.meta().variant, &request.head.headers) =>
+                        if variant_matches(&object.meta().variant, headers) =>
                     {
                         self.metrics.add(Counter::Collapsed, 1);
-                        return Ok(self.deliver(&object, &request, CacheStatus::Hit).await);
+                        return Ok(self.deliver(&object, &exchange, CacheStatus::Hit).await);
                     }
                     FlightOutcome::Object(object) if flight == key => {
                         let meta = object.meta();
                         let vary = meta.variant.iter().map(|(name, _)| name.as_str());
-                        flight = key.variant(vary, &request.head.headers);
+                        flight = key.variant(vary, headers);
                     }
                     FlightOutcome::Failed(status) => {
                         self.metrics.add(Counter::Collapsed, 1);
                         return match stale {
                             Some(stale) if stale.usable_on_error => Ok(self
-                                .deliver(&stale.object, &request, CacheStatus::Stale)
+                                .deliver(&stale.object, &exchange, CacheStatus::Stale)
                                 .await),
                             _ => Err(ProxyError::FollowedFailure(status)),
                         };
                     }
-                    _ => return self.pass(request).await,
+                    _ => return self.pass(exchange.request).await,
                 }
             }
         };
         let plan = FetchPlan::new(
             self,
-            key,
-            &request,
-            request_cc.clone(),
+            &exchange,
             stale.as_ref().map(|s| Arc::clone(&s.object)),
         );
         let Some(fetched) = fetch::lead(Arc::clone(self), plan, guard).await else {
             return Err(ProxyError::Internal("fetch task ended without a result"));
         };
-        let mut response = self.answer_miss(fetched.result, request, stale).await?;
+        let mut response = self.answer_miss(fetched.result, exchange, stale).await?;
         if response.origin.is_none() {
             response.origin = fetched.origin;
         }
@@ -585,35 +596,35 @@ impl Proxy {
     async fn answer_miss(
         self: &Arc<Self>,
         result: FetchResult,
-        request: ClientRequest,
+        exchange: Exchange,
         stale: Option<Stale>,
     ) -> Result<ProxyResponse, ProxyError> {
         match result {
             FetchResult::Stored(object) => {
-                Ok(self.deliver(&object, &request, CacheStatus::Miss).await)
+                Ok(self.deliver(&object, &exchange, CacheStatus::Miss).await)
             }
             FetchResult::Refreshed(object) => Ok(self
-                .deliver(&object, &request, CacheStatus::Revalidated)
+                .deliver(&object, &exchange, CacheStatus::Revalidated)
                 .await),
             FetchResult::NotStored(response) => {
                 if response.status().is_server_error() {
                     if let Some(stale) = stale.filter(|s| s.usable_on_error) {
                         return Ok(self
-                            .deliver(&stale.object, &request, CacheStatus::Stale)
+                            .deliver(&stale.object, &exchange, CacheStatus::Stale)
                             .await);
                     }
                 }
-                if request.head.headers.contains_key(RANGE) {
+                if exchange.request.head.headers.contains_key(RANGE) {
                     // The whole object was fetched and will not be stored: ask the origin for
                     // just the range instead of relaying all of it.
                     drop(response);
-                    return self.pass(request).await;
+                    return self.pass(exchange.request).await;
                 }
-                Ok(self.relay(response, None, &request, CacheStatus::Pass))
+                Ok(self.relay(response, None, &exchange.request, CacheStatus::Pass))
             }
             FetchResult::Failed(error) => match stale {
                 Some(stale) if stale.usable_on_error => Ok(self
-                    .deliver(&stale.object, &request, CacheStatus::Stale)
+                    .deliver(&stale.object, &exchange, CacheStatus::Stale)
                     .await),
                 _ => Err(error),
             },
@@ -622,41 +633,25 @@ impl Proxy {
 
     /// The stored variant for `request` that it may use as it is: what a request about to lead
     /// a fetch for `key` looks for once more (`Collapser::join_unless`).
-    fn fetched_meanwhile(
-        &self,
-        key: CacheKey,
-        request: &ClientRequest,
-        request_cc: &CacheControl,
-    ) -> Option<Arc<Object>> {
-        let headers = &request.head.headers;
+    fn fetched_meanwhile(&self, exchange: &Exchange) -> Option<Arc<Object>> {
+        let (key, headers) = (exchange.key, &exchange.request.head.headers);
         self.tiers
             .in_ram(key, |object| {
                 variant_matches(&object.meta().variant, headers)
             })
             .filter(|object| !self.banned(key, object))
-            .filter(|object| reuse_of(object, request_cc) == Reuse::Fresh)
+            .filter(|object| reuse_of(object, &exchange.cache_control) == Reuse::Fresh)
     }
 
     /// Starts one background revalidation of a stale object, unless one is already running.
-    fn refresh_in_background(
-        self: &Arc<Self>,
-        key: CacheKey,
-        request: &ClientRequest,
-        request_cc: &CacheControl,
-        object: &Arc<Object>,
-    ) {
+    fn refresh_in_background(self: &Arc<Self>, exchange: &Exchange, object: &Arc<Object>) {
+        let key = exchange.key;
         if self.collapser.in_flight(key) || self.overloaded() {
             return;
         }
-        let fetched_meanwhile = || self.fetched_meanwhile(key, request, request_cc);
+        let fetched_meanwhile = || self.fetched_meanwhile(exchange);
         if let Role::Leader(guard) = self.collapser.join_unless(key, fetched_meanwhile) {
-            let plan = FetchPlan::new(
-                self,
-                key,
-                request,
-                request_cc.clone(),
-                Some(Arc::clone(object)),
-            );
+            let plan = FetchPlan::new(self, exchange, Some(Arc::clone(object)));
             fetch::spawn(Arc::clone(self), plan, guard);
         }
     }
@@ -993,30 +988,31 @@ mod tests {
                 head = head.header(http::header::CACHE_CONTROL, value);
             }
             let (head, ()) = head.body(()).unwrap().into_parts();
-            let request_cc = CacheControl::parse(&head.headers);
-            (client_request(head), request_cc)
+            Exchange {
+                cache_control: CacheControl::parse(&head.headers),
+                request: client_request(head),
+                key,
+            }
         };
 
-        let (raced, request_cc) = request(None);
-        let answer = proxy.miss(key, raced, &request_cc, None).await.unwrap();
+        let answer = proxy.miss(request(None), None).await.unwrap();
         assert_eq!(answer.cache_status, CacheStatus::Hit);
         assert_eq!(proxy.metrics.get(Counter::OriginRequests), 0);
         assert_eq!(proxy.fetches_in_flight(), 0, "the flight it led is over");
 
         // A background refresh decided on before the object was refreshed starts no fetch.
-        let (refreshing, request_cc) = request(None);
+        let refreshing = request(None);
         let stored = proxy
             .tiers
             .in_ram(key, |object| {
-                variant_matches(&object.meta().variant, &refreshing.head.headers)
+                variant_matches(&object.meta().variant, &refreshing.request.head.headers)
             })
             .unwrap();
-        proxy.refresh_in_background(key, &refreshing, &request_cc, &stored);
+        proxy.refresh_in_background(&refreshing, &stored);
         assert_eq!(proxy.fetches_in_flight(), 0, "no refresh under way");
 
         // A request that wants the origin's word still goes to the origin.
-        let (revalidating, request_cc) = request(Some("no-cache"));
-        let answer = proxy.miss(key, revalidating, &request_cc, None).await;
+        let answer = proxy.miss(request(Some("no-cache")), None).await;
         assert!(answer.is_err(), "fetched from the origin, which is down");
         assert_eq!(proxy.metrics.get(Counter::OriginRequests), 1);
     }
