@@ -131,7 +131,7 @@ async fn answer(
         .live()
         .access_log()
         .is_some()
-        .then(|| super::http1::LoggedRequest::of(&request.head));
+        .then(|| super::logged::LoggedRequest::of(&request.head));
     let mut response = proxy.handle(request).await;
     if response.status == http::StatusCode::REQUEST_TIMEOUT {
         proxy.metrics().add(super::Counter::BodyTimeouts, 1);
