@@ -25,7 +25,7 @@ import urllib.request
 WORK = "/tmp/shoal-bench"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGIN_PORT = 9000
-PORTS = {"nginx-direct": 9001, "shoal": 9100, "shoal-disk": 9105, "nginx-cache": 9101, "varnish": 9102, "haproxy": 9103, "trafficserver": 9104}
+PORTS = {"nginx-direct": 9001, "shoal": 9100, "shoal-base": 9106, "shoal-disk": 9105, "nginx-cache": 9101, "varnish": 9102, "haproxy": 9103, "trafficserver": 9104}
 FILES = {"1k.bin": 1024, "1m.bin": 1 << 20, "64m.bin": 64 << 20}
 
 
@@ -141,14 +141,22 @@ def start_nginx_cache():
     return start_nginx("nginx-cache", block)
 
 
-def start_shoal():
-    binary = f"{ROOT}/target/release/shoal"
-    log = open(f"{WORK}/shoal.log", "w")
+def start_shoal(name="shoal", binary=f"{ROOT}/target/release/shoal", admin=9190):
+    log = open(f"{WORK}/{name}.log", "w")
     process = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{PORTS['shoal']}", "--origin", f"http://127.0.0.1:{ORIGIN_PORT}",
-         "--admin", "127.0.0.1:9190", "--cache-mem", "1GiB"],
+        [binary, "serve", "--listen", f"127.0.0.1:{PORTS[name]}", "--origin", f"http://127.0.0.1:{ORIGIN_PORT}",
+         "--admin", f"127.0.0.1:{admin}", "--cache-mem", "1GiB"],
         stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
-    return Server("shoal", process.pid, lambda: (process.terminate(), process.wait()))
+    return Server(name, process.pid, lambda: (process.terminate(), process.wait()))
+
+
+def start_shoal_base():
+    """Another build of Shoal (the binary named by SHOAL_BASE_BINARY), configured as `shoal`,
+    so that a change is measured against the code before it in the same interleaved rounds."""
+    binary = os.environ.get("SHOAL_BASE_BINARY")
+    if not binary:
+        sys.exit("shoal-base needs SHOAL_BASE_BINARY=/path/to/an/older/shoal")
+    return start_shoal("shoal-base", binary, 9196)
 
 
 def start_shoal_disk():
@@ -407,7 +415,8 @@ def idle_connections_rss(server, port, count):
 
 def server_starters(www):
     """How to start each server by name, serving the files of `www` through the origin."""
-    return {"nginx-direct": lambda: start_nginx_direct(www), "shoal": start_shoal, "shoal-disk": start_shoal_disk,
+    return {"nginx-direct": lambda: start_nginx_direct(www), "shoal": start_shoal, "shoal-base": start_shoal_base,
+            "shoal-disk": start_shoal_disk,
             "nginx-cache": start_nginx_cache, "varnish": start_varnish, "haproxy": start_haproxy,
             "trafficserver": start_trafficserver}
 
