@@ -1,4 +1,4 @@
-//! The request path: the only module that wires config, cache, store and upstream together.
+//! The request path: the phases every request goes through, and the state they share.
 //!
 //! Every request goes through [`Proxy::handle`], which reads top to bottom as the phases
 //! `recv → lookup → hit | stale | miss | pass → fetch → store → deliver`. Client connections
