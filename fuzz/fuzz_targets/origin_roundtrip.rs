@@ -54,7 +54,7 @@ fn harness() -> &'static Harness {
         let node = runtime.block_on(async {
             let mut config = shoal::config::Config::default();
             config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
-            config.server.methods = vec!["GET".into(), "HEAD".into()];
+            config.server.methods = vec!["GET".parse().unwrap(), "HEAD".parse().unwrap()];
             config.admin.listen = None;
             config.origin.urls = vec![format!("http://{address}").parse().unwrap()];
             config.origin.first_byte_timeout = shoal::config::Span(Duration::from_millis(500));

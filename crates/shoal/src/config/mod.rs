@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::prefix::IpPrefix;
 
 pub use load::{parse_toml, ConfigSource, Overrides};
-pub use units::{ByteSize, FieldName, Span};
+pub use units::{ByteSize, FieldName, FieldValue, MethodName, Span};
 pub use upstream::{
     ClusterConfig, HealthConfig, HostConfig, Policy, PoolConfig, RetryConfig, RouteConfig,
 };
@@ -93,7 +93,11 @@ pub struct ServerConfig {
     pub redirect_to_https: bool,
     /// `Strict-Transport-Security` value added to every response sent over TLS, such as
     /// "max-age=31536000; includeSubDomains"; empty: none.
-    pub hsts: String,
+    #[serde(
+        deserialize_with = "units::optional_value",
+        serialize_with = "units::optional_text"
+    )]
+    pub hsts: Option<FieldValue>,
     /// Worker threads; 0 means one per CPU core.
     pub workers: usize,
     /// Open client connections above which new ones are refused (closed at once).
@@ -149,8 +153,9 @@ pub struct ServerConfig {
     pub h2_max_uploads: usize,
     /// Methods served (GET and HEAD from the cache, the rest passed to the origin); others get
     /// 405. CONNECT is never served (a reverse proxy does not tunnel); TRACE only if listed.
-    pub methods: Vec<String>,
-    /// Name this node gives itself in the `Via` header.
+    pub methods: Vec<MethodName>,
+    /// Name this node gives itself in the `Via` header (one token).
+    #[serde(deserialize_with = "units::pseudonym")]
     pub via: String,
     /// Proxies in front of this node (client addresses or CIDR prefixes, such as
     /// "10.0.0.0/8"): their `X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded` and
@@ -168,7 +173,7 @@ impl Default for ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             listen_tls: Vec::new(),
             redirect_to_https: false,
-            hsts: String::new(),
+            hsts: None,
             workers: 0,
             max_connections: 16_384,
             max_connections_per_ip: 1024,
@@ -187,9 +192,20 @@ impl Default for ServerConfig {
             max_request_body: ByteSize(100 << 20),
             h2_max_streams: 128,
             h2_max_uploads: 16,
-            methods: ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
-                .map(str::to_owned)
-                .to_vec(),
+            methods: {
+                use http::Method;
+                [
+                    Method::GET,
+                    Method::HEAD,
+                    Method::POST,
+                    Method::PUT,
+                    Method::DELETE,
+                    Method::PATCH,
+                    Method::OPTIONS,
+                ]
+                .map(MethodName)
+                .to_vec()
+            },
             via: "shoal".to_owned(),
             trusted_proxies: Vec::new(),
             shutdown_grace: Span(std::time::Duration::from_secs(10)),
@@ -479,7 +495,11 @@ pub struct CacheConfig {
     /// field is forwarded unchanged.
     pub surrogate_control: bool,
     /// Name of the response header reporting the cache outcome; empty to leave it out.
-    pub status_header: String,
+    #[serde(
+        deserialize_with = "units::optional_name",
+        serialize_with = "units::optional_text"
+    )]
+    pub status_header: Option<http::HeaderName>,
     /// How the query string takes part in the cache key.
     pub query: QueryKey,
     /// Query parameters removed from the cache key (for example tracking parameters).
@@ -492,7 +512,7 @@ pub struct CacheConfig {
     pub remember_uncacheable: Span,
     /// Response header whose tags (separated by spaces or commas) purge-by-tag matches, such as
     /// `Surrogate-Key` or `Cache-Tag`.
-    pub tag_header: String,
+    pub tag_header: FieldName,
 }
 
 impl Default for CacheConfig {
@@ -510,12 +530,12 @@ impl Default for CacheConfig {
             store_set_cookie: false,
             cdn_cache_control: true,
             surrogate_control: true,
-            status_header: "X-Cache".to_owned(),
+            status_header: Some(http::HeaderName::from_static("x-cache")),
             query: QueryKey::Keep,
             ignore_query_params: Vec::new(),
             slice_size: ByteSize(1 << 20),
             remember_uncacheable: Span(std::time::Duration::from_secs(10)),
-            tag_header: "Surrogate-Key".to_owned(),
+            tag_header: FieldName(http::HeaderName::from_static("surrogate-key")),
         }
     }
 }
@@ -813,6 +833,25 @@ mod tests {
             "[bogus]\n",
             "shoal.toml:1: key `bogus`: unknown field `bogus`",
         );
+        // Header names and values, methods and the Via name are read as what they are.
+        check(
+            "[server]\nmethods = [\"GET\", \"CONNECT\"]\n",
+            "shoal.toml:2: key `server.methods`: `CONNECT`: expected a method name",
+        );
+        check(
+            "[server]\nhsts = \"max-age=1\\u0001\"\n",
+            "shoal.toml:2: key `server.hsts`: `max-age=1\u{1}` is not a header field value",
+        );
+        check(
+            "[server]\nvia = \"my node\"\n",
+            "shoal.toml:2: key `server.via`: `my node`: expected a single token",
+        );
+        check(
+            "[cache]\ntag_header = \"bad name\"\n",
+            "shoal.toml:2: key `cache.tag_header`: `bad name` is not a header field name",
+        );
+        let quiet = Config::parse("[cache]\nstatus_header = \"\"\n", Path::new("x")).unwrap();
+        assert_eq!(quiet.cache.status_header, None, "empty: no status header");
         // Inside an array of tables too: the line of the value.
         let pool = "[[pools]]\nname = \"a\"\nhosts = [{ url = \"http://127.0.0.1:1\" }]\n";
         check(

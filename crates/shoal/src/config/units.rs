@@ -1,6 +1,7 @@
-//! Human-friendly value types used in the config file: byte sizes (`512MiB`) and durations
-//! (`30s`). They deserialize from strings (or plain integers) so that a typo is reported by serde
-//! with the position of the offending value.
+//! Value types of the config file: byte sizes (`512MiB`), durations (`30s`), header field
+//! names and values, method names. Each is parsed once, while deserializing, into the type the
+//! node uses, so that a typo is reported by serde with the position of the offending value
+//! and nothing downstream parses it again.
 
 use std::fmt;
 use std::time::Duration;
@@ -201,6 +202,100 @@ impl<'de> Deserialize<'de> for FieldName {
 impl serde::Serialize for FieldName {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.0.as_str())
+    }
+}
+
+/// A header field value, such as an HSTS policy; empty in the file: none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldValue(pub http::HeaderValue);
+
+/// Reads an optional field value: the empty string is none.
+pub(super) fn optional_value<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<FieldValue>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    http::HeaderValue::from_str(&text)
+        .map(|value| Some(FieldValue(value)))
+        .map_err(|_| de::Error::custom(format!("`{text}` is not a header field value")))
+}
+
+/// Writes an optional field value or name as the file has it (none: empty).
+pub(super) fn optional_text<S: serde::Serializer, T: AsRef<[u8]>>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let text = value
+        .as_ref()
+        .map(|value| value.as_ref())
+        .unwrap_or_default();
+    serializer.serialize_str(&String::from_utf8_lossy(text))
+}
+
+/// Reads an optional field name: the empty string is none.
+pub(super) fn optional_name<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<http::HeaderName>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    FieldName::deserialize(de::value::StrDeserializer::<D::Error>::new(&text))
+        .map(|name| Some(name.0))
+}
+
+impl AsRef<[u8]> for FieldValue {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// A method name (a token, such as GET or PURGE); never CONNECT, which a reverse proxy does
+/// not serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodName(pub http::Method);
+
+impl std::str::FromStr for MethodName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match http::Method::from_bytes(text.as_bytes()) {
+            Ok(method) if method != http::Method::CONNECT => Ok(MethodName(method)),
+            _ => Err(format!(
+                "`{text}`: expected a method name such as GET or PURGE (CONNECT is never served)"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MethodName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(de::Error::custom)
+    }
+}
+
+impl serde::Serialize for MethodName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.as_str())
+    }
+}
+
+/// Reads the node's name for `Via`: one token.
+pub(super) fn pseudonym<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let token = !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte));
+    match token {
+        true => Ok(text),
+        false => Err(de::Error::custom(format!(
+            "`{text}`: expected a single token such as \"shoal\""
+        ))),
     }
 }
 

@@ -149,9 +149,7 @@ impl Generation {
             HeaderValue::from_str(&format!("{protocol} {} ({instance})", config.server.via))
                 .unwrap_or_else(|_| HeaderValue::from_static("1.1 shoal"))
         };
-        let status_header = (!config.cache.status_header.is_empty())
-            .then(|| HeaderName::from_bytes(config.cache.status_header.as_bytes()).ok())
-            .flatten();
+        let status_header = config.cache.status_header.clone();
         let upstreams = match previous {
             Some(previous)
                 if previous.config.origin == config.origin
@@ -181,8 +179,7 @@ impl Generation {
             via_http2: via_as("2"),
             instance,
             status_header,
-            tag_header: HeaderName::from_bytes(config.cache.tag_header.as_bytes())
-                .unwrap_or(HeaderName::from_static("surrogate-key")),
+            tag_header: config.cache.tag_header.0.clone(),
             rate_limit: (config.server.rate_limit_per_ip > 0).then(|| super::limits::Rate {
                 per_second: config.server.rate_limit_per_ip,
                 burst: match config.server.rate_limit_burst {
@@ -194,13 +191,10 @@ impl Generation {
                 .server
                 .methods
                 .iter()
-                .filter_map(|method| http::Method::from_bytes(method.as_bytes()).ok())
+                .map(|method| method.0.clone())
                 .collect(),
-            allow: HeaderValue::from_str(&config.server.methods.join(", "))
-                .unwrap_or(HeaderValue::from_static("GET, HEAD")),
-            hsts: (!config.server.hsts.is_empty())
-                .then(|| HeaderValue::from_str(&config.server.hsts).ok())
-                .flatten(),
+            allow: allow_value(&config.server.methods),
+            hsts: config.server.hsts.as_ref().map(|hsts| hsts.0.clone()),
             config: Arc::new(config),
         })
     }
@@ -285,4 +279,11 @@ fn via_token() -> String {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(super::now_millis() as u128 | (u128::from(std::process::id()) << 64));
     format!("shoal-{:012x}", hasher.finish() >> 16)
+}
+
+/// The `Allow` value of a 405: the methods served.
+fn allow_value(methods: &[crate::config::MethodName]) -> HeaderValue {
+    let names: Vec<&str> = methods.iter().map(|method| method.0.as_str()).collect();
+    // Method names are tokens, so this is a valid value.
+    HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static("GET, HEAD"))
 }

@@ -125,7 +125,9 @@ async fn connect_and_trace_are_refused() {
 async fn only_the_configured_methods_are_served() {
     let origin = Origin::fixed("x").await;
     let node = node_with(&origin, |config| {
-        config.server.methods = ["GET", "HEAD", "PURGE"].map(str::to_owned).to_vec();
+        config.server.methods = ["GET", "HEAD", "PURGE"]
+            .map(|m| m.parse().unwrap())
+            .to_vec();
     })
     .await;
     let reply = raw(

@@ -644,7 +644,7 @@ async fn query_strings_in_the_key_can_be_sorted_or_filtered() {
 async fn the_status_header_name_is_configurable() {
     let origin = Origin::fixed("x").await;
     let node = node_with(&origin, |config| {
-        config.cache.status_header = "X-Edge".into()
+        config.cache.status_header = Some(http::HeaderName::from_static("x-edge"))
     })
     .await;
     let (_, headers, _) = get(&node, "/n").await;

@@ -54,7 +54,7 @@ async fn origin_framing_that_could_be_read_two_ways_is_502_and_never_stored() {
     .await;
     let node = node_for(&origin.url, |config| {
         // 405 from the node itself, with this list: the answer to the second request.
-        config.server.methods = vec!["GET".into(), "HEAD".into()];
+        config.server.methods = vec!["GET".parse().unwrap(), "HEAD".parse().unwrap()];
     })
     .await;
     let paths = [

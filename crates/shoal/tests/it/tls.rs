@@ -174,7 +174,9 @@ async fn https_serves_http2_and_http1_with_the_certificate_of_each_name() {
     let b = ca.issue(&dir.0, "b", &["*.b.test"]);
     let node = tls_node(&origin, |config| {
         config.tls.certificates = vec![a.clone(), b.clone()];
-        config.server.hsts = "max-age=31536000".into();
+        config.server.hsts = Some(shoal::config::FieldValue(http::HeaderValue::from_static(
+            "max-age=31536000",
+        )));
     })
     .await;
     let address = node.listen_tls[0];
