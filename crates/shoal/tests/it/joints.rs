@@ -92,16 +92,7 @@ async fn no_host_to_take_a_request_is_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_forged_peer_marker_does_not_bypass_cluster_ownership() {
     let origin = Origin::fixed("owned").await;
-    let peers: Vec<_> = (0..3).map(|_| free_port()).collect();
-    let mut args: Vec<std::ffi::OsString> = vec!["--origin".into(), origin.url().into()];
-    for peer in &peers {
-        args.push("--peer".into());
-        args.push(format!("http://{peer}").into());
-    }
-    let mut nodes = Vec::new();
-    for &listen in &peers {
-        nodes.push(Node::start(&args, listen, |_| true).await);
-    }
+    let (_, nodes) = cluster_of_three(&origin, Vec::new()).await;
     // From 127.0.0.2: not a peer's address (the peers are on 127.0.0.1).
     let forger = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
@@ -204,15 +195,7 @@ async fn an_uncacheable_mark_lets_a_cacheable_answer_be_stored() {
     assert_eq!(&body[..], b"answer 4");
     assert_eq!(cache_status(&headers), "HIT");
     assert_eq!(origin.count("/changes"), 5);
-    let stats = client()
-        .get(format!("http://{}/stats", node.admin.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let stats = admin_stats(&node).await;
     assert_eq!(stats["counters"]["hit_for_miss"], 4, "{stats}");
 }
 
@@ -224,24 +207,10 @@ async fn with_a_cluster_secret_only_signed_peer_markers_are_believed() {
     use hmac::Mac;
     const SECRET: &str = "a-cluster-secret-of-some-length";
     let origin = Origin::fixed("owned").await;
-    let peers: Vec<_> = (0..3).map(|_| free_port()).collect();
     let dir = crate::disk::TempDir::new("secret");
     let config = dir.0.join("shoal.toml");
     std::fs::write(&config, format!("[cluster]\nsecret = \"{SECRET}\"\n")).unwrap();
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "--config".into(),
-        config.into(),
-        "--origin".into(),
-        origin.url().into(),
-    ];
-    for peer in &peers {
-        args.push("--peer".into());
-        args.push(format!("http://{peer}").into());
-    }
-    let mut nodes = Vec::new();
-    for &listen in &peers {
-        nodes.push(Node::start(&args, listen, |_| true).await);
-    }
+    let (peers, nodes) = cluster_of_three(&origin, vec!["--config".into(), config.into()]).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -311,4 +280,23 @@ async fn with_a_cluster_secret_only_signed_peer_markers_are_believed() {
         ask(node, Some(signed("/owned", now))).await.unwrap();
     }
     assert_eq!(origin.count("/owned"), 4, "each node fetched it itself");
+}
+
+/// Three nodes (real processes) in one cluster in front of `origin`, started with `args`
+/// besides; their addresses, and the nodes.
+async fn cluster_of_three(
+    origin: &Origin,
+    mut args: Vec<std::ffi::OsString>,
+) -> (Vec<std::net::SocketAddr>, Vec<Node>) {
+    let peers: Vec<_> = (0..3).map(|_| free_port()).collect();
+    args.extend(["--origin".into(), origin.url().into()]);
+    for peer in &peers {
+        args.push("--peer".into());
+        args.push(format!("http://{peer}").into());
+    }
+    let mut nodes = Vec::new();
+    for &listen in &peers {
+        nodes.push(Node::start(&args, listen, |_| true).await);
+    }
+    (peers, nodes)
 }

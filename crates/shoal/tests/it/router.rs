@@ -147,14 +147,7 @@ async fn the_client_subnet_scope_is_that_of_the_deciding_data() {
     ] {
         let answer = ask(server, "dl.cdn.test", RecordType::A, Some((ip(subnet), 24))).await;
         assert_eq!(addresses(&answer), [ip(expected)], "{subnet}/24");
-        let Some(EdnsOption::Subnet(echoed)) = answer
-            .extensions()
-            .as_ref()
-            .unwrap()
-            .option(EdnsCode::Subnet)
-        else {
-            panic!("no client subnet echoed for {subnet}/24");
-        };
+        let echoed = echoed_subnet(&answer);
         assert_eq!(echoed.source_prefix(), 24);
         assert_eq!(echoed.scope_prefix(), scope, "{subnet}/24");
     }
@@ -167,15 +160,20 @@ async fn the_client_subnet_scope_is_that_of_the_deciding_data() {
     )
     .await;
     assert_eq!(addresses(&answer), [ip("127.0.0.14")]);
-    let Some(EdnsOption::Subnet(echoed)) = answer
+    assert_eq!(echoed_subnet(&answer).scope_prefix(), 29);
+}
+
+/// The client subnet option an answer echoes.
+fn echoed_subnet(answer: &Message) -> ClientSubnet {
+    match answer
         .extensions()
         .as_ref()
         .unwrap()
         .option(EdnsCode::Subnet)
-    else {
-        panic!("no client subnet echoed");
-    };
-    assert_eq!(echoed.scope_prefix(), 29);
+    {
+        Some(EdnsOption::Subnet(subnet)) => *subnet,
+        other => panic!("no client subnet echoed: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -207,15 +205,7 @@ async fn clients_get_the_nodes_of_their_prefix_network_country_or_the_default() 
         );
         assert_eq!(answer.answers()[0].ttl(), 30);
         // The client subnet is echoed, with the scope the answer holds for.
-        let echoed = match answer
-            .extensions()
-            .as_ref()
-            .unwrap()
-            .option(EdnsCode::Subnet)
-        {
-            Some(EdnsOption::Subnet(subnet)) => *subnet,
-            other => panic!("no client subnet echoed: {other:?}"),
-        };
+        let echoed = echoed_subnet(&answer);
         assert_eq!(echoed.source_prefix(), 32);
         assert_eq!(echoed.scope_prefix(), scope, "{client}");
     }

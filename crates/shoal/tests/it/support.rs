@@ -334,6 +334,19 @@ pub async fn get_with(
     (status, headers, body)
 }
 
+/// The node's `/stats`, from its admin API.
+pub async fn admin_stats(node: &shoal::Node) -> serde_json::Value {
+    let text = client()
+        .get(format!("http://{}/stats", node.admin.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 pub fn cache_status(headers: &HeaderMap) -> &str {
     headers
         .get("x-cache")
