@@ -99,6 +99,9 @@ enum Command {
         /// Address to answer HTTP on with redirects to the chosen node; overrides http.listen.
         #[arg(long)]
         http: Option<SocketAddr>,
+        /// Address of the status API (GET /status, POST /reload); overrides admin.listen.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
     },
 }
 
@@ -119,7 +122,12 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
-        Command::Route { config, dns, http } => match shoal::router::run(&config, &dns, http) {
+        Command::Route {
+            config,
+            dns,
+            http,
+            admin,
+        } => match shoal::router::run(&config, &dns, http, admin) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("shoal route: {error:#}");

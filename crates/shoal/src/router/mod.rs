@@ -300,8 +300,16 @@ async fn bind_dns(
 }
 
 /// Runs `shoal route` until Ctrl-C or SIGTERM; SIGHUP reloads the file.
-pub fn run(file: &Path, dns: &[SocketAddr], http: Option<SocketAddr>) -> anyhow::Result<()> {
-    let config = RouterConfig::load(file)?;
+pub fn run(
+    file: &Path,
+    dns: &[SocketAddr],
+    http: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut config = RouterConfig::load(file)?;
+    if admin.is_some() {
+        config.admin.listen = admin;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -660,6 +660,9 @@ async fn the_example_router_runs_from_the_project_root() {
         .current_dir(&root)
         .args(["route", "--config", "examples/route.toml", "--dns"])
         .arg(dns.to_string())
+        // Its own status port: the example's may be in use on a machine running it already.
+        .arg("--admin")
+        .arg(crate::process::free_port().to_string())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()
