@@ -52,7 +52,7 @@ use crate::cache::key::variant_matches;
 use crate::cache::policy::{self, Reuse};
 use crate::cache::{CacheControl, CacheKey, CacheStatus};
 use crate::config::Config;
-use crate::store::{DiskStore, MemoryStore, Object, Tiers};
+use crate::store::{DiskStore, Found, MemoryStore, Object, Tiers};
 use crate::throttle::LogBudget;
 use crate::tls::{CertResolver, Certificates};
 use crate::upstream::cluster::PEER_HEADER;
@@ -467,14 +467,17 @@ impl Proxy {
         let headers = &exchange.request.head.headers;
         let usable = |object: &Object| variant_matches(&object.meta().variant, headers);
         let promote_after_hits = self.live().config.disk.promote_after_hits;
-        let stored = Box::pin(self.tiers.lookup(key, usable, promote_after_hits)).await;
-        let stored = stored.filter(|object| !self.banned(key, object));
-        let Some(object) = stored else {
-            if exchange.cache_control.only_if_cached {
-                return Err(ProxyError::NotCached);
+        let found = Box::pin(self.tiers.lookup(key, usable, promote_after_hits)).await;
+        let object = match found {
+            Found::Usable(object) if !self.banned(key, &object) => object,
+            _ if exchange.cache_control.only_if_cached => return Err(ProxyError::NotCached),
+            // The response varies: this request's fetch collapses with the requests that want
+            // the same variant, not with those fetching another.
+            Found::OtherVariant(other) | Found::Usable(other) => {
+                let flight = flight_key(key, &other, headers);
+                return Box::pin(self.miss(exchange, flight, None)).await;
             }
-            let miss = Box::pin(self.miss(exchange, None));
-            return miss.await;
+            Found::Nothing => return Box::pin(self.miss(exchange, key, None)).await,
         };
         match reuse_of(&object, &exchange.cache_control) {
             Reuse::Fresh => Ok(self.deliver(&object, &exchange, CacheStatus::Hit).await),
@@ -491,23 +494,26 @@ impl Proxy {
                     object,
                     usable_on_error: stale_if_error,
                 };
-                let miss = Box::pin(self.miss(exchange, Some(fallback)));
+                let flight = flight_key(key, &fallback.object, headers);
+                let miss = Box::pin(self.miss(exchange, flight, Some(fallback)));
                 miss.await
             }
         }
     }
 
-    /// miss: join or lead the collapsed fetch for `key`.
+    /// miss: join or lead the collapsed fetch under `flight` (the URL's key, or its
+    /// variant's when a stored variant says which fields the response varies on).
     async fn miss(
         self: &Arc<Self>,
         exchange: Exchange,
+        flight: CacheKey,
         stale: Option<Stale>,
     ) -> Result<ProxyResponse, ProxyError> {
         let key = exchange.key;
         let headers = &exchange.request.head.headers;
         // Shed a new fetch, not one under way (joining it costs no memory), and serve stale
         // content instead when there is some.
-        if self.overloaded() && !self.collapser.in_flight(key) {
+        if self.overloaded() && !self.collapser.in_flight(flight) {
             self.metrics.add(Counter::Shed, 1);
             return match stale {
                 // As when the origin fails: only where stale-if-error (or the grace) allows.
@@ -524,10 +530,11 @@ impl Proxy {
             self.metrics.add(Counter::HitForMiss, 1);
             self.collapser.alone(key)
         } else {
-            // First collapse on the URL; a follower whose leader fetched another variant (the
-            // response varies and this request's values differ) then collapses with the
-            // requests that want its own variant, as Varnish wakes its waiting list.
-            let mut flight = key;
+            // Without a stored variant, first collapse on the URL; a follower whose leader
+            // fetched another variant (the response varies and this request's values differ)
+            // then collapses with the requests that want its own variant, as Varnish wakes
+            // its waiting list.
+            let mut flight = flight;
             loop {
                 let follower = match self.collapser.join_unless(flight, fetched_meanwhile) {
                     Role::Leader(guard) => break guard,
@@ -626,12 +633,12 @@ impl Proxy {
 
     /// Starts one background revalidation of a stale object, unless one is already running.
     fn refresh_in_background(self: &Arc<Self>, exchange: &Exchange, object: &Arc<Object>) {
-        let key = exchange.key;
-        if self.collapser.in_flight(key) || self.overloaded() {
+        let flight = flight_key(exchange.key, object, &exchange.request.head.headers);
+        if self.collapser.in_flight(flight) || self.overloaded() {
             return;
         }
         let fetched_meanwhile = || self.fetched_meanwhile(exchange);
-        if let Role::Leader(guard) = self.collapser.join_unless(key, fetched_meanwhile) {
+        if let Role::Leader(guard) = self.collapser.join_unless(flight, fetched_meanwhile) {
             let plan = FetchPlan::new(self, exchange, Some(Arc::clone(object)));
             fetch::spawn(Arc::clone(self), plan, guard);
         }
@@ -711,6 +718,16 @@ fn redirect_to_https(
 struct Stale {
     object: Arc<Object>,
     usable_on_error: bool,
+}
+
+/// The key a miss for `key` collapses under, knowing a stored variant `known`: the URL's when
+/// the response does not vary, else that of the variant `headers` want.
+fn flight_key(key: CacheKey, known: &Object, headers: &http::HeaderMap) -> CacheKey {
+    let vary = &known.meta().variant;
+    if vary.is_empty() {
+        return key;
+    }
+    key.variant(vary.iter().map(|(name, _)| name.as_str()), headers)
 }
 
 /// Whether `object` may answer a request with `request_cc` as it is, now.
@@ -819,7 +836,7 @@ mod tests {
             }
         };
 
-        let answer = proxy.miss(request(None), None).await.unwrap();
+        let answer = proxy.miss(request(None), key, None).await.unwrap();
         assert_eq!(answer.cache_status, CacheStatus::Hit);
         assert_eq!(proxy.metrics.get(Counter::OriginRequests), 0);
         assert_eq!(proxy.fetches_in_flight(), 0, "the flight it led is over");
@@ -836,7 +853,7 @@ mod tests {
         assert_eq!(proxy.fetches_in_flight(), 0, "no refresh under way");
 
         // A request that wants the origin's word still goes to the origin.
-        let answer = proxy.miss(request(Some("no-cache")), None).await;
+        let answer = proxy.miss(request(Some("no-cache")), key, None).await;
         assert!(answer.is_err(), "fetched from the origin, which is down");
         assert_eq!(proxy.metrics.get(Counter::OriginRequests), 1);
     }

@@ -185,7 +185,12 @@ impl SlicedBody {
         let key = self.slice_key(index);
         // A slice has one variant: its object's.
         let promote_after_hits = proxy.live().config.disk.promote_after_hits;
-        if let Some(object) = proxy.tiers.lookup(key, |_| true, promote_after_hits).await {
+        if let Some(object) = proxy
+            .tiers
+            .lookup(key, |_| true, promote_after_hits)
+            .await
+            .usable()
+        {
             return Ok(object);
         }
         let stored = || proxy.tiers.in_ram(key, |_| true);

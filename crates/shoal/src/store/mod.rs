@@ -22,7 +22,7 @@ pub use eviction::{touch, Evicted, Resident, S3Fifo};
 pub use fields::Fields;
 pub use memory::MemoryStore;
 pub use object::{BodyReader, FillState, Object, ObjectMeta, ReaderMark, Truncated};
-pub use tiers::Tiers;
+pub use tiers::{Found, Tiers};
 
 use crate::cache::CacheKey;
 

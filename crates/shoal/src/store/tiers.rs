@@ -10,6 +10,27 @@ use std::sync::Arc;
 use super::{DiskStore, Entry, MemoryStore, Object, StoreStats};
 use crate::cache::CacheKey;
 
+/// What a lookup found under a key.
+pub enum Found {
+    /// A variant the caller may use.
+    Usable(Arc<Object>),
+    /// Only variants the caller may not use: one of them, whose `Vary` names the fields
+    /// that tell the variants apart.
+    OtherVariant(Arc<Object>),
+    /// Nothing.
+    Nothing,
+}
+
+impl Found {
+    /// The usable variant, if one was found.
+    pub fn usable(self) -> Option<Arc<Object>> {
+        match self {
+            Found::Usable(object) => Some(object),
+            Found::OtherVariant(_) | Found::Nothing => None,
+        }
+    }
+}
+
 /// RAM and disk, with the policy between them.
 pub struct Tiers {
     ram: MemoryStore,
@@ -43,24 +64,30 @@ impl Tiers {
         key: CacheKey,
         usable: impl Fn(&Object) -> bool,
         promote_after_hits: u8,
-    ) -> Option<Arc<Object>> {
-        if let Some(object) = self.in_ram(key, &usable) {
-            self.offer_to_disk(key, &object);
-            return Some(object);
+    ) -> Found {
+        let mut other = None;
+        if let Some(entry) = self.ram.lookup(key) {
+            if let Some(object) = entry.variants.iter().find(|object| usable(object)) {
+                self.offer_to_disk(key, object);
+                return Found::Usable(Arc::clone(object));
+            }
+            other = entry.variants.first().cloned();
         }
-        let disk = self.disk.as_ref()?;
-        for location in disk.locate(key) {
-            let Ok(object) = disk.read(key, location).await else {
-                continue;
-            };
-            if usable(&object) {
-                if location.hits >= promote_after_hits {
-                    self.ram.insert(key, Arc::clone(&object));
+        if let Some(disk) = &self.disk {
+            for location in disk.locate(key) {
+                let Ok(object) = disk.read(key, location).await else {
+                    continue;
+                };
+                if usable(&object) {
+                    if location.hits >= promote_after_hits {
+                        self.ram.insert(key, Arc::clone(&object));
+                    }
+                    return Found::Usable(object);
                 }
-                return Some(object);
+                other.get_or_insert(object);
             }
         }
-        None
+        other.map_or(Found::Nothing, Found::OtherVariant)
     }
 
     /// The variant of `key` in RAM that `usable` accepts, counting the access.

@@ -158,6 +158,71 @@ async fn concurrent_misses_collapse_per_variant() {
     assert_eq!(origin.count("/varies"), 2);
 }
 
+/// A request that arrives after one variant is stored, while another variant's fetch is under
+/// way (it started when the first was stored), joins that fetch: on one node, and across a cluster behind one hostname, where the
+/// requests reach the owner through different nodes.
+#[tokio::test]
+async fn a_late_request_joins_the_fetch_of_its_variant() {
+    let origin = Origin::start(|seen| {
+        let encoding = seen
+            .headers
+            .get("accept-encoding")
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Reply::ok(format!("variant for {encoding}"))
+            .header("cache-control", "max-age=60")
+            .header("vary", "Accept-Encoding")
+            .delay(Duration::from_millis(400))
+    })
+    .await;
+    let single = node(&origin).await;
+    let (_, nodes) = cluster_of_three(&origin, Vec::new()).await;
+    let bases = [
+        vec![base(&single); 3],
+        nodes
+            .iter()
+            .map(|node| format!("http://{}", node.endpoint.listen))
+            .collect(),
+    ];
+    for (round, bases) in bases.iter().enumerate() {
+        let path = format!("/late-{round}");
+        let ask = |base: &str, encoding: &'static str| {
+            let request = client()
+                .get(format!("{base}{path}"))
+                .header("host", "variants.test")
+                .header("accept-encoding", encoding);
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.headers()["x-cache"].to_str().unwrap().to_owned();
+                (status, response.text().await.unwrap())
+            }
+        };
+        // gzip leads; br waits for it, then fetches its own variant; a br request that
+        // arrives once gzip is stored, while br is being fetched, waits for that fetch.
+        let gzip = tokio::spawn(ask(&bases[0], "gzip"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let br = tokio::spawn(ask(&bases[1], "br"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let late = tokio::spawn(ask(&bases[2], "br"));
+        assert_eq!(gzip.await.unwrap().1, "variant for gzip");
+        for answer in [br, late] {
+            assert_eq!(answer.await.unwrap().1, "variant for br");
+        }
+        assert_eq!(origin.count(&path), 2, "one fetch per variant ({round})");
+        // Each variant is now stored (a node of the cluster that had not asked for one gets
+        // it from its owner, a miss of its own, then has it too).
+        for base in bases {
+            for encoding in ["gzip", "br"] {
+                ask(base, encoding).await;
+                let (status, body) = ask(base, encoding).await;
+                assert_eq!(body, format!("variant for {encoding}"));
+                assert_eq!(status, "HIT", "{encoding} from {base} ({round})");
+            }
+        }
+        assert_eq!(origin.count(&path), 2, "no more fetches ({round})");
+    }
+}
+
 /// Hit-for-miss, not hit-for-pass: after a `no-store` answer the URL's requests go to the
 /// origin without queueing behind one another, and the first cacheable answer is stored.
 #[tokio::test]
