@@ -10,12 +10,13 @@ use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::client_subnet::{self, ClientSubnet};
 use super::config::DnsConfig;
 use super::map::{Map, Matched};
 
@@ -143,7 +144,7 @@ impl Zone {
         if !ours {
             return false;
         }
-        let client = common.subnet.map_or(source, |subnet| subnet.address);
+        let client = common.subnet.map_or(source, |subnet| subnet.client(source));
         let Answer {
             bytes: out,
             addresses,
@@ -184,14 +185,11 @@ impl Zone {
             match common.subnet {
                 Some(subnet) => {
                     // The subnet echoed, with the scope of the data that decided the answer.
-                    let scope = map.scope(client, matched);
-                    let sent = &query[subnet.option..subnet.option + subnet.length];
+                    let scope = subnet.scope(|| map.scope(client, matched));
                     out.extend_from_slice(&(4 + subnet.length as u16).to_be_bytes());
                     out.extend_from_slice(&8u16.to_be_bytes());
                     out.extend_from_slice(&(subnet.length as u16).to_be_bytes());
-                    out.extend_from_slice(&sent[..3]);
-                    out.push(scope);
-                    out.extend_from_slice(&sent[4..]);
+                    subnet.echo(query, scope, out);
                 }
                 None => out.extend_from_slice(&0u16.to_be_bytes()),
             }
@@ -239,14 +237,29 @@ impl Zone {
     /// Any message: parsed whole with hickory-proto, answered (SOA, NS, NXDOMAIN, REFUSED,
     /// FORMERR, NOTIMP, no data), encoded.
     fn answer_in_full(&self, query: &[u8], source: IpAddr) -> Option<Vec<u8>> {
-        let request = match Message::from_vec(query) {
-            Ok(request) => request,
-            Err(_) if query.len() >= 12 => {
-                let id = u16::from_be_bytes([query[0], query[1]]);
-                let refused = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
-                return refused.to_vec().ok();
+        let malformed = || {
+            let id = u16::from_be_bytes([query[0], query[1]]);
+            let refused = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+            refused.to_vec().ok()
+        };
+        if query.len() < 12 || query[2] & 0x80 != 0 {
+            return None; // not a query: nothing to answer
+        }
+        let Ok(subnet) = client_subnet::in_message(query) else {
+            return malformed();
+        };
+        // hickory-proto refuses FAMILY 0 (see client_subnet): it parses a copy that says 1,
+        // which with no address bits means the same.
+        let patched;
+        let parsed = match subnet {
+            Some(subnet) if subnet.family == 0 => {
+                patched = [&query[..subnet.at], &[0, 1], &query[subnet.at + 2..]].concat();
+                &patched[..]
             }
-            Err(_) => return None,
+            _ => query,
+        };
+        let Ok(request) = Message::from_vec(parsed) else {
+            return malformed();
         };
         if request.message_type() != MessageType::Query {
             return None;
@@ -258,14 +271,6 @@ impl Zone {
             .set_op_code(request.op_code())
             .set_recursion_desired(request.recursion_desired())
             .set_authoritative(true);
-        let subnet =
-            request
-                .extensions()
-                .as_ref()
-                .and_then(|edns| match edns.option(EdnsCode::Subnet) {
-                    Some(EdnsOption::Subnet(subnet)) => Some(*subnet),
-                    _ => None,
-                });
         if request.extensions().is_some() {
             let mut edns = Edns::new();
             edns.set_max_payload(1232);
@@ -286,12 +291,12 @@ impl Zone {
             match question.query_type() {
                 kind @ (RecordType::A | RecordType::AAAA | RecordType::ANY) => {
                     let v6 = kind == RecordType::AAAA;
-                    let client = subnet.map_or(source, |subnet| subnet.addr());
+                    let client = subnet.map_or(source, |subnet| subnet.client(source));
                     let mut addresses = Vec::new();
                     let map = self.map.load();
                     let matched = map.choose(client, v6, self.answers, &mut addresses);
                     self.count(matched);
-                    scope = map.scope(client, matched);
+                    scope = subnet.map_or(0, |subnet| subnet.scope(|| map.scope(client, matched)));
                     for address in addresses {
                         let rdata = match address {
                             IpAddr::V4(v4) => RData::A(A(v4)),
@@ -327,12 +332,10 @@ impl Zone {
             response.set_response_code(ResponseCode::Refused);
         }
         if let (Some(subnet), Some(edns)) = (subnet, response.extensions_mut()) {
+            let mut echo = Vec::with_capacity(subnet.length);
+            subnet.echo(query, scope, &mut echo);
             edns.options_mut()
-                .insert(EdnsOption::Subnet(ClientSubnet::new(
-                    subnet.addr(),
-                    subnet.source_prefix(),
-                    scope,
-                )));
+                .insert(EdnsOption::Unknown(u16::from(EdnsCode::Subnet), echo));
         }
         response.to_vec().ok()
     }
@@ -469,24 +472,14 @@ struct CommonQuery {
     v6: bool,
     /// Whether the query has an OPT record (the answer then has one).
     edns: bool,
-    subnet: Option<Subnet>,
-}
-
-/// An EDNS Client Subnet option of a query (RFC 7871 §6).
-#[derive(Clone, Copy)]
-struct Subnet {
-    address: IpAddr,
-    /// Where its data (family, source and scope prefix, address) starts in the query.
-    option: usize,
-    /// The length of that data.
-    length: usize,
+    subnet: Option<ClientSubnet>,
 }
 
 impl CommonQuery {
     /// `Some` only for a well-formed query of exactly this shape: header with QR 0, opcode
     /// QUERY, not truncated; one question of type A or AAAA, class IN, a name without
     /// compression; no answer or authority records; at most an OPT record (version 0, at most
-    /// one client subnet option, well formed, scope 0), and nothing after it. Anything else is
+    /// one client subnet option, well formed), and nothing after it. Anything else is
     /// left to the general path, which knows what to answer (FORMERR, BADVERS, ...).
     fn read(query: &[u8]) -> Option<CommonQuery> {
         let u16_at = |at: usize| -> Option<u16> {
@@ -541,63 +534,8 @@ impl CommonQuery {
             return None;
         }
         common.edns = true;
-        let mut at = opt + 11;
-        while at < options_end {
-            let code = u16_at(at)?;
-            let length = usize::from(u16_at(at + 2)?);
-            let data = at + 4;
-            if data + length > options_end {
-                return None;
-            }
-            if code == 8 {
-                if common.subnet.is_some() {
-                    return None;
-                }
-                common.subnet = Some(Subnet::read(&query[data..data + length], data)?);
-            }
-            at = data + length;
-        }
+        common.subnet = client_subnet::in_options(query, opt + 11, options_end).ok()?;
         Some(common)
-    }
-}
-
-impl Subnet {
-    /// The option's data at `offset` of the query: family 1 or 2, a source prefix no longer
-    /// than the family's addresses, scope 0, exactly the address bytes the prefix needs, and
-    /// no bit set past the prefix (RFC 7871 §6).
-    fn read(data: &[u8], offset: usize) -> Option<Subnet> {
-        let [family_high, family_low, source, scope, address @ ..] = data else {
-            return None;
-        };
-        let (family, source) = (u16::from_be_bytes([*family_high, *family_low]), *source);
-        let width = match family {
-            1 => 32,
-            2 => 128,
-            _ => return None,
-        };
-        if *scope != 0 || source > width || address.len() != usize::from(source).div_ceil(8) {
-            return None;
-        }
-        if source % 8 != 0 && address.last()? & (0xFF >> (source % 8)) != 0 {
-            return None;
-        }
-        let address = match family {
-            1 => {
-                let mut octets = [0u8; 4];
-                octets[..address.len()].copy_from_slice(address);
-                IpAddr::from(octets)
-            }
-            _ => {
-                let mut octets = [0u8; 16];
-                octets[..address.len()].copy_from_slice(address);
-                IpAddr::from(octets)
-            }
-        };
-        Some(Subnet {
-            address,
-            option: offset,
-            length: data.len(),
-        })
     }
 }
 
@@ -631,7 +569,9 @@ mod tests {
     }
 
     fn subnet(address: &str, prefix: u8) -> EdnsOption {
-        EdnsOption::Subnet(ClientSubnet::new(address.parse().unwrap(), prefix, 0))
+        let subnet =
+            hickory_proto::rr::rdata::opt::ClientSubnet::new(address.parse().unwrap(), prefix, 0);
+        EdnsOption::Subnet(subnet)
     }
 
     #[test]
@@ -665,6 +605,9 @@ mod tests {
                     Some(vec![subnet("0.0.0.0", 0)]),
                     Some(vec![subnet("2a02:d3c0::", 29)]),
                     Some(vec![subnet("2001:db8::1", 128)]),
+                    Some(vec![subnet("::", 0)]),
+                    // A scope in the query, which should be 0, is ignored.
+                    Some(vec![EdnsOption::Unknown(8, vec![0, 1, 24, 8, 81, 2, 69])]),
                 ] {
                     for rd in [false, true] {
                         let query = query(name, kind, edns.clone(), rd);
@@ -679,7 +622,7 @@ mod tests {
         }
         // Every A and AAAA query for the configured name, in either case, took the common
         // path (the IPv6 ones have a node with an IPv6 address); nothing else did.
-        assert_eq!(common.len(), 2 * 2 * 10 * 2);
+        assert_eq!(common.len(), 2 * 2 * 12 * 2);
         assert!(general_only
             .iter()
             .all(|(name, kind)| !name.eq_ignore_ascii_case("dl.cdn.test.")
@@ -714,7 +657,6 @@ mod tests {
             ("a byte after the OPT record", mutate(&|q| q.push(0))),
             ("cut short", regular[..regular.len() - 1].to_vec()),
             ("EDNS version 1", mutate(&|q| q[ecs - 4 - 11 + 6] = 1)),
-            ("scope not zero", mutate(&|q| q[ecs + 3] = 8)),
             ("family 3", mutate(&|q| q[ecs + 1] = 3)),
             (
                 "source past the address bytes",

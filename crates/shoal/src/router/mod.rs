@@ -3,6 +3,7 @@
 //! continent, default; `dns`: the wire; `health`: node checks), with a status API for
 //! `shoal ctl nodes`. See `examples/route.toml`.
 
+mod client_subnet;
 pub mod config;
 pub mod dns;
 pub mod health;

@@ -163,6 +163,113 @@ async fn the_client_subnet_scope_is_that_of_the_deciding_data() {
     assert_eq!(echoed_subnet(&answer).scope_prefix(), 29);
 }
 
+/// The client subnet option is read as RFC 7871 says, on a path hickory-proto's own parser
+/// does not take: SOURCE PREFIX-LENGTH 0 (with FAMILY 1, 2 or 0) places the client by the
+/// query's source address, with scope 0; the FAMILY, SOURCE PREFIX-LENGTH and ADDRESS are
+/// echoed exactly as sent; more address octets than the prefix needs, or bits set past it,
+/// are FORMERR (§6). Over UDP and TCP, for the configured name and for the apex.
+#[tokio::test]
+async fn the_client_subnet_option_is_read_as_rfc_7871_says() {
+    let mut config = example();
+    // The test's own source address gets an answer of its own, so that being placed by it
+    // shows.
+    config.rules[0].prefixes.push("127.0.0.1/32".into());
+    let server = start(&config).await;
+    for (what, option, expected) in [
+        ("IPv4, source 0", &[0, 1, 0, 0][..], Some("127.0.0.14")),
+        ("IPv6, source 0", &[0, 2, 0, 0][..], Some("127.0.0.14")),
+        ("family 0, source 0", &[0, 0, 0, 0][..], Some("127.0.0.14")),
+        ("a /24", &[0, 1, 24, 0, 81, 2, 69][..], Some("127.0.0.11")),
+        (
+            "a /24, scope 8 sent",
+            &[0, 1, 24, 8, 81, 2, 69][..],
+            Some("127.0.0.11"),
+        ),
+        (
+            "a /24 with 4 octets",
+            &[0, 1, 24, 0, 81, 2, 69, 0][..],
+            None,
+        ),
+        (
+            "a /20 with bits past it",
+            &[0, 1, 20, 0, 81, 2, 69][..],
+            None,
+        ),
+        ("a /33", &[0, 1, 33, 0, 81, 2, 69, 142, 0][..], None),
+        ("family 0 with a prefix", &[0, 0, 8, 0, 81][..], None),
+        ("family 3", &[0, 3, 0, 0][..], None),
+        ("too short", &[0, 1, 0][..], None),
+    ] {
+        for tcp in [false, true] {
+            for name in ["dl.cdn.test", "cdn.test"] {
+                let answer = ask_raw(server, name, option, tcp).await;
+                let code = answer[3] & 0x0F;
+                let Some(expected) = expected else {
+                    assert_eq!(code, 1, "{what}: FORMERR");
+                    continue;
+                };
+                assert_eq!(code, 0, "{what}: NOERROR");
+                // The echo is the last option of the OPT record, which is the last record.
+                let echo = &answer[answer.len() - option.len()..];
+                let scope = if option[2] == 0 { 0 } else { 24 };
+                assert_eq!(&echo[..3], &option[..3], "{what}: echoed as sent");
+                assert_eq!(&echo[4..], &option[4..], "{what}: echoed as sent");
+                if name == "cdn.test" {
+                    continue; // the apex: a SOA, and scope 0
+                }
+                assert_eq!(echo[3], scope, "{what}: scope");
+                // The one A record's data ends where the OPT record starts.
+                let opt = answer.len() - option.len() - 4 - 11;
+                let address =
+                    std::net::Ipv4Addr::from(<[u8; 4]>::try_from(&answer[opt - 4..opt]).unwrap());
+                assert_eq!(address.to_string(), expected, "{what}");
+            }
+        }
+    }
+}
+
+/// Asks `server` for `name` A with an EDNS Client Subnet option of exactly the bytes `option`
+/// (FAMILY, SOURCE and SCOPE PREFIX-LENGTH, ADDRESS), over UDP or TCP; the raw answer.
+async fn ask_raw(server: SocketAddr, name: &str, option: &[u8], tcp: bool) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    // OPT: root, type 41, payload 1232, no extended RCODE, version 0, no flags.
+    query.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
+    query.extend_from_slice(&(4 + option.len() as u16).to_be_bytes());
+    query.extend_from_slice(&[0, 8]);
+    query.extend_from_slice(&(option.len() as u16).to_be_bytes());
+    query.extend_from_slice(option);
+    let wait = std::time::Duration::from_secs(5);
+    if tcp {
+        let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
+        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&query);
+        stream.write_all(&framed).await.unwrap();
+        let mut length = [0u8; 2];
+        tokio::time::timeout(wait, stream.read_exact(&mut length))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(length))];
+        stream.read_exact(&mut answer).await.unwrap();
+        return answer;
+    }
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&query, server).await.unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let (length, _) = tokio::time::timeout(wait, socket.recv_from(&mut buffer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    buffer.truncate(length);
+    buffer
+}
+
 /// The client subnet option an answer echoes.
 fn echoed_subnet(answer: &Message) -> ClientSubnet {
     match answer
