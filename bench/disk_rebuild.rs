@@ -160,7 +160,7 @@ fn object(n: u64, body: Bytes) -> Arc<Object> {
         },
         content_length: Some(body.len() as u64),
         slice_size: 0,
-        slice_set: 0,
+        slices_since: 0,
     };
     Object::complete(meta, body)
 }

@@ -44,16 +44,31 @@ impl CacheKey {
     }
 
     /// The key of slice `index` of the object stored under this key, for one variant (its
-    /// hash), one version of the object (the hash of its validator) and one stored head (its
-    /// slice set). Slices of different versions or heads never share a key, so an object is
-    /// never assembled from another version's slices, nor from slices a purge dropped.
-    pub fn slice(self, variant: u64, version: u64, set: u64, index: u64) -> CacheKey {
+    /// hash) and one version of the object (the hash of its validator). Slices of different
+    /// versions never share a key, so an object is never assembled from another version's
+    /// slices; every node computes the same keys, so each slice has one owner in a cluster.
+    pub fn slice(self, variant: u64, version: u64, index: u64) -> CacheKey {
         let mut hasher = Xxh3::new();
         hasher.update(b"slice\0");
         hasher.update(&self.0.to_le_bytes());
         hasher.update(&variant.to_le_bytes());
         hasher.update(&version.to_le_bytes());
-        hasher.update(&set.to_le_bytes());
+        hasher.update(&index.to_le_bytes());
+        CacheKey(hasher.digest128())
+    }
+
+    /// The key that places slice `index` of the object stored under this key in a cluster (its
+    /// owner) and among a pool's hosts: known before the object's version and variant are,
+    /// since a range miss must be sent to its slice's owner before its answer tells them.
+    /// Slice 0's is the object's own, so a whole request and a range in the first slice go to
+    /// the same owner.
+    pub fn slice_route(self, index: u64) -> CacheKey {
+        if index == 0 {
+            return self;
+        }
+        let mut hasher = Xxh3::new();
+        hasher.update(b"slice route\0");
+        hasher.update(&self.0.to_le_bytes());
         hasher.update(&index.to_le_bytes());
         CacheKey(hasher.digest128())
     }

@@ -48,8 +48,13 @@ pub(super) struct FetchPlan {
     request: http::request::Parts,
     request_cc: CacheControl,
     /// For a range miss: the slice holding the range's first byte, asked for instead of the
-    /// whole object (see `slices`).
+    /// whole object (see `slices`). In a cluster, a whole miss asks for slice 0.
     probe: Option<u64>,
+    /// Whether the client wants the whole object (a probe is then only how it is fetched).
+    whole_wanted: bool,
+    /// The key that picks the peer or host the fetch goes to: the object's, or the probed
+    /// slice's (`CacheKey::slice_route`).
+    route: CacheKey,
     stale: Option<Arc<Object>>,
 }
 
@@ -61,19 +66,25 @@ impl FetchPlan {
         let request_cc = exchange.cache_control.clone();
         let mut head = forwarded_request(proxy, request);
         let slice_size = proxy.live().config.cache.slice_size.bytes();
-        let probe = match (&stale, request.head.headers.get(RANGE)) {
-            (None, Some(range)) => {
-                let index = first_byte(range).unwrap_or(0) / slice_size;
-                let first = index * slice_size;
-                if let Ok(value) =
-                    HeaderValue::from_str(&format!("bytes={first}-{}", first + slice_size - 1))
-                {
-                    head.headers.insert(RANGE, value);
-                }
-                Some(index)
-            }
+        let wanted = request.head.headers.get(RANGE);
+        // In a cluster each slice of a large object has its own owner, which alone fetches it
+        // from the origin; so a whole miss is fetched from slice 0 on, slice by slice, not in
+        // one origin request that would bring every other owner's slices here (and there
+        // again when they are asked for). An object that turns out small comes whole.
+        let in_slices = proxy.live().cluster().is_some() && !proxy.collapser.is_uncacheable(key);
+        let probe = match (&stale, wanted) {
+            (None, Some(range)) => Some(first_byte(range).unwrap_or(0) / slice_size),
+            (None, None) if in_slices => Some(0),
             _ => None,
         };
+        if let Some(index) = probe {
+            let first = index * slice_size;
+            if let Ok(value) =
+                HeaderValue::from_str(&format!("bytes={first}-{}", first + slice_size - 1))
+            {
+                head.headers.insert(RANGE, value);
+            }
+        }
         if let Some(stale) = &stale {
             let meta = stale.meta();
             if let Some(etag) = meta.fields.etag() {
@@ -97,6 +108,8 @@ impl FetchPlan {
             request: head,
             request_cc,
             probe,
+            whole_wanted: wanted.is_none(),
+            route: probe.map_or(key, |index| key.slice_route(index)),
             stale,
         }
     }
@@ -243,7 +256,7 @@ impl Drop for Unfinished {
 async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut reply: Leader) {
     let request_time = now_millis();
     proxy.metrics.add(Counter::OriginRequests, 1);
-    let sent = proxy.forward(plan.key, &mut plan.request, RequestBody::empty(), true);
+    let sent = proxy.forward(plan.route, &mut plan.request, RequestBody::empty(), true);
     let response = match sent.await {
         Ok((response, trace)) => {
             reply.origin = Some(trace);
@@ -294,6 +307,9 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
         _ => None,
     };
     match probe_answer {
+        Some(None) if plan.whole_wanted => {
+            return Box::pin(fetch_whole(proxy, plan, flight, reply)).await
+        }
         Some(None) => {
             // Not a part this cache can store: the client's own range goes to the origin.
             flight.finish(FlightOutcome::Pass);
@@ -332,6 +348,10 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
         }
         _ => Ok(()),
     });
+    if verdict.is_err() && probed && plan.whole_wanted && declared_length > Some(slice_size) {
+        // Not to be stored, and only its first slice came: the client gets the whole of it.
+        return Box::pin(fetch_whole(proxy, plan, flight, reply)).await;
+    }
     if let Err(reason) = verdict {
         tracing::debug!(url = %plan.url, reason = reason.as_str(), status = parts.status.as_u16(), "not storable");
         if reason == NotStorable::ServerError {
@@ -374,7 +394,7 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
         freshness,
         content_length: declared_length,
         slice_size: 0,
-        slice_set: 0,
+        slices_since: 0,
     };
     if sliced {
         let body = SliceBody {
@@ -390,6 +410,15 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
     flight.publish(Arc::clone(&object));
     reply.send(FetchResult::Stored(Arc::clone(&object)));
     fill(&proxy, &plan, flight, object, incoming, declared_length).await;
+}
+
+/// Runs `plan`'s fetch again for the whole object, when its probe for slice 0 (the way a whole
+/// miss is fetched in a cluster) got something that cannot be stored as a slice.
+async fn fetch_whole(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, reply: Leader) {
+    plan.request.headers.remove(RANGE);
+    plan.probe = None;
+    plan.route = plan.key;
+    run(proxy, plan, flight, reply).await;
 }
 
 /// The part a probe for slice `index` got, as `(first byte, object length)`, when it can be
@@ -429,7 +458,7 @@ async fn store_sliced(
 ) {
     let slice_size = proxy.live().config.cache.slice_size.bytes();
     meta.slice_size = slice_size as u32;
-    meta.slice_set = slices::new_slice_set(plan.key);
+    meta.slices_since = meta.timing.response_time;
     let length = meta.content_length.unwrap_or(0);
     let head = Object::complete(meta, bytes::Bytes::new());
     proxy.tiers.insert(plan.key, &head);

@@ -53,21 +53,6 @@ fn version_of(field: impl Fn(&HeaderName) -> Option<HeaderValue>) -> Option<u64>
         .then(|| xxhash_rust::xxh3::xxh3_64_with_seed(last_modified.as_bytes(), 1))
 }
 
-/// A new slice set for a head being stored: unique enough that two heads of one URL never
-/// share one (time, key and a process-wide counter, hashed).
-pub(super) fn new_slice_set(key: CacheKey) -> u64 {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
-    let mut input = [0u8; 32];
-    input[..16].copy_from_slice(&key.0.to_le_bytes());
-    input[16..24].copy_from_slice(&nanos.to_le_bytes());
-    input[24..].copy_from_slice(&count.to_le_bytes());
-    xxhash_rust::xxh3::xxh3_64(&input)
-}
-
 /// Whether a stored response should be sliced: a whole 200 larger than one slice, with a
 /// version.
 pub(super) fn sliceable(
@@ -104,7 +89,8 @@ pub struct SlicedBody {
     head_on_disk: bool,
     variant: u64,
     version: u64,
-    set: u64,
+    /// The head's `slices_since`.
+    since: u64,
     slice_size: u64,
     length: u64,
     /// The request as forwarded to the origin, without conditionals or range.
@@ -129,7 +115,7 @@ impl SlicedBody {
             key,
             variant: variant_hash(&meta.variant),
             version: stored_version(&meta.fields)?,
-            set: meta.slice_set,
+            since: meta.slices_since,
             slice_size: u64::from(meta.slice_size),
             length: meta.content_length?,
             head_on_disk: head.is_on_disk(),
@@ -145,7 +131,14 @@ impl SlicedBody {
     }
 
     pub(super) fn slice_key(&self, index: u64) -> CacheKey {
-        self.key.slice(self.variant, self.version, self.set, index)
+        self.key.slice(self.variant, self.version, index)
+    }
+
+    /// Whether `slice`, stored under one of this body's slice keys, belongs to this head: it
+    /// was stored since the head was (a slice carries its head's response time). One stored
+    /// for an earlier head of the same version (before a purge, say) is not used.
+    fn current(&self, slice: &Object) -> bool {
+        slice.meta().timing.response_time >= self.since
     }
 
     /// Bytes `[start, end)` of slice `index`'s range of the object.
@@ -175,7 +168,14 @@ impl SlicedBody {
         let proxy = &self.proxy;
         (start / self.slice_size..=(end - 1) / self.slice_size).all(|index| {
             let key = self.slice_key(index);
-            proxy.tiers.holds(key) || proxy.collapser.in_flight(key)
+            // On disk, a slice is not read to see whether it is current: after a purge, an
+            // earlier head's may count here until it is read and replaced.
+            proxy.collapser.in_flight(key)
+                || proxy
+                    .tiers
+                    .in_ram(key, |slice| self.current(slice))
+                    .is_some()
+                || proxy.tiers.on_disk(key)
         })
     }
 
@@ -184,16 +184,13 @@ impl SlicedBody {
         let proxy = &self.proxy;
         let key = self.slice_key(index);
         // A slice has one variant: its object's.
+        let current = |slice: &Object| self.current(slice);
         let promote_after_hits = proxy.live().config.disk.promote_after_hits;
-        if let Some(object) = proxy
-            .tiers
-            .lookup(key, |_| true, promote_after_hits)
-            .await
-            .usable()
-        {
+        let found = proxy.tiers.lookup(key, current, promote_after_hits).await;
+        if let Some(object) = found.usable() {
             return Ok(object);
         }
-        let stored = || proxy.tiers.in_ram(key, |_| true);
+        let stored = || proxy.tiers.in_ram(key, current);
         match proxy.collapser.join_unless(key, stored) {
             Role::Leader(guard) => {
                 let (reply, answer) = oneshot::channel();
@@ -311,7 +308,7 @@ async fn fetch_slices(
         };
     let response = match proxy
         .forward(
-            body.slice_key(first),
+            body.key.slice_route(first),
             &mut request,
             RequestBody::empty(),
             true,
@@ -378,7 +375,11 @@ async fn fetch_slices(
         // The whole object is coming: keep every later slice not stored or in flight already.
         for index in first + 1..body.length.div_ceil(body.slice_size) {
             let key = body.slice_key(index);
-            if proxy.tiers.ram_entry(key).is_none() {
+            if proxy
+                .tiers
+                .in_ram(key, |slice| body.current(slice))
+                .is_none()
+            {
                 if let Role::Leader(guard) = proxy.collapser.join(key) {
                     slices.push((index, Some(guard)));
                 }

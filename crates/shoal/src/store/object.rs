@@ -40,9 +40,11 @@ pub struct ObjectMeta {
     /// Non-zero for the head of a sliced object: its body is not in this object but in slices
     /// of this many bytes, each stored under its own key (see `CacheKey::slice`).
     pub slice_size: u32,
-    /// For the head of a sliced object: a number drawn when the head was stored, part of its
-    /// slices' keys. A purged or replaced head never finds the slices of its predecessor.
-    pub slice_set: u64,
+    /// For the head of a sliced object: when it was first stored (its response time, Unix
+    /// milliseconds). Its slices are those stored since: a purged, evicted or replaced head
+    /// never uses the slices of its predecessor, which share their keys (see
+    /// `CacheKey::slice`).
+    pub slices_since: u64,
 }
 
 /// How the body's fill ended.
@@ -563,7 +565,7 @@ impl ObjectMeta {
             freshness,
             content_length: None,
             slice_size: 0,
-            slice_set: 0,
+            slices_since: 0,
         }
     }
 }

@@ -101,13 +101,11 @@ impl Tiers {
         self.ram.lookup(key)
     }
 
-    /// Whether `key` is stored in either tier (without counting an access).
-    pub fn holds(&self, key: CacheKey) -> bool {
-        self.ram.peek(key).is_some()
-            || self
-                .disk
-                .as_ref()
-                .is_some_and(|disk| !disk.peek(key).is_empty())
+    /// Whether `key` is stored on disk (without counting an access).
+    pub fn on_disk(&self, key: CacheKey) -> bool {
+        self.disk
+            .as_ref()
+            .is_some_and(|disk| !disk.peek(key).is_empty())
     }
 
     /// Stores a fetched `object` under `key`: in RAM, and on disk if the disk's admission

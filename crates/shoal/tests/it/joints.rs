@@ -365,3 +365,114 @@ async fn cluster_of_three(
     }
     (peers, nodes)
 }
+
+/// A sliced object in a cluster behind one hostname: every node computes the same key for
+/// each slice, so each slice has one owner in the cluster and reaches the origin once, however
+/// many nodes the object is read through, whole or in ranges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sliced_object_reaches_the_origin_once_per_slice_across_a_cluster() {
+    use crate::slices::{content, RangeOrigin, MIB};
+    let size = 4 * MIB;
+    let origin = RangeOrigin::start(size, true).await;
+    let (_, nodes) = cluster_of_three(&origin.origin, Vec::new()).await;
+    let get_from = |node: usize, path: &str, range: Option<(u64, u64)>| {
+        let mut request = client()
+            .get(format!("http://{}{path}", nodes[node].endpoint.listen))
+            .header("host", "cluster.test");
+        if let Some((first, last)) = range {
+            request = request.header("range", format!("bytes={first}-{last}"));
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.bytes().await.unwrap())
+        }
+    };
+    let get = |node: usize, range: Option<(u64, u64)>| get_from(node, "/big", range);
+    // Ranges first, each slice's through another node, then the whole object and ranges of
+    // every slice through every node.
+    for slice in 0..4 {
+        let (first, last) = (slice * MIB + 10, slice * MIB + 99);
+        let (status, body) = get(slice as usize % 3, Some((first, last))).await;
+        assert_eq!(status, 206);
+        assert!(body == content(first, last + 1, 1));
+    }
+    assert_eq!(origin.sent(), size, "each slice once");
+    for node in 0..3 {
+        let (status, body) = get(node, None).await;
+        assert_eq!(status, 200);
+        assert!(body == content(0, size, 1), "whole from node {node}");
+        for slice in 0..4 {
+            let (first, last) = (slice * MIB + 10, slice * MIB + 99);
+            let (status, body) = get(node, Some((first, last))).await;
+            assert_eq!(status, 206);
+            assert!(
+                body == content(first, last + 1, 1),
+                "range from node {node}"
+            );
+        }
+    }
+    assert_eq!(
+        origin.sent(),
+        size,
+        "no slice was fetched from the origin twice"
+    );
+    // The whole object first, then ranges and the whole through the other nodes.
+    let (status, body) = get_from(1, "/whole", None).await;
+    assert_eq!(status, 200);
+    assert!(body == content(0, size, 1));
+    for node in [2, 0] {
+        for slice in 0..4 {
+            let (first, last) = (slice * MIB, slice * MIB + 99);
+            let (status, body) = get_from(node, "/whole", Some((first, last))).await;
+            assert_eq!(status, 206);
+            assert!(body == content(first, last + 1, 1));
+        }
+        let (status, body) = get_from(node, "/whole", None).await;
+        assert!(status == 200 && body == content(0, size, 1));
+    }
+    assert_eq!(origin.sent(), 2 * size, "each slice of /whole once");
+}
+
+/// A large object without a validator cannot be sliced (its slices could not be told from
+/// another version's): in a cluster, where a whole miss asks for its first slice, the node
+/// then fetches it whole, stores it, and serves it whole.
+#[tokio::test]
+async fn a_large_object_without_a_validator_is_stored_whole_in_a_cluster() {
+    const SIZE: usize = 3 << 20;
+    let origin = Origin::start(|seen| {
+        let body = vec![b'x'; SIZE];
+        match seen.headers.get("range") {
+            // Honours the first slice's range, but says nothing that versions the object.
+            Some(_) => Reply {
+                status: http::StatusCode::PARTIAL_CONTENT,
+                ..Reply::ok(body[..1 << 20].to_vec())
+            }
+            .header(
+                "content-range",
+                &format!("bytes 0-{}/{SIZE}", (1 << 20) - 1),
+            )
+            .header("cache-control", "max-age=60"),
+            None => Reply::ok(body).header("cache-control", "max-age=60"),
+        }
+    })
+    .await;
+    let (_, nodes) = cluster_of_three(&origin, Vec::new()).await;
+    for (node, expected) in [(0, "MISS"), (0, "HIT")] {
+        let response = client()
+            .get(format!("http://{}/plain", nodes[node].endpoint.listen))
+            .header("host", "cluster.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-cache"], expected);
+        assert_eq!(response.bytes().await.unwrap().len(), SIZE);
+    }
+    let whole = origin
+        .seen()
+        .iter()
+        .filter(|seen| seen.headers.get("range").is_none())
+        .count();
+    assert_eq!(whole, 1, "fetched whole once");
+}

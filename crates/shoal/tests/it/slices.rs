@@ -11,11 +11,11 @@ use shoal::config::ByteSize;
 
 use crate::support::*;
 
-const MIB: u64 = 1 << 20;
+pub const MIB: u64 = 1 << 20;
 
 /// Byte `position` of version `version` of the test object: cheap to compute for any range of
 /// a huge object, and different at every position and in every version.
-fn content(start: u64, end: u64, version: u8) -> Vec<u8> {
+pub fn content(start: u64, end: u64, version: u8) -> Vec<u8> {
     (start..end)
         .map(|position| {
             let word =
@@ -27,8 +27,8 @@ fn content(start: u64, end: u64, version: u8) -> Vec<u8> {
 
 /// An origin for one object of `size` bytes that answers ranges (unless told not to) and
 /// counts the body bytes it sends.
-struct RangeOrigin {
-    origin: Origin,
+pub struct RangeOrigin {
+    pub origin: Origin,
     sent: Arc<AtomicU64>,
     version: Arc<AtomicU8>,
     /// Milliseconds every answer waits before its head is sent.
@@ -36,7 +36,7 @@ struct RangeOrigin {
 }
 
 impl RangeOrigin {
-    async fn start(size: u64, honors_ranges: bool) -> RangeOrigin {
+    pub async fn start(size: u64, honors_ranges: bool) -> RangeOrigin {
         let sent = Arc::new(AtomicU64::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let delay = Arc::clone(&delay_ms);
@@ -88,7 +88,7 @@ impl RangeOrigin {
         }
     }
 
-    fn sent(&self) -> u64 {
+    pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::SeqCst)
     }
 

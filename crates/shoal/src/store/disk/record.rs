@@ -231,7 +231,7 @@ pub fn encode_meta(meta: &ObjectMeta) -> Vec<u8> {
     out.extend_from_slice(&meta.status.as_u16().to_le_bytes());
     out.extend_from_slice(&meta.content_length.unwrap_or(u64::MAX).to_le_bytes());
     out.extend_from_slice(&meta.slice_size.to_le_bytes());
-    out.extend_from_slice(&meta.slice_set.to_le_bytes());
+    out.extend_from_slice(&meta.slices_since.to_le_bytes());
     let timing = &meta.timing;
     for value in [
         timing.request_time,
@@ -279,7 +279,7 @@ pub fn decode_meta(bytes: &[u8]) -> Option<ObjectMeta> {
     let status = StatusCode::from_u16(u16::from_le_bytes(input.take(2)?.try_into().ok()?)).ok()?;
     let length = input.u64()?;
     let slice_size = input.u32()?;
-    let slice_set = input.u64()?;
+    let slices_since = input.u64()?;
     let timing = Timing {
         request_time: input.u64()?,
         response_time: input.u64()?,
@@ -326,7 +326,7 @@ pub fn decode_meta(bytes: &[u8]) -> Option<ObjectMeta> {
         freshness,
         content_length: (length != u64::MAX).then_some(length),
         slice_size,
-        slice_set,
+        slices_since,
     })
 }
 
@@ -435,7 +435,7 @@ mod tests {
             },
             content_length: Some(11),
             slice_size: 1 << 20,
-            slice_set: 99,
+            slices_since: 99,
         }
     }
 
@@ -454,7 +454,7 @@ mod tests {
         assert_eq!(decoded.fields.last_modified(), Some(784_903_526_000));
         assert_eq!(decoded.content_length, Some(11));
         assert_eq!(decoded.slice_size, 1 << 20);
-        assert_eq!(decoded.slice_set, 99);
+        assert_eq!(decoded.slices_since, 99);
     }
 
     #[test]
