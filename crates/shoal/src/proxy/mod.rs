@@ -55,7 +55,7 @@ use crate::config::Config;
 use crate::store::{DiskStore, Found, MemoryStore, Object, Tiers};
 use crate::throttle::LogBudget;
 use crate::tls::{CertResolver, Certificates};
-use crate::upstream::cluster::PEER_HEADER;
+use crate::upstream::cluster::{MarkedRequest, PEER_HEADER};
 use crate::upstream::{RequestBody, Trace, UpstreamError};
 use fetch::{FetchPlan, FetchResult};
 
@@ -201,7 +201,12 @@ impl Proxy {
                 tried.push(owner);
                 // A cache fetch has no body: the same head goes to the peer, marked as a
                 // peer's, and (if the peer fails) on to the next one or the origin unmarked.
-                let marker = cluster.marker(&head.method, target(head), now_millis() / 1000);
+                let request = MarkedRequest {
+                    method: &head.method,
+                    host: request_host_of(&head.headers, &head.uri),
+                    target: target(head),
+                };
+                let marker = cluster.marker(&request, now_millis() / 1000);
                 head.headers.insert(PEER_HEADER, marker);
                 let sent = live
                     .upstream()

@@ -13,7 +13,7 @@ use super::{
     ProxyResponse, ResponseBody, ResponseHeaders,
 };
 use crate::cache::CacheStatus;
-use crate::upstream::cluster::PEER_HEADER;
+use crate::upstream::cluster::{MarkedRequest, PEER_HEADER};
 use crate::upstream::{RequestBody, Trace};
 
 impl Proxy {
@@ -129,7 +129,12 @@ impl Proxy {
         let believed = live.cluster().is_some_and(|cluster| {
             let from = cluster.is_peer(client.ip()) || sender == headers::Sender::TrustedProxy;
             from && head.headers.get(PEER_HEADER).is_some_and(|marker| {
-                cluster.believes(marker, &head.method, target(head), now_millis() / 1000)
+                let request = MarkedRequest {
+                    method: &head.method,
+                    host,
+                    target: target(head),
+                };
+                cluster.believes(marker, &request, now_millis() / 1000)
             })
         });
         if !believed {

@@ -78,13 +78,13 @@ impl Cluster {
     }
 
     /// The marker of a request this node sends to a peer: its id, and with `cluster.secret`
-    /// the time and a signature binding it to this request (`method`, `target`).
-    pub fn marker(&self, method: &http::Method, target: &str, now_secs: u64) -> http::HeaderValue {
+    /// the time and a signature binding it to this request.
+    pub fn marker(&self, request: &MarkedRequest<'_>, now_secs: u64) -> http::HeaderValue {
         let Some(secret) = &self.secret else {
             return self.id.clone();
         };
         let id = self.id.to_str().unwrap_or("peer");
-        let signature = marker_signature(secret, id, now_secs, method, target);
+        let signature = marker_signature(secret, id, now_secs, request);
         http::HeaderValue::from_str(&format!("{id}; t={now_secs}; sig={signature}"))
             .unwrap_or_else(|_| self.id.clone())
     }
@@ -94,8 +94,7 @@ impl Cluster {
     pub fn believes(
         &self,
         marker: &http::HeaderValue,
-        method: &http::Method,
-        target: &str,
+        request: &MarkedRequest<'_>,
         now_secs: u64,
     ) -> bool {
         use hmac::Mac;
@@ -124,7 +123,7 @@ impl Cluster {
             return false;
         }
         let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-        marker_input(&mut mac, id, time, method, target);
+        marker_input(&mut mac, id, time, request);
         // Compared in constant time.
         mac.verify_slice(&signature).is_ok()
     }
@@ -170,22 +169,33 @@ fn peer_addresses(peers: &[crate::config::OriginUrl]) -> Vec<std::net::IpAddr> {
     addresses
 }
 
-fn marker_signature(
-    secret: &[u8],
-    id: &str,
-    time: u64,
-    method: &http::Method,
-    target: &str,
-) -> String {
+/// What a peer marker's signature covers of the request it rides on.
+pub struct MarkedRequest<'a> {
+    /// The method.
+    pub method: &'a http::Method,
+    /// The host (`request_host`), compared without regard to case.
+    pub host: &'a str,
+    /// The target (path and query).
+    pub target: &'a str,
+}
+
+fn marker_signature(secret: &[u8], id: &str, time: u64, request: &MarkedRequest<'_>) -> String {
     use hmac::Mac;
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    marker_input(&mut mac, id, time, method, target);
+    marker_input(&mut mac, id, time, request);
     crate::signed_url::to_hex(&mac.finalize().into_bytes())
 }
 
-fn marker_input(mac: &mut HmacSha256, id: &str, time: u64, method: &http::Method, target: &str) {
+fn marker_input(mac: &mut HmacSha256, id: &str, time: u64, request: &MarkedRequest<'_>) {
     use hmac::Mac;
-    for part in [id, &time.to_string(), method.as_str(), target] {
+    let host = request.host.to_ascii_lowercase();
+    for part in [
+        id,
+        &time.to_string(),
+        request.method.as_str(),
+        &host,
+        request.target,
+    ] {
         mac.update(part.as_bytes());
         mac.update(b"\n");
     }

@@ -266,7 +266,7 @@ async fn an_uncacheable_mark_lets_a_cacheable_answer_be_stored() {
 
 /// With `cluster.secret`, the peer marker is believed only when signed with it for the
 /// request, recently: a marker from a peer's own address (loopback here, as every peer) that
-/// is unsigned, signed for another URL or too old is dropped; a good one is believed.
+/// is unsigned, signed for another URL or host or too old is dropped; a good one is believed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_a_cluster_secret_only_signed_peer_markers_are_believed() {
     use hmac::Mac;
@@ -280,10 +280,10 @@ async fn with_a_cluster_secret_only_signed_peer_markers_are_believed() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let signed = |target: &str, time: u64| {
+    let signed_for = |host: &str, target: &str, time: u64| {
         let id = peers[0].to_string();
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-        for part in [id.as_str(), &time.to_string(), "GET", target] {
+        for part in [id.as_str(), &time.to_string(), "GET", host, target] {
             mac.update(part.as_bytes());
             mac.update(b"\n");
         }
@@ -295,6 +295,7 @@ async fn with_a_cluster_secret_only_signed_peer_markers_are_believed() {
             .collect();
         format!("{id}; t={time}; sig={signature}")
     };
+    let signed = |target: &str, time: u64| signed_for("cluster.test", target, time);
     let ask = |node: usize, marker: Option<String>| {
         let mut request = client()
             .get(format!("http://{}/owned", nodes[node].endpoint.listen))
@@ -312,10 +313,11 @@ async fn with_a_cluster_secret_only_signed_peer_markers_are_believed() {
         );
     }
     assert_eq!(origin.count("/owned"), 1);
-    // Forged markers: unsigned, for another target, too old, a bad signature.
+    // Forged markers: unsigned, for another target or host, too old, a bad signature.
     let forged = [
         peers[0].to_string(),
         signed("/other", now),
+        signed_for("other.test", "/owned", now),
         signed("/owned", now - 120),
         signed("/owned", now).replace("sig=", "sig=00"),
     ];
