@@ -107,8 +107,12 @@ pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         while let Some(result) = bound.recv().await {
             result?;
         }
-        for address in &proxy.config().server.listen {
+        let (plain, tls) = proxy.listening();
+        for address in plain {
             tracing::info!(%address, workers, "serving");
+        }
+        for address in tls {
+            tracing::info!(%address, workers, "serving TLS");
         }
         let rotation = Arc::clone(&proxy);
         tokio::spawn(async move {

@@ -409,14 +409,13 @@ struct ClusterStatus {
 
 fn status(proxy: &Proxy, started: std::time::Instant) -> Status {
     let live = proxy.live();
-    let config = &live.config;
     let (listen, listen_tls) = proxy.listening();
     Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: started.elapsed().as_secs(),
         listen,
         listen_tls,
-        workers: config.server.workers,
+        workers: proxy.workers(),
         cluster: live.cluster().map(|cluster| ClusterStatus {
             this_node: cluster.peers.hosts[cluster.me].url.authority.clone(),
             peers: cluster.peers.hosts.len(),

@@ -688,9 +688,14 @@ fn inspect_table(inspection: &Value) -> String {
         out.push_str("not cached\n");
     }
     for variant in variants {
+        let freshness = match variant["fresh_for_seconds"].as_i64() {
+            Some(left) if left >= 0 => format!("fresh for {left} s"),
+            Some(over) => format!("stale for {} s", over.unsigned_abs()),
+            None => "freshness unknown".into(),
+        };
         let _ = writeln!(
             out,
-            "\n{} in {}: {} bytes, age {} s, fresh for {} s, {}",
+            "\n{} in {}: {} bytes, age {} s, {freshness}, {}",
             cell(&variant["status"]),
             variant["tiers"]
                 .as_array()
@@ -698,9 +703,16 @@ fn inspect_table(inspection: &Value) -> String {
                 .unwrap_or_default(),
             cell(&variant["bytes"]),
             cell(&variant["age_seconds"]),
-            cell(&variant["fresh_for_seconds"]),
             cell(&variant["state"])
         );
+        // The request values this variant was stored for, one per field `Vary` names.
+        for pair in variant["vary"].as_array().into_iter().flatten() {
+            let value = match &pair[1] {
+                Value::Null => "(absent)".to_owned(),
+                value => cell(value),
+            };
+            let _ = writeln!(out, "  for {}: {value}", cell(&pair[0]));
+        }
         for pair in variant["headers"].as_array().into_iter().flatten() {
             let _ = writeln!(out, "  {}: {}", cell(&pair[0]), cell(&pair[1]));
         }

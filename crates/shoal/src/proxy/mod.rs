@@ -246,6 +246,11 @@ impl Proxy {
         Ok((response, trace))
     }
 
+    /// The worker threads serving connections (`server.workers`, or one per core for 0).
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         Arc::clone(&self.live().config)

@@ -435,10 +435,18 @@ async fn the_status_reports_the_load_a_router_reads() {
 
 /// The smaller joints of issue 27: global flags after the subcommand, a closed stdout, the TLS
 /// listeners in the status, the media types of `/metrics` and `/health`, and `https://` URLs
-/// inspected as they were given.
+/// inspected as they were given, the worker count, and a stale variant's inspection.
 #[tokio::test]
 async fn ctl_and_admin_details_operators_rely_on() {
-    let origin = Origin::start(|_| Reply::ok("x").header("cache-control", "max-age=60")).await;
+    let origin = Origin::start(|seen| match seen.target.as_str() {
+        // Stored already 100 s old, for 10 s: stale for 90 s.
+        "/stale" => Reply::ok("old")
+            .header("cache-control", "max-age=10")
+            .header("age", "100")
+            .header("vary", "Accept-Encoding"),
+        _ => Reply::ok("x").header("cache-control", "max-age=60"),
+    })
+    .await;
     let node = node_with(&origin, |config| {
         config.server.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];
         config.admin.token = Some(TOKEN.into());
@@ -530,4 +538,19 @@ async fn ctl_and_admin_details_operators_rely_on() {
         .unwrap();
     let inspected: serde_json::Value = serde_json::from_str(&inspected).unwrap();
     assert_eq!(inspected["url"], "https://secure.test/page");
+
+    // The node's one worker, as the status counts it.
+    let status = with_token("/status").await.unwrap().text().await.unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["workers"], 1, "{status}");
+
+    // A stale variant reads as stale, with the request values it was stored for.
+    let (status, _, _) = get_with(&node, "/stale", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(status, 200);
+    let url = format!("{}/stale", base(&node));
+    let inspect = ctl(&node, &["--token", TOKEN, "inspect", &url]).await;
+    let text = stdout(&inspect);
+    assert!(text.contains("stale for 9"), "{text}");
+    assert!(!text.contains("fresh for -"), "{text}");
+    assert!(text.contains("for accept-encoding: gzip"), "{text}");
 }
