@@ -3,11 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Upper bounds of the latency buckets, in microseconds (and `+Inf` after them).
-pub const LATENCY_BUCKETS_MICROS: [u64; 14] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 5_000_000,
-];
+pub use shoal_api::stats::{HistogramSnapshot, LATENCY_BUCKETS_MICROS};
 
 /// A latency histogram with fixed buckets, updated without locks.
 #[derive(Debug, Default)]
@@ -39,22 +35,6 @@ impl Histogram {
         let mut snapshot = HistogramSnapshot::default();
         self.add_to(&mut snapshot);
         snapshot
-    }
-}
-
-/// A histogram's counts at one moment.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct HistogramSnapshot {
-    /// Observations per bucket, not cumulative (the last is above every bound).
-    pub buckets: [u64; LATENCY_BUCKETS_MICROS.len() + 1],
-    /// Sum of all observations, in microseconds.
-    pub sum_micros: u64,
-}
-
-impl HistogramSnapshot {
-    /// Observations in all.
-    pub fn count(&self) -> u64 {
-        self.buckets.iter().sum()
     }
 }
 

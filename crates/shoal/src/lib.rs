@@ -17,7 +17,7 @@ pub mod histogram;
 pub mod prefix;
 pub mod proxy;
 pub mod router;
-pub mod signed_url;
+pub use shoal_api::signed_url;
 pub mod store;
 pub mod throttle;
 pub mod tls;

@@ -10,8 +10,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
-use serde_json::Value;
+use shoal_api::cache::{ClusterResult, Invalidation, PeerResult};
 
 use super::{json, text};
 use crate::proxy::Proxy;
@@ -19,20 +18,6 @@ use crate::upstream::root_cause;
 
 /// How long a peer has to answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One peer's answer.
-#[derive(Serialize)]
-struct PeerResult {
-    /// The peer's admin API.
-    admin: String,
-    ok: bool,
-    /// Its JSON answer, when it gave one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<Value>,
-    /// Why it failed, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
 
 /// Whether the request asks for the whole cluster.
 pub(super) fn wanted(query: &str) -> bool {
@@ -46,7 +31,7 @@ pub(super) async fn to_peers(
     path: &str,
     query: &str,
     token: Option<&str>,
-    this_node: Value,
+    this_node: Invalidation,
 ) -> Response<Full<Bytes>> {
     let live = proxy.generation();
     let admins = &live.config.cluster.admin;
@@ -86,19 +71,23 @@ pub(super) async fn to_peers(
                 }
             }
         });
-    let peers: Vec<PeerResult> = futures_util::future::join_all(calls).await;
+    let peers: Vec<PeerResult<Invalidation>> = futures_util::future::join_all(calls).await;
     let failed = peers.iter().filter(|peer| !peer.ok).count();
     for peer in peers.iter().filter(|peer| !peer.ok) {
         tracing::warn!(peer = %peer.admin, error = peer.error.as_deref().unwrap_or(""), %path, "cluster-wide request failed at a peer");
     }
-    json(&serde_json::json!({ "this_node": this_node, "peers": peers, "failed": failed }))
+    json(&ClusterResult {
+        this_node,
+        peers,
+        failed,
+    })
 }
 
 async fn call(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     url: &str,
     token: Option<&str>,
-) -> Result<Value, String> {
+) -> Result<Invalidation, String> {
     let mut request = http::Request::post(url).header(super::guard::CHANGE_HEADER, "1");
     if let Some(token) = token {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
@@ -122,5 +111,5 @@ async fn call(
             String::from_utf8_lossy(&body).trim()
         ));
     }
-    serde_json::from_slice(&body).map_err(|error| format!("answer is not JSON: {error}"))
+    serde_json::from_slice(&body).map_err(|error| format!("not the answer expected: {error}"))
 }

@@ -17,8 +17,7 @@
 use http::{Method, Request, StatusCode};
 use sha2::{Digest, Sha256};
 
-/// The header a change request may carry to show it is not a cross-site form.
-pub const CHANGE_HEADER: &str = "x-shoal-admin";
+pub use shoal_api::CHANGE_HEADER;
 
 /// Why a request is refused.
 #[derive(Debug, PartialEq, Eq)]

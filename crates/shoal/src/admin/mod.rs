@@ -22,10 +22,16 @@ use crate::cache::ban::Matcher;
 use crate::clock::now_millis;
 use crate::proxy::Generation;
 use crate::proxy::Proxy;
-use crate::store::disk::{DiskStats, VolumeState};
 use crate::throttle::LogBudget;
-use crate::upstream::pool::{AdminState, CheckResult};
 use crate::upstream::Pool;
+use shoal_api::cache::{
+    BanAdded, BanMatch, BanView, CachedObject, Inspection, Invalidation, Purged, ReportRow,
+    VariantView,
+};
+use shoal_api::node::{ClusterStatus, Status};
+use shoal_api::path;
+use shoal_api::stats::{AccessLogStats, LatencyStats, Stats, VolumeState};
+use shoal_api::upstreams::{AdminState, HostStateChange, HostView, PoolView};
 
 /// Binds the admin API on `address`, requiring `token` (if any) on every request; returns the
 /// bound address.
@@ -74,59 +80,6 @@ pub async fn start(
         }
     });
     Ok(bound)
-}
-
-#[derive(Serialize)]
-struct Stats {
-    /// When these numbers were read (ms since the Unix epoch): the clock to compute rates by.
-    time_ms: u64,
-    counters: std::collections::BTreeMap<&'static str, u64>,
-    /// Requests answered from the cache (fresh, stale or after a 304) over the requests that
-    /// looked in it (passes left out), since start; null before the first.
-    hit_ratio: Option<f64>,
-    store: crate::store::StoreStats,
-    /// The disk tier, when configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    disk: Option<DiskStats>,
-    fetches_in_flight: usize,
-    /// Client IP addresses with an open connection or a request-rate bucket not yet full.
-    clients_tracked: usize,
-    /// Origin body bytes being filled into objects not yet complete.
-    inflight_bytes: u64,
-    /// The access log's lines written and dropped, when it is on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    access_log: Option<AccessLogStats>,
-    /// Latency histograms (per-bucket counts and sums since start), for rates and quantiles
-    /// between two reads.
-    latency: LatencyStats,
-}
-
-#[derive(Serialize)]
-struct LatencyStats {
-    /// The buckets' upper bounds; each histogram has one more bucket, above the last bound.
-    bounds_micros: &'static [u64],
-    /// Request latency (to the end of the handler: response head ready) by cache status.
-    requests: std::collections::BTreeMap<&'static str, crate::histogram::HistogramSnapshot>,
-    /// Origin first-byte latency, every pool's together.
-    origin_first_byte: crate::histogram::HistogramSnapshot,
-}
-
-#[derive(Serialize)]
-struct AccessLogStats {
-    written: u64,
-    dropped: u64,
-}
-
-#[derive(Serialize)]
-struct CachedObject {
-    key: String,
-    url: String,
-    status: u16,
-    bytes: u64,
-    chunks: usize,
-    age_seconds: u64,
-    fresh_for_seconds: i64,
-    state: &'static str,
 }
 
 /// The dashboard's files: the paths they answer, their text, their type.
@@ -194,34 +147,34 @@ async fn route<B>(
 ) -> Response<Full<Bytes>> {
     let query = request.uri().query().unwrap_or("");
     match (request.method(), request.uri().path()) {
-        (&Method::POST, path @ ("/purge" | "/ban" | "/purge-tag")) => {
-            let done = match invalidate(proxy, path, query) {
+        (&Method::POST, route @ (path::PURGE | path::BAN | path::PURGE_TAG)) => {
+            let done = match invalidate(proxy, route, query) {
                 Ok(done) => done,
                 Err((status, reason)) => return text(status, format!("{reason}\n")),
             };
             match fanout::wanted(query) {
-                true => fanout::to_peers(proxy, path, query, token, done).await,
+                true => fanout::to_peers(proxy, route, query, token, done).await,
                 false => json(&done),
             }
         }
-        (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".into()),
-        (&Method::GET, "/status") => json(&status(proxy, started)),
-        (&Method::GET, "/config") => json(&*proxy.config()),
-        (&Method::POST, "/reload") => match proxy.reload_from_source() {
+        (&Method::GET, path::HEALTH) => text(StatusCode::OK, "ok\n".into()),
+        (&Method::GET, path::STATUS) => json(&status(proxy, started)),
+        (&Method::GET, path::CONFIG) => json(&*proxy.config()),
+        (&Method::POST, path::RELOAD) => match proxy.reload_from_source() {
             Ok(report) => json(&report),
             Err(reason) => text(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("configuration refused, the running one stays: {reason}\n"),
             ),
         },
-        (&Method::GET, "/fetches") => json(
+        (&Method::GET, path::FETCHES) => json(
             &proxy
                 .fetch_keys()
                 .iter()
                 .map(|key| key.to_hex())
                 .collect::<Vec<_>>(),
         ),
-        (&Method::GET, "/cache/inspect") => {
+        (&Method::GET, path::INSPECT) => {
             let url = parameter(query, "url").unwrap_or_default();
             match parse_url(&url) {
                 Some((host, target)) => {
@@ -233,17 +186,17 @@ async fn route<B>(
                 ),
             }
         }
-        (&Method::GET, "/stats") => json(&stats(proxy)),
-        (&Method::GET, "/metrics") => prometheus_text(prometheus(proxy, &stats(proxy))),
-        (&Method::GET, "/cache") => json(&cache_listing(proxy)),
-        (&Method::GET, "/upstreams") => json(&upstreams(proxy)),
-        (&Method::GET, "/top-urls") => {
+        (&Method::GET, path::STATS) => json(&stats(proxy)),
+        (&Method::GET, path::METRICS) => prometheus_text(prometheus(proxy, &stats(proxy))),
+        (&Method::GET, path::CACHE) => json(&cache_listing(proxy)),
+        (&Method::GET, path::UPSTREAMS) => json(&upstreams(proxy)),
+        (&Method::GET, path::TOP_URLS) => {
             let top = parameter(query, "top")
                 .and_then(|top| top.parse().ok())
                 .unwrap_or(20usize);
             json(&proxy.top_urls().top(top))
         }
-        (&Method::GET, "/report") => {
+        (&Method::GET, path::REPORT) => {
             let by_asn = match parameter(query, "by").as_deref() {
                 Some("asn") => true,
                 Some("country") | None => false,
@@ -263,24 +216,30 @@ async fn route<B>(
                 .unwrap_or_default();
             json(
                 &rows
-                    .iter()
-                    .map(|(key, requests, bytes)| {
-                        serde_json::json!({ "key": key, "requests": requests, "bytes": bytes })
+                    .into_iter()
+                    .map(|(key, requests, bytes)| ReportRow {
+                        key,
+                        requests,
+                        bytes,
                     })
                     .collect::<Vec<_>>(),
             )
         }
-        (&Method::GET, "/bans") => json(
+        (&Method::GET, path::BANS) => json(
             &proxy
                 .bans()
                 .iter()
                 .map(|ban| {
                     let (kind, value) = ban.matcher.describe();
-                    serde_json::json!({ "created": ban.created, "kind": kind, "value": value })
+                    BanView {
+                        created: ban.created,
+                        kind: kind.into(),
+                        value: value.into(),
+                    }
                 })
                 .collect::<Vec<_>>(),
         ),
-        (&Method::POST, "/upstreams/state") => set_host_state(proxy, query),
+        (&Method::POST, path::UPSTREAM_STATE) => set_host_state(proxy, query),
         _ => text(
             StatusCode::NOT_FOUND,
             "unknown admin endpoint; see docs/admin-api.md: /health, /status, /stats, /metrics, \
@@ -298,20 +257,20 @@ async fn route<B>(
 /// done, as JSON, or why the request is refused.
 fn invalidate(
     proxy: &Proxy,
-    path: &str,
+    endpoint: &str,
     query: &str,
-) -> Result<serde_json::Value, (StatusCode, String)> {
+) -> Result<Invalidation, (StatusCode, String)> {
     let refuse = |message: &str| Err((StatusCode::BAD_REQUEST, message.to_owned()));
-    let matcher = match path {
-        "/purge" => {
+    let matcher = match endpoint {
+        path::PURGE => {
             let Some((host, target)) = parameter(query, "url").as_deref().and_then(parse_url)
             else {
                 return refuse("expected /purge?url=http://host/path");
             };
             let purged = proxy.purge_url(&host, &target);
-            return Ok(serde_json::json!({ "purged": purged }));
+            return Ok(Invalidation::Purged(Purged { purged }));
         }
-        "/purge-tag" => match parameter(query, "tag") {
+        path::PURGE_TAG => match parameter(query, "tag") {
             Some(tag) if !tag.is_empty() && !tag.contains([' ', ',']) => Matcher::Tag(tag),
             _ => return refuse("expected /purge-tag?tag=TAG (one tag, without spaces or commas)"),
         },
@@ -333,8 +292,11 @@ fn invalidate(
             }
         },
     };
-    let (kind, value) = matcher.describe();
-    let described = serde_json::json!({ kind: value });
+    let banned = match &matcher {
+        Matcher::Prefix(prefix) => BanMatch::Prefix(prefix.clone()),
+        Matcher::Regex(regex) => BanMatch::Regex(regex.as_str().into()),
+        Matcher::Tag(tag) => BanMatch::Tag(tag.clone()),
+    };
     let created = proxy.ban(matcher).map_err(|held| {
         let reason = format!(
             "the node holds {held} bans, its cache.max_bans; a broader ban covers several, and \
@@ -342,8 +304,8 @@ fn invalidate(
         );
         (StatusCode::INSUFFICIENT_STORAGE, reason)
     })?;
-    tracing::info!(%described, "ban added through the admin API");
-    Ok(serde_json::json!({ "banned": described, "created": created }))
+    tracing::info!(?banned, "ban added through the admin API");
+    Ok(Invalidation::Banned(BanAdded { banned, created }))
 }
 
 /// `http://host/path?query` as host and target.
@@ -380,38 +342,11 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[derive(Serialize)]
-struct Status {
-    version: &'static str,
-    uptime_seconds: u64,
-    listen: Vec<SocketAddr>,
-    listen_tls: Vec<SocketAddr>,
-    workers: usize,
-    cluster: Option<ClusterStatus>,
-    requests: u64,
-    fetches_in_flight: usize,
-    /// 1 at start, one more per configuration reload.
-    config_generation: u64,
-    /// When the configuration in force was loaded (ms since the Unix epoch).
-    config_loaded_at: u64,
-    /// The last reload asked for, applied or refused.
-    last_reload: Option<crate::proxy::ReloadOutcome>,
-    /// Requests and bytes per second since the previous `/status`, connections open: what a
-    /// request router reads to spare a node near its capacity.
-    load: crate::proxy::Load,
-}
-
-#[derive(Serialize)]
-struct ClusterStatus {
-    this_node: String,
-    peers: usize,
-}
-
 fn status(proxy: &Proxy, started: std::time::Instant) -> Status {
     let live = proxy.live();
     let (listen, listen_tls) = proxy.listening();
     Status {
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: started.elapsed().as_secs(),
         listen,
         listen_tls,
@@ -429,37 +364,21 @@ fn status(proxy: &Proxy, started: std::time::Instant) -> Status {
     }
 }
 
-#[derive(Serialize)]
-struct Inspection {
-    url: String,
-    key: String,
-    fetch_in_flight: bool,
-    variants: Vec<VariantView>,
-}
-
-#[derive(Serialize)]
-struct VariantView {
-    /// Where it is: "ram", "disk", or both.
-    tiers: Vec<&'static str>,
-    status: u16,
-    /// The request values it was stored for, per field named in `Vary`.
-    vary: Vec<(String, Option<String>)>,
-    headers: Vec<(String, String)>,
-    age_seconds: u64,
-    /// Negative when stale.
-    fresh_for_seconds: i64,
-    bytes: u64,
-    state: &'static str,
-    /// For a large object stored in slices: the slice size.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    slice_size: Option<u32>,
+/// How far an object's body has come, for the listing and inspection.
+fn fill_state(object: &crate::store::Object) -> String {
+    match object.state() {
+        crate::store::FillState::Filling => "filling",
+        crate::store::FillState::Complete => "complete",
+        crate::store::FillState::Aborted => "aborted",
+    }
+    .into()
 }
 
 fn variant_view(object: &crate::store::Object, tiers: Vec<&'static str>) -> VariantView {
     let meta = object.meta();
     let age = meta.timing.current_age(now_millis());
     VariantView {
-        tiers,
+        tiers: tiers.iter().map(|&tier| tier.into()).collect(),
         status: meta.status.as_u16(),
         vary: meta.variant.clone(),
         headers: meta
@@ -478,11 +397,7 @@ fn variant_view(object: &crate::store::Object, tiers: Vec<&'static str>) -> Vari
             0 => object.length(),
             _ => meta.content_length.unwrap_or(0),
         },
-        state: match object.state() {
-            crate::store::FillState::Filling => "filling",
-            crate::store::FillState::Complete => "complete",
-            crate::store::FillState::Aborted => "aborted",
-        },
+        state: fill_state(object),
         slice_size: (meta.slice_size > 0).then_some(meta.slice_size),
     }
 }
@@ -531,8 +446,12 @@ async fn inspect(proxy: &Proxy, scheme: &str, host: &str, target: &str) -> Inspe
 }
 
 fn stats(proxy: &Proxy) -> Stats {
-    let counters: std::collections::BTreeMap<&'static str, u64> =
-        proxy.metrics().snapshot().into_iter().collect();
+    let counters: std::collections::BTreeMap<String, u64> = proxy
+        .metrics()
+        .snapshot()
+        .into_iter()
+        .map(|(name, count)| (name.to_owned(), count))
+        .collect();
     let count = |name: &str| counters.get(name).copied().unwrap_or(0) as f64;
     let from_cache = count("hits") + count("stale") + count("revalidated");
     let looked_up = from_cache + count("misses");
@@ -550,12 +469,12 @@ fn stats(proxy: &Proxy) -> Stats {
         clients_tracked: proxy.clients_tracked(),
         inflight_bytes: proxy.inflight_bytes(),
         latency: LatencyStats {
-            bounds_micros: &crate::histogram::LATENCY_BUCKETS_MICROS,
+            bounds_micros: crate::histogram::LATENCY_BUCKETS_MICROS.to_vec(),
             requests: proxy
                 .metrics()
                 .latency()
                 .into_iter()
-                .map(|(status, histogram)| (status.as_str(), histogram))
+                .map(|(status, histogram)| (status.as_str().to_owned(), histogram))
                 .collect(),
             origin_first_byte: {
                 let live = proxy.live();
@@ -584,40 +503,12 @@ fn cache_listing(proxy: &Proxy) -> Vec<CachedObject> {
                 chunks: object.chunk_count(),
                 age_seconds: age / 1000,
                 fresh_for_seconds: (meta.freshness.lifetime as i64 - age as i64) / 1000,
-                state: match object.state() {
-                    crate::store::FillState::Filling => "filling",
-                    crate::store::FillState::Complete => "complete",
-                    crate::store::FillState::Aborted => "aborted",
-                },
+                state: fill_state(object),
             });
         }
     }
     listing.sort_by(|a, b| a.url.cmp(&b.url));
     listing
-}
-
-#[derive(Serialize)]
-struct PoolView {
-    pool: String,
-    policy: crate::config::Policy,
-    parent: bool,
-    hosts: Vec<HostView>,
-}
-
-#[derive(Serialize)]
-struct HostView {
-    host: String,
-    weight: u32,
-    /// What requests see: up, down (set), drain (set), unhealthy (checks) or ejected (failures).
-    state: &'static str,
-    admin: AdminState,
-    healthy: bool,
-    ejected_for_ms: u64,
-    in_flight: u32,
-    last_check: Option<CheckResult>,
-    /// In the cluster's pool: whether this is the node itself.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    this_node: bool,
 }
 
 fn pool_view(pool: &Pool, me: Option<usize>) -> PoolView {
@@ -639,7 +530,8 @@ fn pool_view(pool: &Pool, me: Option<usize>) -> PoolView {
                     _ if host.is_available(now) => "up",
                     _ if !host.is_healthy() => "unhealthy",
                     _ => "ejected",
-                },
+                }
+                .into(),
                 admin: host.admin_state(),
                 healthy: host.is_healthy(),
                 ejected_for_ms: host.ejected_until().saturating_sub(now),
@@ -711,9 +603,12 @@ fn set_host_state(proxy: &Proxy, query: &str) -> Response<Full<Bytes>> {
         ?state,
         "upstream host state set by the admin API"
     );
-    json(
-        &serde_json::json!({ "pool": pool_name, "host": host_name, "state": state, "previous": previous }),
-    )
+    json(&HostStateChange {
+        pool: pool_name,
+        host: host_name,
+        state,
+        previous,
+    })
 }
 
 /// The Prometheus text exposition format: counters end in `_total`, gauges do not.

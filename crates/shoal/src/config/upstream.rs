@@ -5,19 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{OriginUrl, Span};
 
-/// How a pool picks a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Policy {
-    /// Each host in turn.
-    RoundRobin,
-    /// In proportion to the hosts' weights, spread evenly (smooth weighted round-robin).
-    Weighted,
-    /// The first available host in the configured order.
-    Failover,
-    /// The same host for the same cache key (weighted rendezvous hashing).
-    Hash,
-}
+pub use shoal_api::upstreams::Policy;
 
 /// A named group of interchangeable upstream hosts (origins, or a tier of parent caches).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
-use serde::Serialize;
 
 use super::http1::Settings;
 use crate::accesslog::AccessLog;
@@ -60,16 +59,7 @@ pub struct Generation {
     pub(super) allow: HeaderValue,
 }
 
-/// What a reload did.
-#[derive(Clone, Debug, Serialize)]
-pub struct ReloadReport {
-    /// The generation now in force.
-    pub generation: u64,
-    /// The sections whose settings changed (and are in force now).
-    pub changed: Vec<&'static str>,
-    /// Settings that changed in the file but keep their running value until a restart.
-    pub needs_restart: Vec<&'static str>,
-}
+pub use shoal_api::node::ReloadReport;
 
 impl Generation {
     /// The first generation of a node with `workers` worker threads.
@@ -104,7 +94,7 @@ impl Generation {
         let changed = sections
             .iter()
             .filter(|(_, changed)| *changed)
-            .map(|(name, _)| *name)
+            .map(|(name, _)| (*name).to_owned())
             .collect();
         let access_log = if config.log == running.log {
             self.access_log.clone()
@@ -132,7 +122,7 @@ impl Generation {
         let report = ReloadReport {
             generation: next.number,
             changed,
-            needs_restart,
+            needs_restart: needs_restart.into_iter().map(str::to_owned).collect(),
         };
         Ok((next, report, new_pools))
     }

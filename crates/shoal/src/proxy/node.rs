@@ -9,16 +9,7 @@ use super::{now_millis, Counter, Proxy, ReloadReport};
 use crate::config::{Config, ConfigSource, OriginUrl};
 use crate::tls::Certificates;
 
-/// A node's load, as reported to request routers.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct Load {
-    /// Requests per second.
-    pub requests_per_second: u64,
-    /// Body bytes sent per second.
-    pub bytes_per_second: u64,
-    /// Client connections open.
-    pub connections: u64,
-}
+pub use shoal_api::node::{Load, ReloadOutcome};
 
 /// Where the configuration is read from on reload, and how the last reload went.
 #[derive(Default)]
@@ -28,18 +19,6 @@ pub(super) struct Reloads {
     /// keeps fronting it.
     demo: Option<OriginUrl>,
     last: Option<ReloadOutcome>,
-}
-
-/// The outcome of the last reload, for the status endpoint.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct ReloadOutcome {
-    /// When it was asked for, in milliseconds since the Unix epoch.
-    pub at: u64,
-    /// What it changed, if it was applied.
-    #[serde(flatten)]
-    pub report: Option<ReloadReport>,
-    /// Why it was refused, if it was.
-    pub error: Option<String>,
 }
 
 fn outcome(result: &Result<ReloadReport, String>) -> ReloadOutcome {

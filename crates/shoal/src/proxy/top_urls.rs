@@ -9,8 +9,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
-
 use crate::cache::{CacheKey, KeyMap};
 
 /// URLs counted per worker.
@@ -22,18 +20,7 @@ const REPLACE_ONE_IN: u32 = 8;
 /// Longest URL kept (longer ones are cut).
 const MAX_URL: usize = 512;
 
-/// One URL's counts.
-#[derive(Clone, Debug, Serialize)]
-pub struct TopUrl {
-    /// `http://host/path?query`.
-    pub url: String,
-    /// Requests (an upper bound: at most `error` more than the true count).
-    pub requests: u64,
-    /// Body bytes of the responses (declared lengths).
-    pub bytes: u64,
-    /// How much `requests` may over-count.
-    pub error: u64,
-}
+pub use shoal_api::cache::TopUrl;
 
 /// The per-worker tables.
 pub struct TopUrls {

@@ -19,19 +19,7 @@ use config::RouterConfig;
 use dns::Zone;
 use map::Map;
 
-/// The load a node reports in its status (`load` in the node's `GET /status`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
-pub struct Load {
-    /// Requests per second.
-    #[serde(default)]
-    pub requests_per_second: u64,
-    /// Body bytes sent per second.
-    #[serde(default)]
-    pub bytes_per_second: u64,
-    /// Client connections open.
-    #[serde(default)]
-    pub connections: u64,
-}
+pub use shoal_api::node::Load;
 
 /// A running router.
 pub struct Router {

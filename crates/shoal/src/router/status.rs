@@ -6,43 +6,12 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use serde::Serialize;
+use shoal_api::node::ReloadReport;
+use shoal_api::path;
+use shoal_api::router::{Answers, NodeStatus, RouterStatus};
 
 use super::Router;
 use crate::admin::{json, text};
-
-#[derive(Serialize)]
-struct Status {
-    /// 1 at start, one more per reload.
-    generation: u64,
-    nodes: Vec<NodeStatus>,
-    /// Answers given, by what decided them.
-    answers: Answers,
-    /// Whether answers are failing open (every node of a client's rule is down).
-    failing_open: bool,
-}
-
-#[derive(Serialize)]
-struct NodeStatus {
-    name: String,
-    addresses: Vec<std::net::IpAddr>,
-    weight: u32,
-    /// The weight choices use now: lowered as the node nears its capacity.
-    effective_weight: f64,
-    up: bool,
-    checked: bool,
-    last_check: Option<String>,
-    load: Option<super::Load>,
-}
-
-#[derive(Serialize)]
-struct Answers {
-    prefix: u64,
-    asn: u64,
-    country: u64,
-    continent: u64,
-    default: u64,
-}
 
 /// Answers one request to the status API.
 pub(super) fn answer(
@@ -55,10 +24,10 @@ pub(super) fn answer(
 
 fn route(router: &Router, method: &Method, path: &str) -> Response<Full<Bytes>> {
     match (method, path) {
-        (&Method::GET, "/status") => {
+        (&Method::GET, path::STATUS) => {
             let map = router.zone.map.load();
             let count = |index: usize| router.zone.answered[index].load(Ordering::Relaxed);
-            let status = Status {
+            let status = RouterStatus {
                 generation: router.generation(),
                 nodes: map
                     .nodes()
@@ -85,11 +54,12 @@ fn route(router: &Router, method: &Method, path: &str) -> Response<Full<Bytes>> 
             };
             json(&status)
         }
-        (&Method::POST, "/reload") => match router.reload() {
-            Ok(generation) => text(
-                StatusCode::OK,
-                format!("{{\"generation\": {generation}, \"changed\": [\"map\"], \"needs_restart\": []}}\n"),
-            ),
+        (&Method::POST, path::RELOAD) => match router.reload() {
+            Ok(generation) => json(&ReloadReport {
+                generation,
+                changed: vec!["map".into()],
+                needs_restart: Vec::new(),
+            }),
             Err(reason) => text(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("configuration refused, the running one stays: {reason}\n"),

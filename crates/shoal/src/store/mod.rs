@@ -83,15 +83,4 @@ impl Resident for Entry {
     }
 }
 
-/// Counters of a store, for metrics and the admin API.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct StoreStats {
-    /// URLs held.
-    pub entries: u64,
-    /// Bytes held (including replaced entries not yet reclaimed).
-    pub bytes: u64,
-    /// The byte budget.
-    pub capacity: u64,
-    /// Entries evicted to make room.
-    pub evictions: u64,
-}
+pub use shoal_api::stats::StoreStats;

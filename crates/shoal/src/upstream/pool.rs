@@ -9,40 +9,16 @@ use super::select::{Candidate, Selector};
 use crate::cache::CacheKey;
 use crate::config::{HealthConfig, OriginUrl, PoolConfig};
 
-/// A state an operator set for a host, overriding what the checks say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AdminState {
-    /// Follow the health checks (the default).
-    Auto,
-    /// Take requests whatever the checks say.
-    Up,
-    /// Take no requests.
-    Down,
-    /// Take no new requests; those in flight finish.
-    Drain,
-}
+pub use shoal_api::upstreams::{AdminState, CheckResult};
 
-impl AdminState {
-    fn from_u8(value: u8) -> AdminState {
-        match value {
-            1 => AdminState::Up,
-            2 => AdminState::Down,
-            3 => AdminState::Drain,
-            _ => AdminState::Auto,
-        }
+/// The state stored as `value` in a host's atomic.
+fn admin_state_from(value: u8) -> AdminState {
+    match value {
+        1 => AdminState::Up,
+        2 => AdminState::Down,
+        3 => AdminState::Drain,
+        _ => AdminState::Auto,
     }
-}
-
-/// The latest active check of a host.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct CheckResult {
-    /// When, in milliseconds since the epoch.
-    pub at: u64,
-    /// Whether it passed.
-    pub passed: bool,
-    /// What happened (the status, or the error).
-    pub detail: String,
 }
 
 /// Failures in a row that eject a host.
@@ -116,7 +92,7 @@ impl Host {
 
     /// The state an operator set.
     pub fn admin_state(&self) -> AdminState {
-        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+        admin_state_from(self.admin.load(Ordering::Relaxed))
     }
 
     /// Sets the operator's state.

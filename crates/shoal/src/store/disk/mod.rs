@@ -41,49 +41,7 @@ pub(super) struct Counters {
     timeouts: AtomicU64,
 }
 
-/// The disk tier's state, for metrics and the admin API.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct DiskStats {
-    /// Keys on disk.
-    pub entries: u64,
-    /// Bytes of records on disk.
-    pub bytes: u64,
-    /// The space of all directories.
-    pub capacity: u64,
-    /// Objects written.
-    pub objects_written: u64,
-    /// Bytes written.
-    pub bytes_written: u64,
-    /// Writes not made because the queue was full or the directory not in use.
-    pub writes_dropped: u64,
-    /// Objects dropped to reuse their segment.
-    pub evictions: u64,
-    /// Objects read back.
-    pub hits: u64,
-    /// Records that failed their checksum (dropped and fetched again).
-    pub corrupt: u64,
-    /// Reads abandoned after `disk.read_timeout`.
-    pub read_timeouts: u64,
-    /// Each directory.
-    pub dirs: Vec<DirStats>,
-}
-
-/// One cache directory's state.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct DirStats {
-    /// Its path.
-    pub path: String,
-    /// In use, rebuilding or failed.
-    pub state: VolumeState,
-    /// Why it failed.
-    pub failure: Option<String>,
-    /// Segments in its ring.
-    pub segments: usize,
-    /// Bytes of records held.
-    pub bytes: u64,
-    /// How long the index rebuild took at start, in milliseconds.
-    pub rebuild_millis: u64,
-}
+pub use shoal_api::stats::{DirStats, DiskStats};
 
 /// The disk tier.
 pub struct DiskStore {

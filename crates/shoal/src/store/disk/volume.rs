@@ -38,17 +38,7 @@ const READ_QUEUE: usize = 256;
 /// Purges waiting for the writer; a writer this far behind is treated as a failed disk.
 const MAX_PENDING_TOMBSTONES: usize = 1 << 20;
 
-/// Whether a volume can be used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VolumeState {
-    /// Reading its segments' summaries after a start; not used until done.
-    Rebuilding,
-    /// In use.
-    Ready,
-    /// Disabled after an I/O error; the node goes on without it.
-    Failed,
-}
+pub use shoal_api::stats::VolumeState;
 
 /// An object to write.
 pub(super) struct WriteJob {

@@ -49,7 +49,7 @@ pub fn signature(key: &[u8], path: &str, expires: u64) -> String {
 }
 
 /// `bytes` in lowercase hex.
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
+pub fn to_hex(bytes: &[u8]) -> String {
     let mut hex = String::with_capacity(bytes.len() * 2);
     for &byte in bytes {
         hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
@@ -106,7 +106,7 @@ pub fn verify(target: &str, keys: &[Vec<u8>], now: u64) -> Result<String, Denied
 }
 
 /// A SHA-256 digest (64 hex digits) as bytes.
-pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if text.len() != 64 {
         return None;
     }
