@@ -10,7 +10,6 @@ pub mod admin;
 pub mod cache;
 pub mod clock;
 pub mod config;
-pub mod ctl;
 pub mod demo;
 pub mod geo;
 pub mod histogram;

@@ -86,7 +86,7 @@ enum Command {
         peer_admin: Vec<String>,
     },
     /// Operate a running node through its admin API.
-    Ctl(shoal::ctl::CtlArgs),
+    Ctl(shoal_ctl::CtlArgs),
     /// Run the request router: an authoritative DNS server that sends each client to the
     /// nearest healthy edge node (see examples/route.toml).
     Route {
@@ -115,7 +115,7 @@ fn main() -> std::process::ExitCode {
     no_transparent_huge_pages();
     let cli = Cli::parse();
     match cli.command {
-        Command::Ctl(args) => match shoal::ctl::run(args) {
+        Command::Ctl(args) => match shoal_ctl::run(args) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(reason) => {
                 eprintln!("shoal ctl: {reason}");
