@@ -3,7 +3,8 @@
 //! See `ARCHITECTURE.md` at the repository root for the map of this crate. In short: `config`
 //! reads the configuration, `proxy` runs the request path and owns the client connections,
 //! `cache` holds the HTTP caching rules, `store` holds the bytes, `upstream` talks to origins,
-//! `admin` serves the operator API and `ctl` is its command-line client.
+//! `admin` serves the operator API (whose types are the `shoal-api` crate's; `shoal ctl`, its
+//! command-line client, is the `shoal-ctl` crate).
 
 pub mod accesslog;
 pub mod admin;
