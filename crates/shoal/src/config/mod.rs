@@ -7,6 +7,7 @@
 
 mod check;
 mod load;
+mod origin_url;
 mod units;
 mod upstream;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::prefix::IpPrefix;
 
 pub use load::{parse_toml, ConfigSource, Overrides};
+pub use origin_url::{HostHeader, OriginUrl};
 pub use units::{ByteSize, FieldName, FieldValue, MethodName, Span};
 pub use upstream::{
     ClusterConfig, HealthConfig, HostConfig, Policy, PoolConfig, RetryConfig, RouteConfig,
@@ -248,110 +250,6 @@ pub struct CertificateConfig {
     pub names: Vec<String>,
 }
 
-/// How the `Host` header sent to the origin is chosen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HostHeader {
-    /// Send the client's `Host` unchanged.
-    Preserve,
-    /// Send the origin's own host and port.
-    Origin,
-    /// Send this fixed value.
-    Fixed(String),
-}
-
-impl<'de> Deserialize<'de> for HostHeader {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Ok(match text.as_str() {
-            "preserve" => HostHeader::Preserve,
-            "origin" => HostHeader::Origin,
-            _ if !text.is_empty()
-                && text
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)) =>
-            {
-                HostHeader::Fixed(text)
-            }
-            _ => {
-                return Err(serde::de::Error::custom(format!(
-                    "`{text}`: expected \"preserve\", \"origin\" or a host name"
-                )))
-            }
-        })
-    }
-}
-
-/// One origin server, from a URL such as `http://127.0.0.1:8081`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OriginUrl {
-    /// `https://`: spoken to over TLS.
-    pub tls: bool,
-    /// Host name or IP address, without brackets.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// `host:port` as sent in `Host` when the host is rewritten to the origin's.
-    pub authority: String,
-}
-
-impl std::str::FromStr for OriginUrl {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let uri: http::Uri = text
-            .parse()
-            .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            Some(other) => {
-                return Err(format!(
-                    "`{text}`: scheme `{other}` is not supported (http or https)"
-                ))
-            }
-            None => {
-                return Err(format!(
-                    "`{text}`: expected a URL such as http://127.0.0.1:8081"
-                ))
-            }
-        };
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(format!("`{text}`: an origin URL has no path or query"));
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("`{text}`: the URL has no host"))?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        Ok(OriginUrl {
-            tls,
-            host: host.to_owned(),
-            port,
-            authority: authority.as_str().to_owned(),
-        })
-    }
-}
-
-impl Serialize for OriginUrl {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let scheme = if self.tls { "https" } else { "http" };
-        serializer.serialize_str(&format!("{scheme}://{}", self.authority))
-    }
-}
-
-impl Serialize for HostHeader {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(match self {
-            HostHeader::Preserve => "preserve",
-            HostHeader::Origin => "origin",
-            HostHeader::Fixed(name) => name,
-        })
-    }
-}
-
 /// Shows whether a secret is set, never the secret.
 pub(crate) fn redacted<S: serde::Serializer>(
     value: &Option<String>,
@@ -360,14 +258,6 @@ pub(crate) fn redacted<S: serde::Serializer>(
     match value {
         Some(_) => serializer.serialize_str("(set)"),
         None => serializer.serialize_none(),
-    }
-}
-
-impl<'de> Deserialize<'de> for OriginUrl {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(serde::de::Error::custom)
     }
 }
 
