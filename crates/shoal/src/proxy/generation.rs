@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 
-use super::http1::Settings;
+use super::settings::Settings;
 use crate::accesslog::AccessLog;
 use crate::config::Config;
 use crate::upstream::cluster::Cluster;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::http1;
 use super::http1::idle::IdleTicks;
-use super::http1::{self, Settings};
+use super::settings::Settings;
 use super::{Counter, Proxy};
 use crate::config::ServerConfig;
 use crate::wire::stream::ClientStream;

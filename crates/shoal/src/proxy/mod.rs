@@ -19,6 +19,7 @@ mod metrics;
 mod node;
 mod pass;
 mod response;
+mod settings;
 mod slices;
 mod top_urls;
 

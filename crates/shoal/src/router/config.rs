@@ -270,7 +270,7 @@ impl RouterConfig {
             if let Some(prefix) = rule
                 .prefixes
                 .iter()
-                .find(|prefix| super::map::parse_cidr(prefix).is_none())
+                .find(|prefix| prefix.parse::<crate::prefix::IpPrefix>().is_err())
             {
                 return Err((
                     "rules.prefixes",

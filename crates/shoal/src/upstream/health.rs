@@ -9,11 +9,11 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::pool::CheckResult;
 use super::Connector;
 use super::Pool;
 use crate::clock::now_millis;
 use crate::config::{HealthConfig, OriginUrl};
+use shoal_api::upstreams::CheckResult;
 
 /// Starts the checks of every pool that has them, on the current runtime. A pool's checks end
 /// when the pool is gone (a reload removed or replaced it).

@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::watch::{Activity, StreamGuard, Watched};
-use super::http1::Settings;
+use super::settings::Settings;
 use super::{BodyError, ClientRequest, Proxy, ProxyError, ProxyResponse};
 use crate::throttle::LogBudget;
 use crate::upstream::RequestBody;

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::frames::{FrameTracker, Waiting};
-use crate::proxy::http1::Settings;
+use crate::proxy::settings::Settings;
 use crate::proxy::{BodyError, Counter, Proxy, ResponseBody};
 use crate::throttle::LogBudget;
 use crate::wire::stream::ClientStream;
