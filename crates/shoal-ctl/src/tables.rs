@@ -283,32 +283,24 @@ pub fn reload(report: &ReloadReport) -> String {
 
 /// `GET /top-urls`.
 pub fn top_urls(rows: &[TopUrl]) -> String {
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            vec![
-                row.url.clone(),
-                row.requests.to_string(),
-                row.bytes.to_string(),
-            ]
-        })
-        .collect();
-    table(&["url", "requests", "bytes"], &rows)
+    let rows = rows.iter().map(|row| (&row.url, row.requests, row.bytes));
+    counts(rows, "url")
 }
 
 /// `GET /report`, by `by`.
 pub fn report(rows: &[ReportRow], by: &str) -> String {
+    counts(
+        rows.iter().map(|row| (&row.key, row.requests, row.bytes)),
+        by,
+    )
+}
+
+/// Rows of a name (under `heading`) with its requests and bytes.
+fn counts<'a>(rows: impl Iterator<Item = (&'a String, u64, u64)>, heading: &str) -> String {
     let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            vec![
-                row.key.clone(),
-                row.requests.to_string(),
-                row.bytes.to_string(),
-            ]
-        })
+        .map(|(name, requests, bytes)| vec![name.clone(), requests.to_string(), bytes.to_string()])
         .collect();
-    table(&[by, "requests", "bytes"], &rows)
+    table(&[heading, "requests", "bytes"], &rows)
 }
 
 #[cfg(test)]

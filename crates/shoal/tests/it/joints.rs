@@ -113,11 +113,9 @@ async fn a_forged_peer_marker_does_not_bypass_cluster_ownership() {
     assert_eq!(origin.count("/owned"), 1, "one fetch for the cluster");
 }
 
-/// Concurrent misses for a URL that varies on Accept-Encoding collapse per variant: six
-/// requests over two variants make one origin fetch each, and both variants are stored.
-#[tokio::test]
-async fn concurrent_misses_collapse_per_variant() {
-    let origin = Origin::start(|seen| {
+/// An origin whose answers vary on Accept-Encoding ("variant for VALUE"), each after `delay`.
+async fn varying_origin(delay: Duration) -> Origin {
+    Origin::start(move |seen| {
         let encoding = seen
             .headers
             .get("accept-encoding")
@@ -126,9 +124,16 @@ async fn concurrent_misses_collapse_per_variant() {
         Reply::ok(format!("variant for {encoding}"))
             .header("cache-control", "max-age=60")
             .header("vary", "Accept-Encoding")
-            .delay(Duration::from_millis(300))
+            .delay(delay)
     })
-    .await;
+    .await
+}
+
+/// Concurrent misses for a URL that varies on Accept-Encoding collapse per variant: six
+/// requests over two variants make one origin fetch each, and both variants are stored.
+#[tokio::test]
+async fn concurrent_misses_collapse_per_variant() {
+    let origin = varying_origin(Duration::from_millis(300)).await;
     let node = node(&origin).await;
     let encodings = ["gzip", "br", "gzip", "br", "gzip", "br"];
     let requests = encodings.map(|encoding| {
@@ -159,22 +164,11 @@ async fn concurrent_misses_collapse_per_variant() {
 }
 
 /// A request that arrives after one variant is stored, while another variant's fetch is under
-/// way (it started when the first was stored), joins that fetch: on one node, and across a cluster behind one hostname, where the
-/// requests reach the owner through different nodes.
+/// way (it started when the first was stored), joins that fetch: on one node, and across a
+/// cluster behind one hostname, where the requests reach the owner through different nodes.
 #[tokio::test]
 async fn a_late_request_joins_the_fetch_of_its_variant() {
-    let origin = Origin::start(|seen| {
-        let encoding = seen
-            .headers
-            .get("accept-encoding")
-            .map(|value| value.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        Reply::ok(format!("variant for {encoding}"))
-            .header("cache-control", "max-age=60")
-            .header("vary", "Accept-Encoding")
-            .delay(Duration::from_millis(400))
-    })
-    .await;
+    let origin = varying_origin(Duration::from_millis(400)).await;
     let single = node(&origin).await;
     let (_, nodes) = cluster_of_three(&origin, Vec::new()).await;
     let bases = [
