@@ -33,14 +33,59 @@ struct Flight<T> {
 /// The in-flight table.
 pub struct Collapser<T> {
     flights: Mutex<KeyMap<Arc<Flight<T>>>>,
-    uncacheable: Mutex<KeyMap<Instant>>,
+    uncacheable: Marks,
+    /// Keys found changed at the origin while an upstream (a peer, a parent) may still hold
+    /// the old version fresh: their next fetch asks it to revalidate.
+    changed: Marks,
+}
+
+/// Keys marked until a time.
+#[derive(Default)]
+struct Marks(Mutex<KeyMap<Instant>>);
+
+impl Marks {
+    fn mark(&self, key: CacheKey, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let mut marks = lock(&self.0);
+        let now = Instant::now();
+        // Keep the table small: sweep expired marks whenever it grows large.
+        if marks.len() >= 10_000 {
+            marks.retain(|_, until| *until > now);
+        }
+        marks.insert(key, now + ttl);
+    }
+
+    /// Whether `key` is marked (an expired mark is dropped; so is a live one if `take`).
+    fn holds(&self, key: CacheKey, take: bool) -> bool {
+        let mut marks = lock(&self.0);
+        match marks.get(&key) {
+            Some(until) if *until > Instant::now() => {
+                if take {
+                    marks.remove(&key);
+                }
+                true
+            }
+            Some(_) => {
+                marks.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn clear(&self, key: CacheKey) {
+        lock(&self.0).remove(&key);
+    }
 }
 
 impl<T> Default for Collapser<T> {
     fn default() -> Self {
         Collapser {
             flights: Mutex::default(),
-            uncacheable: Mutex::default(),
+            uncacheable: Marks::default(),
+            changed: Marks::default(),
         }
     }
 }
@@ -134,34 +179,28 @@ impl<T: Clone> Collapser<T> {
 
     /// Remembers that `key` gave an uncacheable response, for `ttl`.
     pub fn mark_uncacheable(&self, key: CacheKey, ttl: Duration) {
-        if ttl.is_zero() {
-            return;
-        }
-        let mut uncacheable = lock(&self.uncacheable);
-        let now = Instant::now();
-        // Keep the table small: sweep expired marks whenever it grows large.
-        if uncacheable.len() >= 10_000 {
-            uncacheable.retain(|_, until| *until > now);
-        }
-        uncacheable.insert(key, now + ttl);
+        self.uncacheable.mark(key, ttl);
     }
 
     /// Whether `key` was recently found uncacheable.
     pub fn is_uncacheable(&self, key: CacheKey) -> bool {
-        let mut uncacheable = lock(&self.uncacheable);
-        match uncacheable.get(&key) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                uncacheable.remove(&key);
-                false
-            }
-            None => false,
-        }
+        self.uncacheable.holds(key, false)
     }
 
     /// Forgets that `key` was uncacheable (it just gave a storable response).
     pub fn clear_uncacheable(&self, key: CacheKey) {
-        lock(&self.uncacheable).remove(&key);
+        self.uncacheable.clear(key);
+    }
+
+    /// Remembers, for `ttl`, that `key` changed at the origin while an upstream may still
+    /// hold the old version.
+    pub fn mark_changed(&self, key: CacheKey, ttl: Duration) {
+        self.changed.mark(key, ttl);
+    }
+
+    /// Whether `key` was marked changed; the mark is used up.
+    pub fn take_changed(&self, key: CacheKey) -> bool {
+        self.changed.holds(key, true)
     }
 
     /// Fetches under way, for the admin API.

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::Context;
 
 use http::header::{
-    HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
+    HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, IF_MATCH, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -84,6 +84,12 @@ impl FetchPlan {
             {
                 head.headers.insert(RANGE, value);
             }
+        }
+        if proxy.collapser.take_changed(key) {
+            // Found changed while read in slices: a peer or parent may hold the old version,
+            // fresh; this makes it revalidate.
+            head.headers
+                .append(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         }
         if let Some(stale) = &stale {
             let meta = stale.meta();

@@ -13,7 +13,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, LAST_MODIFIED, RANGE};
+use http::header::{
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, LAST_MODIFIED, RANGE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
@@ -25,6 +27,10 @@ use crate::cache::CacheKey;
 use crate::store::disk::variant_hash;
 use crate::store::{BodyReader, Fields, Object, ObjectMeta, ReaderMark};
 use crate::upstream::{OriginBody, RequestBody};
+
+/// How long a node that found an object changed makes its next fetch of it ask the upstream
+/// to revalidate.
+const CHANGED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The version of a response for slicing: a hash of its strong `ETag`, or of a strong
 /// `Last-Modified` (at least a minute older than `Date`, RFC 9110 §8.8.2.2). `None` when the
@@ -297,7 +303,6 @@ async fn fetch_slices(
     if let Ok(range) = HeaderValue::from_str(&format!("bytes={start}-{}", end - 1)) {
         request.headers.insert(RANGE, range);
     }
-    proxy.metrics.add(Counter::OriginRequests, 1);
     let fail =
         |guard: FlightGuard, reply: &mut Option<oneshot::Sender<_>>, status, reason: String| {
             tracing::warn!(url = %body.head.url, slice = first, %reason, "slice fetch failed");
@@ -306,70 +311,74 @@ async fn fetch_slices(
                 let _ = reply.send(Err(BodyError::Origin(reason)));
             }
         };
-    let response = match proxy
-        .forward(
-            body.key.slice_route(first),
-            &mut request,
-            RequestBody::empty(),
-            true,
-        )
-        .await
-    {
-        Ok((response, _trace)) => response,
-        Err(error) => {
-            proxy.metrics.origin_failure(&error);
-            return fail(
-                guard,
-                &mut reply,
-                StatusCode::BAD_GATEWAY,
-                error.to_string(),
-            );
-        }
-    };
-    let (parts, incoming) = response.into_parts();
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let base = match parts.status {
-        StatusCode::PARTIAL_CONTENT => match content_range(&parts.headers) {
-            Some((from, last, Some(total)))
-                if from == start && last + 1 == end && total == body.length =>
-            {
-                start
+    let mut revalidated = false;
+    let (parts, incoming) = loop {
+        proxy.metrics.add(Counter::OriginRequests, 1);
+        let route = body.key.slice_route(first);
+        let sent = proxy.forward(route, &mut request, RequestBody::empty(), true);
+        let response = match sent.await {
+            Ok((response, _trace)) => response,
+            Err(error) => {
+                proxy.metrics.origin_failure(&error);
+                let reason = error.to_string();
+                return fail(guard, &mut reply, StatusCode::BAD_GATEWAY, reason);
             }
-            _ => u64::MAX,
-        },
-        StatusCode::OK if declared.is_none_or(|length| length == body.length) => 0,
-        status => {
-            if status.is_server_error() {
-                proxy.metrics.origin_error(Counter::OriginServerErrors);
+        };
+        let (parts, incoming) = response.into_parts();
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let fits = match parts.status {
+            StatusCode::PARTIAL_CONTENT => {
+                content_range(&parts.headers).is_some_and(|(from, last, total)| {
+                    from == start && last + 1 == end && total == Some(body.length)
+                })
             }
-            let status = if status.is_server_error() {
-                status
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            return fail(
-                guard,
-                &mut reply,
-                status,
-                format!("origin answered {}", parts.status),
-            );
+            StatusCode::OK if declared.is_none_or(|length| length == body.length) => true,
+            status => {
+                if status.is_server_error() {
+                    proxy.metrics.origin_error(Counter::OriginServerErrors);
+                }
+                let status = if status.is_server_error() {
+                    status
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                let reason = format!("origin answered {}", parts.status);
+                return fail(guard, &mut reply, status, reason);
+            }
+        };
+        if fits && version(&parts.headers) == Some(body.version) {
+            break (parts, incoming);
         }
-    };
-    if base == u64::MAX || version(&parts.headers) != Some(body.version) {
-        // The origin's object is no longer the one the head describes: forget the head, so
-        // the next request starts over with the new version.
+        if !revalidated {
+            // Another version than the head's. In a cluster the slice's owner may hold an
+            // older copy that is still fresh there, or this head may be the old one: ask once
+            // more with `no-cache`, which makes a peer (or parent) revalidate with the origin.
+            revalidated = true;
+            request
+                .headers
+                .append(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            continue;
+        }
+        // The origin's object is no longer the one the head describes: forget the head, and
+        // have the next fetch of it ask the upstream to revalidate too (a peer or parent may
+        // hold the old head, fresh), so the next request starts over with the new version.
         proxy.purge(body.key);
+        proxy.collapser.mark_changed(body.key, CHANGED_FOR);
         return fail(
             guard,
             &mut reply,
             StatusCode::BAD_GATEWAY,
             "the origin's object changed while it was read in slices".into(),
         );
-    }
+    };
+    let base = match parts.status {
+        StatusCode::PARTIAL_CONTENT => start,
+        _ => 0,
+    };
     let mut slices = vec![(first, Some(guard))];
     if parts.status == StatusCode::OK {
         // The whole object is coming: keep every later slice not stored or in flight already.

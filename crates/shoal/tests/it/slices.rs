@@ -30,7 +30,7 @@ pub fn content(start: u64, end: u64, version: u8) -> Vec<u8> {
 pub struct RangeOrigin {
     pub origin: Origin,
     sent: Arc<AtomicU64>,
-    version: Arc<AtomicU8>,
+    pub version: Arc<AtomicU8>,
     /// Milliseconds every answer waits before its head is sent.
     delay_ms: Arc<AtomicU64>,
 }
