@@ -237,16 +237,23 @@ impl Zone {
     /// Any message: parsed whole with hickory-proto, answered (SOA, NS, NXDOMAIN, REFUSED,
     /// FORMERR, NOTIMP, no data), encoded.
     fn answer_in_full(&self, query: &[u8], source: IpAddr) -> Option<Vec<u8>> {
-        let malformed = || {
+        // With an OPT record when the query had one (RFC 6891 §7).
+        let malformed = |with_opt: bool| {
             let id = u16::from_be_bytes([query[0], query[1]]);
-            let refused = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+            let mut refused = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+            if with_opt {
+                let mut edns = Edns::new();
+                edns.set_max_payload(1232);
+                refused.set_edns(edns);
+            }
             refused.to_vec().ok()
         };
         if query.len() < 12 || query[2] & 0x80 != 0 {
             return None; // not a query: nothing to answer
         }
         let Ok(subnet) = client_subnet::in_message(query) else {
-            return malformed();
+            // Records beyond the question: the OPT record among them, most likely.
+            return malformed(query[10..12] != [0, 0]);
         };
         // hickory-proto refuses FAMILY 0 (see client_subnet): it parses a copy that says 1,
         // which with no address bits means the same.
@@ -259,7 +266,7 @@ impl Zone {
             _ => query,
         };
         let Ok(request) = Message::from_vec(parsed) else {
-            return malformed();
+            return malformed(false);
         };
         if request.message_type() != MessageType::Query {
             return None;
