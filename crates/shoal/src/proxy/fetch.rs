@@ -317,7 +317,13 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
             return Box::pin(fetch_whole(proxy, plan, flight, reply)).await
         }
         Some(None) => {
-            // Not a part this cache can store: the client's own range goes to the origin.
+            // Not a part this cache can store: the client's own range goes to the origin, and
+            // so do the URL's next range misses for a while, without probing again (a whole
+            // request still fetches it, and stores it if it can).
+            if parts.status == StatusCode::PARTIAL_CONTENT {
+                let remember = proxy.live().config.cache.remember_uncacheable.duration();
+                proxy.collapser.mark_uncacheable(plan.key, remember);
+            }
             flight.finish(FlightOutcome::Pass);
             reply.send(FetchResult::NotStored(Response::from_parts(
                 parts, incoming,

@@ -535,7 +535,13 @@ impl Proxy {
             };
         }
         let fetched_meanwhile = || self.fetched_meanwhile(&exchange);
-        let guard = if self.collapser.is_uncacheable(key) {
+        let uncacheable = self.collapser.is_uncacheable(key);
+        if uncacheable && exchange.request.head.headers.contains_key(RANGE) {
+            // Its range cannot be stored as a slice (or at all): the client's own range.
+            self.metrics.add(Counter::HitForMiss, 1);
+            return self.pass(exchange.request).await;
+        }
+        let guard = if uncacheable {
             // Hit-for-miss: fetch without making anyone wait for this fetch, and still store
             // a response that turns out cacheable.
             self.metrics.add(Counter::HitForMiss, 1);

@@ -153,7 +153,8 @@ async fn ranges_of_large_objects_without_a_validator_are_passed_to_the_origin() 
     })
     .await;
     // Without ETag or Last-Modified, slices of this object could not be told from another
-    // version's: it is not cached in slices, and the client's range goes to the origin.
+    // version's: it is not cached in slices, and the client's range goes to the origin (as a
+    // pass, which caches nothing).
     let node = node_with(&origin, |config| {
         config.cache.slice_size = shoal::config::ByteSize(4096)
     })
@@ -163,6 +164,21 @@ async fn ranges_of_large_objects_without_a_validator_are_passed_to_the_origin() 
     assert_eq!(origin.last("/large").headers["range"], "bytes=0-4");
     get_with(&node, "/large", &[("range", "bytes=0-4")]).await;
     assert_eq!(origin.last("/large").headers["range"], "bytes=0-4");
+    // The first range miss probed a slice, and the node remembers that it cannot slice this
+    // object: the second went to the origin as the client's range alone.
+    assert_eq!(origin.count("/large"), 3);
+    // A whole request still fetches the object and stores it whole; ranges are then hits.
+    let (status, headers, body) = get(&node, "/large").await;
+    assert_eq!(
+        (status, body.len(), cache_status(&headers)),
+        (200, 5000, "MISS")
+    );
+    let (status, headers, body) = get_with(&node, "/large", &[("range", "bytes=0-4")]).await;
+    assert_eq!(
+        (status, &body[..], cache_status(&headers)),
+        (206, &b"LLLLL"[..], "HIT")
+    );
+    assert_eq!(origin.count("/large"), 4);
 }
 
 /// An origin that answers every range with less than asked (here, always the first five bytes
