@@ -56,6 +56,17 @@ impl ClientSubnet {
         out.extend_from_slice(&sent[4..]);
     }
 
+    /// `message` (the one this option was found in) as hickory-proto can parse it: FAMILY 0
+    /// written as 1, which with no address bits means the same.
+    pub fn parseable<'a>(&self, message: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        match self.family {
+            0 => [&message[..self.at], &[0, 1], &message[self.at + 2..]]
+                .concat()
+                .into(),
+            _ => message.into(),
+        }
+    }
+
     /// The option whose data is `query[at..at + length]`: FAMILY 1 or 2 with a SOURCE
     /// PREFIX-LENGTH no longer than the family's addresses, exactly the address octets that
     /// prefix needs and no bit set past it; or FAMILY 0 with SOURCE PREFIX-LENGTH 0 and no
