@@ -5,6 +5,7 @@
 //! that requests for them skip the table instead of queueing behind fetches that are never
 //! shared; they still fetch as misses, so a cacheable answer is stored and ends the mark.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,44 +40,55 @@ pub struct Collapser<T> {
     changed: Marks,
 }
 
-/// Keys marked until a time.
+/// Keys marked until a time. Every miss asks both tables about its key, and they are nearly
+/// always empty: `len` answers that without the lock.
 #[derive(Default)]
-struct Marks(Mutex<KeyMap<Instant>>);
+struct Marks {
+    marks: Mutex<KeyMap<Instant>>,
+    /// The table's size, kept under the lock and read without it. A mark set while another
+    /// thread reads 0 is seen by that thread's next request: marks are hints, not barriers.
+    len: AtomicUsize,
+}
 
 impl Marks {
     fn mark(&self, key: CacheKey, ttl: Duration) {
         if ttl.is_zero() {
             return;
         }
-        let mut marks = lock(&self.0);
+        let mut marks = lock(&self.marks);
         let now = Instant::now();
         // Keep the table small: sweep expired marks whenever it grows large.
         if marks.len() >= 10_000 {
             marks.retain(|_, until| *until > now);
         }
         marks.insert(key, now + ttl);
+        self.len.store(marks.len(), Ordering::Relaxed);
     }
 
     /// Whether `key` is marked (an expired mark is dropped; so is a live one if `take`).
     fn holds(&self, key: CacheKey, take: bool) -> bool {
-        let mut marks = lock(&self.0);
-        match marks.get(&key) {
-            Some(until) if *until > Instant::now() => {
-                if take {
-                    marks.remove(&key);
-                }
-                true
-            }
-            Some(_) => {
-                marks.remove(&key);
-                false
-            }
-            None => false,
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return false;
         }
+        let mut marks = lock(&self.marks);
+        let live = match marks.get(&key) {
+            Some(until) => *until > Instant::now(),
+            None => return false,
+        };
+        if take || !live {
+            marks.remove(&key);
+            self.len.store(marks.len(), Ordering::Relaxed);
+        }
+        live
     }
 
     fn clear(&self, key: CacheKey) {
-        lock(&self.0).remove(&key);
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut marks = lock(&self.marks);
+        marks.remove(&key);
+        self.len.store(marks.len(), Ordering::Relaxed);
     }
 }
 
@@ -293,6 +305,30 @@ mod tests {
 
     /// What the tests store: any cloneable thing does.
     type Stored = Arc<&'static str>;
+
+    /// Marks last their time, a taken one is gone, and the count the lock-free look trusts
+    /// follows every change (a count stuck above 0 would only cost the lock; stuck at 0 it
+    /// would lose marks).
+    #[test]
+    fn marks_expire_are_taken_and_keep_their_count() {
+        let marks = Marks::default();
+        assert!(!marks.holds(CacheKey(1), false), "empty");
+        marks.mark(CacheKey(1), Duration::from_secs(60));
+        marks.mark(CacheKey(2), Duration::from_millis(1));
+        marks.mark(CacheKey(3), Duration::ZERO);
+        assert_eq!(marks.len.load(Ordering::Relaxed), 2);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!marks.holds(CacheKey(2), false), "expired");
+        assert!(!marks.holds(CacheKey(3), false), "never marked");
+        assert!(marks.holds(CacheKey(1), false));
+        assert!(marks.holds(CacheKey(1), true), "taken");
+        assert!(!marks.holds(CacheKey(1), false), "gone once taken");
+        assert_eq!(marks.len.load(Ordering::Relaxed), 0);
+        marks.mark(CacheKey(4), Duration::from_secs(60));
+        marks.clear(CacheKey(4));
+        assert!(!marks.holds(CacheKey(4), false), "cleared");
+        assert_eq!(marks.len.load(Ordering::Relaxed), 0);
+    }
 
     #[tokio::test]
     async fn followers_hear_the_outcome_and_a_dropped_leader_releases_them() {

@@ -65,13 +65,14 @@ impl FetchPlan {
         let (key, request) = (exchange.key, &exchange.request);
         let request_cc = exchange.cache_control.clone();
         let mut head = forwarded_request(proxy, request);
-        let slice_size = proxy.live().config.cache.slice_size.bytes();
+        let live = proxy.live();
+        let slice_size = live.config.cache.slice_size.bytes();
         let wanted = request.head.headers.get(RANGE);
         // In a cluster each slice of a large object has its own owner, which alone fetches it
         // from the origin; so a whole miss is fetched from slice 0 on, slice by slice, not in
         // one origin request that would bring every other owner's slices here (and there
         // again when they are asked for). An object that turns out small comes whole.
-        let in_slices = proxy.live().cluster().is_some() && !proxy.collapser.is_uncacheable(key);
+        let in_slices = live.cluster().is_some() && !proxy.collapser.is_uncacheable(key);
         let probe = match (&stale, wanted) {
             (None, Some(range)) => Some(first_byte(range).unwrap_or(0) / slice_size),
             (None, None) if in_slices => Some(0),

@@ -176,11 +176,10 @@ impl SlicedBody {
             let key = self.slice_key(index);
             // On disk, a slice is not read to see whether it is current: after a purge, an
             // earlier head's may count here until it is read and replaced.
+            // A look, not an access: the slice's own read counts that.
+            let in_ram = proxy.tiers.ram().peek(key);
             proxy.collapser.in_flight(key)
-                || proxy
-                    .tiers
-                    .in_ram(key, |slice| self.current(slice))
-                    .is_some()
+                || in_ram.is_some_and(|entry| entry.variants.iter().any(|s| self.current(s)))
                 || proxy.tiers.on_disk(key)
         })
     }

@@ -188,17 +188,18 @@ fn marker_signature(secret: &[u8], id: &str, time: u64, request: &MarkedRequest<
 
 fn marker_input(mac: &mut HmacSha256, id: &str, time: u64, request: &MarkedRequest<'_>) {
     use hmac::Mac;
-    let host = request.host.to_ascii_lowercase();
-    for part in [
-        id,
-        &time.to_string(),
-        request.method.as_str(),
-        &host,
-        request.target,
-    ] {
+    let mut time_text = itoa::Buffer::new();
+    for part in [id, time_text.format(time), request.method.as_str()] {
         mac.update(part.as_bytes());
         mac.update(b"\n");
     }
+    // The host without regard to case, lowercased as it is fed in rather than copied.
+    for byte in request.host.bytes() {
+        mac.update(&[byte.to_ascii_lowercase()]);
+    }
+    mac.update(b"\n");
+    mac.update(request.target.as_bytes());
+    mac.update(b"\n");
 }
 
 #[cfg(test)]
