@@ -595,3 +595,53 @@ async fn a_directory_larger_than_its_file_system_uses_what_fits() {
         dir_stats.segments
     );
 }
+
+/// The variant a node knows from its disk alone (after a restart, nothing in RAM) still says
+/// what the URL varies on: misses for two other variants fetch side by side, each under its
+/// own variant, rather than one waiting behind the other's fetch of the URL.
+#[tokio::test]
+async fn a_variant_on_disk_alone_still_keys_the_fetches_of_the_others() {
+    use std::time::Duration;
+    let origin = crate::joints::varying_origin(Duration::from_millis(400)).await;
+    let dir = TempDir::new("variant");
+    let ask = |node: &shoal::Node, encoding: &'static str| {
+        let request = client()
+            .get(format!("{}/varies", base(node)))
+            .header("host", "disk.test")
+            .header("accept-encoding", encoding)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            let status = response.headers()["x-cache"].to_str().unwrap().to_owned();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let first = node_with(&origin, |config| {
+        with_disk(config, &dir.0);
+        config.disk.admission = Admission::Always;
+    })
+    .await;
+    disk_ready(&first).await;
+    assert_eq!(ask(&first, "gzip").await.1, "variant for gzip");
+    assert!(eventually(|| disk_stats(&first).objects_written == 1).await);
+    shut_down(&first);
+
+    let second = node_with(&origin, |config| with_disk(config, &dir.0)).await;
+    disk_ready(&second).await;
+    let br = tokio::spawn(ask(&second, "br"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let deflate = tokio::spawn(ask(&second, "deflate"));
+    assert_eq!(br.await.unwrap().1, "variant for br");
+    assert_eq!(deflate.await.unwrap().1, "variant for deflate");
+    assert_eq!(origin.count("/varies"), 3, "one fetch per variant");
+    assert_eq!(
+        origin.max_concurrent(),
+        2,
+        "the two fetches ran side by side"
+    );
+    let (status, body) = ask(&second, "gzip").await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HIT", "variant for gzip")
+    );
+}

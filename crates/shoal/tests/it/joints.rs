@@ -114,7 +114,7 @@ async fn a_forged_peer_marker_does_not_bypass_cluster_ownership() {
 }
 
 /// An origin whose answers vary on Accept-Encoding ("variant for VALUE"), each after `delay`.
-async fn varying_origin(delay: Duration) -> Origin {
+pub async fn varying_origin(delay: Duration) -> Origin {
     Origin::start(move |seen| {
         let encoding = seen
             .headers
@@ -164,29 +164,44 @@ async fn concurrent_misses_collapse_per_variant() {
 }
 
 /// A request that arrives after one variant is stored, while another variant's fetch is under
-/// way (it started when the first was stored), joins that fetch: on one node, and across a
-/// cluster behind one hostname, where the requests reach the owner through different nodes.
+/// way (it started when the first was stored), joins that fetch: on one node (over HTTP/1.1
+/// and HTTP/2), and across a cluster behind one hostname, where the requests reach the owner
+/// through different nodes.
 #[tokio::test]
 async fn a_late_request_joins_the_fetch_of_its_variant() {
     let origin = varying_origin(Duration::from_millis(400)).await;
     let single = node(&origin).await;
     let (_, nodes) = cluster_of_three(&origin, Vec::new()).await;
-    let bases = [
-        vec![base(&single); 3],
-        nodes
-            .iter()
-            .map(|node| format!("http://{}", node.endpoint.listen))
-            .collect(),
+    // One node over HTTP/1.1, the cluster, and the one node over HTTP/2.
+    let rounds = [
+        (vec![base(&single); 3], false),
+        (
+            nodes
+                .iter()
+                .map(|node| format!("http://{}", node.endpoint.listen))
+                .collect(),
+            false,
+        ),
+        (vec![base(&single); 3], true),
     ];
-    for (round, bases) in bases.iter().enumerate() {
-        let path = format!("/late-{round}");
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (round, (bases, http2)) in rounds.iter().enumerate() {
+        let (path, http2) = (format!("/late-{round}"), *http2);
         let ask = |base: &str, encoding: &'static str| {
-            let request = client()
-                .get(format!("{base}{path}"))
-                .header("host", "variants.test")
-                .header("accept-encoding", encoding);
+            let request = match http2 {
+                // HTTP/2 names the host in :authority, from the URL.
+                true => h2.get(format!("{base}{path}")),
+                false => client()
+                    .get(format!("{base}{path}"))
+                    .header("host", "variants.test"),
+            }
+            .header("accept-encoding", encoding);
             async move {
                 let response = request.send().await.unwrap();
+                assert_eq!(response.version() == http::Version::HTTP_2, http2);
                 let status = response.headers()["x-cache"].to_str().unwrap().to_owned();
                 (status, response.text().await.unwrap())
             }
