@@ -8,6 +8,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod bearer;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -208,23 +209,7 @@ async fn start_admin(proxy: &Arc<Proxy>) -> anyhow::Result<Option<SocketAddr>> {
         return Ok(None);
     };
     let admin = &proxy.config().admin;
-    let token = match (&admin.token, &admin.token_file) {
-        (Some(token), _) => Some(token.clone()),
-        (None, Some(file)) => {
-            let text = std::fs::read_to_string(file).map_err(|error| {
-                anyhow::anyhow!("cannot read admin.token_file {}: {error}", file.display())
-            })?;
-            let token = text.lines().next().unwrap_or("").trim().to_owned();
-            if token.len() < 16 {
-                anyhow::bail!(
-                    "admin.token_file {}: expected a token of at least 16 characters on its first line",
-                    file.display()
-                );
-            }
-            Some(token)
-        }
-        (None, None) => None,
-    };
+    let token = admin.token().map_err(|error| anyhow::anyhow!(error))?;
     let bound = admin::start(address, Arc::clone(proxy), token)
         .await
         .map_err(|error| anyhow::anyhow!("cannot start the admin API on {address}: {error}"))?;

@@ -33,6 +33,8 @@ pub enum NotStorable {
     TooLarge,
     /// `must-understand` with a status code Shoal does not know.
     MustUnderstand,
+    /// A file host's file larger than its pool's `cache_files_up_to`: sent from the file.
+    FromFile,
 }
 
 impl NotStorable {
@@ -50,6 +52,7 @@ impl NotStorable {
             NotStorable::VaryStar => "vary-star",
             NotStorable::TooLarge => "too-large",
             NotStorable::MustUnderstand => "must-understand",
+            NotStorable::FromFile => "from-file",
         }
     }
 }

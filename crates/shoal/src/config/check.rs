@@ -213,6 +213,57 @@ impl Config {
                 "must not be larger than server.max_header_bytes".into(),
             ));
         }
+        self.check_file_pools()
+    }
+
+    /// Directories as hosts (`file:///`) and writable pools.
+    fn check_file_pools(&self) -> Result<(), (&'static [&'static str], String)> {
+        if let Some(peer) = self
+            .cluster
+            .peers
+            .iter()
+            .chain(&self.cluster.admin)
+            .find(|url| url.is_directory())
+        {
+            return Err((
+                &["cluster.peers", "cluster.admin"],
+                format!(
+                    "{}: a peer is a node reached over HTTP, not a directory",
+                    peer.authority
+                ),
+            ));
+        }
+        let token_set = self.admin.token.is_some() || self.admin.token_file.is_some();
+        for pool in self.effective_pools() {
+            if pool.parent && pool.serves_files() {
+                return Err((
+                    &["pools.parent", "pools.hosts"],
+                    format!(
+                        "pool `{}`: a parent tier is caches reached over HTTP, not directories",
+                        pool.name
+                    ),
+                ));
+            }
+            if pool.writable && !pool.serves_files() {
+                return Err((
+                    &["pools.writable"],
+                    format!("pool `{}`: writable is for pools of file:/// hosts (an HTTP origin gets PUT and DELETE passed to it as they are)", pool.name),
+                ));
+            }
+            let signed_route = self
+                .routes
+                .iter()
+                .any(|route| route.pool == pool.name && !route.signing_keys.is_empty());
+            if pool.writable && pool.writable_auth && !token_set && !signed_route {
+                return Err((
+                    &["pools.writable_auth", "pools.writable"],
+                    format!(
+                        "pool `{}`: no write could be authorized: set admin.token, signing_keys on a route to the pool, or writable_auth = false",
+                        pool.name
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -565,6 +565,27 @@ pub struct AdminConfig {
     pub names: Vec<String>,
 }
 
+impl AdminConfig {
+    /// The token in force: `token`, or the first line of `token_file` (read now).
+    pub fn token(&self) -> Result<Option<String>, String> {
+        let file = match (&self.token, &self.token_file) {
+            (Some(token), _) => return Ok(Some(token.clone())),
+            (None, None) => return Ok(None),
+            (None, Some(file)) => file,
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| format!("cannot read admin.token_file {}: {error}", file.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_owned();
+        if token.len() < 16 {
+            return Err(format!(
+                "admin.token_file {}: expected a token of at least 16 characters on its first line",
+                file.display()
+            ));
+        }
+        Ok(Some(token))
+    }
+}
+
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
@@ -608,26 +629,22 @@ impl Config {
     pub fn effective_pools(&self) -> Vec<PoolConfig> {
         let mut pools = self.pools.clone();
         if !self.origin.urls.is_empty() && !pools.iter().any(|pool| pool.name == "origin") {
-            pools.push(PoolConfig {
-                name: "origin".to_owned(),
-                policy: Policy::RoundRobin,
-                parent: false,
-                hosts: self
-                    .origin
-                    .urls
-                    .iter()
-                    .map(|url| HostConfig {
-                        url: url.clone(),
-                        weight: 1,
-                        max_connections: 0,
-                    })
-                    .collect(),
-                health: None,
-                tls_ca: self.origin.tls_ca.clone(),
-                danger_accept_invalid_certs_for_testing: self
-                    .origin
-                    .danger_accept_invalid_certs_for_testing,
-            });
+            let hosts = self
+                .origin
+                .urls
+                .iter()
+                .map(|url| HostConfig {
+                    url: url.clone(),
+                    weight: 1,
+                    max_connections: 0,
+                })
+                .collect();
+            let mut pool = PoolConfig::of_hosts("origin", hosts);
+            pool.policy = Policy::RoundRobin;
+            pool.tls_ca = self.origin.tls_ca.clone();
+            pool.danger_accept_invalid_certs_for_testing =
+                self.origin.danger_accept_invalid_certs_for_testing;
+            pools.push(pool);
         }
         pools
     }

@@ -1,5 +1,6 @@
 //! Where an origin is and what `Host` it is sent: `OriginUrl` (`http://host:port`, an
-//! `https://` one, with its authority and TLS name parsed once) and `HostHeader`.
+//! `https://` one, with its authority and TLS name parsed once, or a `file:///` directory the
+//! node serves itself) and `HostHeader`.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,9 +37,13 @@ impl<'de> Deserialize<'de> for HostHeader {
     }
 }
 
-/// One origin server, from a URL such as `http://127.0.0.1:8081`.
+/// One origin server, from a URL such as `http://127.0.0.1:8081`, or a directory the node
+/// serves itself, from `file:///srv/www`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginUrl {
+    /// For `file:///DIR`: the directory whose files are the origin's answers (absolute).
+    /// `host`, `port` and `tls` then mean nothing; `authority` is the URL, for logs.
+    pub directory: Option<std::path::PathBuf>,
     /// `https://`: spoken to over TLS.
     pub tls: bool,
     /// Host name or IP address, without brackets.
@@ -53,6 +58,9 @@ impl std::str::FromStr for OriginUrl {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("file://") {
+            return OriginUrl::directory(text, path);
+        }
         let uri: http::Uri = text
             .parse()
             .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
@@ -61,7 +69,7 @@ impl std::str::FromStr for OriginUrl {
             Some("https") => true,
             Some(other) => {
                 return Err(format!(
-                    "`{text}`: scheme `{other}` is not supported (http or https)"
+                    "`{text}`: scheme `{other}` is not supported (http, https or file)"
                 ))
             }
             None => {
@@ -82,6 +90,7 @@ impl std::str::FromStr for OriginUrl {
             .trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(OriginUrl {
+            directory: None,
             tls,
             host: host.to_owned(),
             port,
@@ -90,8 +99,42 @@ impl std::str::FromStr for OriginUrl {
     }
 }
 
+impl OriginUrl {
+    /// `file://PATH` (`path` is what follows `file://`): an absolute directory, with no host
+    /// part (`file://localhost/` is not accepted either: one spelling, as operators read it).
+    fn directory(text: &str, path: &str) -> Result<OriginUrl, String> {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "`{text}`: expected an absolute directory such as file:///srv/www"
+            ));
+        }
+        if path.contains(['?', '#', '%']) {
+            return Err(format!(
+                "`{text}`: a file URL here is a plain directory path, without `?`, `#` or `%`"
+            ));
+        }
+        let trimmed = path.trim_end_matches('/');
+        let directory = std::path::PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed });
+        Ok(OriginUrl {
+            authority: format!("file://{}", directory.display()),
+            directory: Some(directory),
+            tls: false,
+            host: String::new(),
+            port: 0,
+        })
+    }
+
+    /// Whether it is a directory the node serves (`file:///`) rather than a server.
+    pub fn is_directory(&self) -> bool {
+        self.directory.is_some()
+    }
+}
+
 impl Serialize for OriginUrl {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.is_directory() {
+            return serializer.serialize_str(&self.authority);
+        }
         let scheme = if self.tls { "https" } else { "http" };
         serializer.serialize_str(&format!("{scheme}://{}", self.authority))
     }

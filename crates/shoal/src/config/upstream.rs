@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{OriginUrl, Span};
+use super::{ByteSize, OriginUrl, Span};
 
 pub use shoal_api::upstreams::Policy;
 
@@ -32,6 +32,76 @@ pub struct PoolConfig {
     /// self-signed origins only; never in production.
     #[serde(default)]
     pub danger_accept_invalid_certs_for_testing: bool,
+    /// For `file:///` hosts: how long a file's answer is fresh (`Cache-Control: max-age`);
+    /// then the node revalidates it with its ETag, which costs a `stat`.
+    #[serde(default = "default_file_max_age")]
+    pub max_age: Span,
+    /// For `file:///` hosts: answers for files up to this size are stored in the cache as any
+    /// origin's are; larger files go to the client straight from the file (with `sendfile` to
+    /// plain HTTP/1 clients), as the kernel's page cache holds them already. Set it to
+    /// `cache.max_object_size` to store every file the cache can.
+    #[serde(default = "default_cache_files_up_to")]
+    pub cache_files_up_to: ByteSize,
+    /// For `file:///` hosts: serve names that start with a dot (`.well-known` always is).
+    #[serde(default)]
+    pub dotfiles: bool,
+    /// For `file:///` hosts: follow symbolic links that lead outside the directory (links
+    /// within it are always followed).
+    #[serde(default)]
+    pub symlinks: bool,
+    /// Accept PUT and DELETE: file hosts write their directory. Off: 405 with `Allow`.
+    #[serde(default)]
+    pub writable: bool,
+    /// Writes need the admin token (`Authorization: Bearer TOKEN`) or a URL signed for a route
+    /// with `signing_keys`. Off only for a pool that nothing untrusted can reach.
+    #[serde(default = "default_true")]
+    pub writable_auth: bool,
+    /// The largest upload a writable pool accepts.
+    #[serde(default = "default_max_upload_size")]
+    pub max_upload_size: ByteSize,
+}
+
+fn default_file_max_age() -> Span {
+    Span(std::time::Duration::from_secs(60))
+}
+
+fn default_cache_files_up_to() -> ByteSize {
+    ByteSize(1 << 20)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_upload_size() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
+impl PoolConfig {
+    /// A pool named `name` of `hosts`, every other key at its default.
+    pub fn of_hosts(name: &str, hosts: Vec<HostConfig>) -> PoolConfig {
+        PoolConfig {
+            name: name.to_owned(),
+            policy: default_policy(),
+            parent: false,
+            hosts,
+            health: None,
+            tls_ca: None,
+            danger_accept_invalid_certs_for_testing: false,
+            max_age: default_file_max_age(),
+            cache_files_up_to: default_cache_files_up_to(),
+            dotfiles: false,
+            symlinks: false,
+            writable: false,
+            writable_auth: true,
+            max_upload_size: default_max_upload_size(),
+        }
+    }
+
+    /// Whether any of its hosts is a directory.
+    pub fn serves_files(&self) -> bool {
+        self.hosts.iter().any(|host| host.url.is_directory())
+    }
 }
 
 /// An active health check: a request sent to every host of a pool at an interval.

@@ -42,6 +42,9 @@ pub enum ProxyError {
     /// A route that serves only signed URLs got one without a valid signature.
     #[error("{}", .0.as_str())]
     Forbidden(crate::signed_url::Denied),
+    /// A write to a writable pool without the admin token or a signed URL.
+    #[error("a write without the admin token or a signature")]
+    WriteUnauthorized,
     /// `only-if-cached` and nothing usable is stored.
     #[error("not cached (only-if-cached)")]
     NotCached,
@@ -67,6 +70,7 @@ impl ProxyError {
             ProxyError::BadRequest { .. }
             | ProxyError::MethodNotAllowed(_)
             | ProxyError::Forbidden(_)
+            | ProxyError::WriteUnauthorized
             | ProxyError::RateLimited(_) => Side::Client,
             ProxyError::NotCached => Side::Client,
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => Side::Client,
@@ -83,6 +87,7 @@ impl ProxyError {
             ProxyError::BadRequest { status, .. } => *status,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::WriteUnauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
@@ -111,6 +116,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => "method not allowed",
             ProxyError::Forbidden(crate::signed_url::Denied::Expired) => "this link has expired",
             ProxyError::Forbidden(_) => "this URL needs a valid signature",
+            ProxyError::WriteUnauthorized => {
+                "writing needs the admin token (Authorization: Bearer TOKEN) or a signed URL"
+            }
             ProxyError::RateLimited(_) => "too many requests; slow down",
             ProxyError::Overloaded => "busy; try again in a moment",
             ProxyError::NotCached => "not in cache (only-if-cached)",
@@ -148,6 +156,14 @@ pub fn error_response(error: &ProxyError) -> ProxyResponse {
         (error, &mut response.headers)
     {
         headers.insert(ALLOW, allow.clone());
+    }
+    if let (ProxyError::WriteUnauthorized, ResponseHeaders::Map(headers)) =
+        (error, &mut response.headers)
+    {
+        headers.insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"shoal\""),
+        );
     }
     let retry_after = match error {
         ProxyError::RateLimited(seconds) => Some(*seconds),

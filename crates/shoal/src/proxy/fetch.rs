@@ -25,6 +25,7 @@ use crate::cache::key::normalized_header;
 use crate::cache::policy::{self, NotStorable, Timing};
 use crate::cache::{CacheControl, CacheKey};
 use crate::store::{Fields, Object, ObjectMeta};
+use crate::upstream::files::StraightFromFile;
 use crate::upstream::{OriginBody, RequestBody, Trace, UpstreamError};
 
 /// What the leader of a fetch learns once the response head is in.
@@ -360,6 +361,10 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
             Err(NotStorable::TooLarge)
         }
         _ => Ok(()),
+    })
+    .and_then(|()| match parts.extensions.get::<StraightFromFile>() {
+        Some(_) => Err(NotStorable::FromFile),
+        None => Ok(()),
     });
     if verdict.is_err() && probed && plan.whole_wanted && declared_length > Some(slice_size) {
         // Not to be stored, and only its first slice came: the client gets the whole of it.

@@ -57,6 +57,8 @@ pub struct Generation {
     /// The methods served, and the `Allow` value that lists them.
     pub(super) methods: Vec<http::Method>,
     pub(super) allow: HeaderValue,
+    /// The admin token, which also authorizes writes to writable pools.
+    pub(super) write_token: Option<crate::bearer::Bearer>,
 }
 
 pub use shoal_api::node::ReloadReport;
@@ -156,7 +158,13 @@ impl Generation {
             Some(previous) if previous.config.cluster == config.cluster => previous.cluster.clone(),
             _ => Cluster::new(&config).map(Arc::new),
         };
+        let write_token = config
+            .admin
+            .token()?
+            .as_deref()
+            .map(crate::bearer::Bearer::new);
         Ok(Generation {
+            write_token,
             number,
             loaded_at: super::now_millis(),
             upstreams,

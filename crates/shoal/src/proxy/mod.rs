@@ -463,6 +463,7 @@ impl Proxy {
             return redirect_to_https(server, request).map(Some);
         }
         check_signature(&live, request)?;
+        authorize_write(&live, request)?;
         if request.body.declared_over(server.max_request_body.bytes()) {
             return Err(ProxyError::BadRequest {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -684,6 +685,31 @@ fn check_signature(live: &Generation, request: &mut ClientRequest) -> Result<(),
     request.head.uri = http::Uri::from_parts(parts)
         .map_err(|_| ProxyError::Internal("a verified target no longer parses"))?;
     Ok(())
+}
+
+/// A PUT or DELETE to a writable pool with `writable_auth` needs the admin token or a URL
+/// signed for its route (verified by `check_signature` already); the token is not sent on.
+fn authorize_write(live: &Generation, request: &mut ClientRequest) -> Result<(), ProxyError> {
+    if !matches!(request.head.method, Method::PUT | Method::DELETE) {
+        return Ok(());
+    }
+    let (host, path) = (request_host(&request.head), request.head.uri.path());
+    let destination = live.routes.destination(host, path);
+    if destination.pool.writable != Some(crate::upstream::pool::WriteAuth::TokenOrSignature) {
+        return Ok(());
+    }
+    let signed = live.routes.signing_keys(host, path).is_some();
+    let token = live
+        .write_token
+        .as_ref()
+        .is_some_and(|token| token.admits(&request.head.headers));
+    if token {
+        request.head.headers.remove(http::header::AUTHORIZATION);
+    }
+    match signed || token {
+        true => Ok(()),
+        false => Err(ProxyError::WriteUnauthorized),
+    }
 }
 
 /// Puts the request's path in its normal form (`cache::key::normalize_path`), so that the

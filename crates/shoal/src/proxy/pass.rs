@@ -66,6 +66,20 @@ impl Proxy {
             && (response.status().is_success() || response.status().is_redirection())
         {
             self.invalidate_after_write(&head, response.headers());
+            // A write the node itself made (to a writable pool, authorized): what was stored
+            // is gone or replaced, so it goes now rather than waiting to be revalidated.
+            let live = self.live();
+            if live
+                .routes
+                .destination(request_host(&head), head.uri.path())
+                .pool
+                .writable
+                .is_some()
+            {
+                for scheme in ["http", "https"] {
+                    self.purge(self.key_of(scheme, request_host(&head), target(&head)));
+                }
+            }
         }
         let status = CacheStatus::Pass;
         let view = ClientRequest {

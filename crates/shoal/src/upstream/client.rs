@@ -32,6 +32,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::files::FileBody;
 use super::RequestBody;
 use super::RequestBodyError;
 use crate::config::OriginUrl;
@@ -400,7 +401,12 @@ async fn exchange(
         // `keep-alive`.
         let keep_alive = keep_alive(response.headers(), response.version())
             && !matches!(framing, Framing::Close);
-        let body = OriginBody::new(conn, framing, keep_alive, Arc::clone(pool));
+        let body = OriginBody(Source::Connection(ConnectionBody::new(
+            conn,
+            framing,
+            keep_alive,
+            Arc::clone(pool),
+        )));
         let (parts, ()) = response.into_parts();
         return Ok(Response::from_parts(parts, body));
     }
@@ -612,9 +618,65 @@ fn response_framing(response: &Response<()>, is_head: bool) -> Result<Framing, C
     Ok(length.map_or(Framing::Close, Framing::Length))
 }
 
+/// The body of an upstream's answer: read from its connection, or (a `file:///` host's) from
+/// a file.
+pub struct OriginBody(Source);
+
+enum Source {
+    Connection(ConnectionBody),
+    File(FileBody),
+}
+
+impl OriginBody {
+    /// The file body, when the answer came from a file host.
+    pub fn file_body(&mut self) -> Option<&mut FileBody> {
+        match &mut self.0 {
+            Source::File(body) => Some(body),
+            Source::Connection(_) => None,
+        }
+    }
+}
+
+impl From<FileBody> for OriginBody {
+    fn from(body: FileBody) -> OriginBody {
+        OriginBody(Source::File(body))
+    }
+}
+
+impl Body for OriginBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.0 {
+            Source::Connection(body) => std::pin::Pin::new(body).poll_frame(cx),
+            Source::File(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|error| BodyError(error.to_string())),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Source::Connection(body) => body.is_end_stream(),
+            Source::File(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Source::Connection(body) => body.size_hint(),
+            Source::File(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A response body read from its connection as the reader asks for it; the connection goes
 /// back to the pool when the body ends cleanly, and is closed when the body is dropped early.
-pub struct OriginBody {
+struct ConnectionBody {
     conn: Option<Box<Conn>>,
     state: State,
     keep_alive: bool,
@@ -628,15 +690,20 @@ enum State {
     Done,
 }
 
-impl OriginBody {
-    fn new(conn: Box<Conn>, framing: Framing, keep_alive: bool, pool: Arc<IdlePool>) -> OriginBody {
+impl ConnectionBody {
+    fn new(
+        conn: Box<Conn>,
+        framing: Framing,
+        keep_alive: bool,
+        pool: Arc<IdlePool>,
+    ) -> ConnectionBody {
         let state = match framing {
             Framing::None | Framing::Length(0) => State::Done,
             Framing::Length(length) => State::Length(length),
             Framing::Chunked => State::Chunked(ChunkedDecoder::new(MAX_HEAD_BYTES)),
             Framing::Close => State::Close,
         };
-        let mut body = OriginBody {
+        let mut body = ConnectionBody {
             conn: Some(conn),
             state,
             keep_alive,
@@ -667,7 +734,7 @@ impl OriginBody {
     }
 }
 
-impl Body for OriginBody {
+impl Body for ConnectionBody {
     type Data = Bytes;
     type Error = BodyError;
 

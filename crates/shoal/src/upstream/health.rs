@@ -29,7 +29,8 @@ pub fn spawn(pools: &[Arc<Pool>]) {
         };
         // The check sets Host itself (a pool may check a name other than the address).
         let client = check_client(tls, false);
-        for index in 0..pool.hosts.len() {
+        // A directory is not checked over HTTP: it answers from the node itself.
+        for index in (0..pool.hosts.len()).filter(|&index| !pool.hosts[index].url.is_directory()) {
             tokio::spawn(check_host(client.clone(), Arc::downgrade(pool), index));
         }
     }

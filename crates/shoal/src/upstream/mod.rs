@@ -3,9 +3,10 @@
 //! The caller builds the request (headers, target); this module only picks an origin and
 //! carries the request there.
 
-mod body;
+pub(crate) mod body;
 pub mod client;
 pub mod cluster;
+pub mod files;
 pub mod health;
 pub mod pool;
 pub mod route;
@@ -220,6 +221,45 @@ impl Upstream {
             }
             tried.push(index);
             let host = &pool.hosts[index];
+            if let (Some(root), Some(files)) = (&host.url.directory, &pool.files) {
+                // Answered here, from the directory: nothing to retry elsewhere but another
+                // copy of it, which the next attempt reaches like any host.
+                let Some(attempt_body) = body.retry() else {
+                    break;
+                };
+                let sent = Instant::now();
+                let answered = tokio::time::timeout(
+                    self.first_byte_timeout,
+                    files.answer(root, parts, attempt_body),
+                )
+                .await;
+                let Ok(response) = answered else {
+                    pool.failed(index, now_millis());
+                    last_error = Some(UpstreamError::Timeout {
+                        origin: host.url.authority.clone(),
+                        timeout: self.first_byte_timeout,
+                    });
+                    continue;
+                };
+                let first_byte = sent.elapsed();
+                pool.first_byte.observe(first_byte);
+                let trace = Trace {
+                    host: host.label.clone(),
+                    first_byte,
+                };
+                pool.succeeded(index);
+                let (head, body) = response.into_parts();
+                let response = Response::from_parts(head, OriginBody::from(body));
+                // A directory is tried after another's 404 as a server would be.
+                if fallthrough_404
+                    && response.status() == http::StatusCode::NOT_FOUND
+                    && attempt + 1 < tries
+                {
+                    last_response = Some((response, trace));
+                    continue;
+                }
+                return Ok((response, trace));
+            }
             if self.host_is_origin && !pool.parent {
                 if let Ok(value) = http::HeaderValue::from_str(&host.url.authority) {
                     parts.headers.insert(http::header::HOST, value);

@@ -163,7 +163,21 @@ pub struct Pool {
     pub first_byte: crate::histogram::Histogram,
     /// Attempts made after a first one failed (retries and fallthrough).
     pub retries: AtomicU64,
+    /// For pools with `file:///` hosts: their settings and the tags of the files read.
+    pub files: Option<Arc<super::files::Files>>,
+    /// PUT and DELETE are accepted (`writable`), and need the admin token or a signed URL
+    /// (`writable_auth`).
+    pub writable: Option<WriteAuth>,
     selector: Selector,
+}
+
+/// Who may write through a writable pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteAuth {
+    /// Anyone who reaches it (`writable_auth = false`).
+    Anyone,
+    /// The admin token, or a URL signed for a route with `signing_keys`.
+    TokenOrSignature,
 }
 
 /// A request in flight to a host; counts against its `max_connections` until dropped.
@@ -190,6 +204,14 @@ impl Pool {
         pool.health = config.health.clone();
         pool.tls_ca = config.tls_ca.clone();
         pool.accept_invalid_certs = config.danger_accept_invalid_certs_for_testing;
+        if config.serves_files() {
+            let settings = super::files::Settings::of(config);
+            pool.files = Some(Arc::new(super::files::Files::new(settings)));
+        }
+        pool.writable = config.writable.then_some(match config.writable_auth {
+            true => WriteAuth::TokenOrSignature,
+            false => WriteAuth::Anyone,
+        });
         pool
     }
 
@@ -219,6 +241,8 @@ impl Pool {
             accept_invalid_certs: false,
             first_byte: crate::histogram::Histogram::default(),
             retries: AtomicU64::new(0),
+            files: None,
+            writable: None,
         }
     }
 

@@ -437,6 +437,7 @@ async fn a_hung_host_is_timed_out_retried_elsewhere_and_ejected() {
             health: None,
             tls_ca: None,
             danger_accept_invalid_certs_for_testing: false,
+            ..shoal::config::PoolConfig::of_hosts("", Vec::new())
         }];
     })
     .await;

@@ -31,6 +31,7 @@ async fn an_edge_behind_a_parent_shows_only_its_own_cache_status() {
             health: None,
             tls_ca: None,
             danger_accept_invalid_certs_for_testing: false,
+            ..shoal::config::PoolConfig::of_hosts("", Vec::new())
         }];
     })
     .await;

@@ -25,6 +25,7 @@ fn pool(name: &str, policy: Policy, origins: &[&Origin]) -> PoolConfig {
         health: None,
         tls_ca: None,
         danger_accept_invalid_certs_for_testing: false,
+        ..shoal::config::PoolConfig::of_hosts("", Vec::new())
     }
 }
 

@@ -28,13 +28,16 @@ use tokio::time::Instant;
 use self::idle::IdleTicks;
 use self::write::{write_head, BodyFraming, WriteContext};
 use super::logged::{refused_entry, LoggedRequest};
-use super::{error_response, ClientRequest, Proxy, ProxyError, ProxyResponse};
+use super::{error_response, ClientRequest, Proxy, ProxyError, ProxyResponse, ResponseBody};
 use crate::proxy::settings::{Settings, WRITE_BATCH};
 use crate::throttle::LogBudget;
+use crate::upstream::files::Part;
 use crate::upstream::{RequestBody, RequestBodyError};
 use crate::wire::http1::{
     chunk_size_line, ChunkedDecoder, Decoded, Framing, Head, ParseError, H2_PREFACE,
 };
+#[cfg(target_os = "linux")]
+use crate::wire::sendfile::send_file;
 
 /// Bodies smaller than this are copied behind the head and sent with one write.
 const COALESCE_BELOW: usize = 16 * 1024;
@@ -520,6 +523,12 @@ impl Connection {
             self.flush_output().await?;
             return Ok((keep_alive, 0));
         }
+        if let BodyFraming::Length(length) = framing {
+            if self.sends_file(&mut response.body) {
+                // Boxed: only file answers pay for its state in the connection's future.
+                return Box::pin(self.send_file_body(response.body, length, keep_alive)).await;
+            }
+        }
         let mut sent: u64 = 0;
         let mut batch = std::mem::take(&mut self.batch);
         let mut batches = Batches::new(self.settings.write_batch);
@@ -575,6 +584,70 @@ impl Connection {
             }
         }
         Ok((keep_alive && framing != BodyFraming::Close, sent))
+    }
+
+    /// Whether `body` is ranges of a file that can go to this connection with `sendfile`
+    /// (cleartext only: TLS encrypts in user space).
+    fn sends_file(&self, body: &mut ResponseBody) -> bool {
+        let ResponseBody::Upstream { incoming, .. } = body else {
+            return false;
+        };
+        cfg!(target_os = "linux")
+            && !self.stream.is_tls()
+            && incoming
+                .file_body()
+                .is_some_and(|file_body| file_body.file().is_some() && file_body.has_file_ranges())
+    }
+
+    /// Writes the head, then a file body part by part: text as it is, file ranges with
+    /// `sendfile`. Returns whether the connection stays open, and the bytes sent.
+    async fn send_file_body(
+        &mut self,
+        mut body: ResponseBody,
+        length: u64,
+        keep_alive: bool,
+    ) -> std::io::Result<(bool, u64)> {
+        let ResponseBody::Upstream { incoming, .. } = &mut body else {
+            unreachable!("checked by sends_file")
+        };
+        let Some(file_body) = incoming.file_body() else {
+            unreachable!("checked by sends_file")
+        };
+        let Some(file) = file_body.file().cloned() else {
+            unreachable!("checked by sends_file")
+        };
+        let mut sent = 0;
+        while let Some(part) = file_body.next_part() {
+            let result = match part {
+                Part::Text(text) => {
+                    self.output.extend_from_slice(&text);
+                    sent += text.len() as u64;
+                    Ok(())
+                }
+                Part::Range { start, end } => {
+                    if !self.output.is_empty() {
+                        self.flush_output().await?;
+                    }
+                    let ClientStream::Plain(socket) = &self.stream else {
+                        unreachable!("checked by sends_file")
+                    };
+                    let result =
+                        send_file(socket, &file, start, end, self.settings.send_timeout).await;
+                    sent += end - start;
+                    result
+                }
+            };
+            if let Err(error) = result {
+                tracing::warn!(peer = %self.peer, %error, "file response cut short");
+                return Ok((false, sent));
+            }
+        }
+        if !self.output.is_empty() {
+            self.flush_output().await?;
+        }
+        self.proxy.metrics.add(super::Counter::BytesSent, sent);
+        self.proxy.metrics.add(super::Counter::OriginBytes, sent);
+        Ok((keep_alive && sent == length, sent))
     }
 
     /// Writes buffered head bytes (if any) and a batch of body chunks, framed.

@@ -1,0 +1,192 @@
+//! Entity tags made from a file's bytes, so that copies of one file on different nodes (other
+//! inodes, other mtimes) have the same tag, and caches and clients do not fetch them again.
+//! A file is hashed (XXH3-128) once per identity (device, inode, size, mtime) and the tag
+//! remembered; an `.etag` sidecar (`NAME.etag` beside `NAME`) overrides it for sites that
+//! compute their own.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use http::HeaderValue;
+
+/// Tags remembered at most; past it, an arbitrary one is forgotten for each new one (a
+/// forgotten tag costs one more read of its file).
+const REMEMBERED: usize = 65_536;
+/// Largest sidecar read.
+const MAX_SIDECAR: u64 = 256;
+
+/// What makes a file the same file for as long as it is not rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_secs: i64,
+    modified_nanos: i64,
+}
+
+impl Identity {
+    /// The identity of the file `metadata` describes.
+    pub fn of(metadata: &Metadata) -> Identity {
+        Identity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified_secs: metadata.mtime(),
+            modified_nanos: metadata.mtime_nsec(),
+        }
+    }
+}
+
+/// The tags of the files read so far, by identity.
+#[derive(Default)]
+pub struct Tags {
+    known: Mutex<HashMap<Identity, u128, foldhash::fast::RandomState>>,
+}
+
+impl Tags {
+    /// The entity tag of `file` (open, at `path`, described by `metadata`, its bytes given as
+    /// `content` when already read): its sidecar's, or the hash of its bytes. Blocking: it may
+    /// read the whole file.
+    pub fn of(
+        &self,
+        path: &Path,
+        file: &File,
+        metadata: &Metadata,
+        content: Option<&[u8]>,
+    ) -> std::io::Result<HeaderValue> {
+        if let Some(tag) = sidecar(path) {
+            return Ok(tag);
+        }
+        let identity = Identity::of(metadata);
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&identity)
+            .copied();
+        let hash = match known {
+            Some(hash) => hash,
+            None => {
+                let hash = match content {
+                    Some(content) => xxhash_rust::xxh3::xxh3_128(content),
+                    None => hash_file(file)?,
+                };
+                // Remembered only if the file did not change while it was read.
+                if Identity::of(&file.metadata()?) == identity {
+                    self.remember(identity, hash);
+                }
+                hash
+            }
+        };
+        Ok(tag_of(hash))
+    }
+
+    /// Remembers the hash of the file with `identity` (just written by the node itself).
+    pub fn remember(&self, identity: Identity, hash: u128) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= REMEMBERED {
+            if let Some(&forgotten) = known.keys().next() {
+                known.remove(&forgotten);
+            }
+        }
+        known.insert(identity, hash);
+    }
+}
+
+/// The strong entity tag for a content hash: 32 hex digits, quoted.
+pub fn tag_of(hash: u128) -> HeaderValue {
+    let text = format!("\"{hash:032x}\"");
+    HeaderValue::from_str(&text).expect("hex digits in quotes are a valid field value")
+}
+
+/// XXH3-128 of everything in `file`, read from its start.
+fn hash_file(file: &File) -> std::io::Result<u128> {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buffer = vec![0; 256 * 1024];
+    let mut reader = file;
+    // `&File` reads from the current offset, which nobody else moves (reads elsewhere are
+    // positioned: `read_at`); start from the beginning all the same.
+    std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(0))?;
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => return Ok(hasher.digest128()),
+            Ok(read) => hasher.update(&buffer[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// The tag in `PATH.etag`, if there is one and it is a valid entity tag (quoted or not; a
+/// weak `W/"…"` is kept weak). An invalid sidecar is ignored with a log line.
+fn sidecar(path: &Path) -> Option<HeaderValue> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".etag");
+    let file = File::open(&name).ok()?;
+    let mut text = String::new();
+    file.take(MAX_SIDECAR).read_to_string(&mut text).ok()?;
+    let text = text.trim();
+    let (weak, opaque) = match text.strip_prefix("W/") {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let opaque = opaque
+        .strip_prefix('"')
+        .and_then(|o| o.strip_suffix('"'))
+        .unwrap_or(opaque);
+    // RFC 9110 §8.8.3: etagc is %x21 / %x23-7E / obs-text; obs-text is not accepted here.
+    let valid = !opaque.is_empty()
+        && opaque
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b));
+    if !valid {
+        tracing::warn!(sidecar = %Path::new(&name).display(), "an .etag file that is not an entity tag; ignored");
+        return None;
+    }
+    let tag = match weak {
+        true => format!("W/\"{opaque}\""),
+        false => format!("\"{opaque}\""),
+    };
+    HeaderValue::from_str(&tag).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_follows_the_bytes_and_a_sidecar_overrides_it() {
+        let dir = std::env::temp_dir().join(format!("shoal-etag-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.txt"), dir.join("b.txt"));
+        std::fs::write(&a, b"same bytes").unwrap();
+        std::fs::write(&b, b"same bytes").unwrap();
+        let tags = Tags::default();
+        let tag = |path: &Path| {
+            let file = File::open(path).unwrap();
+            tags.of(path, &file, &file.metadata().unwrap(), None)
+                .unwrap()
+        };
+        assert_eq!(tag(&a), tag(&b), "two copies, two tags");
+        let first = tag(&a);
+        std::fs::write(&a, b"other bytes").unwrap();
+        assert_ne!(tag(&a), first, "a changed file kept its tag");
+        std::fs::write(dir.join("a.txt.etag"), "v42\n").unwrap();
+        assert_eq!(tag(&a), "\"v42\"");
+        std::fs::write(dir.join("a.txt.etag"), "W/\"v43\"").unwrap();
+        assert_eq!(tag(&a), "W/\"v43\"");
+        std::fs::write(dir.join("a.txt.etag"), "bad \" tag").unwrap();
+        assert_eq!(
+            tag(&a),
+            tag(&dir.join("a.txt")),
+            "an invalid sidecar is ignored"
+        );
+        assert_ne!(tag(&a), "\"bad \\\" tag\"");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,384 @@
+//! Uploads to a file host (`writable = true`, the storage-node role): PUT writes a file
+//! atomically (a temporary file beside it, written, synced, renamed over the old one, the
+//! directory synced), DELETE removes one. Either way the file's precompressed siblings and
+//! `.etag` sidecar go too, since they describe the old bytes. A write that fails leaves the old
+//! file as it was. Whether the writer may write (the admin token or a signed URL) was checked
+//! by the proxy before the request got here.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, ETAG, IF_MATCH, IF_NONE_MATCH};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::encoding::Encoding;
+use super::{etag, path, refusal, refused_answer, respond, FileBody, Files, LOG_BUDGET};
+use crate::upstream::body::RequestBody;
+
+/// Body bytes gathered before each write to the file (one trip to the blocking pool each).
+const WRITE_BATCH: usize = 1 << 20;
+
+/// Names the temporary files of uploads in progress apart.
+static UPLOADS: AtomicU64 = AtomicU64::new(0);
+
+/// PUT: the body becomes the file the path names. 201 for a new file, 204 for a replaced one.
+pub(super) async fn put(
+    files: &Arc<Files>,
+    root: &Path,
+    head: &http::request::Parts,
+    body: RequestBody,
+) -> Response<FileBody> {
+    let relative = match path::relative(head.uri.path(), files.settings.allowed) {
+        Ok(relative) => relative,
+        Err(refused) => return refusal(refused, head),
+    };
+    if relative.as_os_str().is_empty() || head.uri.path().ends_with('/') {
+        return respond::text(
+            StatusCode::CONFLICT,
+            "a PUT names a file, not a directory\n",
+        );
+    }
+    let declared = head
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let Some(declared) = declared else {
+        return respond::text(
+            StatusCode::LENGTH_REQUIRED,
+            "an upload needs a Content-Length\n",
+        );
+    };
+    if declared > files.settings.max_upload {
+        return respond::text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload larger than the pool's max_upload_size\n",
+        );
+    }
+    let target = root.join(&relative);
+    let prepared = {
+        let (files, root, target) = (Arc::clone(files), root.to_owned(), target.clone());
+        let conditions = Conditions::of(&head.headers);
+        blocking(move || prepare(&files, &root, &target, &conditions)).await
+    };
+    let mut upload = match prepared {
+        Ok(Ok(upload)) => upload,
+        Ok(Err(answer)) => return answer,
+        Err(error) => return failed(&error, head.uri.path(), "upload failed"),
+    };
+    let streamed = stream_into(&mut upload, body, declared).await;
+    let temporary = upload.temporary.clone();
+    let outcome = match streamed {
+        Err(answer) => Err(answer),
+        Ok(()) => {
+            let files = Arc::clone(files);
+            match blocking(move || finish(&files, upload)).await {
+                Ok(tag) => Ok(tag),
+                Err(error) => Err(failed(&error, head.uri.path(), "upload failed")),
+            }
+        }
+    };
+    match outcome {
+        Ok((tag, existed)) => {
+            let status = match existed {
+                true => StatusCode::NO_CONTENT,
+                false => StatusCode::CREATED,
+            };
+            let mut response = respond::text(status, "");
+            response.headers_mut().insert(ETAG, tag);
+            response
+        }
+        Err(answer) => {
+            // The old file is untouched; only the partial new one goes.
+            let _ = blocking(move || std::fs::remove_file(temporary)).await;
+            answer
+        }
+    }
+}
+
+/// DELETE: the file goes (204), with its siblings.
+pub(super) async fn delete(
+    files: &Arc<Files>,
+    root: &Path,
+    head: &http::request::Parts,
+) -> Response<FileBody> {
+    let relative = match path::relative(head.uri.path(), files.settings.allowed) {
+        Ok(relative) if !relative.as_os_str().is_empty() => relative,
+        Ok(_) => {
+            return respond::text(
+                StatusCode::CONFLICT,
+                "a DELETE names a file, not a directory\n",
+            )
+        }
+        Err(refused) => return refusal(refused, head),
+    };
+    let target = root.join(relative);
+    let (files, root) = (Arc::clone(files), root.to_owned());
+    let conditions = Conditions::of(&head.headers);
+    let removed = blocking(move || -> std::io::Result<Response<FileBody>> {
+        if let Err(refused) = path::confined_parent(&root, &target, files.settings.allowed)? {
+            return Ok(refused_answer(refused));
+        }
+        let current = current_tag(&files, &target)?;
+        if current.as_ref().is_some_and(|(_, is_file)| !is_file) {
+            return Ok(respond::text(
+                StatusCode::CONFLICT,
+                "a DELETE names a file, not a directory\n",
+            ));
+        }
+        if let Some(answer) = conditions.fail(current.as_ref().map(|(tag, _)| tag)) {
+            return Ok(answer);
+        }
+        std::fs::remove_file(&target)?;
+        remove_siblings(&target);
+        sync_directory(&target)?;
+        Ok(respond::text(StatusCode::NO_CONTENT, ""))
+    })
+    .await;
+    removed.unwrap_or_else(|error| failed(&error, head.uri.path(), "delete failed"))
+}
+
+/// An upload in progress: its temporary file, where it goes, and the hash of what is written.
+struct Upload {
+    file: File,
+    temporary: PathBuf,
+    target: PathBuf,
+    existed: bool,
+    hasher: Box<xxhash_rust::xxh3::Xxh3>,
+    buffered: Vec<u8>,
+}
+
+/// `If-Match` and `If-None-Match` of a write (RFC 9110 §13.1.1, §13.1.2: `*` for "exists" and
+/// "does not exist"; tags compared strongly).
+struct Conditions {
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+}
+
+impl Conditions {
+    fn of(headers: &http::HeaderMap) -> Conditions {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Conditions {
+            if_match: text(IF_MATCH),
+            if_none_match: text(IF_NONE_MATCH),
+        }
+    }
+
+    /// 412 if the conditions fail against the file's current tag (`None`: no file).
+    fn fail(&self, current: Option<&HeaderValue>) -> Option<Response<FileBody>> {
+        let current = current.and_then(|tag| tag.to_str().ok());
+        let listed = |list: &str, tag: Option<&str>| {
+            list.split(',').map(str::trim).any(|item| {
+                (item == "*" && tag.is_some())
+                    || tag.is_some_and(|tag| crate::cache::conditional::strong_match(item, tag))
+            })
+        };
+        let failed = self
+            .if_match
+            .as_deref()
+            .is_some_and(|list| !listed(list, current))
+            || self
+                .if_none_match
+                .as_deref()
+                .is_some_and(|list| listed(list, current));
+        failed.then(|| respond::text(StatusCode::PRECONDITION_FAILED, "precondition failed\n"))
+    }
+}
+
+/// Checks where the file goes and the conditions, makes the missing directories and the
+/// temporary file. Blocking.
+fn prepare(
+    files: &Files,
+    root: &Path,
+    target: &Path,
+    conditions: &Conditions,
+) -> std::io::Result<Result<Upload, Response<FileBody>>> {
+    if let Err(refused) = path::confined_parent(root, target, files.settings.allowed)? {
+        return Ok(Err(refused_answer(refused)));
+    }
+    let current = current_tag(files, target)?;
+    if current.as_ref().is_some_and(|(_, is_file)| !is_file) {
+        return Ok(Err(respond::text(
+            StatusCode::CONFLICT,
+            "a directory is in the way\n",
+        )));
+    }
+    if let Some(answer) = conditions.fail(current.as_ref().map(|(tag, _)| tag)) {
+        return Ok(Err(answer));
+    }
+    let directory = target.parent().unwrap_or(root);
+    std::fs::create_dir_all(directory)?;
+    // Made under a directory that was confined; checked again in case it was made elsewhere
+    // through a link that appeared meanwhile.
+    if let Err(refused) = path::confined(root, directory, files.settings.allowed)? {
+        return Ok(Err(refused_answer(refused)));
+    }
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = directory.join(format!(
+        ".{name}.shoal-upload-{}-{}",
+        std::process::id(),
+        UPLOADS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)?;
+    Ok(Ok(Upload {
+        file,
+        temporary,
+        target: target.to_owned(),
+        existed: current.is_some(),
+        hasher: Box::new(xxhash_rust::xxh3::Xxh3::new()),
+        buffered: Vec::with_capacity(WRITE_BATCH),
+    }))
+}
+
+/// The tag of the file at `target` and whether it is a regular file, or `None` if nothing is
+/// there. Blocking.
+fn current_tag(files: &Files, target: &Path) -> std::io::Result<Option<(HeaderValue, bool)>> {
+    match target.symlink_metadata() {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+        Ok(metadata) if metadata.is_dir() => Ok(Some((HeaderValue::from_static("\"\""), false))),
+        Ok(_) => {
+            let file = File::open(target)?;
+            let metadata = file.metadata()?;
+            Ok(Some((files.tags.of(target, &file, &metadata, None)?, true)))
+        }
+    }
+}
+
+/// Reads the request body into the upload, exactly `declared` bytes.
+async fn stream_into(
+    upload: &mut Upload,
+    mut body: RequestBody,
+    declared: u64,
+) -> Result<(), Response<FileBody>> {
+    let mut received: u64 = 0;
+    loop {
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => {
+                tracing::debug!(%error, "upload body broken");
+                return Err(respond::text(
+                    StatusCode::BAD_REQUEST,
+                    "the upload's body was cut short\n",
+                ));
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received += data.len() as u64;
+        if received > declared {
+            return Err(respond::text(
+                StatusCode::BAD_REQUEST,
+                "the upload's body is longer than its Content-Length\n",
+            ));
+        }
+        upload.buffered.extend_from_slice(&data);
+        if upload.buffered.len() >= WRITE_BATCH {
+            if let Err(error) = write_buffered(upload).await {
+                return Err(failed(
+                    &error,
+                    &upload.target.to_string_lossy(),
+                    "upload failed",
+                ));
+            }
+        }
+    }
+    if received != declared {
+        return Err(respond::text(
+            StatusCode::BAD_REQUEST,
+            "the upload's body is shorter than its Content-Length\n",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes what is buffered on the blocking pool.
+async fn write_buffered(upload: &mut Upload) -> std::io::Result<()> {
+    let chunk = Bytes::from(std::mem::replace(
+        &mut upload.buffered,
+        Vec::with_capacity(WRITE_BATCH),
+    ));
+    upload.hasher.update(&chunk);
+    let mut file = upload.file.try_clone()?;
+    blocking(move || file.write_all(&chunk)).await
+}
+
+/// Writes the rest, syncs, and puts the file in place; returns its tag and whether a file
+/// was replaced. Blocking.
+fn finish(files: &Files, mut upload: Upload) -> std::io::Result<(HeaderValue, bool)> {
+    upload.hasher.update(&upload.buffered);
+    upload.file.write_all(&upload.buffered)?;
+    upload.file.sync_all()?;
+    let metadata = upload.file.metadata()?;
+    drop(upload.file);
+    std::fs::rename(&upload.temporary, &upload.target)?;
+    remove_siblings(&upload.target);
+    sync_directory(&upload.target)?;
+    let hash = upload.hasher.digest128();
+    files.tags.remember(etag::Identity::of(&metadata), hash);
+    Ok((etag::tag_of(hash), upload.existed))
+}
+
+/// Removes the precompressed siblings and the `.etag` sidecar of `target`, which describe
+/// bytes that are gone.
+fn remove_siblings(target: &Path) {
+    let mut sidecar = target.as_os_str().to_owned();
+    sidecar.push(".etag");
+    for sibling in Encoding::ALL
+        .map(|encoding| encoding.sibling(target))
+        .into_iter()
+        .chain([PathBuf::from(sidecar)])
+    {
+        let _ = std::fs::remove_file(sibling);
+    }
+}
+
+/// Syncs the directory holding `path`, so that a rename or removal outlives a crash.
+fn sync_directory(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(directory) => File::open(directory)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Runs `work` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|error| Err(std::io::Error::other(error)))
+}
+
+/// 507 for a full disk, 403 for a denied permission, 500 otherwise; logged.
+fn failed(error: &std::io::Error, path: &str, what: &'static str) -> Response<FileBody> {
+    if let Some(held_back) = LOG_BUDGET.admit() {
+        tracing::warn!(path, %error, held_back, "{what}");
+    }
+    match error.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => respond::text(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "no space left for the file\n",
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            respond::text(StatusCode::FORBIDDEN, "permission denied\n")
+        }
+        std::io::ErrorKind::NotFound => respond::text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => respond::text(StatusCode::INTERNAL_SERVER_ERROR, "file write failed\n"),
+    }
+}
