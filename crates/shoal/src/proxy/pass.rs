@@ -188,7 +188,9 @@ impl Proxy {
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| v.parse::<u64>().ok())
+            // A fetch's answer has had its framing fields taken off already.
+            .or_else(|| http_body::Body::size_hint(&incoming).exact());
         headers::forward_response(&mut parts.headers, now_millis());
         let body = if request.head.method == Method::HEAD
             || parts.status == StatusCode::NO_CONTENT

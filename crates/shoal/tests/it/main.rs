@@ -9,6 +9,7 @@ mod crash;
 mod ctl;
 mod dashboard;
 mod disk;
+mod files;
 mod geoip;
 mod hostile;
 mod hostile_h2;
