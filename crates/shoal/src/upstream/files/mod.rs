@@ -7,9 +7,9 @@
 //! I/O runs on the blocking pool.
 
 mod body;
-mod encoding;
+pub mod encoding;
 mod etag;
-mod path;
+pub mod path;
 mod respond;
 mod write;
 
