@@ -408,3 +408,46 @@ async fn a_writable_pool_writes_atomically_with_the_token() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Over HTTP/2 a big file is read in chunks on the blocking pool (no `sendfile` there), with a
+/// disk tier beside it: the same bytes, and small files still cached.
+#[tokio::test]
+async fn files_over_http2_with_a_disk_tier() {
+    let dir = TempDir::new("files-h2");
+    let cache = TempDir::new("files-h2-cache");
+    let content: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+    write(&dir, "big.bin", &content);
+    write(&dir, "small.txt", b"small");
+    let url = format!("file://{}", dir.0.display());
+    let node = node_for(&url, |config| {
+        config.disk.dirs = vec![shoal::config::DiskDir {
+            path: cache.0.clone(),
+            size: shoal::config::ByteSize(64 << 20),
+        }];
+    })
+    .await;
+    let mut client = h2_client(node.listen[0]).await;
+    let mut statuses = Vec::new();
+    for (path, expected) in [
+        ("/big.bin", &content[..]),
+        ("/small.txt", &b"small"[..]),
+        ("/small.txt", &b"small"[..]),
+    ] {
+        let request = http::Request::get(format!("http://x{path}"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        statuses.push(cache_status(response.headers()).to_owned());
+        let mut body = response.into_body();
+        let mut received = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            received.extend_from_slice(&chunk);
+        }
+        assert!(received == expected, "{path}: {} bytes", received.len());
+    }
+    assert_eq!(statuses, ["PASS", "MISS", "HIT"]);
+}
