@@ -25,7 +25,7 @@ import urllib.request
 WORK = "/tmp/shoal-bench"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGIN_PORT = 9000
-PORTS = {"nginx-direct": 9001, "shoal": 9100, "shoal-base": 9106, "shoal-disk": 9105, "nginx-cache": 9101, "varnish": 9102, "haproxy": 9103, "trafficserver": 9104}
+PORTS = {"nginx-direct": 9001, "shoal": 9100, "shoal-base": 9106, "shoal-files": 9107, "shoal-disk": 9105, "nginx-cache": 9101, "varnish": 9102, "haproxy": 9103, "trafficserver": 9104}
 FILES = {"1k.bin": 1024, "1m.bin": 1 << 20, "64m.bin": 64 << 20}
 
 
@@ -141,10 +141,11 @@ def start_nginx_cache():
     return start_nginx("nginx-cache", block)
 
 
-def start_shoal(name="shoal", binary=f"{ROOT}/target/release/shoal", admin=9190):
+def start_shoal(name="shoal", binary=f"{ROOT}/target/release/shoal", admin=9190,
+                origin=f"http://127.0.0.1:{ORIGIN_PORT}"):
     log = open(f"{WORK}/{name}.log", "w")
     process = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{PORTS[name]}", "--origin", f"http://127.0.0.1:{ORIGIN_PORT}",
+        [binary, "serve", "--listen", f"127.0.0.1:{PORTS[name]}", "--origin", origin,
          "--admin", f"127.0.0.1:{admin}", "--cache-mem", "1GiB"],
         stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
     return Server(name, process.pid, lambda: (process.terminate(), process.wait()))
@@ -157,6 +158,13 @@ def start_shoal_base():
     if not binary:
         sys.exit("shoal-base needs SHOAL_BASE_BINARY=/path/to/an/older/shoal")
     return start_shoal("shoal-base", binary, 9196)
+
+
+def start_shoal_files(www):
+    """Shoal as the origin itself: the bench's files from a `file://` host, against nginx
+    serving them (nginx-direct). Files up to 1 MiB are cached in RAM, larger ones sent with
+    sendfile (docs/upstreams.md)."""
+    return start_shoal("shoal-files", admin=9197, origin=f"file://{www}")
 
 
 def start_shoal_disk():
@@ -416,7 +424,7 @@ def idle_connections_rss(server, port, count):
 def server_starters(www):
     """How to start each server by name, serving the files of `www` through the origin."""
     return {"nginx-direct": lambda: start_nginx_direct(www), "shoal": start_shoal, "shoal-base": start_shoal_base,
-            "shoal-disk": start_shoal_disk,
+            "shoal-files": lambda: start_shoal_files(www), "shoal-disk": start_shoal_disk,
             "nginx-cache": start_nginx_cache, "varnish": start_varnish, "haproxy": start_haproxy,
             "trafficserver": start_trafficserver}
 

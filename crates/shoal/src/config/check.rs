@@ -250,15 +250,11 @@ impl Config {
                     format!("pool `{}`: writable is for pools of file:/// hosts (an HTTP origin gets PUT and DELETE passed to it as they are)", pool.name),
                 ));
             }
-            let signed_route = self
-                .routes
-                .iter()
-                .any(|route| route.pool == pool.name && !route.signing_keys.is_empty());
-            if pool.writable && pool.writable_auth && !token_set && !signed_route {
+            if pool.writable && pool.writable_auth && !token_set {
                 return Err((
                     &["pools.writable_auth", "pools.writable"],
                     format!(
-                        "pool `{}`: no write could be authorized: set admin.token, signing_keys on a route to the pool, or writable_auth = false",
+                        "pool `{}`: writes need the admin token, and none is set: set admin.token (or admin.token_file), or writable_auth = false",
                         pool.name
                     ),
                 ));

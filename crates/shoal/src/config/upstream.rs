@@ -52,8 +52,8 @@ pub struct PoolConfig {
     /// Accept PUT and DELETE: file hosts write their directory. Off: 405 with `Allow`.
     #[serde(default)]
     pub writable: bool,
-    /// Writes need the admin token (`Authorization: Bearer TOKEN`) or a URL signed for a route
-    /// with `signing_keys`. Off only for a pool that nothing untrusted can reach.
+    /// Writes need the admin token (`Authorization: Bearer TOKEN`). Off only for a pool that
+    /// nothing untrusted can reach.
     #[serde(default = "default_true")]
     pub writable_auth: bool,
     /// The largest upload a writable pool accepts.

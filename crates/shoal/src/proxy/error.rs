@@ -43,7 +43,7 @@ pub enum ProxyError {
     #[error("{}", .0.as_str())]
     Forbidden(crate::signed_url::Denied),
     /// A write to a writable pool without the admin token or a signed URL.
-    #[error("a write without the admin token or a signature")]
+    #[error("a write without the admin token")]
     WriteUnauthorized,
     /// `only-if-cached` and nothing usable is stored.
     #[error("not cached (only-if-cached)")]
@@ -117,7 +117,7 @@ impl ProxyError {
             ProxyError::Forbidden(crate::signed_url::Denied::Expired) => "this link has expired",
             ProxyError::Forbidden(_) => "this URL needs a valid signature",
             ProxyError::WriteUnauthorized => {
-                "writing needs the admin token (Authorization: Bearer TOKEN) or a signed URL"
+                "writing needs the admin token (Authorization: Bearer TOKEN)"
             }
             ProxyError::RateLimited(_) => "too many requests; slow down",
             ProxyError::Overloaded => "busy; try again in a moment",

@@ -687,27 +687,27 @@ fn check_signature(live: &Generation, request: &mut ClientRequest) -> Result<(),
     Ok(())
 }
 
-/// A PUT or DELETE to a writable pool with `writable_auth` needs the admin token or a URL
-/// signed for its route (verified by `check_signature` already); the token is not sent on.
+/// A PUT or DELETE to a writable pool with `writable_auth` needs the admin token, which is not
+/// sent on. (A signed URL does not authorize a write: its signature covers the path and the
+/// expiry, not the method, so a download link would become an upload link.)
 fn authorize_write(live: &Generation, request: &mut ClientRequest) -> Result<(), ProxyError> {
     if !matches!(request.head.method, Method::PUT | Method::DELETE) {
         return Ok(());
     }
     let (host, path) = (request_host(&request.head), request.head.uri.path());
     let destination = live.routes.destination(host, path);
-    if destination.pool.writable != Some(crate::upstream::pool::WriteAuth::TokenOrSignature) {
+    if destination.pool.writable != Some(crate::upstream::pool::WriteAuth::Token) {
         return Ok(());
     }
-    let signed = live.routes.signing_keys(host, path).is_some();
     let token = live
         .write_token
         .as_ref()
         .is_some_and(|token| token.admits(&request.head.headers));
-    if token {
-        request.head.headers.remove(http::header::AUTHORIZATION);
-    }
-    match signed || token {
-        true => Ok(()),
+    match token {
+        true => {
+            request.head.headers.remove(http::header::AUTHORIZATION);
+            Ok(())
+        }
         false => Err(ProxyError::WriteUnauthorized),
     }
 }

@@ -228,13 +228,15 @@ impl Upstream {
                     break;
                 };
                 let sent = Instant::now();
-                let answered = tokio::time::timeout(
-                    self.first_byte_timeout,
-                    files.answer(root, parts, attempt_body),
-                )
-                .await;
+                // The first-byte timeout bounds a read's opening (a hung disk), not an upload,
+                // which lasts as long as its body does (`server.body_read_timeout` bounds that).
+                // A slow disk is not a failing host: no ejection.
+                let answer = files.answer(root, parts, attempt_body);
+                let answered = match parts.method.is_safe() {
+                    true => tokio::time::timeout(self.first_byte_timeout, answer).await,
+                    false => Ok(answer.await),
+                };
                 let Ok(response) = answered else {
-                    pool.failed(index, now_millis());
                     last_error = Some(UpstreamError::Timeout {
                         origin: host.url.authority.clone(),
                         timeout: self.first_byte_timeout,

@@ -165,8 +165,7 @@ pub struct Pool {
     pub retries: AtomicU64,
     /// For pools with `file:///` hosts: their settings and the tags of the files read.
     pub files: Option<Arc<super::files::Files>>,
-    /// PUT and DELETE are accepted (`writable`), and need the admin token or a signed URL
-    /// (`writable_auth`).
+    /// PUT and DELETE are accepted (`writable`), and need the admin token (`writable_auth`).
     pub writable: Option<WriteAuth>,
     selector: Selector,
 }
@@ -176,8 +175,8 @@ pub struct Pool {
 pub enum WriteAuth {
     /// Anyone who reaches it (`writable_auth = false`).
     Anyone,
-    /// The admin token, or a URL signed for a route with `signing_keys`.
-    TokenOrSignature,
+    /// The admin token.
+    Token,
 }
 
 /// A request in flight to a host; counts against its `max_connections` until dropped.
@@ -209,7 +208,7 @@ impl Pool {
             pool.files = Some(Arc::new(super::files::Files::new(settings)));
         }
         pool.writable = config.writable.then_some(match config.writable_auth {
-            true => WriteAuth::TokenOrSignature,
+            true => WriteAuth::Token,
             false => WriteAuth::Anyone,
         });
         pool

@@ -633,7 +633,9 @@ impl Connection {
                     };
                     let result =
                         send_file(socket, &file, start, end, self.settings.send_timeout).await;
-                    sent += end - start;
+                    if result.is_ok() {
+                        sent += end - start;
+                    }
                     result
                 }
             };

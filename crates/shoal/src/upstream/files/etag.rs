@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -127,7 +127,15 @@ fn hash_file(file: &File) -> std::io::Result<u128> {
 fn sidecar(path: &Path) -> Option<HeaderValue> {
     let mut name = path.as_os_str().to_owned();
     name.push(".etag");
-    let file = File::open(&name).ok()?;
+    // Never through a link (it could name a file outside the directory) and never a FIFO.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&name)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
     let mut text = String::new();
     file.take(MAX_SIDECAR).read_to_string(&mut text).ok()?;
     let text = text.trim();

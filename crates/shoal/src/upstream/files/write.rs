@@ -71,8 +71,10 @@ pub(super) async fn put(
         Ok(Err(answer)) => return answer,
         Err(error) => return failed(&error, head.uri.path(), "upload failed"),
     };
+    // Removes the temporary file unless it was put in place, also when this future is dropped
+    // part-way (the client went away, the node is shutting down).
+    let mut leftover = Leftover(Some(upload.temporary.clone()));
     let streamed = stream_into(&mut upload, body, declared).await;
-    let temporary = upload.temporary.clone();
     let outcome = match streamed {
         Err(answer) => Err(answer),
         Ok(()) => {
@@ -85,6 +87,7 @@ pub(super) async fn put(
     };
     match outcome {
         Ok((tag, existed)) => {
+            leftover.0 = None;
             let status = match existed {
                 true => StatusCode::NO_CONTENT,
                 false => StatusCode::CREATED,
@@ -93,10 +96,19 @@ pub(super) async fn put(
             response.headers_mut().insert(ETAG, tag);
             response
         }
-        Err(answer) => {
-            // The old file is untouched; only the partial new one goes.
-            let _ = blocking(move || std::fs::remove_file(temporary)).await;
-            answer
+        // The old file is untouched; the partial new one goes with `leftover`.
+        Err(answer) => answer,
+    }
+}
+
+/// A temporary upload file to remove when dropped, unless taken.
+struct Leftover(Option<PathBuf>);
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            // One unlink; not worth a trip to the blocking pool.
+            let _ = std::fs::remove_file(path);
         }
     }
 }
