@@ -42,8 +42,8 @@ pub struct StraightFromFile;
 /// A pool's file settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// `Cache-Control: max-age` of file answers, in seconds.
-    pub max_age: u64,
+    /// `Cache-Control` of file answers (`max-age` from the pool), made once.
+    pub cache_control: HeaderValue,
     /// Answers larger than this are marked [`StraightFromFile`].
     pub cache_up_to: u64,
     /// Dotfiles and links out of the directory.
@@ -58,7 +58,11 @@ impl Settings {
     /// The file settings of `pool`.
     pub fn of(pool: &PoolConfig) -> Settings {
         Settings {
-            max_age: pool.max_age.duration().as_secs(),
+            cache_control: HeaderValue::from_str(&format!(
+                "max-age={}",
+                pool.max_age.duration().as_secs()
+            ))
+            .expect("digits are a valid field value"),
             cache_up_to: pool.cache_files_up_to.bytes(),
             allowed: Allowed {
                 dotfiles: pool.dotfiles,
@@ -154,7 +158,9 @@ impl Files {
                 }
                 response
             }
-            Ok(Err(Unopened::Failed(error))) => io_error(&error, head),
+            Ok(Err(Unopened::Failed(error))) => {
+                io_answer(&error, head.uri.path(), "file read failed")
+            }
             Err(_) => respond::text(StatusCode::INTERNAL_SERVER_ERROR, "file read failed\n"),
         }
     }
@@ -282,20 +288,23 @@ fn refused_answer(refused: path::Refused) -> Response<FileBody> {
     }
 }
 
-/// The answer for a failed file operation: 404, 403, or 500 with a log line.
-fn io_error(error: &std::io::Error, head: &http::request::Parts) -> Response<FileBody> {
+/// The answer for a failed file operation (`what`, on the file of `path`): 404, 403, 507 for
+/// a full disk, 500 otherwise; every one but 404 logged.
+fn io_answer(error: &std::io::Error, path: &str, what: &'static str) -> Response<FileBody> {
     use std::io::ErrorKind;
+    if matches!(error.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) {
+        return respond::text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if let Some(held_back) = LOG_BUDGET.admit() {
+        tracing::warn!(path, %error, held_back, "{what}");
+    }
     match error.kind() {
-        ErrorKind::NotFound | ErrorKind::NotADirectory => {
-            respond::text(StatusCode::NOT_FOUND, "not found\n")
-        }
         ErrorKind::PermissionDenied => respond::text(StatusCode::FORBIDDEN, "forbidden\n"),
-        _ => {
-            if let Some(held_back) = LOG_BUDGET.admit() {
-                tracing::warn!(path = %head.uri.path(), %error, held_back, "file read failed");
-            }
-            respond::text(StatusCode::INTERNAL_SERVER_ERROR, "file read failed\n")
-        }
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => respond::text(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "no space left for the file\n",
+        ),
+        _ => respond::text(StatusCode::INTERNAL_SERVER_ERROR, "file operation failed\n"),
     }
 }
 

@@ -65,9 +65,7 @@ pub fn file(
             fields.insert(LAST_MODIFIED, value);
         }
     }
-    if let Ok(value) = HeaderValue::from_str(&format!("max-age={}", settings.max_age)) {
-        fields.insert(CACHE_CONTROL, value);
-    }
+    fields.insert(CACHE_CONTROL, settings.cache_control.clone());
     if opened.vary {
         fields.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     }

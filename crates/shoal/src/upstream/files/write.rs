@@ -17,7 +17,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::encoding::Encoding;
-use super::{etag, path, refusal, refused_answer, respond, FileBody, Files, LOG_BUDGET};
+use super::{etag, io_answer, path, refusal, refused_answer, respond, FileBody, Files};
 use crate::upstream::body::RequestBody;
 
 /// Body bytes gathered before each write to the file (one trip to the blocking pool each).
@@ -69,7 +69,7 @@ pub(super) async fn put(
     let mut upload = match prepared {
         Ok(Ok(upload)) => upload,
         Ok(Err(answer)) => return answer,
-        Err(error) => return failed(&error, head.uri.path(), "upload failed"),
+        Err(error) => return io_answer(&error, head.uri.path(), "upload failed"),
     };
     // Removes the temporary file unless it was put in place, also when this future is dropped
     // part-way (the client went away, the node is shutting down).
@@ -81,7 +81,7 @@ pub(super) async fn put(
             let files = Arc::clone(files);
             match blocking(move || finish(&files, upload)).await {
                 Ok(tag) => Ok(tag),
-                Err(error) => Err(failed(&error, head.uri.path(), "upload failed")),
+                Err(error) => Err(io_answer(&error, head.uri.path(), "upload failed")),
             }
         }
     };
@@ -152,7 +152,7 @@ pub(super) async fn delete(
         Ok(respond::text(StatusCode::NO_CONTENT, ""))
     })
     .await;
-    removed.unwrap_or_else(|error| failed(&error, head.uri.path(), "delete failed"))
+    removed.unwrap_or_else(|error| io_answer(&error, head.uri.path(), "delete failed"))
 }
 
 /// An upload in progress: its temporary file, where it goes, and the hash of what is written.
@@ -302,7 +302,7 @@ async fn stream_into(
         upload.buffered.extend_from_slice(&data);
         if upload.buffered.len() >= WRITE_BATCH {
             if let Err(error) = write_buffered(upload).await {
-                return Err(failed(
+                return Err(io_answer(
                     &error,
                     &upload.target.to_string_lossy(),
                     "upload failed",
@@ -375,22 +375,4 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|error| Err(std::io::Error::other(error)))
-}
-
-/// 507 for a full disk, 403 for a denied permission, 500 otherwise; logged.
-fn failed(error: &std::io::Error, path: &str, what: &'static str) -> Response<FileBody> {
-    if let Some(held_back) = LOG_BUDGET.admit() {
-        tracing::warn!(path, %error, held_back, "{what}");
-    }
-    match error.kind() {
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => respond::text(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "no space left for the file\n",
-        ),
-        std::io::ErrorKind::PermissionDenied => {
-            respond::text(StatusCode::FORBIDDEN, "permission denied\n")
-        }
-        std::io::ErrorKind::NotFound => respond::text(StatusCode::NOT_FOUND, "not found\n"),
-        _ => respond::text(StatusCode::INTERNAL_SERVER_ERROR, "file write failed\n"),
-    }
 }
