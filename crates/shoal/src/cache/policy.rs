@@ -35,6 +35,9 @@ pub enum NotStorable {
     MustUnderstand,
     /// A file host's file larger than its pool's `cache_files_up_to`: sent from the file.
     FromFile,
+    /// An application's instruction to send something else (`X-Accel-Redirect`,
+    /// `X-Reproxy-URL`): followed for every request, never stored.
+    Reproxy,
 }
 
 impl NotStorable {
@@ -53,6 +56,7 @@ impl NotStorable {
             NotStorable::TooLarge => "too-large",
             NotStorable::MustUnderstand => "must-understand",
             NotStorable::FromFile => "from-file",
+            NotStorable::Reproxy => "reproxy",
         }
     }
 }

@@ -59,6 +59,15 @@ pub struct PoolConfig {
     /// The largest upload a writable pool accepts.
     #[serde(default = "default_max_upload_size")]
     pub max_upload_size: ByteSize,
+    /// The pool's hosts are applications that may answer `X-Reproxy-URL` (URLs the node
+    /// fetches and sends instead) or `X-Accel-Redirect` (a path the node routes again, to an
+    /// `internal` pool for instance). Off: those fields are removed from its answers.
+    #[serde(default)]
+    pub reproxy: bool,
+    /// Clients cannot reach the pool's routes (404): only `X-Accel-Redirect` answers lead
+    /// there, as nginx's `internal` locations.
+    #[serde(default)]
+    pub internal: bool,
 }
 
 fn default_file_max_age() -> Span {
@@ -95,6 +104,8 @@ impl PoolConfig {
             writable: false,
             writable_auth: true,
             max_upload_size: default_max_upload_size(),
+            reproxy: false,
+            internal: false,
         }
     }
 

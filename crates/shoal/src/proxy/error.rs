@@ -45,6 +45,12 @@ pub enum ProxyError {
     /// A write to a writable pool without the admin token or a signed URL.
     #[error("a write without the admin token")]
     WriteUnauthorized,
+    /// A path clients cannot reach (its route leads to an `internal` pool).
+    #[error("a route to an internal pool")]
+    Internal404,
+    /// An application's reproxy instruction that cannot be followed.
+    #[error("reproxy: {0}")]
+    BadInstruction(&'static str),
     /// `only-if-cached` and nothing usable is stored.
     #[error("not cached (only-if-cached)")]
     NotCached,
@@ -71,7 +77,9 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed(_)
             | ProxyError::Forbidden(_)
             | ProxyError::WriteUnauthorized
+            | ProxyError::Internal404
             | ProxyError::RateLimited(_) => Side::Client,
+            ProxyError::BadInstruction(_) => Side::Origin,
             ProxyError::NotCached => Side::Client,
             ProxyError::Upstream(UpstreamError::RequestBody(_)) => Side::Client,
             ProxyError::Upstream(_) | ProxyError::FollowedFailure(_) => Side::Origin,
@@ -88,6 +96,8 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::WriteUnauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::Internal404 => StatusCode::NOT_FOUND,
+            ProxyError::BadInstruction(_) => StatusCode::BAD_GATEWAY,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
@@ -120,6 +130,8 @@ impl ProxyError {
                 "writing needs the admin token (Authorization: Bearer TOKEN)"
             }
             ProxyError::RateLimited(_) => "too many requests; slow down",
+            ProxyError::Internal404 => "not found",
+            ProxyError::BadInstruction(_) => "origin failed",
             ProxyError::Overloaded => "busy; try again in a moment",
             ProxyError::NotCached => "not in cache (only-if-cached)",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "origin unreachable",
@@ -128,6 +140,9 @@ impl ProxyError {
             }
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "origin timed out",
             ProxyError::Upstream(UpstreamError::Protocol { .. }) => "origin failed",
+            ProxyError::Upstream(UpstreamError::NoTarget { .. }) => {
+                "no copy of the file could be fetched"
+            }
             ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TooLarge)) => {
                 "request body too large"
             }

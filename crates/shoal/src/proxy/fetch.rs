@@ -365,7 +365,13 @@ async fn run(proxy: Arc<Proxy>, mut plan: FetchPlan, flight: FlightGuard, mut re
     .and_then(|()| match parts.extensions.get::<StraightFromFile>() {
         Some(_) => Err(NotStorable::FromFile),
         None => Ok(()),
-    });
+    })
+    .and_then(
+        |()| match parts.extensions.get::<super::reproxy::Instruction>() {
+            Some(_) => Err(NotStorable::Reproxy),
+            None => Ok(()),
+        },
+    );
     if verdict.is_err() && probed && plan.whole_wanted && declared_length > Some(slice_size) {
         // Not to be stored, and only its first slice came: the client gets the whole of it.
         return Box::pin(fetch_whole(proxy, plan, flight, reply)).await;

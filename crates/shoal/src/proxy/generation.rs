@@ -59,6 +59,9 @@ pub struct Generation {
     pub(super) allow: HeaderValue,
     /// The admin token, which also authorizes writes to writable pools.
     pub(super) write_token: Option<crate::bearer::Bearer>,
+    /// Some pool is `internal`: requests' routes are checked for it at recv (else not, which
+    /// keeps the lookup off the hit path).
+    pub(super) has_internal_pools: bool,
 }
 
 pub use shoal_api::node::ReloadReport;
@@ -165,6 +168,7 @@ impl Generation {
             .map(crate::bearer::Bearer::new);
         Ok(Generation {
             write_token,
+            has_internal_pools: config.effective_pools().iter().any(|pool| pool.internal),
             number,
             loaded_at: super::now_millis(),
             upstreams,

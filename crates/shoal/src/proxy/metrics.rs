@@ -83,10 +83,14 @@ pub enum Counter {
     /// Fills abandoned because every reader left with more than
     /// `cache.finish_without_readers` still to fetch.
     AbandonedFills,
+    /// Application answers (`X-Accel-Redirect`, `X-Reproxy-URL`) followed to another object.
+    Reproxied,
+    /// Reproxy instructions that could not be followed: invalid, or no URL gave the object.
+    ReproxyFailures,
 }
 
 impl Counter {
-    const ALL: [Counter; 31] = [
+    const ALL: [Counter; 33] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -118,6 +122,8 @@ impl Counter {
         Counter::RateLimited,
         Counter::Shed,
         Counter::AbandonedFills,
+        Counter::Reproxied,
+        Counter::ReproxyFailures,
     ];
 
     /// The name used by the admin API.
@@ -154,6 +160,8 @@ impl Counter {
             Counter::RateLimited => "rate_limited",
             Counter::Shed => "shed",
             Counter::AbandonedFills => "abandoned_fills",
+            Counter::Reproxied => "reproxied",
+            Counter::ReproxyFailures => "reproxy_failures",
         }
     }
 }
@@ -209,7 +217,9 @@ impl Metrics {
                 Counter::OriginConnectErrors
             }
             UpstreamError::Timeout { .. } => Counter::OriginTimeouts,
-            UpstreamError::Protocol { .. } | UpstreamError::RequestBody(_) => Counter::OriginBroken,
+            UpstreamError::Protocol { .. }
+            | UpstreamError::RequestBody(_)
+            | UpstreamError::NoTarget { .. } => Counter::OriginBroken,
         });
     }
 

@@ -18,6 +18,7 @@ mod logged;
 mod metrics;
 mod node;
 mod pass;
+mod reproxy;
 mod response;
 mod settings;
 mod slices;
@@ -195,6 +196,17 @@ impl Proxy {
         shared: bool,
     ) -> Result<(http::Response<crate::upstream::OriginBody>, Trace), UpstreamError> {
         let live = self.generation();
+        if let Some(targets) = head
+            .extensions
+            .get::<Arc<crate::upstream::Targets>>()
+            .cloned()
+        {
+            // An application's `X-Reproxy-URL`: its servers, not a pool's or a peer's.
+            head.headers.remove(PEER_HEADER);
+            let (mut response, trace) = live.upstream().send_in_turn(&targets, head).await?;
+            reproxy::take(response.headers_mut(), false, head);
+            return Ok((response, trace));
+        }
         let from_peer = head.headers.remove(PEER_HEADER).is_some();
         if let (Some(cluster), true, false) = (live.cluster(), shared, from_peer) {
             let mut tried = Vec::new();
@@ -219,6 +231,8 @@ impl Proxy {
                         if let Some(name) = &live.status_header {
                             response.headers_mut().remove(name);
                         }
+                        // The peer followed any instruction itself (or removed it).
+                        reproxy::take(response.headers_mut(), false, head);
                         return Ok((response, trace));
                     }
                     Err(error) => {
@@ -243,6 +257,11 @@ impl Proxy {
         // stored with the object and served beside the node's own.
         if let Some(name) = &live.status_header {
             response.headers_mut().remove(name);
+        }
+        if let Some(instruction) =
+            reproxy::take(response.headers_mut(), destination.pool.reproxy, head)
+        {
+            response.extensions_mut().insert(instruction);
         }
         Ok((response, trace))
     }
@@ -463,6 +482,13 @@ impl Proxy {
             return redirect_to_https(server, request).map(Some);
         }
         check_signature(&live, request)?;
+        if live.has_internal_pools {
+            let (host, path) = (request_host(&request.head), request.head.uri.path());
+            let internal = live.routes.destination(host, path).pool.internal;
+            if internal && !self.peer_marker_believed(&live, request) {
+                return Err(ProxyError::Internal404);
+            }
+        }
         authorize_write(&live, request)?;
         if request.body.declared_over(server.max_request_body.bytes()) {
             return Err(ProxyError::BadRequest {
@@ -613,6 +639,12 @@ impl Proxy {
                 .deliver(&object, &exchange, CacheStatus::Revalidated)
                 .await),
             FetchResult::NotStored(response) => {
+                if let Some(instruction) = response.extensions().get::<reproxy::Instruction>() {
+                    let (instruction, first) = (instruction.clone(), response.into_parts().0);
+                    return self
+                        .follow(instruction, &first.headers, exchange.request)
+                        .await;
+                }
                 if response.status().is_server_error() {
                     if let Some(stale) = stale.filter(|s| s.usable_on_error) {
                         return Ok(self

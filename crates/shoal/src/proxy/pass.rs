@@ -62,6 +62,17 @@ impl Proxy {
                 return Err(error.into());
             }
         };
+        if let Some(instruction) = response.extensions().get::<super::reproxy::Instruction>() {
+            let (instruction, first) = (instruction.clone(), response.into_parts().0);
+            let request = ClientRequest {
+                head,
+                body: RequestBody::empty(),
+                has_body: false,
+                client,
+                tls,
+            };
+            return Box::pin(self.follow(instruction, &first.headers, request)).await;
+        }
         if !head.method.is_safe()
             && (response.status().is_success() || response.status().is_redirection())
         {
@@ -131,27 +142,8 @@ impl Proxy {
             http::Version::HTTP_2 => &live.via_http2,
             _ => &live.via,
         };
-        let trusted = live.config.server.trusted_proxies.iter();
-        let sender = match trusted.into_iter().any(|proxy| proxy.contains(client.ip())) {
-            true => headers::Sender::TrustedProxy,
-            false => headers::Sender::Client,
-        };
-        // The peer marker makes a node fetch from the origin itself: believed only from the
-        // peers and the trusted proxies (a parent tier's edges), else anyone could make every
-        // node of a cluster fetch each object.
-        // With `cluster.secret`, it must also be signed for this request.
-        let believed = live.cluster().is_some_and(|cluster| {
-            let from = cluster.is_peer(client.ip()) || sender == headers::Sender::TrustedProxy;
-            from && head.headers.get(PEER_HEADER).is_some_and(|marker| {
-                let request = MarkedRequest {
-                    method: &head.method,
-                    host,
-                    target: target(head),
-                };
-                cluster.believes(marker, &request, now_millis() / 1000)
-            })
-        });
-        if !believed {
+        let sender = sender_of(&live, client);
+        if !marker_believed(&live, head, host, client, sender) {
             head.headers.remove(PEER_HEADER);
         }
         headers::forward_request(
@@ -173,6 +165,18 @@ impl Proxy {
         if let Some(path) = head.uri.path_and_query().cloned() {
             head.uri = http::Uri::from(path);
         }
+    }
+
+    /// Whether `request` carries a peer marker this node believes: it came from a peer (or a
+    /// parent tier's edge) that fetches on its behalf, and may reach `internal` pools.
+    pub(super) fn peer_marker_believed(
+        &self,
+        live: &super::Generation,
+        request: &ClientRequest,
+    ) -> bool {
+        let sender = sender_of(live, request.client);
+        let host = request_host(&request.head);
+        marker_believed(live, &request.head, host, request.client, sender)
     }
 
     /// Relays an origin response to the client without storing it.
@@ -217,5 +221,37 @@ impl Proxy {
             close: false,
             origin,
         }
+    }
+}
+
+/// The peer marker makes a node fetch from the origin itself: believed only from the peers and
+/// the trusted proxies (a parent tier's edges), else anyone could make every node of a cluster
+/// fetch each object. With `cluster.secret`, it must also be signed for this request.
+fn marker_believed(
+    live: &super::Generation,
+    head: &http::request::Parts,
+    host: &str,
+    client: SocketAddr,
+    sender: headers::Sender,
+) -> bool {
+    live.cluster().is_some_and(|cluster| {
+        let from = cluster.is_peer(client.ip()) || sender == headers::Sender::TrustedProxy;
+        from && head.headers.get(PEER_HEADER).is_some_and(|marker| {
+            let request = MarkedRequest {
+                method: &head.method,
+                host,
+                target: target(head),
+            };
+            cluster.believes(marker, &request, now_millis() / 1000)
+        })
+    })
+}
+
+/// Who sent a request from `client`: a trusted proxy (`server.trusted_proxies`) or a client.
+fn sender_of(live: &super::Generation, client: SocketAddr) -> headers::Sender {
+    let trusted = live.config.server.trusted_proxies.iter();
+    match trusted.into_iter().any(|proxy| proxy.contains(client.ip())) {
+        true => headers::Sender::TrustedProxy,
+        false => headers::Sender::Client,
     }
 }

@@ -57,6 +57,14 @@ pub enum UpstreamError {
     /// The client's request body could not be read while forwarding it.
     #[error(transparent)]
     RequestBody(RequestBodyError),
+    /// Every URL an application named (`X-Reproxy-URL`) was tried and none gave the object.
+    #[error("no reproxy URL worked ({tried} tried; last: {reason})")]
+    NoTarget {
+        /// How many URLs were tried.
+        tried: usize,
+        /// What the last one did.
+        reason: String,
+    },
     /// Every host of the pool was tried and none could be reached.
     #[error("no host of pool {pool} could be reached ({reason})")]
     Unavailable {
@@ -353,6 +361,85 @@ impl Upstream {
                 reason: String::from("no host can be tried (down, draining or at its limit)"),
             }),
         }
+    }
+}
+
+/// URLs an application named for one object (`X-Reproxy-URL`), to try in order, and the size
+/// it said the object has (`X-Reproxy-Expected-Size`).
+#[derive(Debug)]
+pub struct Targets {
+    /// Where each copy is: the server, and the path and query there.
+    pub urls: Vec<(crate::config::OriginUrl, http::uri::PathAndQuery)>,
+    /// An answer of another length is a wrong copy.
+    pub expected_size: Option<u64>,
+}
+
+impl Upstream {
+    /// Sends the bodiless request `head` to each of `targets` in turn (`Host` and target set
+    /// for each), until one answers with the object: a refused connection, a timeout, a 404,
+    /// a 5xx or a body of the wrong size moves on to the next, as Perlbal does. The servers
+    /// are the application's (not a pool's): no health is kept for them.
+    pub async fn send_in_turn(
+        &self,
+        targets: &Targets,
+        head: &mut http::request::Parts,
+    ) -> Result<(Response<OriginBody>, Trace), UpstreamError> {
+        let started = Instant::now();
+        let mut reason = String::from("no URL");
+        for (tried, (url, path)) in targets.urls.iter().enumerate() {
+            if tried > 0 && started.elapsed() >= self.retry_deadline {
+                reason = format!("{reason}; out of time after {tried} URLs");
+                break;
+            }
+            head.uri = http::Uri::from(path.clone());
+            if let Ok(value) = http::HeaderValue::from_str(&url.authority) {
+                head.headers.insert(http::header::HOST, value);
+            }
+            let sent = Instant::now();
+            let answer = self.client.send(url, head, RequestBody::empty());
+            let response = match tokio::time::timeout(self.first_byte_timeout, answer).await {
+                Err(_) => {
+                    reason = format!(
+                        "{}: no answer in {:?}",
+                        url.authority, self.first_byte_timeout
+                    );
+                    continue;
+                }
+                Ok(Err(error)) => {
+                    reason = format!("{}: {error}", url.authority);
+                    continue;
+                }
+                Ok(Ok(response)) => response,
+            };
+            let status = response.status();
+            if status == http::StatusCode::NOT_FOUND || status.is_server_error() {
+                reason = format!("{}: {status}", url.authority);
+                continue;
+            }
+            let length = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+            if let (Some(expected), http::StatusCode::OK) = (targets.expected_size, status) {
+                if length != Some(expected) {
+                    reason = format!(
+                        "{}: {} bytes, not the expected {expected}",
+                        url.authority,
+                        length.map_or_else(|| String::from("unknown"), |n| n.to_string())
+                    );
+                    continue;
+                }
+            }
+            let trace = Trace {
+                host: Arc::from(url.authority.as_str()),
+                first_byte: sent.elapsed(),
+            };
+            return Ok((response, trace));
+        }
+        Err(UpstreamError::NoTarget {
+            tried: targets.urls.len(),
+            reason,
+        })
     }
 }
 

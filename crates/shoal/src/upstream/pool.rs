@@ -167,6 +167,10 @@ pub struct Pool {
     pub files: Option<Arc<super::files::Files>>,
     /// PUT and DELETE are accepted (`writable`), and need the admin token (`writable_auth`).
     pub writable: Option<WriteAuth>,
+    /// Its answers' `X-Reproxy-URL` and `X-Accel-Redirect` are followed (`reproxy`).
+    pub reproxy: bool,
+    /// Clients cannot reach it directly (`internal`).
+    pub internal: bool,
     selector: Selector,
 }
 
@@ -207,6 +211,8 @@ impl Pool {
             let settings = super::files::Settings::of(config);
             pool.files = Some(Arc::new(super::files::Files::new(settings)));
         }
+        pool.reproxy = config.reproxy;
+        pool.internal = config.internal;
         pool.writable = config.writable.then_some(match config.writable_auth {
             true => WriteAuth::Token,
             false => WriteAuth::Anyone,
@@ -242,6 +248,8 @@ impl Pool {
             retries: AtomicU64::new(0),
             files: None,
             writable: None,
+            reproxy: false,
+            internal: false,
         }
     }
 

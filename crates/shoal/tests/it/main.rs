@@ -19,6 +19,7 @@ mod origin_client;
 mod process;
 mod ranges;
 mod reload;
+mod reproxy;
 mod router;
 mod shutdown;
 mod signed;
