@@ -244,10 +244,34 @@ impl Config {
                     ),
                 ));
             }
-            if pool.writable && !pool.serves_files() {
+            if let Some(s3) = &pool.s3 {
+                if pool.serves_files() || pool.parent {
+                    return Err((
+                        &["pools.s3", "pools.hosts"],
+                        format!("pool `{}`: a bucket's hosts are the store's endpoints (http or https URLs), not directories or a parent tier", pool.name),
+                    ));
+                }
+                let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+                if s3.bucket.is_empty() || !s3.bucket.chars().all(valid) {
+                    return Err((
+                        &["pools.s3.bucket"],
+                        format!(
+                            "pool `{}`: `{}` is not a bucket name (letters, digits, `-`, `.`, `_`)",
+                            pool.name, s3.bucket
+                        ),
+                    ));
+                }
+                if s3.region.is_empty() || !s3.region.chars().all(valid) {
+                    return Err((
+                        &["pools.s3.region"],
+                        format!("pool `{}`: `{}` is not a region name", pool.name, s3.region),
+                    ));
+                }
+            }
+            if pool.writable && !pool.serves_files() && pool.s3.is_none() {
                 return Err((
                     &["pools.writable"],
-                    format!("pool `{}`: writable is for pools of file:/// hosts (an HTTP origin gets PUT and DELETE passed to it as they are)", pool.name),
+                    format!("pool `{}`: writable is for pools of file:/// hosts and buckets (an HTTP origin gets PUT and DELETE passed to it as they are)", pool.name),
                 ));
             }
             if pool.writable && pool.writable_auth && !token_set {

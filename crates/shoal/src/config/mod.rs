@@ -23,6 +23,7 @@ pub use origin_url::{HostHeader, OriginUrl};
 pub use units::{ByteSize, FieldName, FieldValue, MethodName, Span};
 pub use upstream::{
     ClusterConfig, HealthConfig, HostConfig, Policy, PoolConfig, RetryConfig, RouteConfig,
+    S3Config, S3Style,
 };
 
 /// A configuration that could not be loaded.

@@ -33,7 +33,8 @@ pub struct PoolConfig {
     #[serde(default)]
     pub danger_accept_invalid_certs_for_testing: bool,
     /// For `file:///` hosts: how long a file's answer is fresh (`Cache-Control: max-age`);
-    /// then the node revalidates it with its ETag, which costs a `stat`.
+    /// then the node revalidates it with its ETag, which costs a `stat`. For buckets
+    /// (`[pools.s3]`): the freshness of objects stored without `Cache-Control` or `Expires`.
     #[serde(default = "default_file_max_age")]
     pub max_age: Span,
     /// For `file:///` hosts: answers for files up to this size are stored in the cache as any
@@ -68,6 +69,57 @@ pub struct PoolConfig {
     /// there, as nginx's `internal` locations.
     #[serde(default)]
     pub internal: bool,
+    /// The hosts are the endpoints of an S3-compatible object store, and requests are for
+    /// objects of this bucket, signed with AWS Signature V4 (docs/upstreams.md).
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+/// A bucket of an S3-compatible store as a pool's origin (`[pools.s3]`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket; the client's path is the object's key in it.
+    pub bucket: String,
+    /// The region signed for (stores that have none accept `us-east-1`).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// `path`: requests go to `/BUCKET/KEY` on the endpoint (what MinIO, Garage, Ceph RGW and
+    /// SeaweedFS expect); `virtual`: to `/KEY` with `Host: BUCKET.ENDPOINT` (AWS's preference).
+    #[serde(default)]
+    pub style: S3Style,
+    /// The access key; unset: `AWS_ACCESS_KEY_ID`, else the credentials file.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Its secret; unset: `AWS_SECRET_ACCESS_KEY`, else the credentials file.
+    #[serde(default, serialize_with = "super::redacted")]
+    pub secret_access_key: Option<String>,
+    /// A session token for temporary credentials; unset: `AWS_SESSION_TOKEN` (with the
+    /// environment's keys) or the credentials file's.
+    #[serde(default, serialize_with = "super::redacted")]
+    pub session_token: Option<String>,
+    /// The shared credentials file; unset: `AWS_SHARED_CREDENTIALS_FILE`, else
+    /// `~/.aws/credentials`.
+    #[serde(default)]
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// The profile read from it; unset: `AWS_PROFILE`, else `default`.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+/// How a bucket is named in requests to its store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum S3Style {
+    /// `/BUCKET/KEY`.
+    #[default]
+    Path,
+    /// `Host: BUCKET.ENDPOINT`, `/KEY`.
+    Virtual,
+}
+
+fn default_region() -> String {
+    String::from("us-east-1")
 }
 
 fn default_file_max_age() -> Span {
@@ -106,6 +158,7 @@ impl PoolConfig {
             max_upload_size: default_max_upload_size(),
             reproxy: false,
             internal: false,
+            s3: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod files;
 pub mod health;
 pub mod pool;
 pub mod route;
+pub mod s3;
 pub mod select;
 
 use std::sync::Arc;
@@ -109,6 +110,8 @@ pub struct Upstream {
     client: Client,
     /// The pools with their own `tls_ca` or unverified TLS, by name.
     pool_clients: Vec<(String, Client)>,
+    /// The pools that are buckets of an object store (`[pools.s3]`), by name.
+    buckets: Vec<(String, s3::Bucket)>,
     first_byte_timeout: Duration,
     /// Send each origin its own `host:port` as `Host` (`origin.host_header = "origin"`).
     host_is_origin: bool,
@@ -143,9 +146,16 @@ impl Upstream {
                 Ok((pool.name.clone(), client(tls)))
             })
             .collect::<Result<_, String>>()?;
+        let buckets = config
+            .effective_pools()
+            .iter()
+            .filter_map(|pool| Some((pool, pool.s3.as_ref()?)))
+            .map(|(pool, s3)| Ok((pool.name.clone(), s3::Bucket::new(s3, pool)?)))
+            .collect::<Result<_, String>>()?;
         Ok(Upstream {
             client: client(crate::tls::client_config(None, false)?),
             pool_clients,
+            buckets,
             first_byte_timeout: origin.first_byte_timeout.duration(),
             host_is_origin: origin.host_header == crate::config::HostHeader::Origin,
             retries: config.retries.clone(),
@@ -275,6 +285,22 @@ impl Upstream {
                     parts.headers.insert(http::header::HOST, value);
                 }
             }
+            // A bucket's request is its own, rewritten and signed for this host and time.
+            let signed;
+            let bucket = self.buckets.iter().find(|(name, _)| *name == pool.name);
+            let request = match bucket {
+                None => &*parts,
+                Some((_, bucket)) => {
+                    let writable = pool.writable.is_some();
+                    match bucket.request(&host.url, parts, writable, std::time::SystemTime::now()) {
+                        Ok(request) => {
+                            signed = request;
+                            &signed
+                        }
+                        Err(refused) => return Ok(bucket_refusal(refused, writable, host)),
+                    }
+                }
+            };
             // The body can go to another host only if no attempt took any of it.
             let Some(attempt_body) = body.retry() else {
                 break;
@@ -285,7 +311,7 @@ impl Upstream {
             let client = self.client_for(pool);
             match tokio::time::timeout(
                 self.first_byte_timeout,
-                client.send(&host.url, parts, attempt_body),
+                client.send(&host.url, request, attempt_body),
             )
             .await
             {
@@ -299,7 +325,10 @@ impl Upstream {
                         break;
                     }
                 }
-                Ok(Ok(response)) => {
+                Ok(Ok(mut response)) => {
+                    if let Some((_, bucket)) = bucket {
+                        bucket.add_freshness(response.headers_mut());
+                    }
                     let first_byte = sent.elapsed();
                     pool.first_byte.observe(first_byte);
                     let trace = Trace {
@@ -362,6 +391,36 @@ impl Upstream {
             }),
         }
     }
+}
+
+/// The node's own answer to a request a bucket does not take: 404 for `/` (which would be a
+/// listing of the bucket), 405 for other methods.
+fn bucket_refusal(
+    refused: s3::Refused,
+    writable: bool,
+    host: &pool::Host,
+) -> (Response<OriginBody>, Trace) {
+    let response = match refused {
+        s3::Refused::NoKey => files::text(http::StatusCode::NOT_FOUND, "not found\n"),
+        s3::Refused::Method => {
+            let mut response =
+                files::text(http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            let allow = match writable {
+                true => "GET, HEAD, PUT, DELETE",
+                false => "GET, HEAD",
+            };
+            response
+                .headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+            response
+        }
+    };
+    let (head, body) = response.into_parts();
+    let trace = Trace {
+        host: host.label.clone(),
+        first_byte: Duration::ZERO,
+    };
+    (Response::from_parts(head, OriginBody::from(body)), trace)
 }
 
 /// URLs an application named for one object (`X-Reproxy-URL`), to try in order, and the size

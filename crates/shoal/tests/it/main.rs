@@ -21,6 +21,7 @@ mod ranges;
 mod reload;
 mod reproxy;
 mod router;
+mod s3;
 mod shutdown;
 mod signed;
 mod slices;

@@ -25,6 +25,7 @@ use http::{HeaderValue, Method, Response, StatusCode};
 pub use body::{FileBody, Part};
 use encoding::Encoding;
 pub use path::Allowed;
+pub(crate) use respond::text;
 
 use super::body::RequestBody;
 use crate::config::PoolConfig;
