@@ -96,8 +96,33 @@ pub fn resolve(header: Option<&str>, length: u64) -> RangeRequest {
     if ranges.is_empty() {
         RangeRequest::Unsatisfiable
     } else {
-        RangeRequest::Parts(ranges)
+        RangeRequest::Parts(coalesced(ranges))
     }
+}
+
+/// `ranges` as they are, unless some overlap or touch: then sorted and merged
+/// (RFC 9110 §14.2 allows it whatever the order asked), so that `bytes=0-,0-,0-…` costs the
+/// representation once, not sixteen times.
+fn coalesced(mut ranges: Vec<ByteRange>) -> Vec<ByteRange> {
+    if ranges.len() < 2 {
+        return ranges;
+    }
+    let mut sorted = ranges.clone();
+    sorted.sort_unstable_by_key(|range| range.start);
+    let crowded = sorted.windows(2).any(|pair| pair[1].start <= pair[0].end);
+    if !crowded {
+        return ranges;
+    }
+    ranges.clear();
+    for range in sorted {
+        match ranges.last_mut() {
+            Some(last) if range.start <= last.end => {
+                last.end = last.end.max(range.end);
+            }
+            _ => ranges.push(range),
+        }
+    }
+    ranges
 }
 
 #[cfg(test)]
@@ -123,6 +148,15 @@ mod tests {
         check("bytes=-5000", parts(&[(0, 1000)]));
         check("bytes=990-2000", parts(&[(990, 1000)]));
         check("bytes=0-0,-1", parts(&[(0, 1), (999, 1000)]));
+        // Apart, in the order asked; overlapping or touching, merged in order.
+        check("bytes=500-599,0-99", parts(&[(500, 600), (0, 100)]));
+        check("bytes=0-,0-,0-,0-", parts(&[(0, 1000)]));
+        check("bytes=500-599,0-99,50-549", parts(&[(0, 600)]));
+        check("bytes=0-9,10-19,800-899", parts(&[(0, 20), (800, 900)]));
+        check(
+            "bytes=800-899,0-9,30-39",
+            parts(&[(800, 900), (0, 10), (30, 40)]),
+        );
         check("bytes= 1-2 , 5-6", parts(&[(1, 3), (5, 7)]));
         check("bytes=1000-", RangeRequest::Unsatisfiable);
         check("bytes=-0", RangeRequest::Unsatisfiable);

@@ -144,6 +144,19 @@ async fn ranges_conditionals_and_indexes_come_from_files() {
         "/docs/",
         "a directory without its slash is redirected"
     );
+    // Never to another site: `//docs` is the directory `docs`, not the host `docs`.
+    let answer = raw(
+        node.listen[0],
+        b"GET //docs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 301"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nlocation: /docs/\r\n"),
+        "{answer}"
+    );
     let (status, _, _) = get(&node, "/").await;
     assert_eq!(status, 404, "no index, no listing");
     let (status, _, _) = get(&node, "/missing.txt").await;
@@ -450,4 +463,51 @@ async fn files_over_http2_with_a_disk_tier() {
         assert!(received == expected, "{path}: {} bytes", received.len());
     }
     assert_eq!(statuses, ["PASS", "MISS", "HIT"]);
+}
+
+#[tokio::test]
+async fn a_huge_new_file_is_answered_at_once_and_tagged_once_hashed() {
+    let dir = TempDir::new("files-huge");
+    // Sparse: 65 MiB of zeros on disk for nothing, above what is hashed before answering.
+    let file = std::fs::File::create(dir.0.join("huge.iso")).unwrap();
+    file.set_len(65 << 20).unwrap();
+    let node = file_node(&dir, |_| {}).await;
+    let head = || async {
+        let response = client()
+            .head(format!("{}/huge.iso", base(&node)))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.headers().clone())
+    };
+    let (status, first) = head().await;
+    assert_eq!(status, 200);
+    assert!(first.contains_key("last-modified"));
+    assert!(
+        !first.contains_key("etag"),
+        "the first answer does not wait for the hash"
+    );
+    let mut tagged = None;
+    for _ in 0..200 {
+        let (_, headers) = head().await;
+        if let Some(tag) = headers.get("etag") {
+            tagged = Some(tag.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let tag = tagged.expect("tagged once hashed");
+    // The tag is the content's: XXH3-128 of 65 MiB of zeros, as another node would say.
+    let zeros = vec![0u8; 65 << 20];
+    let expected = format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&zeros));
+    assert_eq!(tag, expected.as_str());
+
+    // Overlapping ranges cost the file once: merged into one part.
+    let (status, headers, body) =
+        get_with(&node, "/huge.iso", &[("range", "bytes=0-99,50-149,0-9")]).await;
+    assert_eq!((status, body.len()), (206, 150));
+    assert_eq!(
+        headers["content-range"],
+        format!("bytes 0-149/{}", 65 << 20).as_str()
+    );
 }

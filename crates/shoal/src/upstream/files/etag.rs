@@ -9,7 +9,7 @@ use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use http::HeaderValue;
 
@@ -42,48 +42,124 @@ impl Identity {
     }
 }
 
+/// Files up to this size are hashed before their first answer (from the page cache, a few
+/// tens of milliseconds at most); a larger one is first answered without a tag while it is
+/// hashed in the background, so that its first byte does not wait for a read of all of it.
+pub const HASHED_BEFORE_ANSWER: u64 = 64 << 20;
+
+type ByIdentity<T> = HashMap<Identity, T, foldhash::fast::RandomState>;
+
 /// The tags of the files read so far, by identity.
 #[derive(Default)]
 pub struct Tags {
-    known: Mutex<HashMap<Identity, u128, foldhash::fast::RandomState>>,
+    known: Mutex<ByIdentity<u128>>,
+    /// The files being hashed now: whoever wants the same one's tag waits for that hash
+    /// instead of reading the file again (a new file asked for by many clients at once).
+    hashing: Mutex<ByIdentity<Arc<Mutex<()>>>>,
 }
 
 impl Tags {
     /// The entity tag of `file` (open, at `path`, described by `metadata`, its bytes given as
-    /// `content` when already read): its sidecar's, or the hash of its bytes. Blocking: it may
-    /// read the whole file.
+    /// `content` when already read): its sidecar's, or the hash of its bytes; `None` for a
+    /// file larger than [`HASHED_BEFORE_ANSWER`] whose hash is not known yet (it is started in
+    /// the background). Blocking: it may read the whole file.
     pub fn of(
-        &self,
+        self: &Arc<Self>,
         path: &Path,
         file: &File,
         metadata: &Metadata,
         content: Option<&[u8]>,
+    ) -> std::io::Result<Option<HeaderValue>> {
+        if let Some(tag) = sidecar(path) {
+            return Ok(Some(tag));
+        }
+        let identity = Identity::of(metadata);
+        if let Some(hash) = self.known(identity) {
+            return Ok(Some(tag_of(hash)));
+        }
+        if content.is_none() && metadata.len() > HASHED_BEFORE_ANSWER {
+            self.hash_in_background(identity, file);
+            return Ok(None);
+        }
+        self.hash_once(identity, file, content)
+            .map(|hash| Some(tag_of(hash)))
+    }
+
+    /// The tag of `file` even if it must be read whole now (to check a write's condition).
+    pub fn of_now(
+        &self,
+        path: &Path,
+        file: &File,
+        metadata: &Metadata,
     ) -> std::io::Result<HeaderValue> {
         if let Some(tag) = sidecar(path) {
             return Ok(tag);
         }
-        let identity = Identity::of(metadata);
-        let known = self
-            .known
+        self.hash_once(Identity::of(metadata), file, None)
+            .map(tag_of)
+    }
+
+    fn known(&self, identity: Identity) -> Option<u128> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(&identity).copied()
+    }
+
+    /// Hashes `file` unless another thread is hashing the same identity, in which case this
+    /// one waits for that hash.
+    fn hash_once(
+        &self,
+        identity: Identity,
+        file: &File,
+        content: Option<&[u8]>,
+    ) -> std::io::Result<u128> {
+        let turn = {
+            let mut hashing = self.hashing.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(hashing.entry(identity).or_default())
+        };
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hash) = self.known(identity) {
+            return Ok(hash);
+        }
+        let hashed = match content {
+            Some(content) => Ok(xxhash_rust::xxh3::xxh3_128(content)),
+            None => hash_file(file),
+        };
+        if let Ok(hash) = &hashed {
+            // Remembered only if the file did not change while it was read.
+            if file
+                .metadata()
+                .is_ok_and(|now| Identity::of(&now) == identity)
+            {
+                self.remember(identity, *hash);
+            }
+        }
+        self.hashing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&identity)
-            .copied();
-        let hash = match known {
-            Some(hash) => hash,
-            None => {
-                let hash = match content {
-                    Some(content) => xxhash_rust::xxh3::xxh3_128(content),
-                    None => hash_file(file)?,
-                };
-                // Remembered only if the file did not change while it was read.
-                if Identity::of(&file.metadata()?) == identity {
-                    self.remember(identity, hash);
-                }
-                hash
-            }
+            .remove(&identity);
+        hashed
+    }
+
+    /// Starts hashing `file` on the blocking pool, unless it is being hashed already.
+    fn hash_in_background(self: &Arc<Self>, identity: Identity, file: &File) {
+        if self
+            .hashing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&identity)
+        {
+            return;
+        }
+        let (Ok(file), Ok(runtime)) = (file.try_clone(), tokio::runtime::Handle::try_current())
+        else {
+            return;
         };
-        Ok(tag_of(hash))
+        let tags = Arc::clone(self);
+        runtime.spawn_blocking(move || {
+            if let Err(error) = tags.hash_once(identity, &file, None) {
+                tracing::warn!(%error, "hashing a file for its tag failed");
+            }
+        });
     }
 
     /// Remembers the hash of the file with `identity` (just written by the node itself).
@@ -174,10 +250,11 @@ mod tests {
         let (a, b) = (dir.join("a.txt"), dir.join("b.txt"));
         std::fs::write(&a, b"same bytes").unwrap();
         std::fs::write(&b, b"same bytes").unwrap();
-        let tags = Tags::default();
+        let tags = Arc::new(Tags::default());
         let tag = |path: &Path| {
             let file = File::open(path).unwrap();
             tags.of(path, &file, &file.metadata().unwrap(), None)
+                .unwrap()
                 .unwrap()
         };
         assert_eq!(tag(&a), tag(&b), "two copies, two tags");

@@ -78,7 +78,7 @@ impl Settings {
 /// The file hosts of one pool: their settings and the tags of the files read.
 pub struct Files {
     settings: Settings,
-    tags: etag::Tags,
+    tags: Arc<etag::Tags>,
 }
 
 /// Log lines a second for refused paths and failed file operations (clients cause them).
@@ -89,7 +89,7 @@ impl Files {
     pub fn new(settings: Settings) -> Files {
         Files {
             settings,
-            tags: etag::Tags::default(),
+            tags: Arc::default(),
         }
     }
 
@@ -147,8 +147,9 @@ impl Files {
             Ok(Ok(opened)) => respond::file(&self.settings, head, opened),
             Ok(Err(Unopened::Refused(refused))) => refusal(refused, head),
             Ok(Err(Unopened::Directory)) => {
-                // As nginx: a directory named without its slash is redirected to it.
-                let mut target = format!("{request_path}/");
+                // As nginx: a directory named without its slash is redirected to it. One
+                // leading slash only: `//host/` would send the client to another site.
+                let mut target = format!("/{}/", request_path.trim_start_matches('/'));
                 if let Some(query) = head.uri.query() {
                     target.push('?');
                     target.push_str(query);
@@ -233,7 +234,8 @@ impl Files {
 pub(super) struct Opened {
     file: Arc<File>,
     metadata: Metadata,
-    tag: HeaderValue,
+    /// `None` for a big file whose hash is not known yet.
+    tag: Option<HeaderValue>,
     content_type: HeaderValue,
     encoding: Option<Encoding>,
     /// Siblings in other encodings exist: the answer varies by `Accept-Encoding`.

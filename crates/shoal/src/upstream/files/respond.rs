@@ -58,7 +58,9 @@ pub fn file(
     // Validators compare at the second a date can say.
     let last_modified = modified.map(|since| since.as_secs() * 1000);
     let mut fields = HeaderMap::with_capacity(10);
-    fields.insert(ETAG, opened.tag.clone());
+    if let Some(tag) = &opened.tag {
+        fields.insert(ETAG, tag.clone());
+    }
     if let Some(since) = modified {
         let date = std::time::UNIX_EPOCH + std::time::Duration::from_secs(since.as_secs());
         if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(date)) {
@@ -74,12 +76,15 @@ pub fn file(
         fields.insert(DATE, value);
     }
     let request = &head.headers;
-    if conditional::precondition_failed(request, Some(&opened.tag), last_modified) {
+    let tag = opened.tag.as_ref();
+    if conditional::precondition_failed(request, tag, last_modified) {
         let mut response = text(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
-        response.headers_mut().insert(ETAG, opened.tag);
+        if let Some(tag) = tag {
+            response.headers_mut().insert(ETAG, tag.clone());
+        }
         return response;
     }
-    if conditional::not_modified(request, Some(&opened.tag), last_modified) {
+    if conditional::not_modified(request, tag, last_modified) {
         let mut response = Response::new(FileBody::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         *response.headers_mut() = fields;
@@ -90,7 +95,7 @@ pub fn file(
     }
     fields.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let wanted = match head.method == Method::GET
-        && conditional::range_applies(request, Some(&opened.tag), last_modified)
+        && conditional::range_applies(request, tag, last_modified)
     {
         true => range::resolve(request.get(RANGE).and_then(|v| v.to_str().ok()), length),
         false => RangeRequest::Whole,
@@ -113,7 +118,7 @@ pub fn file(
             (StatusCode::PARTIAL_CONTENT, vec![Piece::File(range)])
         }
         RangeRequest::Parts(ranges) => {
-            let boundary = boundary(&opened.tag);
+            let boundary = boundary(&opened.content_type);
             let content_type = format!("multipart/byteranges; boundary={boundary}");
             if let Ok(value) = HeaderValue::from_str(&content_type) {
                 fields.insert(CONTENT_TYPE, value);
@@ -128,7 +133,9 @@ pub fn file(
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
                 response.headers_mut().insert(CONTENT_RANGE, value);
             }
-            response.headers_mut().insert(ETAG, opened.tag);
+            if let Some(tag) = tag {
+                response.headers_mut().insert(ETAG, tag.clone());
+            }
             return response;
         }
     };
@@ -170,9 +177,10 @@ fn content_range(range: ByteRange, length: u64) -> HeaderValue {
         .expect("digits are a valid field value")
 }
 
-/// A boundary that the parts' bytes are unlikely to hold: from the file's tag and the time.
-fn boundary(tag: &HeaderValue) -> String {
-    let seed = xxhash_rust::xxh3::xxh3_64_with_seed(tag.as_bytes(), crate::clock::now_millis());
+/// A boundary that the parts' bytes are unlikely to hold: from the file's type and the time.
+fn boundary(content_type: &HeaderValue) -> String {
+    let seed =
+        xxhash_rust::xxh3::xxh3_64_with_seed(content_type.as_bytes(), crate::clock::now_millis());
     format!("shoal-{seed:016x}")
 }
 

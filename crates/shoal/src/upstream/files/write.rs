@@ -265,7 +265,7 @@ fn current_tag(files: &Files, target: &Path) -> std::io::Result<Option<(HeaderVa
         Ok(_) => {
             let file = File::open(target)?;
             let metadata = file.metadata()?;
-            Ok(Some((files.tags.of(target, &file, &metadata, None)?, true)))
+            Ok(Some((files.tags.of_now(target, &file, &metadata)?, true)))
         }
     }
 }
