@@ -87,9 +87,7 @@ impl Proxy {
                 .writable
                 .is_some()
             {
-                for scheme in ["http", "https"] {
-                    self.purge(self.key_of(scheme, request_host(&head), target(&head)));
-                }
+                self.purge_written(request_host(&head), &head.uri);
             }
         }
         let status = CacheStatus::Pass;
@@ -101,6 +99,31 @@ impl Proxy {
             tls,
         };
         Ok(self.relay(response, Some(trace), &view, status))
+    }
+
+    /// After a write through a writable pool, removes every stored URL whose answer came from
+    /// the written file: the URL itself (with and without its query), the directory's URL for
+    /// its `index.html`, and the file's own URL when a precompressed sibling (`.br`, `.zst`,
+    /// `.gz`) or an `.etag` sidecar was written (they change what that URL answers).
+    fn purge_written(&self, host: &str, uri: &http::Uri) {
+        let path = uri.path();
+        let mut targets = vec![path.to_owned()];
+        if let Some(query) = uri.query() {
+            targets.push(format!("{path}?{query}"));
+        }
+        if let Some(directory) = path.strip_suffix("index.html") {
+            targets.push(directory.to_owned());
+        }
+        for suffix in [".br", ".zst", ".gz", ".etag"] {
+            if let Some(base) = path.strip_suffix(suffix) {
+                targets.push(base.to_owned());
+            }
+        }
+        for target in &targets {
+            for scheme in ["http", "https"] {
+                self.purge(self.key_of(scheme, host, target));
+            }
+        }
     }
 
     /// RFC 9111 §4.4: a successful unsafe request invalidates the target URI and the

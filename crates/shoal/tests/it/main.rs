@@ -28,4 +28,5 @@ mod slices;
 mod strict;
 mod support;
 mod tls;
+mod uploads;
 mod upstreams;

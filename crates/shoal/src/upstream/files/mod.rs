@@ -79,6 +79,8 @@ impl Settings {
 pub struct Files {
     settings: Settings,
     tags: Arc<etag::Tags>,
+    /// Held while a write checks its preconditions a last time and lands.
+    commits: std::sync::Mutex<()>,
 }
 
 /// Log lines a second for refused paths and failed file operations (clients cause them).
@@ -90,6 +92,7 @@ impl Files {
         Files {
             settings,
             tags: Arc::default(),
+            commits: std::sync::Mutex::new(()),
         }
     }
 

@@ -8,6 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// What the temporary files of uploads have in their names (`.NAME.shoal-upload-…`).
+pub const UPLOAD_MARK: &str = ".shoal-upload-";
+
 /// Why a path is not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -58,6 +61,10 @@ pub fn relative(request_path: &str, allowed: Allowed) -> Result<PathBuf, Refused
             "." | ".." => return Err(Refused::Invalid("a dot segment in the path")),
             _ if segment.starts_with('.') && !allowed.dotfiles && segment != ".well-known" => {
                 return Err(Refused::Hidden("a name that starts with a dot"))
+            }
+            // An upload being written: never read (half a file) nor written, dotfiles or not.
+            _ if segment.starts_with('.') && segment.contains(UPLOAD_MARK) => {
+                return Err(Refused::Hidden("an upload in progress"))
             }
             _ => relative.push(segment),
         }

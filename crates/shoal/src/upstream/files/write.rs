@@ -64,30 +64,27 @@ pub(super) async fn put(
     let prepared = {
         let (files, root, target) = (Arc::clone(files), root.to_owned(), target.clone());
         let conditions = Conditions::of(&head.headers);
-        blocking(move || prepare(&files, &root, &target, &conditions)).await
+        blocking(move || prepare(&files, &root, &target, conditions)).await
     };
     let mut upload = match prepared {
         Ok(Ok(upload)) => upload,
         Ok(Err(answer)) => return answer,
         Err(error) => return io_answer(&error, head.uri.path(), "upload failed"),
     };
-    // Removes the temporary file unless it was put in place, also when this future is dropped
-    // part-way (the client went away, the node is shutting down).
-    let mut leftover = Leftover(Some(upload.temporary.clone()));
     let streamed = stream_into(&mut upload, body, declared).await;
     let outcome = match streamed {
         Err(answer) => Err(answer),
         Ok(()) => {
             let files = Arc::clone(files);
             match blocking(move || finish(&files, upload)).await {
-                Ok(tag) => Ok(tag),
+                Ok(Ok(landed)) => Ok(landed),
+                Ok(Err(answer)) => Err(answer),
                 Err(error) => Err(io_answer(&error, head.uri.path(), "upload failed")),
             }
         }
     };
     match outcome {
         Ok((tag, existed)) => {
-            leftover.0 = None;
             let status = match existed {
                 true => StatusCode::NO_CONTENT,
                 false => StatusCode::CREATED,
@@ -96,20 +93,8 @@ pub(super) async fn put(
             response.headers_mut().insert(ETAG, tag);
             response
         }
-        // The old file is untouched; the partial new one goes with `leftover`.
+        // The old file is untouched; the partial new one went with its `Upload`.
         Err(answer) => answer,
-    }
-}
-
-/// A temporary upload file to remove when dropped, unless taken.
-struct Leftover(Option<PathBuf>);
-
-impl Drop for Leftover {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            // One unlink; not worth a trip to the blocking pool.
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
 
@@ -136,14 +121,16 @@ pub(super) async fn delete(
         if let Err(refused) = path::confined_parent(&root, &target, files.settings.allowed)? {
             return Ok(refused_answer(refused));
         }
-        let current = current_tag(&files, &target)?;
-        if current.as_ref().is_some_and(|(_, is_file)| !is_file) {
+        // Checked and removed with no other write of the pool landing in between.
+        let _commit = files.commits.lock().unwrap_or_else(|p| p.into_inner());
+        let there = what_is_there(&files, &target)?;
+        if there.as_ref().is_some_and(|there| !there.is_file) {
             return Ok(respond::text(
                 StatusCode::CONFLICT,
                 "a DELETE names a file, not a directory\n",
             ));
         }
-        if let Some(answer) = conditions.fail(current.as_ref().map(|(tag, _)| tag)) {
+        if let Some(answer) = conditions.fail(there.as_ref().map(There::current)) {
             return Ok(answer);
         }
         std::fs::remove_file(&target)?;
@@ -156,54 +143,107 @@ pub(super) async fn delete(
 }
 
 /// An upload in progress: its temporary file, where it goes, and the hash of what is written.
+/// Dropped before it has landed (the body broke, the client went away, the node is shutting
+/// down, or the request's task was dropped while the file was being made on the blocking
+/// pool), it removes its temporary file.
 struct Upload {
     file: File,
     temporary: PathBuf,
+    landed: bool,
     target: PathBuf,
-    existed: bool,
+    conditions: Conditions,
     hasher: Box<xxhash_rust::xxh3::Xxh3>,
     buffered: Vec<u8>,
 }
 
-/// `If-Match` and `If-None-Match` of a write (RFC 9110 §13.1.1, §13.1.2: `*` for "exists" and
-/// "does not exist"; tags compared strongly).
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.landed {
+            // One unlink; not worth a trip to the blocking pool.
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
+}
+
+/// The preconditions of a write (RFC 9110 §13.1): `If-Match` (strong comparison, `*` for "a
+/// file exists"), else `If-Unmodified-Since`; `If-None-Match` (weak comparison, `*` for "no
+/// file exists"). Every line of a field counts.
 struct Conditions {
     if_match: Option<String>,
+    if_unmodified_since: Option<std::time::SystemTime>,
     if_none_match: Option<String>,
+}
+
+/// What a write's preconditions are evaluated against: the file there now, if any.
+struct Current<'a> {
+    tag: &'a HeaderValue,
+    modified: Option<std::time::SystemTime>,
 }
 
 impl Conditions {
     fn of(headers: &http::HeaderMap) -> Conditions {
-        let text = |name| {
-            headers
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
+        let list = |name| {
+            let values: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v: &HeaderValue| v.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| values.join(","))
         };
+        let if_unmodified_since = headers
+            .get(http::header::IF_UNMODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
         Conditions {
-            if_match: text(IF_MATCH),
-            if_none_match: text(IF_NONE_MATCH),
+            if_match: list(IF_MATCH),
+            if_unmodified_since,
+            if_none_match: list(IF_NONE_MATCH),
         }
     }
 
-    /// 412 if the conditions fail against the file's current tag (`None`: no file).
-    fn fail(&self, current: Option<&HeaderValue>) -> Option<Response<FileBody>> {
-        let current = current.and_then(|tag| tag.to_str().ok());
-        let listed = |list: &str, tag: Option<&str>| {
+    /// Whether there are any (a write without them needs no second look before it lands).
+    fn any(&self) -> bool {
+        self.if_match.is_some()
+            || self.if_unmodified_since.is_some()
+            || self.if_none_match.is_some()
+    }
+
+    /// 412 if the conditions fail against the file there now (`None`: no file).
+    fn fail(&self, current: Option<Current<'_>>) -> Option<Response<FileBody>> {
+        use crate::cache::conditional::{strong_match, weak_match};
+        let tag = current
+            .as_ref()
+            .and_then(|current| current.tag.to_str().ok());
+        let listed = |list: &str, compare: fn(&str, &str) -> bool| {
             list.split(',').map(str::trim).any(|item| {
-                (item == "*" && tag.is_some())
-                    || tag.is_some_and(|tag| crate::cache::conditional::strong_match(item, tag))
+                (item == "*" && tag.is_some()) || tag.is_some_and(|tag| compare(item, tag))
             })
         };
-        let failed = self
-            .if_match
+        let failed = match (&self.if_match, self.if_unmodified_since) {
+            (Some(list), _) => !listed(list, strong_match),
+            // §13.1.4: a file changed since then, or none there (nothing to be unmodified).
+            (None, Some(since)) => !current.as_ref().is_some_and(|current| {
+                current.modified.is_some_and(|modified| {
+                    let whole_seconds = |t: std::time::SystemTime| {
+                        t.duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs())
+                    };
+                    whole_seconds(modified) <= whole_seconds(since)
+                })
+            }),
+            (None, None) => false,
+        } || self
+            .if_none_match
             .as_deref()
-            .is_some_and(|list| !listed(list, current))
-            || self
-                .if_none_match
-                .as_deref()
-                .is_some_and(|list| listed(list, current));
+            .is_some_and(|list| listed(list, weak_match));
         failed.then(|| respond::text(StatusCode::PRECONDITION_FAILED, "precondition failed\n"))
+    }
+
+    /// Whether the write must not replace a file that appears meanwhile (`If-None-Match: *`).
+    fn create_only(&self) -> bool {
+        self.if_none_match
+            .as_deref()
+            .is_some_and(|list| list.split(',').any(|item| item.trim() == "*"))
     }
 }
 
@@ -213,19 +253,21 @@ fn prepare(
     files: &Files,
     root: &Path,
     target: &Path,
-    conditions: &Conditions,
+    conditions: Conditions,
 ) -> std::io::Result<Result<Upload, Response<FileBody>>> {
     if let Err(refused) = path::confined_parent(root, target, files.settings.allowed)? {
         return Ok(Err(refused_answer(refused)));
     }
-    let current = current_tag(files, target)?;
-    if current.as_ref().is_some_and(|(_, is_file)| !is_file) {
+    let there = what_is_there(files, target)?;
+    if there.as_ref().is_some_and(|there| !there.is_file) {
         return Ok(Err(respond::text(
             StatusCode::CONFLICT,
             "a directory is in the way\n",
         )));
     }
-    if let Some(answer) = conditions.fail(current.as_ref().map(|(tag, _)| tag)) {
+    // Checked now, so that a write bound to fail is not uploaded first, and again when it
+    // lands (`finish`), since another may have landed meanwhile.
+    if let Some(answer) = conditions.fail(there.as_ref().map(There::current)) {
         return Ok(Err(answer));
     }
     let directory = target.parent().unwrap_or(root);
@@ -235,9 +277,17 @@ fn prepare(
     if let Err(refused) = path::confined(root, directory, files.settings.allowed)? {
         return Ok(Err(refused_answer(refused)));
     }
+    // Beside the target (one file system, so the rename is atomic), named after it for
+    // whoever looks, but short enough for any name to fit in NAME_MAX with the suffix.
     let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let mut short = name.len().min(160);
+    while !name.is_char_boundary(short) {
+        short -= 1;
+    }
     let temporary = directory.join(format!(
-        ".{name}.shoal-upload-{}-{}",
+        ".{}{}{}-{}",
+        &name[..short],
+        path::UPLOAD_MARK,
         std::process::id(),
         UPLOADS.fetch_add(1, Ordering::Relaxed)
     ));
@@ -248,24 +298,49 @@ fn prepare(
     Ok(Ok(Upload {
         file,
         temporary,
+        landed: false,
         target: target.to_owned(),
-        existed: current.is_some(),
+        conditions,
         hasher: Box::new(xxhash_rust::xxh3::Xxh3::new()),
         buffered: Vec::with_capacity(WRITE_BATCH),
     }))
 }
 
-/// The tag of the file at `target` and whether it is a regular file, or `None` if nothing is
-/// there. Blocking.
-fn current_tag(files: &Files, target: &Path) -> std::io::Result<Option<(HeaderValue, bool)>> {
+/// What is at a write's target now.
+struct There {
+    tag: HeaderValue,
+    /// A regular file (else a directory or something else in the way).
+    is_file: bool,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl There {
+    fn current(&self) -> Current<'_> {
+        Current {
+            tag: &self.tag,
+            modified: self.modified,
+        }
+    }
+}
+
+/// What is at `target`, or `None` if nothing is there. Blocking (it may hash the file).
+fn what_is_there(files: &Files, target: &Path) -> std::io::Result<Option<There>> {
     match target.symlink_metadata() {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error),
-        Ok(metadata) if metadata.is_dir() => Ok(Some((HeaderValue::from_static("\"\""), false))),
+        Ok(metadata) if metadata.is_dir() => Ok(Some(There {
+            tag: HeaderValue::from_static("\"\""),
+            is_file: false,
+            modified: None,
+        })),
         Ok(_) => {
             let file = File::open(target)?;
             let metadata = file.metadata()?;
-            Ok(Some((files.tags.of_now(target, &file, &metadata)?, true)))
+            Ok(Some(There {
+                tag: files.tags.of_now(target, &file, &metadata)?,
+                is_file: true,
+                modified: metadata.modified().ok(),
+            }))
         }
     }
 }
@@ -330,20 +405,60 @@ async fn write_buffered(upload: &mut Upload) -> std::io::Result<()> {
     blocking(move || file.write_all(&chunk)).await
 }
 
-/// Writes the rest, syncs, and puts the file in place; returns its tag and whether a file
-/// was replaced. Blocking.
-fn finish(files: &Files, mut upload: Upload) -> std::io::Result<(HeaderValue, bool)> {
+/// Writes the rest, syncs, and puts the file in place if its preconditions still hold;
+/// returns its tag and whether a file was replaced, or the 412. Blocking.
+fn finish(
+    files: &Files,
+    mut upload: Upload,
+) -> std::io::Result<Result<(HeaderValue, bool), Response<FileBody>>> {
     upload.hasher.update(&upload.buffered);
     upload.file.write_all(&upload.buffered)?;
     upload.file.sync_all()?;
     let metadata = upload.file.metadata()?;
-    drop(upload.file);
-    std::fs::rename(&upload.temporary, &upload.target)?;
-    remove_siblings(&upload.target);
-    sync_directory(&upload.target)?;
-    let hash = upload.hasher.digest128();
-    files.tags.remember(etag::Identity::of(&metadata), hash);
-    Ok((etag::tag_of(hash), upload.existed))
+    {
+        // The second look and the rename, with no other write of the pool in between.
+        let _commit = files.commits.lock().unwrap_or_else(|p| p.into_inner());
+        let existed = match upload.conditions.any() {
+            true => {
+                let there = what_is_there(files, &upload.target)?;
+                if let Some(answer) = upload.conditions.fail(there.as_ref().map(There::current)) {
+                    return Ok(Err(answer));
+                }
+                there.is_some()
+            }
+            false => upload.target.symlink_metadata().is_ok(),
+        };
+        if upload.conditions.create_only() {
+            // Not over a file that someone other than the node put there meanwhile either.
+            let renamed = nix::fcntl::renameat2(
+                None,
+                &upload.temporary,
+                None,
+                &upload.target,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            );
+            match renamed {
+                Err(nix::errno::Errno::EEXIST) => {
+                    let failed = "precondition failed\n";
+                    return Ok(Err(respond::text(StatusCode::PRECONDITION_FAILED, failed)));
+                }
+                // A file system without it: the look just taken, under the lock, has to do.
+                Err(nix::errno::Errno::EINVAL) if !existed => {
+                    std::fs::rename(&upload.temporary, &upload.target)?;
+                }
+                Err(errno) => return Err(errno.into()),
+                Ok(()) => {}
+            }
+        } else {
+            std::fs::rename(&upload.temporary, &upload.target)?;
+        }
+        upload.landed = true;
+        remove_siblings(&upload.target);
+        let hash = upload.hasher.digest128();
+        files.tags.remember(etag::Identity::of(&metadata), hash);
+        sync_directory(&upload.target)?;
+        Ok(Ok((etag::tag_of(hash), existed)))
+    }
 }
 
 /// Removes the precompressed siblings and the `.etag` sidecar of `target`, which describe
