@@ -233,6 +233,15 @@ impl Config {
                 ),
             ));
         }
+        let in_cluster = !self.cluster.peers.is_empty();
+        if in_cluster && self.cluster.secret.is_none() {
+            if let Some(pool) = self.effective_pools().iter().find(|pool| pool.internal) {
+                return Err((
+                    &["pools.internal", "cluster.secret"],
+                    format!("pool `{}`: an internal pool in a cluster needs cluster.secret (a peer's signed marker is what lets a target's owner reach it; unsigned, any peer address could)", pool.name),
+                ));
+            }
+        }
         let token_set = self.admin.token.is_some() || self.admin.token_file.is_some();
         for pool in self.effective_pools() {
             if pool.parent && pool.serves_files() {

@@ -59,9 +59,9 @@ pub struct Generation {
     pub(super) allow: HeaderValue,
     /// The admin token, which also authorizes writes to writable pools.
     pub(super) write_token: Option<crate::bearer::Bearer>,
-    /// Some pool is `internal`: requests' routes are checked for it at recv (else not, which
-    /// keeps the lookup off the hit path).
-    pub(super) has_internal_pools: bool,
+    /// Some pool is `internal` or a bucket: requests' routes are looked up at recv for what
+    /// that asks (else not, which keeps the lookup off the hit path).
+    pub(super) route_checks: bool,
 }
 
 pub use shoal_api::node::ReloadReport;
@@ -168,7 +168,10 @@ impl Generation {
             .map(crate::bearer::Bearer::new);
         Ok(Generation {
             write_token,
-            has_internal_pools: config.effective_pools().iter().any(|pool| pool.internal),
+            route_checks: config
+                .effective_pools()
+                .iter()
+                .any(|pool| pool.internal || pool.s3.is_some()),
             number,
             loaded_at: super::now_millis(),
             upstreams,

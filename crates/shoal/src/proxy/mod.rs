@@ -368,7 +368,9 @@ impl Proxy {
     pub fn purge_url(&self, host: &str, target: &str) -> bool {
         let http = self.purge(self.key_of("http", host, target));
         let https = self.purge(self.key_of("https", host, target));
-        http || https
+        // A copy an application named (`X-Reproxy-URL`), by its own URL.
+        let named = self.purge(self.key_of(reproxy::TARGET_SCHEME, host, target));
+        http || https || named
     }
 
     /// Answers one request. Never fails: errors become responses here.
@@ -482,11 +484,16 @@ impl Proxy {
             return redirect_to_https(server, request).map(Some);
         }
         check_signature(&live, request)?;
-        if live.has_internal_pools {
+        if live.route_checks {
             let (host, path) = (request_host(&request.head), request.head.uri.path());
-            let internal = live.routes.destination(host, path).pool.internal;
-            if internal && !self.peer_marker_believed(&live, request) {
+            let pool = live.routes.destination(host, path).pool;
+            if pool.internal && !self.sent_by_a_peer(&live, request) {
                 return Err(ProxyError::Internal404);
+            }
+            if pool.bucket && request.head.uri.query().is_some() {
+                // The store never sees the query (it could ask for a listing or an ACL), so
+                // neither does the key: `?v=2` is the same object, fetched and purged once.
+                drop_query(&mut request.head)?;
             }
         }
         authorize_write(&live, request)?;
@@ -742,6 +749,16 @@ fn authorize_write(live: &Generation, request: &mut ClientRequest) -> Result<(),
         }
         false => Err(ProxyError::WriteUnauthorized),
     }
+}
+
+/// Removes the query from the request's target.
+fn drop_query(head: &mut http::request::Parts) -> Result<(), ProxyError> {
+    let mut parts = head.uri.clone().into_parts();
+    let invalid = || ProxyError::Internal("a path without its query no longer parses");
+    let path = head.uri.path().parse().map_err(|_| invalid())?;
+    parts.path_and_query = Some(path);
+    head.uri = http::Uri::from_parts(parts).map_err(|_| invalid())?;
+    Ok(())
 }
 
 /// Puts the request's path in its normal form (`cache::key::normalize_path`), so that the

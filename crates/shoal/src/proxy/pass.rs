@@ -190,15 +190,11 @@ impl Proxy {
         }
     }
 
-    /// Whether `request` carries a peer marker this node believes: it came from a peer (or a
-    /// parent tier's edge) that fetches on its behalf, and may reach `internal` pools.
-    pub(super) fn peer_marker_believed(
-        &self,
-        live: &super::Generation,
-        request: &ClientRequest,
-    ) -> bool {
-        let sender = sender_of(live, request.client);
+    /// Whether `request` may reach `internal` pools: it carries a peer marker this node
+    /// believes, from a peer's own address (a trusted proxy's would be a client's, passed on).
+    pub(super) fn sent_by_a_peer(&self, live: &super::Generation, request: &ClientRequest) -> bool {
         let host = request_host(&request.head);
+        let sender = headers::Sender::Client;
         marker_believed(live, &request.head, host, request.client, sender)
     }
 

@@ -28,7 +28,10 @@ const MAX_URLS: usize = 16;
 
 /// The scheme of the cache keys of `X-Reproxy-URL` targets: no client request has it, so no
 /// client can read a target by asking for its URL (it was meant for access-checked clients).
-const TARGET_SCHEME: &str = "reproxy";
+pub(crate) const TARGET_SCHEME: &str = "reproxy";
+
+/// Log lines a second for unsafe `X-Accel-Redirect` paths.
+static UNSAFE_LOG: crate::throttle::LogBudget = crate::throttle::LogBudget::new(10);
 
 /// What an application asked the node to send instead of its answer, carried in the answer's
 /// extensions from the upstream call to the phase that follows it.
@@ -40,6 +43,9 @@ pub(crate) enum Instruction {
     Urls(Arc<Targets>),
     /// An instruction that cannot be followed (the client gets 502).
     Invalid(&'static str),
+    /// An `X-Accel-Redirect` path with dot segments (the client gets 404, as from nginx): an
+    /// application that builds the path from what a user typed must not be led elsewhere.
+    Unsafe,
 }
 
 /// Marks a request made to follow an instruction: a target's own instruction is not followed
@@ -48,8 +54,8 @@ pub(crate) enum Instruction {
 struct Following;
 
 /// Removes the instruction fields from an upstream answer's `headers`; when `follow` (a
-/// `reproxy` pool's answer), returns the instruction they held. `target` says whether the
-/// answer is itself a target's.
+/// `reproxy` pool's answer), returns the instruction they held (an invalid one when `request`
+/// was itself made to follow one).
 pub(crate) fn take(
     headers: &mut HeaderMap,
     follow: bool,
@@ -123,6 +129,13 @@ fn internal_target(value: &[u8]) -> Instruction {
     let Ok(target) = text.parse::<http::uri::PathAndQuery>() else {
         return Instruction::Invalid("X-Accel-Redirect is not a path");
     };
+    let decoded = percent_encoding::percent_decode_str(target.path()).decode_utf8_lossy();
+    if decoded
+        .split(['/', '\\'])
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Instruction::Unsafe;
+    }
     let Some(normal) = crate::cache::key::normalize_path(target.path()) else {
         return Instruction::Internal(target);
     };
@@ -168,6 +181,16 @@ impl Proxy {
             Instruction::Invalid(reason) => {
                 self.metrics.add(Counter::ReproxyFailures, 1);
                 return Err(ProxyError::BadInstruction(reason));
+            }
+            Instruction::Unsafe => {
+                self.metrics.add(Counter::ReproxyFailures, 1);
+                if let Some(held_back) = UNSAFE_LOG.admit() {
+                    tracing::warn!(
+                        held_back,
+                        "X-Accel-Redirect with a dot segment; answered 404"
+                    );
+                }
+                return Err(ProxyError::Internal404);
             }
             Instruction::Internal(target) => {
                 let host = request_host(&request.head).to_owned();
@@ -230,18 +253,29 @@ impl Proxy {
                 self.metrics.add(Counter::ReproxyFailures, 1);
             }
         })?;
-        if KEPT.iter().any(|name| first.contains_key(name)) {
-            let mut fields = response.headers.to_map();
-            for name in KEPT {
-                if first.contains_key(&name) {
-                    fields.remove(&name);
-                    for value in first.get_all(&name) {
-                        fields.append(name.clone(), value.clone());
-                    }
+        let mut fields = response.headers.to_map();
+        for name in KEPT {
+            if first.contains_key(&name) {
+                fields.remove(&name);
+                for value in first.get_all(&name) {
+                    fields.append(name.clone(), value.clone());
                 }
             }
-            response.headers = super::ResponseHeaders::Map(fields);
         }
+        // The freshness is the application's word on this client's copy, never the target's:
+        // the target's `max-age` on an access-checked URL would let the next cache (a peer, a
+        // parent's edge, a browser's shared proxy) store it for everyone. Said nothing: private.
+        if first.contains_key(CACHE_CONTROL) || first.contains_key(EXPIRES) {
+            for name in [CACHE_CONTROL, EXPIRES] {
+                if !first.contains_key(&name) {
+                    fields.remove(&name);
+                }
+            }
+        } else {
+            fields.remove(EXPIRES);
+            fields.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        }
+        response.headers = super::ResponseHeaders::Map(fields);
         Ok(response)
     }
 }
@@ -279,10 +313,17 @@ mod tests {
     }
 
     #[test]
-    fn internal_targets_are_normalized_and_named_locations_refused() {
-        match instruction(&[("x-accel-redirect", "/p/../q/%7e.bin?x=1")], true).0 {
-            Some(Instruction::Internal(target)) => assert_eq!(target.as_str(), "/q/~.bin?x=1"),
+    fn internal_targets_are_normalized_and_named_locations_and_dot_segments_refused() {
+        match instruction(&[("x-accel-redirect", "/p//q/%7e.bin?x=1")], true).0 {
+            Some(Instruction::Internal(target)) => assert_eq!(target.as_str(), "/p//q/~.bin?x=1"),
             other => panic!("{other:?}"),
+        }
+        for unsafe_path in ["/p/../q", "/p/%2e%2E/q", "/p/./q", "/p/..\\q"] {
+            let got = instruction(&[("x-accel-redirect", unsafe_path)], true).0;
+            assert!(
+                matches!(got, Some(Instruction::Unsafe)),
+                "{unsafe_path}: {got:?}"
+            );
         }
         for bad in ["@named", "relative", "http://a/b"] {
             let got = instruction(&[("x-accel-redirect", bad)], true).0;

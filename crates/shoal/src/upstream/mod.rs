@@ -327,7 +327,7 @@ impl Upstream {
                 }
                 Ok(Ok(mut response)) => {
                     if let Some((_, bucket)) = bucket {
-                        bucket.add_freshness(response.headers_mut());
+                        bucket.received(&mut response);
                     }
                     let first_byte = sent.elapsed();
                     pool.first_byte.observe(first_byte);
@@ -436,7 +436,8 @@ pub struct Targets {
 impl Upstream {
     /// Sends the bodiless request `head` to each of `targets` in turn (`Host` and target set
     /// for each), until one answers with the object: a refused connection, a timeout, a 404,
-    /// a 5xx or a body of the wrong size moves on to the next, as Perlbal does. The servers
+    /// a 5xx, any other status that is not the object's, or an object of another size than
+    /// expected (when the answer tells its size) moves on to the next, as Perlbal does. The servers
     /// are the application's (not a pool's): no health is kept for them.
     pub async fn send_in_turn(
         &self,
@@ -470,21 +471,34 @@ impl Upstream {
                 }
                 Ok(Ok(response)) => response,
             };
+            // The object, part of it, or a verdict on the request's own conditions; anything
+            // else (a 404, a 5xx, a redirect or a refusal meant for the node) is not a copy.
             let status = response.status();
-            if status == http::StatusCode::NOT_FOUND || status.is_server_error() {
+            let copy = status.is_success() || matches!(status.as_u16(), 304 | 412 | 416);
+            if !copy {
                 reason = format!("{}: {status}", url.authority);
                 continue;
             }
-            let length = response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-            if let (Some(expected), http::StatusCode::OK) = (targets.expected_size, status) {
-                if length != Some(expected) {
+            if let Some(expected) = targets.expected_size {
+                // The whole's length: Content-Length of a 200, the total of a 206's range.
+                let headers = response.headers();
+                let text = |name| {
+                    headers
+                        .get(name)
+                        .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                };
+                let length = match status {
+                    http::StatusCode::OK => text(http::header::CONTENT_LENGTH)
+                        .and_then(|value| value.parse::<u64>().ok()),
+                    http::StatusCode::PARTIAL_CONTENT => text(http::header::CONTENT_RANGE)
+                        .and_then(|value| value.rsplit_once('/')?.1.parse::<u64>().ok()),
+                    _ => None,
+                };
+                if length.is_some_and(|length| length != expected) {
                     reason = format!(
                         "{}: {} bytes, not the expected {expected}",
                         url.authority,
-                        length.map_or_else(|| String::from("unknown"), |n| n.to_string())
+                        length.unwrap_or(0)
                     );
                     continue;
                 }

@@ -171,6 +171,8 @@ pub struct Pool {
     pub reproxy: bool,
     /// Clients cannot reach it directly (`internal`).
     pub internal: bool,
+    /// Its hosts are an object store's endpoints and its objects a bucket's (`[pools.s3]`).
+    pub bucket: bool,
     selector: Selector,
 }
 
@@ -213,6 +215,7 @@ impl Pool {
         }
         pool.reproxy = config.reproxy;
         pool.internal = config.internal;
+        pool.bucket = config.s3.is_some();
         pool.writable = config.writable.then_some(match config.writable_auth {
             true => WriteAuth::Token,
             false => WriteAuth::Anyone,
@@ -250,6 +253,7 @@ impl Pool {
             writable: None,
             reproxy: false,
             internal: false,
+            bucket: false,
         }
     }
 

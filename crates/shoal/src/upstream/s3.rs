@@ -13,7 +13,7 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
+use http::header::{HeaderName, HeaderValue, HOST};
 use http::Method;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
@@ -27,6 +27,44 @@ const KEY_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~')
     .remove(b'/');
+
+/// The client's fields a read passes to the store.
+const READ_FIELDS: [HeaderName; 7] = [
+    http::header::RANGE,
+    http::header::IF_MATCH,
+    http::header::IF_NONE_MATCH,
+    http::header::IF_MODIFIED_SINCE,
+    http::header::IF_UNMODIFIED_SINCE,
+    http::header::IF_RANGE,
+    http::header::ACCEPT_ENCODING,
+];
+
+/// The client's fields a write passes to the store: its length and conditions, and what the
+/// store keeps with the object and answers reads with.
+const WRITE_FIELDS: [HeaderName; 10] = [
+    http::header::CONTENT_LENGTH,
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_ENCODING,
+    http::header::CONTENT_LANGUAGE,
+    http::header::CONTENT_DISPOSITION,
+    http::header::CACHE_CONTROL,
+    http::header::EXPIRES,
+    http::header::IF_MATCH,
+    http::header::IF_NONE_MATCH,
+    HeaderName::from_static("content-md5"),
+];
+
+/// Removes every `x-amz-*` field.
+fn remove_amz(headers: &mut http::HeaderMap) {
+    let amz: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-amz-"))
+        .cloned()
+        .collect();
+    for name in amz {
+        headers.remove(name);
+    }
+}
 
 /// A pool's bucket and the credentials its requests are signed with.
 pub struct Bucket {
@@ -74,18 +112,26 @@ impl Bucket {
         })
     }
 
-    /// Gives an answer of the store that says nothing of its freshness the pool's `max_age`.
-    pub fn add_freshness(&self, headers: &mut http::HeaderMap) {
-        if !headers.contains_key(http::header::CACHE_CONTROL)
+    /// Readies an answer of the store for the node: an object (200, 206) that says nothing of
+    /// its freshness gets the pool's `max_age` (errors keep the cache's own short rules: an
+    /// expired token's 403 must not last a day), and the store's own `x-amz-*` fields (request
+    /// ids, metadata, key ARNs) are not passed on.
+    pub fn received(&self, response: &mut http::Response<super::OriginBody>) {
+        let object = matches!(response.status().as_u16(), 200 | 206);
+        let headers = response.headers_mut();
+        if object
+            && !headers.contains_key(http::header::CACHE_CONTROL)
             && !headers.contains_key(http::header::EXPIRES)
         {
             headers.insert(http::header::CACHE_CONTROL, self.cache_control.clone());
         }
+        remove_amz(headers);
     }
 
     /// `parts` (a request for the object its path names) as sent to `endpoint`: the bucket's
-    /// path and `Host`, the client's query and `x-amz-*` fields gone (they could ask the store
-    /// for a listing, a copy of another object or an ACL change), and signed for `now`. With
+    /// path and `Host`, only the client's fields the store is to act on (never its query or
+    /// `x-amz-*` fields, which could ask for a listing, a copy of another object or an ACL
+    /// change), and signed for `now`. With
     /// `writable`, PUT and DELETE go to the bucket too; a PUT's body is not part of the
     /// signature (`UNSIGNED-PAYLOAD`), so it streams.
     pub fn request(
@@ -109,16 +155,20 @@ impl Bucket {
                 format!("/{key}"),
             ),
         };
-        let mut signed = parts.clone();
-        signed.headers.remove(AUTHORIZATION);
-        let amz: Vec<HeaderName> = signed
-            .headers
-            .keys()
-            .filter(|name| name.as_str().starts_with("x-amz-"))
-            .cloned()
-            .collect();
-        for name in amz {
-            signed.headers.remove(name);
+        let mut signed = http::Request::new(()).into_parts().0;
+        signed.method = parts.method.clone();
+        signed.version = parts.version;
+        // Only what the store is to act on: the conditions and range of a read, the
+        // representation fields of a write. Not the client's cookies, credentials, forwarding
+        // fields or the store's own `x-amz-*` (a copy source, an ACL).
+        let passed: &[HeaderName] = match write {
+            false => &READ_FIELDS,
+            true => &WRITE_FIELDS,
+        };
+        for name in passed {
+            for value in parts.headers.get_all(name) {
+                signed.headers.append(name.clone(), value.clone());
+            }
         }
         let host_value = HeaderValue::from_str(&host).map_err(|_| Refused::NoKey)?;
         signed.headers.insert(HOST, host_value);
@@ -185,19 +235,23 @@ impl Bucket {
 
 /// The object key a request path names, escaped as S3's canonical form wants it (the path
 /// arrives in the node's normal form, where some reserved characters are left unescaped).
-/// `None` for `/`, which names no object.
+/// `None` for `/` (which names no object), for a key of slashes only, and for a key with `.`
+/// or `..` segments once decoded (`..%2F` would otherwise reach the store as `../`, and a store
+/// or a proxy before it that resolves them would read outside the bucket).
 fn object_key(path: &str) -> Option<String> {
     let decoded =
         percent_encoding::percent_decode_str(path.strip_prefix('/')?).collect::<Vec<u8>>();
-    if decoded.is_empty() {
+    let segments = || decoded.split(|&byte| byte == b'/');
+    if segments().all(<[u8]>::is_empty) || segments().any(|s| s == b"." || s == b"..") {
         return None;
     }
     Some(percent_encoding::percent_encode(&decoded, KEY_ESCAPED).to_string())
 }
 
-/// The credentials for `config`: its own keys, else `AWS_ACCESS_KEY_ID` and
-/// `AWS_SECRET_ACCESS_KEY` (with `AWS_SESSION_TOKEN`), else the profile of the shared
-/// credentials file. `env` reads the environment.
+/// The credentials for `config`: its own keys; else, when it names a credentials file or a
+/// profile, that profile of that file; else `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
+/// (with `AWS_SESSION_TOKEN`); else the profile of the shared credentials file. `env` reads
+/// the environment.
 fn credentials(
     config: &S3Config,
     env: &dyn Fn(&str) -> Option<String>,
@@ -219,7 +273,14 @@ fn credentials(
         }
         (None, None) => {}
     }
-    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+    // A file or profile the pool names is its choice; the environment's keys are for pools
+    // that name neither.
+    let named = config.credentials_file.is_some() || config.profile.is_some();
+    if let (false, Some(id), Some(secret)) = (
+        named,
+        env("AWS_ACCESS_KEY_ID"),
+        env("AWS_SECRET_ACCESS_KEY"),
+    ) {
         return Ok(made(id, secret, env("AWS_SESSION_TOKEN"), "environment"));
     }
     let file = config
@@ -299,6 +360,10 @@ mod tests {
         );
         assert_eq!(object_key("/~x/%7E"), Some(String::from("~x/~")));
         assert_eq!(object_key("/"), None);
+        for refused in ["//", "/a/../b", "/..%2Fother/k", "/a/%2e/b", "/."] {
+            assert_eq!(object_key(refused), None, "{refused}");
+        }
+        assert_eq!(object_key("/a//b").as_deref(), Some("a//b"));
     }
 
     #[test]

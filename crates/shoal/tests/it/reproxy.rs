@@ -241,6 +241,8 @@ async fn instructions_are_followed_for_posts_over_http2_to_an_internal_directory
         // A target that answers with an instruction of its own is not followed again.
         let target = match seen.target.as_str() {
             "/loop" => "/loop",
+            // Built from what a user typed: never out of the place it was meant for.
+            "/typed" => "/protected/%2e%2e/secret.txt",
             _ => "/protected/report.pdf",
         };
         Reply::ok("").header("x-accel-redirect", target)
@@ -261,6 +263,8 @@ async fn instructions_are_followed_for_posts_over_http2_to_an_internal_directory
     let response = response.await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/pdf");
+    // The application said nothing of freshness: the file's max-age is not for this URL.
+    assert_eq!(response.headers()["cache-control"], "private");
     let mut body = response.into_body();
     let mut got = Vec::new();
     while let Some(chunk) = body.data().await {
@@ -273,6 +277,9 @@ async fn instructions_are_followed_for_posts_over_http2_to_an_internal_directory
 
     let (status, _, _) = get(&node, "/loop").await;
     assert_eq!(status, 502, "a second instruction is not followed");
+    std::fs::write(dir.0.join("secret.txt"), b"secret").unwrap();
+    let (status, _, body) = get(&node, "/typed").await;
+    assert_eq!(status, 404, "{body:?}");
 }
 
 #[tokio::test]

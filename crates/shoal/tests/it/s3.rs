@@ -153,12 +153,21 @@ async fn a_private_bucket_is_read_and_written_through_the_node_signed() {
         get_with(&node, "/big.bin", &[("range", "bytes=1048570-1048585")]).await;
     assert_eq!((status, &body[..]), (206, &big[1_048_570..1_048_586]));
     assert_eq!(headers["content-range"], "bytes 1048570-1048585/3145728");
-    let (status, _, body) = get(&node, "/big.bin").await;
+    let (status, headers, body) = get(&node, "/big.bin").await;
     assert!(
         status == 200 && body == big,
         "{status}, {} bytes",
         body.len()
     );
+    assert!(
+        !headers
+            .keys()
+            .any(|name| name.as_str().starts_with("x-amz-")),
+        "the store's own fields stay with the node: {headers:?}"
+    );
+    // The store never sees a query, so the key has none either: one object, one fetch.
+    let (status, headers, _) = get(&node, "/docs/a%20b+c(1).txt?v=2").await;
+    assert_eq!((status, cache_status(&headers)), (200, "HIT"));
 
     // No listing of the bucket, whatever the query; methods a bucket is not used with: 405.
     for path in ["/", "/?list-type=2"] {
