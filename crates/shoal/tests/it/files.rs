@@ -511,3 +511,124 @@ async fn a_huge_new_file_is_answered_at_once_and_tagged_once_hashed() {
         format!("bytes 0-149/{}", 65 << 20).as_str()
     );
 }
+
+#[tokio::test]
+async fn a_directory_behind_a_parent_tier_over_tls() {
+    let dir = TempDir::new("files-shielded");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    write(&dir, "big.bin", &big);
+    write(&dir, "app.css", b"body{}");
+    let parent = file_node(&dir, |_| {}).await;
+    let parent_url = format!("http://{}", parent.listen[0]);
+    let (direct_status, direct, _) = get(&parent, "/app.css").await;
+    assert_eq!(direct_status, 200);
+    let certificates = TempDir::new("files-shielded-tls");
+    let authority = crate::tls::Authority::new();
+    let certificate = authority.issue(&certificates.0, "edge", &["cdn.test"]);
+    let edge = node_for(&parent_url, |config| {
+        let host = shoal::config::HostConfig {
+            url: parent_url.parse().unwrap(),
+            weight: 1,
+            max_connections: 0,
+        };
+        let mut shield = shoal::config::PoolConfig::of_hosts("shield", vec![host]);
+        shield.parent = true;
+        config.pools = vec![shield];
+        config.server.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];
+        config.tls.certificates = vec![certificate];
+    })
+    .await;
+    let address = edge.listen_tls[0];
+    for http1_only in [false, true] {
+        let https = authority.http_client(address, &["cdn.test"], http1_only);
+        let url = |path: &str| format!("https://cdn.test:{}{path}", address.port());
+        let response = https.get(url("/app.css")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["etag"],
+            direct["etag"],
+            "the tag is the file's"
+        );
+        let etag = response.headers()["etag"].clone();
+        assert_eq!(&response.bytes().await.unwrap()[..], b"body{}");
+        let response = https
+            .get(url("/app.css"))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 304);
+        let response = https
+            .get(url("/big.bin"))
+            .header("range", "bytes=2500000-2500099")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 206);
+        assert_eq!(
+            &response.bytes().await.unwrap()[..],
+            &big[2_500_000..2_500_100]
+        );
+        let response = https.get(url("/big.bin")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.bytes().await.unwrap()[..] == big[..]);
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_of_file_nodes_behind_one_hostname_agrees_on_every_tag() {
+    let copies = [
+        TempDir::new("files-cluster-a"),
+        TempDir::new("files-cluster-b"),
+    ];
+    for (n, copy) in copies.iter().enumerate() {
+        for file in 0..10 {
+            write(
+                copy,
+                &format!("f/{file}.txt"),
+                format!("file {file}").as_bytes(),
+            );
+        }
+        // Copied at other times on each node.
+        let when = SystemTime::now() - Duration::from_secs(1000 * (n as u64 + 1));
+        for file in 0..10 {
+            std::fs::File::options()
+                .write(true)
+                .open(copy.0.join(format!("f/{file}.txt")))
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+    }
+    let listens = [crate::process::free_port(), crate::process::free_port()];
+    let mut nodes = Vec::new();
+    for copy in &copies {
+        let url = format!("file://{}", copy.0.display());
+        nodes.push(
+            node_for(&url, |config| {
+                config.server.listen = vec![listens[nodes.len()]];
+                config.cluster.peers = listens
+                    .iter()
+                    .map(|peer| format!("http://{peer}").parse().unwrap())
+                    .collect();
+            })
+            .await,
+        );
+    }
+    let host = [("host", "files.test")];
+    for file in 0..10 {
+        let path = format!("/f/{file}.txt");
+        let (a_status, a, a_body) = get_with(&nodes[0], &path, &host).await;
+        let (b_status, b, b_body) = get_with(&nodes[1], &path, &host).await;
+        assert_eq!((a_status, b_status), (200, 200));
+        assert_eq!(a_body, format!("file {file}"));
+        assert_eq!(a_body, b_body);
+        assert_eq!(a["etag"], b["etag"], "{path}: one tag in the cluster");
+    }
+    for node in &nodes {
+        for file in 0..10 {
+            let (_, headers, _) = get_with(node, &format!("/f/{file}.txt"), &host).await;
+            assert_eq!(cache_status(&headers), "HIT");
+        }
+    }
+}

@@ -16,13 +16,13 @@ use crate::disk::TempDir;
 use crate::support::*;
 
 /// A CA that signs the test certificates.
-struct Authority {
+pub(crate) struct Authority {
     certificate: rcgen::Certificate,
     key: KeyPair,
 }
 
 impl Authority {
-    fn new() -> Authority {
+    pub(crate) fn new() -> Authority {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -34,7 +34,7 @@ impl Authority {
     }
 
     /// A certificate for `names`, written as `NAME.pem` and `NAME.key` in `dir`.
-    fn issue(&self, dir: &Path, file: &str, names: &[&str]) -> CertificateConfig {
+    pub(crate) fn issue(&self, dir: &Path, file: &str, names: &[&str]) -> CertificateConfig {
         let key = KeyPair::generate().unwrap();
         let params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -85,7 +85,7 @@ impl Authority {
     }
 
     /// A reqwest client trusting this CA, sending every request for `names` to `address`.
-    fn http_client(
+    pub(crate) fn http_client(
         &self,
         address: SocketAddr,
         names: &[&str],
