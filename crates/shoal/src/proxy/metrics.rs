@@ -87,10 +87,12 @@ pub enum Counter {
     Reproxied,
     /// Reproxy instructions that could not be followed: invalid, or no URL gave the object.
     ReproxyFailures,
+    /// Body bytes sent to clients with `sendfile`, straight from a file (also in `BytesSent`).
+    SendfileBytes,
 }
 
 impl Counter {
-    const ALL: [Counter; 33] = [
+    const ALL: [Counter; 34] = [
         Counter::Requests,
         Counter::Hits,
         Counter::Misses,
@@ -124,6 +126,7 @@ impl Counter {
         Counter::AbandonedFills,
         Counter::Reproxied,
         Counter::ReproxyFailures,
+        Counter::SendfileBytes,
     ];
 
     /// The name used by the admin API.
@@ -162,6 +165,7 @@ impl Counter {
             Counter::AbandonedFills => "abandoned_fills",
             Counter::Reproxied => "reproxied",
             Counter::ReproxyFailures => "reproxy_failures",
+            Counter::SendfileBytes => "sendfile_bytes",
         }
     }
 }

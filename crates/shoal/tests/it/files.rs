@@ -271,6 +271,20 @@ async fn big_files_go_straight_from_the_file() {
         assert!(body[..] == content[..], "the bytes differ");
         assert_eq!(cache_status(&headers), "PASS", "a big file is not stored");
     }
+    let stats = client()
+        .get(format!("http://{}/stats", node.admin.unwrap()))
+        .bearer_auth("a-token-of-sixteen-chars")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
+    assert_eq!(
+        stats["counters"]["sendfile_bytes"], 6_000_000,
+        "both went with sendfile: {stats}"
+    );
     let (status, _, body) =
         get_with(&node, "/big.bin", &[("range", "bytes=2000000-2000999")]).await;
     assert_eq!((status, &body[..]), (206, &content[2_000_000..2_001_000]));

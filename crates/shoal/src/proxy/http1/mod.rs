@@ -616,7 +616,7 @@ impl Connection {
         let Some(file) = file_body.file().cloned() else {
             unreachable!("checked by sends_file")
         };
-        let mut sent = 0;
+        let (mut sent, mut from_file) = (0, 0);
         while let Some(part) = file_body.next_part() {
             let result = match part {
                 Part::Text(text) => {
@@ -635,18 +635,25 @@ impl Connection {
                         send_file(socket, &file, start, end, self.settings.send_timeout).await;
                     if result.is_ok() {
                         sent += end - start;
+                        from_file += end - start;
                     }
                     result
                 }
             };
             if let Err(error) = result {
                 tracing::warn!(peer = %self.peer, %error, "file response cut short");
+                self.proxy
+                    .metrics
+                    .add(super::Counter::SendfileBytes, from_file);
                 return Ok((false, sent));
             }
         }
         if !self.output.is_empty() {
             self.flush_output().await?;
         }
+        self.proxy
+            .metrics
+            .add(super::Counter::SendfileBytes, from_file);
         self.proxy.metrics.add(super::Counter::BytesSent, sent);
         self.proxy.metrics.add(super::Counter::OriginBytes, sent);
         Ok((keep_alive && sent == length, sent))
