@@ -11,6 +11,18 @@
 //! be added, used, and the old one removed later. The two parameters are removed before the
 //! request goes further: every signed URL of one file is one cache object, and the origin never
 //! sees them. Other query parameters are not covered by the signature.
+//!
+//! Such a URL is for reading. A URL that allows a write (PUT or DELETE to a writable pool)
+//! names its method, and the signature covers it, so that no download link can be turned into
+//! an upload link:
+//!
+//! ```text
+//! /uploads/a.iso?expires=1795400000&method=PUT&signature=<64 hex digits>
+//! signature = lowercase hex of HMAC-SHA256(key, "<expires>:PUT:<path>")
+//! ```
+//!
+//! (A path starts with `/` and a method with a letter, so the two messages never coincide.) A
+//! URL signed for a method serves that method only.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -26,6 +38,8 @@ pub enum Denied {
     Expired,
     /// No key gives this signature.
     BadSignature,
+    /// Signed for another method than the request's.
+    WrongMethod,
 }
 
 impl Denied {
@@ -35,17 +49,27 @@ impl Denied {
             Denied::Unsigned => "URL not signed (expires and signature parameters)",
             Denied::Expired => "signed URL expired",
             Denied::BadSignature => "URL signature does not match",
+            Denied::WrongMethod => "URL signed for another method",
         }
     }
 }
 
 /// The signature of `path` until `expires` with `key`, in lowercase hex.
 pub fn signature(key: &[u8], path: &str, expires: u64) -> String {
+    to_hex(&mac(key, path, expires, None).finalize().into_bytes())
+}
+
+/// The MAC of the signed message: `<expires>:<path>`, or `<expires>:<METHOD>:<path>`.
+fn mac(key: &[u8], path: &str, expires: u64, method: Option<&str>) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(expires.to_string().as_bytes());
     mac.update(b":");
+    if let Some(method) = method {
+        mac.update(method.as_bytes());
+        mac.update(b":");
+    }
     mac.update(path.as_bytes());
-    to_hex(&mac.finalize().into_bytes())
+    mac
 }
 
 /// `bytes` in lowercase hex.
@@ -60,26 +84,52 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// `target` (path and query) with `expires` and `signature` parameters added.
 pub fn sign(target: &str, key: &[u8], expires: u64) -> String {
+    sign_for(target, key, expires, None)
+}
+
+/// `target` signed as [`sign`] does, for `method` only when given (a write: `PUT`, `DELETE`).
+pub fn sign_for(target: &str, key: &[u8], expires: u64, method: Option<&str>) -> String {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     let separator = if target.contains('?') { '&' } else { '?' };
-    format!(
-        "{target}{separator}expires={expires}&signature={}",
-        signature(key, path, expires)
-    )
+    let signature = to_hex(&mac(key, path, expires, method).finalize().into_bytes());
+    match method {
+        None => format!("{target}{separator}expires={expires}&signature={signature}"),
+        Some(method) => {
+            format!("{target}{separator}expires={expires}&method={method}&signature={signature}")
+        }
+    }
+}
+
+/// A target whose signature holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The target without the signature's parameters.
+    pub target: String,
+    /// The method it was signed for, if any.
+    pub method: Option<String>,
 }
 
 /// Checks `target` (path and query) at time `now` (seconds since the epoch) against `keys`;
-/// on success returns the target without the two parameters.
+/// on success returns the target without the signature's parameters.
 pub fn verify(target: &str, keys: &[Vec<u8>], now: u64) -> Result<String, Denied> {
+    verify_signed(target, keys, now).map(|verified| verified.target)
+}
+
+/// [`verify`], telling the method a URL was signed for.
+pub fn verify_signed(target: &str, keys: &[Vec<u8>], now: u64) -> Result<Verified, Denied> {
     let (path, query) = target.split_once('?').ok_or(Denied::Unsigned)?;
-    let (mut expires, mut signature) = (None, None);
+    let (mut expires, mut signature, mut method) = (None, None, None);
     let mut kept = Vec::new();
     for pair in query.split('&') {
         match pair.split_once('=') {
             Some(("expires", value)) if expires.is_none() => expires = Some(value),
             Some(("signature", value)) if signature.is_none() => signature = Some(value),
+            Some(("method", value)) if method.is_none() => method = Some(value),
             _ => kept.push(pair),
         }
+    }
+    if method.is_some_and(|m: &str| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(Denied::Unsigned);
     }
     let expires: u64 = expires
         .and_then(|value| value.parse().ok())
@@ -89,19 +139,20 @@ pub fn verify(target: &str, keys: &[Vec<u8>], now: u64) -> Result<String, Denied
         return Err(Denied::Expired);
     }
     let valid = keys.iter().any(|key| {
-        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
-        mac.update(expires.to_string().as_bytes());
-        mac.update(b":");
-        mac.update(path.as_bytes());
         // Compared in constant time.
-        mac.verify_slice(&signature).is_ok()
+        mac(key, path, expires, method)
+            .verify_slice(&signature)
+            .is_ok()
     });
     if !valid {
         return Err(Denied::BadSignature);
     }
-    Ok(match kept.is_empty() {
-        true => path.to_owned(),
-        false => format!("{path}?{}", kept.join("&")),
+    Ok(Verified {
+        target: match kept.is_empty() {
+            true => path.to_owned(),
+            false => format!("{path}?{}", kept.join("&")),
+        },
+        method: method.map(str::to_owned),
     })
 }
 
@@ -154,5 +205,37 @@ mod tests {
             verify("/files/a.iso?expires=1795000060&signature=zz", &keys, NOW),
             Err(Denied::Unsigned)
         );
+    }
+
+    #[test]
+    fn a_url_signed_for_a_method_says_so_and_cannot_be_made_into_another() {
+        let keys = vec![b"a-key-of-some-length".to_vec()];
+        let put = sign_for("/up/a.iso", &keys[0], NOW + 60, Some("PUT"));
+        assert!(put.starts_with("/up/a.iso?expires=1795000060&method=PUT&signature="));
+        let verified = verify_signed(&put, &keys, NOW).unwrap();
+        assert_eq!(
+            (verified.target.as_str(), verified.method.as_deref()),
+            ("/up/a.iso", Some("PUT"))
+        );
+        for forged in [
+            put.replace("method=PUT", "method=DELETE"),
+            put.replace("&method=PUT", ""),
+        ] {
+            assert_eq!(
+                verify_signed(&forged, &keys, NOW),
+                Err(Denied::BadSignature),
+                "{forged}"
+            );
+        }
+        // A read link does not become a write link by naming a method.
+        let read = sign("/up/a.iso", &keys[0], NOW + 60);
+        let upgraded = read.replace("&signature=", "&method=PUT&signature=");
+        assert_eq!(
+            verify_signed(&upgraded, &keys, NOW),
+            Err(Denied::BadSignature)
+        );
+        assert_eq!(verify_signed(&read, &keys, NOW).unwrap().method, None);
+        let lowercase = put.replace("method=PUT", "method=put");
+        assert_eq!(verify_signed(&lowercase, &keys, NOW), Err(Denied::Unsigned));
     }
 }

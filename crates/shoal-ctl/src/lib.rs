@@ -109,6 +109,10 @@ pub enum CtlCommand {
         /// The signing key (one of the route's signing_keys).
         #[arg(long, env = "SHOAL_SIGNING_KEY", hide_env_values = true)]
         key: String,
+        /// Sign for this method only, such as PUT or DELETE: a URL that allows a write to a
+        /// writable pool (a URL signed without a method is for reading).
+        #[arg(long)]
+        method: Option<String>,
     },
     /// A request router's nodes: addresses, weight, health (`--admin` the router's status API).
     Nodes,
@@ -228,7 +232,12 @@ async fn execute(args: CtlArgs) -> Result<(), String> {
             tables::nodes,
         ),
         // Computed here: the node is not asked.
-        CtlCommand::Sign { url, ttl, key } => write_out(&format!("{}\n", sign(url, ttl, key)?)),
+        CtlCommand::Sign {
+            url,
+            ttl,
+            key,
+            method,
+        } => write_out(&format!("{}\n", sign(url, ttl, key, method.as_deref())?)),
         CtlCommand::Reload => show(
             json,
             api.post::<ReloadReport>(path::RELOAD).await?,
@@ -303,8 +312,16 @@ async fn invalidate(
     }
 }
 
-/// `url` signed with `key` until `ttl` from now.
-fn sign(url: &str, ttl: &str, key: &str) -> Result<String, String> {
+/// `url` signed with `key` until `ttl` from now, for `method` only when given.
+fn sign(url: &str, ttl: &str, key: &str, method: Option<&str>) -> Result<String, String> {
+    let method = method.map(str::to_ascii_uppercase);
+    if let Some(method) = &method {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(format!(
+                "--method {method}: expected a method such as PUT or DELETE"
+            ));
+        }
+    }
     let ttl = shoal_api::duration::parse(ttl).map_err(|error| format!("--ttl {ttl}: {error}"))?;
     let uri: http::Uri = url
         .parse()
@@ -322,7 +339,7 @@ fn sign(url: &str, ttl: &str, key: &str) -> Result<String, String> {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     Ok(format!(
         "{scheme}://{authority}{}",
-        shoal_api::signed_url::sign(target, key.as_bytes(), expires)
+        shoal_api::signed_url::sign_for(target, key.as_bytes(), expires, method.as_deref())
     ))
 }
 

@@ -42,7 +42,7 @@ pub enum ProxyError {
     /// A route that serves only signed URLs got one without a valid signature.
     #[error("{}", .0.as_str())]
     Forbidden(crate::signed_url::Denied),
-    /// A write to a writable pool without the admin token or a signed URL.
+    /// A write to a writable pool without the admin token or a URL signed for it.
     #[error("a write without the admin token")]
     WriteUnauthorized,
     /// A path clients cannot reach (its route leads to an `internal` pool).
@@ -125,9 +125,12 @@ impl ProxyError {
             ProxyError::BadRequest { reason, .. } => reason,
             ProxyError::MethodNotAllowed(_) => "method not allowed",
             ProxyError::Forbidden(crate::signed_url::Denied::Expired) => "this link has expired",
+            ProxyError::Forbidden(crate::signed_url::Denied::WrongMethod) => {
+                "this link was signed for another method"
+            }
             ProxyError::Forbidden(_) => "this URL needs a valid signature",
             ProxyError::WriteUnauthorized => {
-                "writing needs the admin token (Authorization: Bearer TOKEN)"
+                "writing needs the admin token (Authorization: Bearer TOKEN) or a URL signed for the method"
             }
             ProxyError::RateLimited(_) => "too many requests; slow down",
             ProxyError::Internal404 => "not found",

@@ -713,8 +713,17 @@ fn check_signature(live: &Generation, request: &mut ClientRequest) -> Result<(),
         return Ok(());
     };
     let now = now_millis() / 1000;
-    let unsigned = crate::signed_url::verify(target(&request.head), keys, now)
+    let verified = crate::signed_url::verify_signed(target(&request.head), keys, now)
         .map_err(ProxyError::Forbidden)?;
+    if let Some(method) = &verified.method {
+        if method != request.head.method.as_str() {
+            return Err(ProxyError::Forbidden(
+                crate::signed_url::Denied::WrongMethod,
+            ));
+        }
+        request.head.extensions.insert(SignedForItsMethod);
+    }
+    let unsigned = verified.target;
     let mut parts = request.head.uri.clone().into_parts();
     parts.path_and_query = Some(
         unsigned
@@ -726,9 +735,14 @@ fn check_signature(live: &Generation, request: &mut ClientRequest) -> Result<(),
     Ok(())
 }
 
-/// A PUT or DELETE to a writable pool with `writable_auth` needs the admin token, which is not
-/// sent on. (A signed URL does not authorize a write: its signature covers the path and the
-/// expiry, not the method, so a download link would become an upload link.)
+/// Marks a request whose URL was signed for its method (`method=PUT` in the signature): a
+/// write the route's signing keys allowed.
+#[derive(Clone, Copy, Debug)]
+struct SignedForItsMethod;
+
+/// A PUT or DELETE to a writable pool with `writable_auth` needs the admin token (which is not
+/// sent on) or a URL signed for that method. (A URL signed for reading does not do: its
+/// signature does not cover the method, so a download link would become an upload link.)
 fn authorize_write(live: &Generation, request: &mut ClientRequest) -> Result<(), ProxyError> {
     if !matches!(request.head.method, Method::PUT | Method::DELETE) {
         return Ok(());
@@ -742,7 +756,12 @@ fn authorize_write(live: &Generation, request: &mut ClientRequest) -> Result<(),
         .write_token
         .as_ref()
         .is_some_and(|token| token.admits(&request.head.headers));
-    match token {
+    let signed = request
+        .head
+        .extensions
+        .get::<SignedForItsMethod>()
+        .is_some();
+    match token || signed {
         true => {
             request.head.headers.remove(http::header::AUTHORIZATION);
             Ok(())

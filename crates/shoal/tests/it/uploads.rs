@@ -243,3 +243,75 @@ async fn preconditions_of_writes_and_the_urls_a_write_makes_stale() {
         "the file's URL was purged for its sibling"
     );
 }
+
+#[tokio::test]
+async fn a_url_signed_for_a_write_allows_that_write_and_nothing_else() {
+    const KEY: &str = "an-upload-signing-key";
+    let dir = TempDir::new("uploads-signed");
+    let url = format!("file://{}", dir.0.display());
+    let node = node_for(&url, |config| {
+        let host = shoal::config::HostConfig {
+            url: url.parse().unwrap(),
+            weight: 1,
+            max_connections: 0,
+        };
+        let mut pool = shoal::config::PoolConfig::of_hosts("origin", vec![host]);
+        pool.writable = true;
+        config.pools = vec![pool];
+        config.admin.token = Some(TOKEN.into());
+        config.routes = vec![shoal::config::RouteConfig {
+            host: None,
+            path_prefix: Some("/up/".into()),
+            pool: "origin".into(),
+            fallthrough_404: false,
+            signing_keys: vec![KEY.into()],
+        }];
+    })
+    .await;
+    let sign = |method: Option<&str>| {
+        let mut args = vec!["ctl", "sign", "--ttl", "1h", "--key", KEY];
+        if let Some(method) = method {
+            args.extend(["--method", method]);
+        }
+        let target = format!("{}/up/a.bin", base(&node));
+        args.push(&target);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let (for_put, for_reading) = (sign(Some("put")), sign(None));
+    assert!(for_put.contains("&method=PUT&"), "{for_put}");
+
+    // A download link is not an upload link; the upload link uploads, with no token.
+    let answer = client().put(&for_reading).body("x").send().await.unwrap();
+    assert_eq!(answer.status(), 401);
+    let answer = client()
+        .put(&for_put)
+        .body("signed bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    assert_eq!(
+        std::fs::read(dir.0.join("up/a.bin")).unwrap(),
+        b"signed bytes"
+    );
+    // Signed for PUT: neither a read nor a delete.
+    assert_eq!(client().get(&for_put).send().await.unwrap().status(), 403);
+    assert_eq!(
+        client().delete(&for_put).send().await.unwrap().status(),
+        403
+    );
+    let answer = client().get(&for_reading).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(&answer.bytes().await.unwrap()[..], b"signed bytes");
+    let for_delete = sign(Some("DELETE"));
+    assert_eq!(
+        client().delete(&for_delete).send().await.unwrap().status(),
+        204
+    );
+    assert!(!dir.0.join("up/a.bin").exists());
+}
