@@ -321,6 +321,11 @@ function request()
 end
 """
 
+# Every request names a URL the server has not been asked for (a query it has not seen on a
+# file that exists): for a cache, a miss that reads the file (Shoal serving files itself opens,
+# reads and stores it); nginx serving files ignores the query, so it is its usual read.
+FIRST_READ_SCRIPT = MISS_SCRIPT.replace('"/miss/" .. prefix', '"/1k.bin?first=" .. prefix')
+
 
 def origin_requests():
     text = urllib.request.urlopen(f"http://127.0.0.1:{ORIGIN_PORT}/status").read().decode()
@@ -366,6 +371,7 @@ SCENARIOS = [
     ("1 MiB hit, 50 conns", "/1m.bin", 50, False, None, True),
     ("64 MiB hit, 10 conns", "/64m.bin", 10, False, None, True),
     ("miss (unique URLs), 50 conns", "MISS", 50, False, "miss.lua", False),
+    ("1 KiB first read (unique URLs), 50 conns", "MISS", 50, False, "first-read.lua", False),
     # The same loads paced: each connection waits a fixed time between a response and its next
     # request, so every server gets about the same request rate, below the slowest one's
     # capacity. Latency at saturation (above) mostly measures the load generator's own queue,
@@ -456,6 +462,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.makedirs(WORK, exist_ok=True)
     write(f"{WORK}/miss.lua", MISS_SCRIPT)
+    write(f"{WORK}/first-read.lua", FIRST_READ_SCRIPT)
     for name, text in PACED_SCRIPTS.items():
         write(f"{WORK}/{name}", text)
     www = prepare_files()

@@ -32,14 +32,18 @@ impl Encoding {
 
     /// The sibling of `path` in this encoding.
     pub fn sibling(self, path: &Path) -> PathBuf {
-        let suffix = match self {
+        let mut name = path.as_os_str().to_owned();
+        name.push(self.suffix());
+        PathBuf::from(name)
+    }
+
+    /// The suffix of its siblings' names.
+    pub fn suffix(self) -> &'static str {
+        match self {
             Encoding::Brotli => ".br",
             Encoding::Zstd => ".zst",
             Encoding::Gzip => ".gz",
-        };
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
+        }
     }
 }
 

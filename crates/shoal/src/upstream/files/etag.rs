@@ -99,6 +99,22 @@ impl Tags {
             .map(tag_of)
     }
 
+    /// The tag of a file whose whole `content` is at hand (no sidecar): remembered, or its
+    /// hash (cheap: the file is small).
+    pub fn of_content(&self, identity: Identity, content: &[u8]) -> HeaderValue {
+        let hash = self.known(identity).unwrap_or_else(|| {
+            let hash = xxhash_rust::xxh3::xxh3_128(content);
+            self.remember(identity, hash);
+            hash
+        });
+        tag_of(hash)
+    }
+
+    /// The tag remembered for a file (no sidecar), if any.
+    pub fn known_tag(&self, identity: Identity) -> Option<HeaderValue> {
+        self.known(identity).map(tag_of)
+    }
+
     fn known(&self, identity: Identity) -> Option<u128> {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         known.get(&identity).copied()

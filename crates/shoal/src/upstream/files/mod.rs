@@ -9,6 +9,7 @@
 mod body;
 pub mod encoding;
 mod etag;
+mod inline;
 pub mod path;
 mod respond;
 mod write;
@@ -140,12 +141,17 @@ impl Files {
         };
         let accepted = encoding::accepted(head.headers.get(ACCEPT_ENCODING));
         let directory_wanted = request_path.ends_with('/');
-        let files = Arc::clone(self);
-        let root = root.to_owned();
-        let opened = tokio::task::spawn_blocking(move || {
-            files.open(&root, relative, directory_wanted, accepted)
-        })
-        .await;
+        let opened = match self.look(root, &relative, directory_wanted, accepted) {
+            inline::Look::Answered(answer) => Ok(answer),
+            inline::Look::Blocking => {
+                let files = Arc::clone(self);
+                let root = root.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    files.open(&root, relative, directory_wanted, accepted)
+                })
+                .await
+            }
+        };
         match opened {
             Ok(Ok(opened)) => respond::file(&self.settings, head, opened),
             Ok(Err(Unopened::Refused(refused))) => refusal(refused, head),
