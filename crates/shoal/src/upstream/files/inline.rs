@@ -24,14 +24,6 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use super::encoding::{Accepted, Encoding};
 use super::{etag, respond, Files, Opened, Unopened, READ_WITH_OPEN};
 
-/// What the first look found.
-pub(super) enum Look {
-    /// The answer: the file, or why there is none.
-    Answered(Result<Opened, Unopened>),
-    /// The kernel would have to wait for a disk, or the case is the careful path's.
-    Blocking,
-}
-
 /// A name that cannot be opened from the caches alone, or is the careful path's to judge.
 struct NotHere;
 
@@ -99,18 +91,18 @@ fn regular(fd: OwnedFd) -> Option<(File, Metadata)> {
 }
 
 impl Files {
-    /// [`Files::open`] from the kernel's caches alone, on the calling thread.
+    /// [`Files::open`] from the kernel's caches alone, on the calling thread: the file, or why
+    /// there is none; `None` when the kernel would have to wait for a disk, or the case is the
+    /// careful path's.
     pub(super) fn look(
         &self,
         root: &Path,
         relative: &Path,
         directory_wanted: bool,
         accepted: Accepted,
-    ) -> Look {
-        match self.look_cached(root, relative, directory_wanted, accepted) {
-            Ok(answer) => Look::Answered(answer),
-            Err(NotHere) => Look::Blocking,
-        }
+    ) -> Option<Result<Opened, Unopened>> {
+        self.look_cached(root, relative, directory_wanted, accepted)
+            .ok()
     }
 
     fn look_cached(
@@ -223,13 +215,6 @@ mod tests {
         )))
     }
 
-    fn answered(look: Look) -> Option<Result<Opened, Unopened>> {
-        match look {
-            Look::Answered(answer) => Some(answer),
-            Look::Blocking => None,
-        }
-    }
-
     #[test]
     fn a_cached_small_file_is_answered_here_and_links_and_sidecars_are_not() {
         let dir = std::env::temp_dir().join(format!("shoal-inline-{}", std::process::id()));
@@ -254,7 +239,7 @@ mod tests {
         let plain = Accepted::default();
         let look = |path: &str, accepted| files.look(&dir, Path::new(path), false, accepted);
 
-        let opened = match answered(look("d/a.css", plain)).expect("answered here") {
+        let opened = match look("d/a.css", plain).expect("answered here") {
             Ok(opened) => opened,
             Err(Unopened::Failed(error)) => panic!("{error}"),
             Err(_) => panic!("refused"),
@@ -262,24 +247,19 @@ mod tests {
         assert_eq!(opened.content.as_deref(), Some(&b"body{}"[..]));
         assert!(opened.vary && opened.encoding.is_none());
         let gzip = super::super::encoding::accepted(Some(&http::HeaderValue::from_static("gzip")));
-        let opened = match answered(look("d/a.css", gzip)).expect("answered here") {
+        let opened = match look("d/a.css", gzip).expect("answered here") {
             Ok(opened) => opened,
             Err(Unopened::Failed(error)) => panic!("{error}"),
             Err(_) => panic!("refused"),
         };
         assert_eq!(opened.content.as_deref(), Some(&b"gzipped"[..]));
-        assert!(matches!(
-            answered(look("d", plain)),
-            Some(Err(Unopened::Directory))
-        ));
-        let index = answered(files.look(&dir, Path::new("d"), true, plain))
-            .unwrap()
-            .ok();
+        assert!(matches!(look("d", plain), Some(Err(Unopened::Directory))));
+        let index = files.look(&dir, Path::new("d"), true, plain).unwrap().ok();
         assert_eq!(index.unwrap().content.as_deref(), Some(&b"<p>"[..]));
 
         // The careful path's: a link (its target decides) and a sidecar.
-        assert!(answered(look("link.txt", plain)).is_none());
-        assert!(answered(look("t.txt", plain)).is_none());
+        assert!(look("link.txt", plain).is_none());
+        assert!(look("t.txt", plain).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

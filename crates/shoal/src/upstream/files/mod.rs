@@ -142,8 +142,8 @@ impl Files {
         let accepted = encoding::accepted(head.headers.get(ACCEPT_ENCODING));
         let directory_wanted = request_path.ends_with('/');
         let opened = match self.look(root, &relative, directory_wanted, accepted) {
-            inline::Look::Answered(answer) => Ok(answer),
-            inline::Look::Blocking => {
+            Some(answer) => Ok(answer),
+            None => {
                 let files = Arc::clone(self);
                 let root = root.to_owned();
                 tokio::task::spawn_blocking(move || {
