@@ -222,10 +222,7 @@ fn synthetic(status: StatusCode, text: &str) -> ProxyResponse {
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // A server with a clock sends Date (RFC 9110 §6.6.1), on its own answers too.
-    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-    {
-        headers.insert(DATE, date);
-    }
+    headers.insert(DATE, crate::clock::http_date_now());
     let mut body = Vec::with_capacity(text.len() + 24);
     body.extend_from_slice(status.as_str().as_bytes());
     body.push(b' ');

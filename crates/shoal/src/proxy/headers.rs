@@ -199,10 +199,7 @@ pub fn forward_response(headers: &mut HeaderMap, received_at: u64) {
     headers.remove(CONTENT_LENGTH);
     headers.remove(AGE);
     if !headers.contains_key(DATE) {
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at);
-        if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(time)) {
-            headers.insert(DATE, value);
-        }
+        headers.insert(DATE, crate::clock::http_date(received_at / 1000));
     }
 }
 

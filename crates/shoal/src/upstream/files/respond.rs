@@ -71,10 +71,7 @@ pub fn file(
     if opened.vary {
         fields.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     }
-    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-    {
-        fields.insert(DATE, value);
-    }
+    fields.insert(DATE, crate::clock::http_date_now());
     let request = &head.headers;
     let tag = opened.tag.as_ref();
     if conditional::precondition_failed(request, tag, last_modified) {
