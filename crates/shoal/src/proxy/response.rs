@@ -280,6 +280,18 @@ impl ResponseBody {
         match self {
             ResponseBody::Full(bytes) if !bytes.is_empty() => out.push(std::mem::take(bytes)),
             ResponseBody::Object { reader, .. } => reader.ready_chunks(out, budget),
+            // A file's text parts (a small file read with its opening, multipart heads) are in
+            // memory already: sent with the head, not after it.
+            ResponseBody::Upstream {
+                incoming, metrics, ..
+            } => {
+                if let Some(file) = incoming.file_body() {
+                    let before = out.len();
+                    file.ready_text(out, budget);
+                    let taken: usize = out[before..].iter().map(Bytes::len).sum();
+                    metrics.add(super::Counter::OriginBytes, taken as u64);
+                }
+            }
             _ => {}
         }
     }

@@ -98,6 +98,22 @@ impl FileBody {
             .any(|part| matches!(part, Part::Range { .. }))
     }
 
+    /// Moves the text parts at its front (in memory already) to `out`, up to about `budget`
+    /// bytes.
+    pub fn ready_text(&mut self, out: &mut Vec<Bytes>, budget: u64) {
+        let mut taken = 0;
+        while taken < budget && self.reading.is_none() {
+            let Some(Part::Text(_)) = self.parts.front() else {
+                return;
+            };
+            let Some(Part::Text(text)) = self.parts.pop_front() else {
+                return;
+            };
+            taken += text.len() as u64;
+            out.push(text);
+        }
+    }
+
     /// Takes the next part, for a writer that sends file ranges itself.
     pub fn next_part(&mut self) -> Option<Part> {
         self.parts.pop_front()
