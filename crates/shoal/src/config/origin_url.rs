@@ -88,6 +88,9 @@ impl std::str::FromStr for OriginUrl {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{text}`: the URL has no host"));
+        }
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         Ok(OriginUrl {
             directory: None,
@@ -155,5 +158,26 @@ impl<'de> Deserialize<'de> for OriginUrl {
         String::deserialize(deserializer)?
             .parse()
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OriginUrl;
+
+    #[test]
+    fn origin_urls_need_a_host_and_no_path() {
+        let url: OriginUrl = "https://[::1]:8443".parse().unwrap();
+        assert_eq!((url.host.as_str(), url.port, url.tls), ("::1", 8443, true));
+        for bad in [
+            "http://:80",
+            "http://://DD:o/",
+            "http://a/b",
+            "ftp://a",
+            "a:80",
+            "file://x",
+        ] {
+            assert!(bad.parse::<OriginUrl>().is_err(), "{bad}");
+        }
     }
 }

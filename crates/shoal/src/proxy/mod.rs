@@ -18,7 +18,7 @@ mod logged;
 mod metrics;
 mod node;
 mod pass;
-mod reproxy;
+pub mod reproxy;
 mod response;
 mod settings;
 mod slices;

@@ -28,7 +28,7 @@ const MAX_URLS: usize = 16;
 
 /// The scheme of the cache keys of `X-Reproxy-URL` targets: no client request has it, so no
 /// client can read a target by asking for its URL (it was meant for access-checked clients).
-pub(crate) const TARGET_SCHEME: &str = "reproxy";
+pub const TARGET_SCHEME: &str = "reproxy";
 
 /// Log lines a second for unsafe `X-Accel-Redirect` paths.
 static UNSAFE_LOG: crate::throttle::LogBudget = crate::throttle::LogBudget::new(10);
@@ -36,7 +36,7 @@ static UNSAFE_LOG: crate::throttle::LogBudget = crate::throttle::LogBudget::new(
 /// What an application asked the node to send instead of its answer, carried in the answer's
 /// extensions from the upstream call to the phase that follows it.
 #[derive(Clone, Debug)]
-pub(crate) enum Instruction {
+pub enum Instruction {
     /// `X-Accel-Redirect`: this path and query on the request's host, routed again.
     Internal(http::uri::PathAndQuery),
     /// `X-Reproxy-URL`: copies on these servers.
@@ -56,7 +56,7 @@ struct Following;
 /// Removes the instruction fields from an upstream answer's `headers`; when `follow` (a
 /// `reproxy` pool's answer), returns the instruction they held (an invalid one when `request`
 /// was itself made to follow one).
-pub(crate) fn take(
+pub fn take(
     headers: &mut HeaderMap,
     follow: bool,
     request: &http::request::Parts,

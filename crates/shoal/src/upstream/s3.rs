@@ -238,7 +238,7 @@ impl Bucket {
 /// `None` for `/` (which names no object), for a key of slashes only, and for a key with `.`
 /// or `..` segments once decoded (`..%2F` would otherwise reach the store as `../`, and a store
 /// or a proxy before it that resolves them would read outside the bucket).
-fn object_key(path: &str) -> Option<String> {
+pub fn object_key(path: &str) -> Option<String> {
     let decoded =
         percent_encoding::percent_decode_str(path.strip_prefix('/')?).collect::<Vec<u8>>();
     let segments = || decoded.split(|&byte| byte == b'/');
