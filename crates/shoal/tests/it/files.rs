@@ -14,12 +14,7 @@ async fn file_node(
 ) -> shoal::Node {
     let url = format!("file://{}", dir.0.display());
     node_for(&url, |config| {
-        let host = shoal::config::HostConfig {
-            url: url.parse().unwrap(),
-            weight: 1,
-            max_connections: 0,
-        };
-        let mut pool = shoal::config::PoolConfig::of_hosts("origin", vec![host]);
+        let mut pool = pool_of("origin", &url);
         tweak(&mut pool);
         config.pools = vec![pool];
         config.admin.token = Some("a-token-of-sixteen-chars".into());
@@ -540,12 +535,7 @@ async fn a_directory_behind_a_parent_tier_over_tls() {
     let authority = crate::tls::Authority::new();
     let certificate = authority.issue(&certificates.0, "edge", &["cdn.test"]);
     let edge = node_for(&parent_url, |config| {
-        let host = shoal::config::HostConfig {
-            url: parent_url.parse().unwrap(),
-            weight: 1,
-            max_connections: 0,
-        };
-        let mut shield = shoal::config::PoolConfig::of_hosts("shield", vec![host]);
+        let mut shield = pool_of("shield", &parent_url);
         shield.parent = true;
         config.pools = vec![shield];
         config.server.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];

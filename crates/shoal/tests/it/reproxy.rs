@@ -5,18 +5,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use shoal::config::{Config, HostConfig, PoolConfig, RouteConfig};
+use shoal::config::{Config, PoolConfig, RouteConfig};
 
 use crate::support::*;
-
-fn pool_of(name: &str, url: &str) -> PoolConfig {
-    let host = HostConfig {
-        url: url.parse().unwrap(),
-        weight: 1,
-        max_connections: 0,
-    };
-    PoolConfig::of_hosts(name, vec![host])
-}
 
 fn route(path_prefix: &str, pool: &str) -> RouteConfig {
     RouteConfig {

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use shoal::config::{HostConfig, PoolConfig, S3Config};
+use shoal::config::S3Config;
 
 use crate::disk::TempDir;
 use crate::support::*;
@@ -89,12 +89,7 @@ fn store(objects: &[(&str, &[u8])]) -> Option<Store> {
 /// `secret`.
 async fn bucket_node(store: &Store, secret: &str) -> shoal::Node {
     node_for(&store.endpoint, |config| {
-        let host = HostConfig {
-            url: store.endpoint.parse().unwrap(),
-            weight: 1,
-            max_connections: 0,
-        };
-        let mut pool = PoolConfig::of_hosts("origin", vec![host]);
+        let mut pool = pool_of("origin", &store.endpoint);
         let mut s3: S3Config = toml::from_str("bucket = \"media\"").unwrap();
         s3.access_key_id = Some(store.access_key_id.clone());
         s3.secret_access_key = Some(secret.to_owned());

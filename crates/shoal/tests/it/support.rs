@@ -277,6 +277,16 @@ fn dying_body(sent: usize) -> BoxBody<Bytes, std::io::Error> {
     StreamBody::new(stream).boxed()
 }
 
+/// A pool named `name` of the one host at `url`, every other key at its default.
+pub fn pool_of(name: &str, url: &str) -> shoal::config::PoolConfig {
+    let host = shoal::config::HostConfig {
+        url: url.parse().unwrap(),
+        weight: 1,
+        max_connections: 0,
+    };
+    shoal::config::PoolConfig::of_hosts(name, vec![host])
+}
+
 /// A node in front of `origin`, on ephemeral ports, with `tweak` applied to its config.
 pub async fn node_with(origin: &Origin, tweak: impl FnOnce(&mut Config)) -> shoal::Node {
     node_for(&origin.url(), tweak).await

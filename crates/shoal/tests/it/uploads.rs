@@ -17,12 +17,7 @@ const TOKEN: &str = "a-token-of-sixteen-chars";
 async fn writable_node(dir: &TempDir) -> shoal::Node {
     let url = format!("file://{}", dir.0.display());
     node_for(&url, |config| {
-        let host = shoal::config::HostConfig {
-            url: url.parse().unwrap(),
-            weight: 1,
-            max_connections: 0,
-        };
-        let mut pool = shoal::config::PoolConfig::of_hosts("origin", vec![host]);
+        let mut pool = pool_of("origin", &url);
         pool.writable = true;
         pool.dotfiles = true;
         pool.max_upload_size = shoal::config::ByteSize(1 << 20);
@@ -250,12 +245,7 @@ async fn a_url_signed_for_a_write_allows_that_write_and_nothing_else() {
     let dir = TempDir::new("uploads-signed");
     let url = format!("file://{}", dir.0.display());
     let node = node_for(&url, |config| {
-        let host = shoal::config::HostConfig {
-            url: url.parse().unwrap(),
-            weight: 1,
-            max_connections: 0,
-        };
-        let mut pool = shoal::config::PoolConfig::of_hosts("origin", vec![host]);
+        let mut pool = pool_of("origin", &url);
         pool.writable = true;
         config.pools = vec![pool];
         config.admin.token = Some(TOKEN.into());
