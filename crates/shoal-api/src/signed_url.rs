@@ -121,11 +121,19 @@ pub fn verify_signed(target: &str, keys: &[Vec<u8>], now: u64) -> Result<Verifie
     let (mut expires, mut signature, mut method) = (None, None, None);
     let mut kept = Vec::new();
     for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("expires", value)) if expires.is_none() => expires = Some(value),
-            Some(("signature", value)) if signature.is_none() => signature = Some(value),
-            Some(("method", value)) if method.is_none() => method = Some(value),
-            _ => kept.push(pair),
+        // Each at most once: a second one would reach the origin, and which one counts would
+        // depend on who reads the URL.
+        let slot = match pair.split_once('=') {
+            Some(("expires", value)) => (&mut expires, value),
+            Some(("signature", value)) => (&mut signature, value),
+            Some(("method", value)) => (&mut method, value),
+            _ => {
+                kept.push(pair);
+                continue;
+            }
+        };
+        if slot.0.replace(slot.1).is_some() {
+            return Err(Denied::Unsigned);
         }
     }
     if method.is_some_and(|m: &str| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase())) {
@@ -237,5 +245,12 @@ mod tests {
         assert_eq!(verify_signed(&read, &keys, NOW).unwrap().method, None);
         let lowercase = put.replace("method=PUT", "method=put");
         assert_eq!(verify_signed(&lowercase, &keys, NOW), Err(Denied::Unsigned));
+        for doubled in [format!("{put}&method=DELETE"), format!("{read}&expires=1")] {
+            assert_eq!(
+                verify_signed(&doubled, &keys, NOW),
+                Err(Denied::Unsigned),
+                "{doubled}"
+            );
+        }
     }
 }

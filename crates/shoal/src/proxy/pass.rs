@@ -111,12 +111,15 @@ impl Proxy {
         if let Some(query) = uri.query() {
             targets.push(format!("{path}?{query}"));
         }
-        if let Some(directory) = path.strip_suffix("index.html") {
-            targets.push(directory.to_owned());
-        }
-        for suffix in [".br", ".zst", ".gz", ".etag"] {
-            if let Some(base) = path.strip_suffix(suffix) {
-                targets.push(base.to_owned());
+        let base = [".br", ".zst", ".gz", ".etag"]
+            .iter()
+            .find_map(|suffix| path.strip_suffix(suffix));
+        for file in std::iter::once(path).chain(base) {
+            if file != path {
+                targets.push(file.to_owned());
+            }
+            if let Some(directory) = file.strip_suffix("index.html") {
+                targets.push(directory.to_owned());
             }
         }
         for target in &targets {

@@ -474,6 +474,10 @@ async fn files_over_http2_with_a_disk_tier() {
     assert_eq!(statuses, ["PASS", "MISS", "HIT"]);
 }
 
+fn tag_text(tag: &http::HeaderValue) -> String {
+    tag.to_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn a_huge_new_file_is_answered_at_once_and_tagged_once_hashed() {
     let dir = TempDir::new("files-huge");
@@ -496,6 +500,10 @@ async fn a_huge_new_file_is_answered_at_once_and_tagged_once_hashed() {
         !first.contains_key("etag"),
         "the first answer does not wait for the hash"
     );
+    assert_eq!(
+        first["cache-control"], "no-cache",
+        "kept downstream only to revalidate"
+    );
     let mut tagged = None;
     for _ in 0..200 {
         let (_, headers) = head().await;
@@ -506,6 +514,19 @@ async fn a_huge_new_file_is_answered_at_once_and_tagged_once_hashed() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let tag = tagged.expect("tagged once hashed");
+    // A request comparing tags waits for the hash of a new big file: a copy made now.
+    std::fs::copy(dir.0.join("huge.iso"), dir.0.join("copy.iso")).unwrap();
+    let (status, headers, _) = get_with(
+        &node,
+        "/copy.iso",
+        &[("range", "bytes=0-0"), ("if-range", &tag_text(&tag))],
+    )
+    .await;
+    assert_eq!(
+        (status, &headers["etag"]),
+        (206, &tag),
+        "one content, one tag, at once"
+    );
     // The tag is the content's: XXH3-128 of 65 MiB of zeros, as another node would say.
     let zeros = vec![0u8; 65 << 20];
     let expected = format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&zeros));

@@ -15,7 +15,7 @@ use http::HeaderValue;
 
 /// Tags remembered at most; past it, an arbitrary one is forgotten for each new one (a
 /// forgotten tag costs one more read of its file).
-const REMEMBERED: usize = 65_536;
+const REMEMBERED: usize = 262_144;
 /// Largest sidecar read.
 const MAX_SIDECAR: u64 = 256;
 
@@ -56,7 +56,12 @@ pub struct Tags {
     /// The files being hashed now: whoever wants the same one's tag waits for that hash
     /// instead of reading the file again (a new file asked for by many clients at once).
     hashing: Mutex<ByIdentity<Arc<Mutex<()>>>>,
+    /// Background hashes running now.
+    background: std::sync::atomic::AtomicUsize,
 }
+
+/// Background hashes of big files at most at once.
+const BACKGROUND_HASHES: usize = 2;
 
 impl Tags {
     /// The entity tag of `file` (open, at `path`, described by `metadata`, its bytes given as
@@ -99,12 +104,17 @@ impl Tags {
             .map(tag_of)
     }
 
-    /// The tag of a file whose whole `content` is at hand (no sidecar): remembered, or its
-    /// hash (cheap: the file is small).
-    pub fn of_content(&self, identity: Identity, content: &[u8]) -> HeaderValue {
+    /// The tag of `file` whose whole `content` is at hand (no sidecar): remembered, or its
+    /// hash (cheap: the file is small), remembered only if the file is still the one read.
+    pub fn of_content(&self, identity: Identity, file: &File, content: &[u8]) -> HeaderValue {
         let hash = self.known(identity).unwrap_or_else(|| {
             let hash = xxhash_rust::xxh3::xxh3_128(content);
-            self.remember(identity, hash);
+            if file
+                .metadata()
+                .is_ok_and(|now| Identity::of(&now) == identity)
+            {
+                self.remember(identity, hash);
+            }
             hash
         });
         tag_of(hash)
@@ -133,12 +143,10 @@ impl Tags {
             Arc::clone(hashing.entry(identity).or_default())
         };
         let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(hash) = self.known(identity) {
-            return Ok(hash);
-        }
-        let hashed = match content {
-            Some(content) => Ok(xxhash_rust::xxh3::xxh3_128(content)),
-            None => hash_file(file),
+        let hashed = match (self.known(identity), content) {
+            (Some(hash), _) => Ok(hash),
+            (None, Some(content)) => Ok(xxhash_rust::xxh3::xxh3_128(content)),
+            (None, None) => hash_file(file),
         };
         if let Ok(hash) = &hashed {
             // Remembered only if the file did not change while it was read.
@@ -156,25 +164,34 @@ impl Tags {
         hashed
     }
 
-    /// Starts hashing `file` on the blocking pool, unless it is being hashed already.
+    /// Starts hashing `file` on the blocking pool, unless it is being hashed already or
+    /// [`BACKGROUND_HASHES`] are running (a later request starts it then): a burst of requests
+    /// for many big new files reads them a few at a time, not all at once.
     fn hash_in_background(self: &Arc<Self>, identity: Identity, file: &File) {
-        if self
-            .hashing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&identity)
-        {
-            return;
-        }
-        let (Ok(file), Ok(runtime)) = (file.try_clone(), tokio::runtime::Handle::try_current())
-        else {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let Ok(file) = file.try_clone() else {
+            return;
+        };
+        {
+            let mut hashing = self.hashing.lock().unwrap_or_else(|p| p.into_inner());
+            let running = self.background.load(std::sync::atomic::Ordering::Relaxed);
+            if hashing.contains_key(&identity) || running >= BACKGROUND_HASHES {
+                return;
+            }
+            // Registered before the task starts, so that the next request does not start another.
+            hashing.insert(identity, Arc::default());
+            self.background
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let tags = Arc::clone(self);
         runtime.spawn_blocking(move || {
             if let Err(error) = tags.hash_once(identity, &file, None) {
                 tracing::warn!(%error, "hashing a file for its tag failed");
             }
+            tags.background
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
 
@@ -248,7 +265,9 @@ fn sidecar(path: &Path) -> Option<HeaderValue> {
     let valid = !opaque.is_empty()
         && opaque
             .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b));
+            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+        // A comma is an etagc, but lists of tags in conditions are split on it.
+        && !opaque.contains(',');
     if !valid {
         tracing::warn!(sidecar = %Path::new(&name).display(), "an .etag file that is not an entity tag; ignored");
         return None;

@@ -101,8 +101,51 @@ impl Files {
         directory_wanted: bool,
         accepted: Accepted,
     ) -> Option<Result<Opened, Unopened>> {
+        if !self.on_a_local_disk(root)? {
+            return None;
+        }
         self.look_cached(root, relative, directory_wanted, accepted)
             .ok()
+    }
+
+    /// Whether `root` is on a local file system, where an open and a `stat` of what the dentry
+    /// cache holds do not wait: `None` until the careful path has asked (`statfs` itself could
+    /// wait on a network file system). On FUSE or NFS an open is a round trip to a daemon or a
+    /// server however warm the caches are, so those roots always take the careful path.
+    fn on_a_local_disk(&self, root: &Path) -> Option<bool> {
+        let known = self.local_roots.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .iter()
+            .find(|(path, _)| path == root)
+            .map(|(_, local)| *local)
+    }
+
+    /// Finds out (blocking) whether `root` is on a local file system, for [`Files::look`].
+    pub(super) fn learn_root(&self, root: &Path) {
+        if self.on_a_local_disk(root).is_some() {
+            return;
+        }
+        use nix::sys::statfs::{
+            statfs, BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC,
+            OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
+        };
+        let local = [
+            EXT4_SUPER_MAGIC,
+            EXT2_SUPER_MAGIC,
+            XFS_SUPER_MAGIC,
+            BTRFS_SUPER_MAGIC,
+            F2FS_SUPER_MAGIC,
+            TMPFS_MAGIC,
+            OVERLAYFS_SUPER_MAGIC,
+        ];
+        let Ok(found) = statfs(root) else {
+            return;
+        };
+        let is_local = local.contains(&found.filesystem_type());
+        let mut known = self.local_roots.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() < 64 {
+            known.push((root.to_owned(), is_local));
+        }
     }
 
     fn look_cached(
@@ -187,7 +230,10 @@ impl Files {
         let (tag, content) = match metadata.len() <= READ_WITH_OPEN {
             true => {
                 let content = read_if_cached(&file, metadata.len()).ok_or(NotHere)?;
-                (self.tags.of_content(identity, &content), Some(content))
+                (
+                    self.tags.of_content(identity, &file, &content),
+                    Some(content),
+                )
             }
             false => (self.tags.known_tag(identity).ok_or(NotHere)?, None),
         };
@@ -237,6 +283,13 @@ mod tests {
         }
         let files = files();
         let plain = Accepted::default();
+        assert!(
+            files
+                .look(&dir, Path::new("d/a.css"), false, plain)
+                .is_none(),
+            "not known yet"
+        );
+        files.learn_root(&dir);
         let look = |path: &str, accepted| files.look(&dir, Path::new(path), false, accepted);
 
         let opened = match look("d/a.css", plain).expect("answered here") {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ACCEPT_ENCODING, ALLOW, LOCATION};
+use http::header::{ACCEPT_ENCODING, ALLOW, IF_MATCH, IF_NONE_MATCH, IF_RANGE, LOCATION};
 use http::{HeaderValue, Method, Response, StatusCode};
 
 pub use body::{FileBody, Part};
@@ -82,6 +82,8 @@ pub struct Files {
     tags: Arc<etag::Tags>,
     /// Held while a write checks its preconditions a last time and lands.
     commits: std::sync::Mutex<()>,
+    /// The roots known to be on a local file system or not (`inline`).
+    local_roots: std::sync::Mutex<Vec<(PathBuf, bool)>>,
 }
 
 /// Log lines a second for refused paths and failed file operations (clients cause them).
@@ -94,6 +96,7 @@ impl Files {
             settings,
             tags: Arc::default(),
             commits: std::sync::Mutex::new(()),
+            local_roots: std::sync::Mutex::default(),
         }
     }
 
@@ -146,8 +149,13 @@ impl Files {
             None => {
                 let files = Arc::clone(self);
                 let root = root.to_owned();
+                // A request that compares tags (a parent's revalidation, a resumed download)
+                // waits for a big new file's hash rather than get an answer it cannot use.
+                let wants_tag = [IF_NONE_MATCH, IF_MATCH, IF_RANGE]
+                    .iter()
+                    .any(|name| head.headers.contains_key(name));
                 tokio::task::spawn_blocking(move || {
-                    files.open(&root, relative, directory_wanted, accepted)
+                    files.open(&root, relative, directory_wanted, accepted, wants_tag)
                 })
                 .await
             }
@@ -184,7 +192,9 @@ impl Files {
         relative: PathBuf,
         directory_wanted: bool,
         accepted: encoding::Accepted,
+        wants_tag: bool,
     ) -> Result<Opened, Unopened> {
+        self.learn_root(root);
         let mut candidate = root.join(&relative);
         let metadata = candidate.metadata().map_err(Unopened::Failed)?;
         if metadata.is_dir() {
@@ -223,10 +233,11 @@ impl Files {
             true => Some(read_whole(&file, metadata.len()).map_err(Unopened::Failed)?),
             false => None,
         };
-        let tag = self
-            .tags
-            .of(&path, &file, &metadata, content.as_deref())
-            .map_err(Unopened::Failed)?;
+        let tag = match self.tags.of(&path, &file, &metadata, content.as_deref()) {
+            Ok(None) if wants_tag => self.tags.of_now(&path, &file, &metadata).map(Some),
+            tag => tag,
+        }
+        .map_err(Unopened::Failed)?;
         Ok(Opened {
             file: Arc::new(file),
             metadata,

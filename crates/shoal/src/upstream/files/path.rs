@@ -62,14 +62,18 @@ pub fn relative(request_path: &str, allowed: Allowed) -> Result<PathBuf, Refused
             _ if segment.starts_with('.') && !allowed.dotfiles && segment != ".well-known" => {
                 return Err(Refused::Hidden("a name that starts with a dot"))
             }
-            // An upload being written: never read (half a file) nor written, dotfiles or not.
-            _ if segment.starts_with('.') && segment.contains(UPLOAD_MARK) => {
-                return Err(Refused::Hidden("an upload in progress"))
-            }
+            // An upload being written: never read (half a file) nor written, dotfiles or not
+            // (in any case: some file systems fold it).
+            _ if is_upload(segment) => return Err(Refused::Hidden("an upload in progress")),
             _ => relative.push(segment),
         }
     }
     Ok(relative)
+}
+
+/// Whether `name` is an upload's temporary file.
+fn is_upload(name: &str) -> bool {
+    name.starts_with('.') && name.to_ascii_lowercase().contains(UPLOAD_MARK)
 }
 
 /// `candidate` (an existing path under `root`) with its links resolved, if that stays inside
@@ -85,10 +89,23 @@ pub fn confined(
         return Ok(Ok(real));
     }
     let root = root.canonicalize()?;
-    Ok(match real.starts_with(&root) {
-        true => Ok(real),
-        false => Err(Refused::Hidden("a link that leads out of the directory")),
-    })
+    let Ok(inside) = real.strip_prefix(&root) else {
+        return Ok(Err(Refused::Hidden(
+            "a link that leads out of the directory",
+        )));
+    };
+    // What a link leads to is held to the rules of names too: `pub.txt -> .env` is `.env`.
+    for name in inside.iter().map(|name| name.to_string_lossy()) {
+        if is_upload(&name) {
+            return Ok(Err(Refused::Hidden("an upload in progress")));
+        }
+        if name.starts_with('.') && !allowed.dotfiles && name != ".well-known" {
+            return Ok(Err(Refused::Hidden(
+                "a link to a name that starts with a dot",
+            )));
+        }
+    }
+    Ok(Ok(real))
 }
 
 /// For a file about to be written: the nearest existing ancestor of `candidate` must be inside
@@ -157,5 +174,36 @@ mod tests {
             relative("/a/..", dotfiles).is_err(),
             "`..` with dotfiles allowed"
         );
+    }
+
+    #[test]
+    fn links_are_held_to_the_rules_of_names_and_uploads_are_never_served() {
+        let root = std::env::temp_dir().join(format!("shoal-path-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join(".env"), b"SECRET=1").unwrap();
+        std::fs::write(root.join("ok.txt"), b"ok").unwrap();
+        std::os::unix::fs::symlink(root.join(".env"), root.join("pub.txt")).unwrap();
+        std::os::unix::fs::symlink(root.join("ok.txt"), root.join("alias.txt")).unwrap();
+        let plain = Allowed::default();
+        let confined = |name: &str| confined(&root, &root.join(name), plain).unwrap();
+        assert!(
+            confined("alias.txt").is_ok(),
+            "a link to a plain name inside"
+        );
+        assert!(
+            confined("pub.txt").is_err(),
+            "a link to a dotfile is the dotfile"
+        );
+        let dotfiles = Allowed {
+            dotfiles: true,
+            symlinks: false,
+        };
+        assert!(super::confined(&root, &root.join("pub.txt"), dotfiles)
+            .unwrap()
+            .is_ok());
+        for upload in ["/.a.txt.shoal-upload-1-2", "/d/.A.TXT.SHOAL-UPLOAD-1-2"] {
+            assert!(relative(upload, dotfiles).is_err(), "{upload}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -67,7 +67,13 @@ pub fn file(
             fields.insert(LAST_MODIFIED, value);
         }
     }
-    fields.insert(CACHE_CONTROL, settings.cache_control.clone());
+    // Without its tag yet (a big file being hashed), an answer may be kept downstream only to
+    // be revalidated: its next answer will have the tag.
+    let cache_control = match &opened.tag {
+        Some(_) => settings.cache_control.clone(),
+        None => HeaderValue::from_static("no-cache"),
+    };
+    fields.insert(CACHE_CONTROL, cache_control);
     if opened.vary {
         fields.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     }

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -122,8 +123,11 @@ pub(super) async fn delete(
             return Ok(refused_answer(refused));
         }
         // Checked and removed with no other write of the pool landing in between.
+        // Hashed (if the conditions want a tag) before the lock, so that the look under it
+        // finds the tag remembered and the pool's other writes do not wait for a read.
+        what_is_there(&files, &target, &conditions)?;
         let _commit = files.commits.lock().unwrap_or_else(|p| p.into_inner());
-        let there = what_is_there(&files, &target)?;
+        let there = what_is_there(&files, &target, &conditions)?;
         if there.as_ref().is_some_and(|there| !there.is_file) {
             return Ok(respond::text(
                 StatusCode::CONFLICT,
@@ -201,6 +205,14 @@ impl Conditions {
         }
     }
 
+    /// Whether an entity tag (not just `*`) is compared: only then is the file hashed.
+    fn compares_tags(&self) -> bool {
+        [&self.if_match, &self.if_none_match]
+            .into_iter()
+            .flatten()
+            .any(|list| list.split(',').any(|item| !matches!(item.trim(), "*" | "")))
+    }
+
     /// Whether there are any (a write without them needs no second look before it lands).
     fn any(&self) -> bool {
         self.if_match.is_some()
@@ -258,7 +270,7 @@ fn prepare(
     if let Err(refused) = path::confined_parent(root, target, files.settings.allowed)? {
         return Ok(Err(refused_answer(refused)));
     }
-    let there = what_is_there(files, target)?;
+    let there = what_is_there(files, target, &conditions)?;
     if there.as_ref().is_some_and(|there| !there.is_file) {
         return Ok(Err(respond::text(
             StatusCode::CONFLICT,
@@ -323,18 +335,32 @@ impl There {
     }
 }
 
-/// What is at `target`, or `None` if nothing is there. Blocking (it may hash the file).
-fn what_is_there(files: &Files, target: &Path) -> std::io::Result<Option<There>> {
+/// What is at `target`, or `None` if nothing is there; its tag only when `conditions` compare
+/// tags (a write without them does not read the file). Blocking (it may hash the file).
+fn what_is_there(
+    files: &Files,
+    target: &Path,
+    conditions: &Conditions,
+) -> std::io::Result<Option<There>> {
+    let untagged = |is_file, modified| There {
+        tag: HeaderValue::from_static("\"\""),
+        is_file,
+        modified,
+    };
     match target.symlink_metadata() {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error),
-        Ok(metadata) if metadata.is_dir() => Ok(Some(There {
-            tag: HeaderValue::from_static("\"\""),
-            is_file: false,
-            modified: None,
-        })),
+        Ok(metadata) if metadata.is_dir() => Ok(Some(untagged(false, None))),
+        // A link or something else that is not a file: replaced or removed as it is, never
+        // followed or read (a FIFO would never end).
+        Ok(metadata) if !metadata.is_file() || !conditions.compares_tags() => {
+            Ok(Some(untagged(true, metadata.modified().ok())))
+        }
         Ok(_) => {
-            let file = File::open(target)?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(target)?;
             let metadata = file.metadata()?;
             Ok(Some(There {
                 tag: files.tags.of_now(target, &file, &metadata)?,
@@ -420,7 +446,7 @@ fn finish(
         let _commit = files.commits.lock().unwrap_or_else(|p| p.into_inner());
         let existed = match upload.conditions.any() {
             true => {
-                let there = what_is_there(files, &upload.target)?;
+                let there = what_is_there(files, &upload.target, &upload.conditions)?;
                 if let Some(answer) = upload.conditions.fail(there.as_ref().map(There::current)) {
                     return Ok(Err(answer));
                 }
