@@ -266,16 +266,7 @@ async fn big_files_go_straight_from_the_file() {
         assert!(body[..] == content[..], "the bytes differ");
         assert_eq!(cache_status(&headers), "PASS", "a big file is not stored");
     }
-    let stats = client()
-        .get(format!("http://{}/stats", node.admin.unwrap()))
-        .bearer_auth("a-token-of-sixteen-chars")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
+    let stats = admin_get(&node, "/stats", Some("a-token-of-sixteen-chars")).await;
     assert_eq!(
         stats["counters"]["sendfile_bytes"], 6_000_000,
         "both went with sendfile: {stats}"

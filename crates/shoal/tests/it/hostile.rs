@@ -9,8 +9,8 @@ use tokio::net::TcpStream;
 use bytes::Bytes;
 
 use crate::support::{
-    answer, cache_status, client, eventually, get, get_with, node, node_for, node_with, raw,
-    Answer, Body, Origin, RawOrigin, Reply,
+    admin_get, answer, cache_status, client, eventually, get, get_with, node, node_for, node_with,
+    raw, Answer, Body, Origin, RawOrigin, Reply,
 };
 
 /// The bytes a pipelined client reads after the node's answer to its first request: with the
@@ -449,15 +449,7 @@ async fn a_hung_host_is_timed_out_retried_elsewhere_and_ejected() {
             "request {index}"
         );
     }
-    let upstreams = client()
-        .get(format!("http://{}/upstreams", node.admin.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let upstreams: serde_json::Value = serde_json::from_slice(&upstreams).unwrap();
+    let upstreams = admin_get(&node, "/upstreams", None).await;
     assert_eq!(upstreams[0]["hosts"][0]["state"], "ejected", "{upstreams}");
 }
 

@@ -346,14 +346,16 @@ pub async fn get_with(
 
 /// The node's `/stats`, from its admin API.
 pub async fn admin_stats(node: &shoal::Node) -> serde_json::Value {
-    let text = client()
-        .get(format!("http://{}/stats", node.admin.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    admin_get(node, "/stats", None).await
+}
+
+/// The JSON the node's admin API answers `path` with, asked with the admin `token` if given.
+pub async fn admin_get(node: &shoal::Node, path: &str, token: Option<&str>) -> serde_json::Value {
+    let mut request = client().get(format!("http://{}{path}", node.admin.unwrap()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let text = request.send().await.unwrap().text().await.unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
