@@ -723,16 +723,7 @@ fn check_signature(live: &Generation, request: &mut ClientRequest) -> Result<(),
         }
         request.head.extensions.insert(SignedForItsMethod);
     }
-    let unsigned = verified.target;
-    let mut parts = request.head.uri.clone().into_parts();
-    parts.path_and_query = Some(
-        unsigned
-            .parse()
-            .map_err(|_| ProxyError::Internal("a verified target no longer parses"))?,
-    );
-    request.head.uri = http::Uri::from_parts(parts)
-        .map_err(|_| ProxyError::Internal("a verified target no longer parses"))?;
-    Ok(())
+    replace_target(&mut request.head, &verified.target)
 }
 
 /// Marks a request whose URL was signed for its method (`method=PUT` in the signature): a
@@ -772,10 +763,16 @@ fn authorize_write(live: &Generation, request: &mut ClientRequest) -> Result<(),
 
 /// Removes the query from the request's target.
 fn drop_query(head: &mut http::request::Parts) -> Result<(), ProxyError> {
+    let path = head.uri.path().to_owned();
+    replace_target(head, &path)
+}
+
+/// Puts `target` (a path and query derived from the request's own) in the request's URI,
+/// keeping its scheme and authority.
+fn replace_target(head: &mut http::request::Parts, target: &str) -> Result<(), ProxyError> {
+    let invalid = || ProxyError::Internal("a target derived from the request no longer parses");
     let mut parts = head.uri.clone().into_parts();
-    let invalid = || ProxyError::Internal("a path without its query no longer parses");
-    let path = head.uri.path().parse().map_err(|_| invalid())?;
-    parts.path_and_query = Some(path);
+    parts.path_and_query = Some(target.parse().map_err(|_| invalid())?);
     head.uri = http::Uri::from_parts(parts).map_err(|_| invalid())?;
     Ok(())
 }
@@ -790,11 +787,7 @@ fn normalize_target(head: &mut http::request::Parts) -> Result<(), ProxyError> {
         Some(query) => format!("{normal}?{query}"),
         None => normal,
     };
-    let mut parts = head.uri.clone().into_parts();
-    let invalid = || ProxyError::Internal("a normalized target no longer parses");
-    parts.path_and_query = Some(target.parse().map_err(|_| invalid())?);
-    head.uri = http::Uri::from_parts(parts).map_err(|_| invalid())?;
-    Ok(())
+    replace_target(head, &target)
 }
 
 /// `server.redirect_to_https`: the same URL over HTTPS, on the first TLS listener's port.

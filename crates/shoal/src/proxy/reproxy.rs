@@ -380,6 +380,42 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_or_conflicting_instruction_is_bounded() {
+        // Twenty copies named: the first sixteen are tried.
+        let many: Vec<String> = (0..20)
+            .map(|n| format!("http://127.0.0.1:{}/x", 1000 + n))
+            .collect();
+        let fields = [("x-reproxy-url", many.join(" "))];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let Some(Instruction::Urls(targets)) = instruction(&fields, true).0 else {
+            panic!("not read");
+        };
+        assert_eq!(targets.urls.len(), 16);
+        assert_eq!(targets.urls[15].0.port, 1015);
+        // Both forms at once: X-Accel-Redirect is read (as nginx does), both are removed.
+        let (got, left) = instruction(
+            &[
+                ("x-accel-redirect", "/p/a"),
+                ("x-reproxy-url", "http://127.0.0.1:1/b"),
+            ],
+            true,
+        );
+        assert!(matches!(got, Some(Instruction::Internal(_))), "{got:?}");
+        assert!(left.is_empty(), "{left:?}");
+        // Not text: refused, not cut.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            X_REPROXY_URL,
+            HeaderValue::from_bytes(b"http://a/\xff").unwrap(),
+        );
+        let (request, ()) = http::Request::new(()).into_parts();
+        assert!(matches!(
+            take(&mut headers, true, &request),
+            Some(Instruction::Invalid(_))
+        ));
+    }
+
+    #[test]
     fn a_targets_own_instruction_is_not_followed() {
         let mut headers = HeaderMap::new();
         headers.insert(X_ACCEL_REDIRECT, HeaderValue::from_static("/again"));

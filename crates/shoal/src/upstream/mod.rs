@@ -287,7 +287,11 @@ impl Upstream {
             }
             // A bucket's request is its own, rewritten and signed for this host and time.
             let signed;
-            let bucket = self.buckets.iter().find(|(name, _)| *name == pool.name);
+            // Looked up by name only for the pools that are buckets (most requests are not).
+            let bucket = match pool.bucket {
+                true => self.buckets.iter().find(|(name, _)| *name == pool.name),
+                false => None,
+            };
             let request = match bucket {
                 None => &*parts,
                 Some((_, bucket)) => {

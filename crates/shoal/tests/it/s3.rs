@@ -170,6 +170,22 @@ async fn a_private_bucket_is_read_and_written_through_the_node_signed() {
     let (status, headers, _) = get(&node, "/docs/a%20b+c(1).txt?v=2").await;
     assert_eq!((status, cache_status(&headers)), (200, "HIT"));
 
+    // Over HTTP/2 too, a range from the slices stored from the bucket.
+    let mut h2 = h2_client(node.listen[0]).await;
+    let request = http::Request::get(format!("{}/big.bin", base(&node)))
+        .header("range", "bytes=2097152-2097161")
+        .body(())
+        .unwrap();
+    let (response, _) = h2.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 206);
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got, &big[2_097_152..2_097_162]);
+
     // No listing of the bucket, whatever the query; methods a bucket is not used with: 405.
     for path in ["/", "/?list-type=2"] {
         let (status, _, body) = get(&node, path).await;
