@@ -313,3 +313,47 @@ async fn in_a_cluster_the_target_is_fetched_once_through_its_owner() {
         assert_eq!(status, 404);
     }
 }
+
+#[tokio::test]
+async fn a_target_that_varies_is_stored_per_variant_with_a_disk_tier() {
+    let cache = crate::disk::TempDir::new("reproxy-disk");
+    let store = Origin::start(|seen| {
+        let gzip = seen
+            .headers
+            .get("accept-encoding")
+            .is_some_and(|value| value.to_str().unwrap().contains("gzip"));
+        let body = if gzip { "gzipped copy" } else { "plain copy" };
+        let mut reply = Reply::ok(body)
+            .header("cache-control", "max-age=3600")
+            .header("vary", "Accept-Encoding");
+        if gzip {
+            reply = reply.header("content-encoding", "gzip");
+        }
+        reply
+    })
+    .await;
+    let app = application("/protected/v.txt").await;
+    let node = node_with(&app, |config| {
+        app_and_store(config, &app.url(), &store.url(), true);
+        config.disk.dirs = vec![shoal::config::DiskDir {
+            path: cache.0.clone(),
+            size: shoal::config::ByteSize(64 << 20),
+        }];
+    })
+    .await;
+    for user in 0..6 {
+        let gzip = user % 2 == 0;
+        let encoding: &[(&str, &str)] = if gzip {
+            &[("accept-encoding", "gzip")]
+        } else {
+            &[]
+        };
+        let (status, headers, body) = get_with(&node, &format!("/dl/u{user}"), encoding).await;
+        assert_eq!(status, 200);
+        let expected: &[u8] = if gzip { b"gzipped copy" } else { b"plain copy" };
+        assert_eq!(&body[..], expected, "user {user}");
+        assert_eq!(headers["vary"], "Accept-Encoding");
+        assert_eq!(headers["cache-control"], "private, max-age=0");
+    }
+    assert_eq!(store.count("/protected/v.txt"), 2, "one fetch per variant");
+}
